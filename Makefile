@@ -1,0 +1,67 @@
+# mmembed — plain Makefile. `make` builds build/mmembed; `make check` runs every test.
+CC      ?= cc
+PKGS    := fcgi libconfig json-c libpng libwebp libwebpdemux libpcre2-8 libutf8proc \
+           libavformat libavcodec libswscale libavutil openblas
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude $(PKG_CFLAGS) -MMD -MP
+CFLAGS  += -march=x86-64-v3 -fno-math-errno
+LDLIBS  += $(PKG_LIBS) -ljpeg -lgif -lfcgi -lm -lpthread
+
+SRCS    := $(shell find src -name '*.c' ! -name main.c | sort)
+TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+
+# Three builds share the sources: release (build/), test hooks (build/test/),
+# sanitizers (build/asan/). Only build/test and build/asan carry MM_TEST_HOOKS.
+B       ?= build
+OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
+
+.PHONY: all deps run check unit unit-bins integration test-build asan-build clean
+all: $(B)/mmembed
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
+
+$(B)/libmmembed.a: $(OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/mmembed: $(B)/obj/src/main.o $(B)/libmmembed.a
+	$(CC) $(LDFLAGS) $(EXTRA_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/tests/%: tests/unit/%.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) $(LDFLAGS) $(EXTRA_LDFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
+unit-bins: $(TESTS:%=$(B)/tests/%)
+
+deps:
+	@tools/deps.sh
+
+# unit tests: every tests/unit/test_*.c, run from the repository root
+unit: deps
+	@$(MAKE) --no-print-directory unit-bins
+	@set -e; for t in $(TESTS); do echo "== $$t"; $(B)/tests/$$t; done
+
+test-build:
+	@$(MAKE) --no-print-directory B=build/test EXTRA_CFLAGS=-DMM_TEST_HOOKS build/test/mmembed
+
+asan-build:
+	@$(MAKE) --no-print-directory B=build/asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-DMM_TEST_HOOKS -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" build/asan/mmembed unit-bins
+
+integration: deps all test-build
+	@python3 tests/integration/run.py
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,30 @@
+#include "mmembed/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+int mm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+int mm_status_http(int code)
+{
+    switch (code) {
+    case MM_OK: return 200;
+    case MM_E_INVALID: return 400;
+    case MM_E_NOTFOUND: return 404;
+    case MM_E_TOOBIG: return 413;
+    case MM_E_UNSUPPORTED: return 415;
+    case MM_E_UNPROCESSABLE: return 422;
+    case MM_E_TIMEOUT: return 422;
+    case MM_E_AGAIN: return 503;
+    default: return 500;
+    }
+}
