@@ -1,0 +1,72 @@
+/* Server configuration (libconfig file), validated as a whole before use. */
+#ifndef MMEMBED_CONF_H
+#define MMEMBED_CONF_H
+
+#include <stdint.h>
+
+#include "mmembed/common.h"
+
+#define MM_MAX_WORKERS 256
+#define MM_MAX_MODELS 8
+#define MM_PATH_MAX 1024
+
+typedef struct {
+    char name[64];
+    char path[MM_PATH_MAX];  /* absolute after load */
+    char dtype[8];           /* "f32" (compute precision) */
+    int is_default;
+} mm_conf_model_t;
+
+typedef struct {
+    char file[MM_PATH_MAX];           /* the config file, absolute */
+    /* pool */
+    char listen[MM_PATH_MAX];         /* unix path with %d, or host:port base */
+    int workers;
+    int threads;                      /* inference threads per worker */
+    char user[64], group[64];
+    double request_timeout;           /* seconds; master SIGKILLs past it */
+    int max_requests;                 /* recycle after this many; 0 = never */
+    int queue_depth;                  /* requests a busy worker may hold */
+    double stop_timeout;              /* graceful stop before SIGKILL */
+    double backoff_max;               /* crash-loop restart delay cap, seconds */
+    int retry_after;                  /* seconds, in 503 answers */
+    char pid_file[MM_PATH_MAX];
+    int socket_mode;                  /* unix socket permissions, e.g. 0660 */
+    /* http front (nginx) */
+    char http_listen[128];            /* nginx listen, e.g. 127.0.0.1:8080 */
+    int http_tries;                   /* fastcgi_next_upstream_tries */
+    /* limits */
+    int64_t max_body_bytes;
+    int max_items;                    /* inputs per request */
+    int64_t max_text_bytes;           /* per input text */
+    int64_t max_pixels;               /* per decoded image */
+    int max_parts;                    /* multipart parts */
+    int max_frames;
+    int default_frames;
+    double max_video_seconds;
+    double video_budget;              /* decode-time budget, seconds */
+    /* logging */
+    int log_level;
+    char log_file[MM_PATH_MAX];
+    /* models */
+    int n_models;
+    mm_conf_model_t models[MM_MAX_MODELS];
+} mm_conf_t;
+
+/* Fill `c` with defaults. */
+void mm_conf_defaults(mm_conf_t *c);
+
+/* Parse and validate `path` into `c` (defaults first). Unknown keys, wrong
+ * types, out-of-range values are errors: `err` gets "file:line: reason".
+ * Relative paths in the file are resolved against the current directory.
+ * Returns MM_OK or MM_E_INVALID. */
+int mm_conf_load(const char *path, mm_conf_t *c, char *err, size_t errlen);
+
+/* The listen address of worker `i` (0-based) into out: "%d" replaced by i for
+ * unix paths, port + i for host:port. Returns 1 for unix, 0 for TCP. */
+int mm_conf_worker_addr(const mm_conf_t *c, int i, char *out, size_t cap);
+
+/* Default model index, or -1 if none. */
+int mm_conf_default_model(const mm_conf_t *c);
+
+#endif

@@ -1,0 +1,25 @@
+/* The glue between HTTP and models: the model registry (loaded once in the
+ * master, shared read-only by workers) and the embedding route handlers. */
+#ifndef MMEMBED_EMBED_H
+#define MMEMBED_EMBED_H
+
+#include "mmembed/buf.h"
+#include "mmembed/common.h"
+
+struct mm_http_req;
+typedef struct mm_embed mm_embed_t;
+
+/* Master, before fork: load and prepare every configured model. The conf
+ * must outlive the registry. */
+int mm_embed_load(const void *conf /* const mm_conf_t* */, mm_embed_t **out, char *err, size_t errlen);
+void mm_embed_free(mm_embed_t *e);
+/* Worker, after fork: allocate per-worker scratch and set threads. */
+int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen);
+/* Handle one embedding route (r->route set by the router). */
+void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r);
+/* Append the models as a JSON array for /info and /health. */
+void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b);
+/* Total bytes of prepared weights (shared by all workers). */
+size_t mm_embed_weight_bytes(const mm_embed_t *e);
+
+#endif

@@ -1,0 +1,55 @@
+/* One HTTP request as the worker sees it through FastCGI, and the ways to
+ * answer it. Handlers above this layer never touch libfcgi directly. */
+#ifndef MMEMBED_HTTP_H
+#define MMEMBED_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mmembed/buf.h"
+#include "mmembed/common.h"
+
+typedef struct mm_http_req {
+    void *fcgi;                 /* FCGX_Request* */
+    const char *method;         /* "GET", "POST", ... */
+    const char *uri;            /* as sent, with query */
+    char path[256];             /* decoded-free path part of uri */
+    const char *query;          /* after '?', or "" */
+    const char *content_type;   /* "" if none */
+    const char *request_id;     /* from nginx ($request_id), or generated */
+    const char *auth;           /* Authorization header, or "" */
+    int64_t content_length;     /* -1 if unknown */
+    int64_t body_read;          /* bytes consumed so far */
+    int route;                  /* MM_ROUTE_* */
+    int status;                 /* set when answered; 0 before */
+    int64_t start_us;
+    char id_buf[40];
+    mm_buf_t out;               /* response body scratch */
+} mm_http_req_t;
+
+/* Fill the request fields from the FastCGI params of `fcgi`. */
+void mm_http_req_init(mm_http_req_t *r, void *fcgi);
+void mm_http_req_release(mm_http_req_t *r);
+/* Read up to n body bytes; returns bytes read (0 at end), negative on error. */
+long mm_http_read(mm_http_req_t *r, void *buf, size_t n);
+/* Read the whole body into *out (malloc'd, NUL-terminated). Over `max`
+ * bytes -> MM_E_TOOBIG (the rest is drained). */
+int mm_http_read_body(mm_http_req_t *r, int64_t max, char **out, size_t *len);
+/* Discard the remaining body (bounded by `max` bytes read). */
+void mm_http_drain(mm_http_req_t *r, int64_t max);
+/* Send a full response. `headers` is extra header lines, each ending in
+ * "\r\n", or NULL. */
+void mm_http_respond(mm_http_req_t *r, int status, const char *ctype, const char *headers,
+                     const void *body, size_t len);
+/* Send r->out as application/json. */
+void mm_http_respond_json(mm_http_req_t *r, int status);
+/* OpenAI-shaped JSON error: {"error":{"message","type","code"}}. `code` may
+ * be NULL (derived from status). 503 adds Retry-After. */
+void mm_http_error(mm_http_req_t *r, int status, const char *code, const char *fmt, ...) MM_PRINTF(4, 5);
+/* Value of a query parameter into out (URL-decoded); 1 if present. */
+int mm_http_query(const mm_http_req_t *r, const char *name, char *out, size_t cap);
+/* The Retry-After seconds used for 503 answers (set once per process). */
+void mm_http_set_retry_after(int seconds);
+const char *mm_http_reason(int status);
+
+#endif

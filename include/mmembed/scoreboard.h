@@ -1,0 +1,88 @@
+/* Shared-memory scoreboard: a header written by the master plus fixed
+ * per-worker slots, each written only by the worker that owns it (and its
+ * counters only through atomic adds). No pointers: every process maps it at
+ * its own address. */
+#ifndef MMEMBED_SCOREBOARD_H
+#define MMEMBED_SCOREBOARD_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mmembed/common.h"
+
+#define MM_SB_SLOTS 512          /* 2x max workers: old + new during reload */
+
+enum { MM_ROUTE_HEALTH, MM_ROUTE_INFO, MM_ROUTE_METRICS, MM_ROUTE_STATUS, MM_ROUTE_EMBEDDINGS,
+       MM_ROUTE_EMBED_TEXT, MM_ROUTE_EMBED_IMAGE, MM_ROUTE_EMBED_MULTIMODAL, MM_ROUTE_EMBED_VIDEO,
+       MM_ROUTE_OTHER, MM_ROUTE_COUNT };
+
+/* HTTP statuses counted one by one; anything else falls into "other". */
+#define MM_SB_STATUSES {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 503, 504}
+enum { MM_SB_N_STATUS = 15 };    /* the list above + other */
+
+/* Latency histogram upper bounds (seconds) for /metrics. */
+#define MM_SB_BUCKETS {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+enum { MM_SB_N_BUCKETS = 15 };   /* the list above + Inf */
+
+enum { MM_SLOT_FREE = 0, MM_SLOT_STARTING, MM_SLOT_IDLE, MM_SLOT_BUSY, MM_SLOT_STOPPING };
+
+typedef struct {
+    /* written by the master */
+    volatile int32_t state;          /* MM_SLOT_*; workers move IDLE<->BUSY */
+    volatile int32_t index;          /* worker number in the pool */
+    volatile int32_t generation;     /* config generation it was started with */
+    volatile pid_t pid;
+    volatile int64_t started_us;     /* process start, wall clock */
+    /* written by the worker */
+    volatile int64_t req_start_us;   /* monotonic start of the running request, 0 if none */
+    volatile int32_t req_route;
+    char req_method[8];
+    char req_uri[64];
+    volatile int32_t last_status;
+    volatile int64_t last_duration_us;
+    uint64_t requests;               /* finished by this process */
+    uint64_t rejected_busy;          /* 503s it answered because it was busy */
+    uint64_t by_route_status[MM_ROUTE_COUNT][MM_SB_N_STATUS];
+    uint64_t hist[MM_SB_N_BUCKETS];  /* request duration, all routes */
+    uint64_t duration_us_sum;        /* request time, microseconds */
+} mm_sb_slot_t;
+
+typedef struct {
+    /* master-written */
+    int64_t start_us;                /* pool start (wall clock) */
+    volatile int32_t generation;
+    volatile int32_t workers;        /* configured pool size */
+    volatile int32_t ready;          /* models loaded, pool up */
+    uint64_t restarts;               /* worker processes started to replace others */
+    uint64_t crashes;                /* workers that died abnormally */
+    uint64_t timeouts;               /* workers killed past request_timeout */
+    uint64_t recycles;               /* workers that exited after max_requests */
+    uint64_t backoffs;               /* restarts delayed because a slot crash-looped */
+    volatile int32_t in_backoff;     /* slots currently waiting to restart */
+    volatile int32_t max_busy;       /* highest simultaneous busy count seen */
+    /* counters of processes that exited: their slots are reused, the totals are kept */
+    uint64_t gone_requests;
+    uint64_t gone_rejected;
+    uint64_t gone_by_route_status[MM_ROUTE_COUNT][MM_SB_N_STATUS];
+    uint64_t gone_hist[MM_SB_N_BUCKETS];
+    uint64_t gone_duration_us_sum;
+    mm_sb_slot_t slots[MM_SB_SLOTS];
+} mm_scoreboard_t;
+
+/* Map a fresh zeroed scoreboard shared with future children. */
+mm_scoreboard_t *mm_sb_create(void);
+/* Index of a status code in by_route_status's second dimension. */
+int mm_sb_status_index(int status);
+/* Bucket index for a duration in seconds. */
+int mm_sb_bucket(double seconds);
+/* Record a finished request in `slot` (called by the owning worker). */
+void mm_sb_record(mm_sb_slot_t *slot, int route, int status, double seconds);
+/* Fold a dead process's counters into the header totals, then free the slot
+ * (master only). */
+void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *slot);
+/* Route names for metrics. */
+const char *mm_sb_route_name(int route);
+int64_t mm_now_us(void);       /* monotonic */
+int64_t mm_wall_us(void);      /* realtime */
+
+#endif

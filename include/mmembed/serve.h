@@ -1,0 +1,36 @@
+/* The server: master (config, sockets, models, supervision) and workers
+ * (FastCGI accept loop, busy rejection, routing). */
+#ifndef MMEMBED_SERVE_H
+#define MMEMBED_SERVE_H
+
+#include "mmembed/conf.h"
+#include "mmembed/scoreboard.h"
+
+struct mm_embed;
+struct mm_http_req;
+
+/* What a worker process needs; built by the master before fork. */
+typedef struct {
+    const mm_conf_t *conf;
+    mm_scoreboard_t *sb;
+    mm_sb_slot_t *slot;
+    struct mm_embed *embed;
+    int listen_fd;
+    int index;              /* worker number */
+} mm_worker_ctx_t;
+
+/* Run the master: `conf_path` is re-read on SIGHUP. Returns the exit code. */
+int mm_master_run(const char *conf_path, int daemonize);
+
+/* Worker main loop (never returns; exits the process). */
+void mm_worker_main(mm_worker_ctx_t *ctx) __attribute__((noreturn));
+
+/* Router: classify a request (fills r->route); returns 1 if it is a cheap
+ * control route the accept thread may answer even while busy. */
+int mm_router_classify(struct mm_http_req *r);
+/* Answer a request completely (any route). */
+void mm_router_handle(mm_worker_ctx_t *ctx, struct mm_http_req *r);
+
+#define MM_VERSION "0.1.0"
+
+#endif

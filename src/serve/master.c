@@ -1,0 +1,591 @@
+/* Master process: reads the config, prepares models, owns the listening
+ * sockets, forks and supervises the worker pool. Signal handlers only write
+ * the signal number into a self-pipe; the loop below acts on it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mmembed/embed.h"
+#include "mmembed/log.h"
+#include "mmembed/serve.h"
+
+/* A worker slot that lives less than this after (re)start counts as a crash loop. */
+#define QUICK_DEATH_US 5000000
+#define BACKOFF_FIRST 0.1
+/* During a long back-off the slot's socket is closed so that nginx gets a
+ * refused connection and tries another worker instead of waiting. */
+#define CLOSE_SOCKET_AFTER 0.5
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct {
+    char addr[MM_PATH_MAX];
+    int is_unix;
+    int fd;                 /* -1 while closed (long back-off) */
+    int refs;               /* generations using it */
+} sock_t;
+
+typedef struct gen {
+    int id;
+    mm_conf_t conf;
+    mm_embed_t *embed;
+    int sock[MM_MAX_WORKERS];       /* index into socks[] per worker position */
+    int live;                       /* children of this generation alive */
+    int retired;                    /* replaced by a newer generation */
+    /* per position restart bookkeeping (current generation only) */
+    int64_t restart_at[MM_MAX_WORKERS];   /* 0 = nothing pending */
+    int fails[MM_MAX_WORKERS];
+    int child[MM_MAX_WORKERS];            /* sb slot of the live worker, -1 */
+    struct gen *next;
+} gen_t;
+
+typedef struct {
+    pid_t pid;
+    gen_t *gen;
+    int index;
+    int64_t started;        /* monotonic */
+    int timed_out;
+    int stop_sent;
+} child_t;
+
+static mm_scoreboard_t *sb;
+static child_t children[MM_SB_SLOTS];
+static sock_t socks[2 * MM_MAX_WORKERS];
+static int n_socks;
+static gen_t *cur;              /* current generation */
+static gen_t *gens;             /* all live generations (list) */
+static const char *conf_path;
+static int sig_pipe[2];
+static enum { RUNNING, STOPPING } mstate = RUNNING;
+static int64_t stop_deadline;
+static int fast_stop;
+
+static void on_signal(int sig)
+{
+    char c = (char)sig;
+    ssize_t w = write(sig_pipe[1], &c, 1);
+    (void)w;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+static int ids_for(const mm_conf_t *c, uid_t *uid, gid_t *gid)
+{
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (geteuid() != 0) return 0;
+    if (c->user[0]) {
+        struct passwd *pw = getpwnam(c->user);
+        if (!pw) return -1;
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
+    if (c->group[0]) {
+        struct group *gr = getgrnam(c->group);
+        if (!gr) return -1;
+        *gid = gr->gr_gid;
+    }
+    return 0;
+}
+
+static int open_socket(const mm_conf_t *c, sock_t *s)
+{
+    int fd;
+    if (s->is_unix) {
+        struct sockaddr_un sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        if (strlen(s->addr) >= sizeof sa.sun_path) return -1;
+        memcpy(sa.sun_path, s->addr, strlen(s->addr) + 1);
+        unlink(s->addr);   /* stale socket from an earlier run */
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return -1;
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            mm_log_error("bind %s: %s", s->addr, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        chmod(s->addr, (mode_t)c->socket_mode);
+        uid_t uid;
+        gid_t gid;
+        if (ids_for(c, &uid, &gid) == 0 && (uid != (uid_t)-1 || gid != (gid_t)-1)) {
+            if (chown(s->addr, uid, gid) < 0) mm_log_warn("chown %s: %s", s->addr, strerror(errno));
+        }
+    } else {
+        char host[256];
+        const char *colon = strrchr(s->addr, ':');
+        snprintf(host, sizeof host, "%.*s", (int)(colon - s->addr), s->addr);
+        struct addrinfo hints, *ai = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+        if (getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai) != 0 || !ai) {
+            mm_log_error("cannot resolve listen address %s", s->addr);
+            return -1;
+        }
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            mm_log_error("bind %s: %s", s->addr, strerror(errno));
+            if (fd >= 0) close(fd);
+            freeaddrinfo(ai);
+            return -1;
+        }
+        freeaddrinfo(ai);
+    }
+    if (listen(fd, 1024) < 0) {
+        mm_log_error("listen %s: %s", s->addr, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    s->fd = fd;
+    return 0;
+}
+
+static void close_socket(sock_t *s)
+{
+    if (s->fd >= 0) close(s->fd);
+    s->fd = -1;
+    if (s->is_unix) unlink(s->addr);
+}
+
+/* Find or create the socket for an address; reused across reloads so that
+ * a connection is never refused while workers are replaced. */
+static int get_socket(const mm_conf_t *c, const char *addr, int is_unix)
+{
+    for (int i = 0; i < n_socks; i++)
+        if (socks[i].refs > 0 && strcmp(socks[i].addr, addr) == 0) {
+            if (socks[i].fd < 0 && open_socket(c, &socks[i]) < 0) return -1;
+            socks[i].refs++;
+            return i;
+        }
+    int slot = -1;
+    for (int i = 0; i < n_socks; i++)
+        if (socks[i].refs == 0) { slot = i; break; }
+    if (slot < 0) {
+        if (n_socks >= (int)MM_ARRAY_LEN(socks)) return -1;
+        slot = n_socks++;
+    }
+    sock_t *s = &socks[slot];
+    memset(s, 0, sizeof *s);
+    snprintf(s->addr, sizeof s->addr, "%s", addr);
+    s->is_unix = is_unix;
+    if (open_socket(c, s) < 0) return -1;
+    s->refs = 1;
+    return slot;
+}
+
+static void put_socket(int i)
+{
+    if (i < 0) return;
+    if (--socks[i].refs == 0) close_socket(&socks[i]);
+}
+
+/* ---------------------------------------------------------------- generations */
+
+static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
+{
+    gen_t *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->id = id;
+    g->conf = *c;
+    for (int i = 0; i < MM_MAX_WORKERS; i++) g->sock[i] = -1, g->child[i] = -1;
+    if (mm_embed_load(&g->conf, &g->embed, err, errlen) != MM_OK) {
+        free(g);
+        return NULL;
+    }
+    for (int i = 0; i < c->workers; i++) {
+        char addr[MM_PATH_MAX];
+        int is_unix = mm_conf_worker_addr(c, i, addr, sizeof addr);
+        g->sock[i] = get_socket(c, addr, is_unix);
+        if (g->sock[i] < 0) {
+            snprintf(err, errlen, "cannot listen on %.200s", addr);
+            for (int j = 0; j < i; j++) put_socket(g->sock[j]);
+            mm_embed_free(g->embed);
+            free(g);
+            return NULL;
+        }
+    }
+    g->next = gens;
+    gens = g;
+    return g;
+}
+
+static void gen_free_if_done(gen_t *g)
+{
+    if (!g->retired || g->live > 0) return;
+    for (gen_t **pp = &gens; *pp; pp = &(*pp)->next)
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    for (int i = 0; i < g->conf.workers; i++) put_socket(g->sock[i]);
+    mm_embed_free(g->embed);
+    mm_log_info("generation %d retired", g->id);
+    free(g);
+}
+
+/* ---------------------------------------------------------------- children */
+
+static int drop_privileges(const mm_conf_t *c)
+{
+    if (geteuid() != 0 || (!c->user[0] && !c->group[0])) return 0;
+    uid_t uid;
+    gid_t gid;
+    if (ids_for(c, &uid, &gid) < 0) return -1;
+    if (gid != (gid_t)-1 && (setgroups(0, NULL) < 0 || setgid(gid) < 0)) return -1;
+    if (uid != (uid_t)-1 && setuid(uid) < 0) return -1;
+    return 0;
+}
+
+static int spawn(gen_t *g, int index)
+{
+    int slot = -1;
+    for (int i = 0; i < MM_SB_SLOTS; i++)
+        if (sb->slots[i].state == MM_SLOT_FREE && children[i].pid == 0) { slot = i; break; }
+    if (slot < 0) {
+        mm_log_error("scoreboard full; cannot start worker %d", index);
+        return -1;
+    }
+    sock_t *s = &socks[g->sock[index]];
+    if (s->fd < 0 && open_socket(&g->conf, s) < 0) return -1;
+    mm_sb_slot_t *ss = &sb->slots[slot];
+    memset(ss, 0, sizeof *ss);
+    ss->index = index;
+    ss->generation = g->id;
+    ss->started_us = mm_wall_us();
+    __atomic_store_n(&ss->state, MM_SLOT_STARTING, __ATOMIC_RELEASE);
+    pid_t pid = fork();
+    if (pid < 0) {
+        mm_log_error("fork: %s", strerror(errno));
+        ss->state = MM_SLOT_FREE;
+        return -1;
+    }
+    if (pid == 0) {
+        /* child: keep only its own socket */
+        for (int i = 0; i < n_socks; i++)
+            if (socks[i].fd >= 0 && i != g->sock[index]) close(socks[i].fd);
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+        if (drop_privileges(&g->conf) < 0) {
+            mm_log_error("cannot switch to user '%s' group '%s': %s", g->conf.user, g->conf.group, strerror(errno));
+            _exit(73);
+        }
+        static mm_worker_ctx_t ctx;
+        ctx.conf = &g->conf;
+        ctx.sb = sb;
+        ctx.slot = ss;
+        ctx.embed = g->embed;
+        ctx.listen_fd = s->fd;
+        ctx.index = index;
+        mm_worker_main(&ctx);
+    }
+    ss->pid = pid;
+    children[slot] = (child_t){.pid = pid, .gen = g, .index = index, .started = mm_now_us()};
+    g->child[index] = slot;
+    g->live++;
+    g->restart_at[index] = 0;
+    mm_log_debug("started worker %d (generation %d) pid %d", index, g->id, (int)pid);
+    return 0;
+}
+
+static void signal_gen(gen_t *g, int sig)
+{
+    for (int i = 0; i < MM_SB_SLOTS; i++)
+        if (children[i].pid > 0 && children[i].gen == g) {
+            kill(children[i].pid, sig);
+            children[i].stop_sent = 1;
+        }
+}
+
+static void signal_all(int sig)
+{
+    for (int i = 0; i < MM_SB_SLOTS; i++)
+        if (children[i].pid > 0) kill(children[i].pid, sig);
+}
+
+static int live_children(void)
+{
+    int n = 0;
+    for (int i = 0; i < MM_SB_SLOTS; i++) n += children[i].pid > 0;
+    return n;
+}
+
+static void schedule_restart(gen_t *g, int index, int crashed, int64_t lived)
+{
+    int64_t now = mm_now_us();
+    if (!crashed || lived > QUICK_DEATH_US) g->fails[index] = 0;
+    if (crashed) g->fails[index]++;
+    double delay = 0;
+    if (g->fails[index] >= 2) {
+        delay = BACKOFF_FIRST * pow(2, g->fails[index] - 2);
+        if (delay > g->conf.backoff_max) delay = g->conf.backoff_max;
+        sb->backoffs++;
+        mm_log_warn("worker %d is crash-looping (%d quick deaths): restart in %.1fs", index, g->fails[index], delay);
+        if (delay >= CLOSE_SOCKET_AFTER) {
+            int shared = 0;
+            for (gen_t *o = gens; o; o = o->next)
+                if (o != g && o->live > 0)
+                    for (int i = 0; i < o->conf.workers; i++) shared |= o->sock[i] == g->sock[index];
+            if (!shared) close_socket(&socks[g->sock[index]]);
+        }
+    }
+    g->restart_at[index] = now + (int64_t)(delay * 1e6) + 1;
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        int slot = -1;
+        for (int i = 0; i < MM_SB_SLOTS; i++)
+            if (children[i].pid == pid) { slot = i; break; }
+        if (slot < 0) continue;
+        child_t ch = children[slot];
+        memset(&children[slot], 0, sizeof children[slot]);
+        mm_sb_retire(sb, &sb->slots[slot]);
+        gen_t *g = ch.gen;
+        g->live--;
+        if (g->child[ch.index] == slot) g->child[ch.index] = -1;
+        int64_t lived = mm_now_us() - ch.started;
+        int crashed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (ch.timed_out) {
+            mm_log_warn("worker %d pid %d killed after request_timeout (%.1fs)", ch.index, (int)pid, g->conf.request_timeout);
+        } else if (WIFSIGNALED(status)) {
+            mm_log_error("worker %d pid %d died from signal %d (%s)", ch.index, (int)pid, WTERMSIG(status),
+                         strsignal(WTERMSIG(status)));
+        } else if (crashed) {
+            mm_log_error("worker %d pid %d exited with status %d", ch.index, (int)pid, WEXITSTATUS(status));
+        }
+        if (mstate == RUNNING && g == cur && !ch.stop_sent) {
+            if (ch.timed_out) crashed = 0, sb->timeouts++;
+            else if (crashed) sb->crashes++;
+            else {
+                sb->recycles++;
+                mm_log_info("worker %d pid %d recycled after max_requests", ch.index, (int)pid);
+            }
+            schedule_restart(g, ch.index, crashed, lived);
+        }
+        gen_free_if_done(g);
+    }
+}
+
+static void check_timeouts(void)
+{
+    int64_t now = mm_now_us();
+    for (int i = 0; i < MM_SB_SLOTS; i++) {
+        child_t *ch = &children[i];
+        if (ch->pid <= 0 || ch->timed_out) continue;
+        int64_t st = sb->slots[i].req_start_us;
+        if (st && now - st > (int64_t)(ch->gen->conf.request_timeout * 1e6)) {
+            char uri[64];
+            memcpy(uri, sb->slots[i].req_uri, sizeof uri);
+            uri[63] = '\0';
+            mm_log_error("worker %d pid %d: request %s ran past request_timeout %.1fs; killing it", ch->index,
+                         (int)ch->pid, uri, ch->gen->conf.request_timeout);
+            kill(ch->pid, SIGKILL);
+            ch->timed_out = 1;
+        }
+    }
+}
+
+static void run_restarts(void)
+{
+    if (mstate != RUNNING) return;
+    int64_t now = mm_now_us();
+    int waiting = 0;
+    for (int i = 0; i < cur->conf.workers; i++) {
+        if (!cur->restart_at[i]) continue;
+        if (now >= cur->restart_at[i]) {
+            if (spawn(cur, i) == 0) sb->restarts++;
+            else cur->restart_at[i] = now + 1000000;
+        }
+        if (cur->restart_at[i]) waiting++;
+    }
+    sb->in_backoff = waiting;
+}
+
+/* ---------------------------------------------------------------- reload / stop */
+
+static void reload(void)
+{
+    mm_conf_t *c = malloc(sizeof *c);
+    char err[MM_ERRLEN * 2];
+    if (!c) return;
+    mm_log_info("reloading %s", conf_path);
+    if (mm_conf_load(conf_path, c, err, sizeof err) != MM_OK) {
+        mm_log_error("reload failed, keeping the running configuration: %s", err);
+        free(c);
+        return;
+    }
+    gen_t *g = gen_create(c, cur->id + 1, err, sizeof err);
+    free(c);
+    if (!g) {
+        mm_log_error("reload failed, keeping the running configuration: %s", err);
+        return;
+    }
+    mm_log_open(g->conf.log_file, g->conf.log_level);
+    gen_t *old = cur;
+    cur = g;
+    sb->generation = g->id;
+    sb->workers = g->conf.workers;
+    for (int i = 0; i < g->conf.workers; i++) spawn(g, i);
+    old->retired = 1;
+    for (int i = 0; i < MM_MAX_WORKERS; i++) old->restart_at[i] = 0;
+    signal_gen(old, SIGQUIT);   /* finish in-flight requests, then exit */
+    gen_free_if_done(old);
+    mm_log_info("reloaded: generation %d with %d workers", g->id, g->conf.workers);
+}
+
+static void begin_stop(int fast)
+{
+    if (mstate == STOPPING && !(fast && !fast_stop)) return;
+    mstate = STOPPING;
+    fast_stop = fast;
+    mm_log_info("%s stop", fast ? "fast" : "graceful");
+    sb->ready = 0;
+    if (fast) {
+        signal_all(SIGTERM);
+        stop_deadline = mm_now_us() + 1000000;
+    } else {
+        for (int i = 0; i < MM_SB_SLOTS; i++)
+            if (children[i].pid > 0) children[i].stop_sent = 1;
+        signal_all(SIGQUIT);
+        stop_deadline = mm_now_us() + (int64_t)(cur->conf.stop_timeout * 1e6);
+    }
+}
+
+static void handle_signals(void)
+{
+    char buf[64];
+    ssize_t n;
+    while ((n = read(sig_pipe[0], buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            switch (buf[i]) {
+            case SIGHUP: if (mstate == RUNNING) reload(); break;
+            case SIGTERM:
+            case SIGQUIT: begin_stop(0); break;
+            case SIGINT: begin_stop(1); break;
+            case SIGUSR1:
+                mm_log_reopen();
+                signal_all(SIGUSR1);
+                mm_log_info("log reopened");
+                break;
+            case SIGCHLD: break;
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int write_pid_file(const char *path)
+{
+    if (!path[0]) return 0;
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    return 0;
+}
+
+int mm_master_run(const char *path, int daemonize)
+{
+    static mm_conf_t conf;
+    char err[MM_ERRLEN * 2];
+    conf_path = path;
+    if (mm_conf_load(path, &conf, err, sizeof err) != MM_OK) {
+        fprintf(stderr, "mmembed: %s\n", err);
+        return 1;
+    }
+    if (mm_log_open(conf.log_file, conf.log_level) != MM_OK) {
+        fprintf(stderr, "mmembed: cannot open log file %s: %s\n", conf.log_file, strerror(errno));
+        return 1;
+    }
+    mm_log_set_role("master");
+    if (daemonize) {
+        pid_t p = fork();
+        if (p < 0) return 1;
+        if (p > 0) _exit(0);
+        setsid();
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            if (conf.log_file[0] && strcmp(conf.log_file, "-") != 0) dup2(nul, 2);
+            if (nul > 2) close(nul);
+        }
+    }
+    if (write_pid_file(conf.pid_file) < 0) {
+        mm_log_error("cannot write pid file %s: %s", conf.pid_file, strerror(errno));
+        return 1;
+    }
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    int sigs[] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT, SIGUSR1, SIGCHLD};
+    for (size_t i = 0; i < MM_ARRAY_LEN(sigs); i++) sigaction(sigs[i], &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    sb = mm_sb_create();
+    if (!sb) {
+        mm_log_error("cannot map the scoreboard");
+        return 1;
+    }
+    sb->start_us = mm_wall_us();
+    int64_t t0 = mm_now_us();
+    cur = gen_create(&conf, 1, err, sizeof err);
+    if (!cur) {
+        mm_log_error("startup failed: %s", err);
+        if (conf.pid_file[0]) unlink(conf.pid_file);
+        return 1;
+    }
+    sb->generation = 1;
+    sb->workers = conf.workers;
+    for (int i = 0; i < conf.workers; i++) spawn(cur, i);
+    sb->ready = 1;
+    mm_log_info("mmembed %s: %d workers on %s, %zu bytes of shared weights, ready in %.0f ms", MM_VERSION,
+                conf.workers, conf.listen, mm_embed_weight_bytes(cur->embed), (mm_now_us() - t0) / 1e3);
+
+    struct pollfd pfd = {.fd = sig_pipe[0], .events = POLLIN};
+    for (;;) {
+        poll(&pfd, 1, 50);
+        handle_signals();
+        reap();
+        if (mstate == STOPPING) {
+            if (live_children() == 0) break;
+            if (mm_now_us() > stop_deadline) {
+                mm_log_warn("stop timeout: killing %d workers", live_children());
+                signal_all(SIGKILL);
+                stop_deadline = mm_now_us() + 5000000;
+            }
+            continue;
+        }
+        check_timeouts();
+        run_restarts();
+    }
+    for (int i = 0; i < n_socks; i++)
+        if (socks[i].refs > 0) close_socket(&socks[i]);
+    if (cur->conf.pid_file[0]) unlink(cur->conf.pid_file);
+    mm_log_info("stopped");
+    return 0;
+}

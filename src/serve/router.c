@@ -1,0 +1,279 @@
+/* Routes: control endpoints that read the scoreboard, and dispatch of the
+ * embedding endpoints to the embed layer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mmembed/embed.h"
+#include "mmembed/http.h"
+#include "mmembed/serve.h"
+
+typedef struct {
+    const char *path;
+    int route;
+    const char *method;
+    int control;      /* cheap: answered by the accept thread even when busy */
+} route_t;
+
+static const route_t routes[] = {
+    {"/health", MM_ROUTE_HEALTH, "GET", 1},
+    {"/info", MM_ROUTE_INFO, "GET", 1},
+    {"/metrics", MM_ROUTE_METRICS, "GET", 1},
+    {"/status", MM_ROUTE_STATUS, "GET", 1},
+    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0},
+    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0},
+    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0},
+    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0},
+    {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0},
+};
+
+static const route_t *find(const char *path)
+{
+    for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++)
+        if (strcmp(routes[i].path, path) == 0) return &routes[i];
+    return NULL;
+}
+
+int mm_router_classify(mm_http_req_t *r)
+{
+    const route_t *rt = find(r->path);
+    r->route = rt ? rt->route : MM_ROUTE_OTHER;
+    if (!rt) return 0;
+    return rt->control && (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0);
+}
+
+/* ---------------------------------------------------------------- aggregation */
+
+typedef struct {
+    uint64_t requests, rejected;
+    uint64_t rs[MM_ROUTE_COUNT][MM_SB_N_STATUS];
+    uint64_t hist[MM_SB_N_BUCKETS];
+    uint64_t dur_us;
+    int busy, idle, total;
+} totals_t;
+
+static void sum(const mm_scoreboard_t *sb, totals_t *t)
+{
+    memset(t, 0, sizeof *t);
+    t->requests = sb->gone_requests;
+    t->rejected = sb->gone_rejected;
+    memcpy(t->rs, sb->gone_by_route_status, sizeof t->rs);
+    memcpy(t->hist, sb->gone_hist, sizeof t->hist);
+    t->dur_us = sb->gone_duration_us_sum;
+    for (int i = 0; i < MM_SB_SLOTS; i++) {
+        const mm_sb_slot_t *s = &sb->slots[i];
+        int st = s->state;
+        if (st == MM_SLOT_FREE) continue;
+        t->requests += s->requests;
+        t->rejected += s->rejected_busy;
+        for (int a = 0; a < MM_ROUTE_COUNT; a++)
+            for (int b = 0; b < MM_SB_N_STATUS; b++) t->rs[a][b] += s->by_route_status[a][b];
+        for (int b = 0; b < MM_SB_N_BUCKETS; b++) t->hist[b] += s->hist[b];
+        t->dur_us += s->duration_us_sum;
+        if (st == MM_SLOT_BUSY) t->busy++;
+        else if (st == MM_SLOT_IDLE) t->idle++;
+        if (st == MM_SLOT_BUSY || st == MM_SLOT_IDLE) t->total++;
+    }
+}
+
+static int pool_ready(const mm_worker_ctx_t *ctx)
+{
+    totals_t t;
+    sum(ctx->sb, &t);
+    return ctx->sb->ready && t.total > 0;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static void h_health(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    totals_t t;
+    sum(ctx->sb, &t);
+    int ok = ctx->sb->ready && t.total > 0;
+    mm_buf_printf(&r->out, "{\"status\":\"%s\",\"workers\":{\"total\":%d,\"busy\":%d,\"idle\":%d},\"models\":",
+                  ok ? "ok" : "starting", t.total, t.busy, t.idle);
+    mm_embed_models_json(ctx->embed, &r->out);
+    mm_buf_puts(&r->out, "}\n");
+    mm_http_respond_json(r, ok ? 200 : 503);
+}
+
+static void h_info(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    const mm_conf_t *c = ctx->conf;
+    mm_buf_t *b = &r->out;
+    mm_buf_printf(b, "{\"name\":\"mmembed\",\"version\":\"%s\",\"models\":", MM_VERSION);
+    mm_embed_models_json(ctx->embed, b);
+    mm_buf_printf(b, ",\"limits\":{\"max_body_bytes\":%lld,\"max_items\":%d,\"max_text_bytes\":%lld,"
+                     "\"max_pixels\":%lld,\"max_parts\":%d,\"max_frames\":%d,\"default_frames\":%d,"
+                     "\"max_video_seconds\":%g,\"video_budget_seconds\":%g,\"request_timeout_seconds\":%g},"
+                     "\"pool\":{\"workers\":%d,\"threads\":%d,\"queue_depth\":%d}}\n",
+                  (long long)c->max_body_bytes, c->max_items, (long long)c->max_text_bytes,
+                  (long long)c->max_pixels, c->max_parts, c->max_frames, c->default_frames,
+                  c->max_video_seconds, c->video_budget, c->request_timeout, c->workers, c->threads,
+                  c->queue_depth);
+    mm_http_respond_json(r, 200);
+}
+
+static void h_metrics(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    static const int statuses[] = MM_SB_STATUSES;
+    static const double buckets[] = MM_SB_BUCKETS;
+    const mm_scoreboard_t *sb = ctx->sb;
+    totals_t t;
+    sum(sb, &t);
+    mm_buf_t *b = &r->out;
+    mm_buf_puts(b, "# HELP mmembed_requests_total Requests answered by workers, by route and HTTP status.\n"
+                   "# TYPE mmembed_requests_total counter\n");
+    for (int a = 0; a < MM_ROUTE_COUNT; a++)
+        for (int s = 0; s < MM_SB_N_STATUS; s++) {
+            if (!t.rs[a][s]) continue;
+            if (s < MM_SB_N_STATUS - 1)
+                mm_buf_printf(b, "mmembed_requests_total{route=\"%s\",status=\"%d\"} %llu\n", mm_sb_route_name(a),
+                              statuses[s], (unsigned long long)t.rs[a][s]);
+            else
+                mm_buf_printf(b, "mmembed_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                              mm_sb_route_name(a), (unsigned long long)t.rs[a][s]);
+        }
+    mm_buf_printf(b, "# HELP mmembed_busy_rejections_total Requests answered 503 because the worker was busy.\n"
+                     "# TYPE mmembed_busy_rejections_total counter\nmmembed_busy_rejections_total %llu\n",
+                  (unsigned long long)t.rejected);
+    mm_buf_printf(b, "# HELP mmembed_worker_restarts_total Worker processes started to replace others.\n"
+                     "# TYPE mmembed_worker_restarts_total counter\nmmembed_worker_restarts_total %llu\n"
+                     "# HELP mmembed_worker_crashes_total Workers that died abnormally.\n"
+                     "# TYPE mmembed_worker_crashes_total counter\nmmembed_worker_crashes_total %llu\n"
+                     "# HELP mmembed_worker_timeouts_total Workers killed past request_timeout.\n"
+                     "# TYPE mmembed_worker_timeouts_total counter\nmmembed_worker_timeouts_total %llu\n"
+                     "# HELP mmembed_worker_recycles_total Workers replaced after max_requests.\n"
+                     "# TYPE mmembed_worker_recycles_total counter\nmmembed_worker_recycles_total %llu\n"
+                     "# HELP mmembed_worker_backoffs_total Restarts delayed because a slot crash-looped.\n"
+                     "# TYPE mmembed_worker_backoffs_total counter\nmmembed_worker_backoffs_total %llu\n"
+                     "# HELP mmembed_workers_in_backoff Worker slots waiting out a crash-loop delay.\n"
+                     "# TYPE mmembed_workers_in_backoff gauge\nmmembed_workers_in_backoff %d\n",
+                  (unsigned long long)sb->restarts, (unsigned long long)sb->crashes,
+                  (unsigned long long)sb->timeouts, (unsigned long long)sb->recycles,
+                  (unsigned long long)sb->backoffs, sb->in_backoff);
+    mm_buf_printf(b, "# HELP mmembed_workers Worker processes by state.\n# TYPE mmembed_workers gauge\n"
+                     "mmembed_workers{state=\"busy\"} %d\nmmembed_workers{state=\"idle\"} %d\n"
+                     "# HELP mmembed_workers_max_busy Highest number of simultaneously busy workers.\n"
+                     "# TYPE mmembed_workers_max_busy gauge\nmmembed_workers_max_busy %d\n",
+                  t.busy, t.idle, sb->max_busy);
+    mm_buf_puts(b, "# HELP mmembed_request_duration_seconds Time from accept to response, all routes.\n"
+                   "# TYPE mmembed_request_duration_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < MM_SB_N_BUCKETS; i++) {
+        cum += t.hist[i];
+        if (i < MM_SB_N_BUCKETS - 1)
+            mm_buf_printf(b, "mmembed_request_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[i],
+                          (unsigned long long)cum);
+        else
+            mm_buf_printf(b, "mmembed_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    mm_buf_printf(b, "mmembed_request_duration_seconds_sum %.6f\nmmembed_request_duration_seconds_count %llu\n",
+                  t.dur_us / 1e6, (unsigned long long)cum);
+    mm_buf_printf(b, "# HELP mmembed_ready 1 once models are loaded and workers are up.\n# TYPE mmembed_ready gauge\n"
+                     "mmembed_ready %d\n", pool_ready(ctx));
+    mm_http_respond(r, 200, "text/plain; version=0.0.4", NULL, b->data, b->len);
+}
+
+static const char *state_name(int st)
+{
+    switch (st) {
+    case MM_SLOT_STARTING: return "starting";
+    case MM_SLOT_IDLE: return "idle";
+    case MM_SLOT_BUSY: return "busy";
+    case MM_SLOT_STOPPING: return "stopping";
+    default: return "free";
+    }
+}
+
+static void h_status(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    const mm_scoreboard_t *sb = ctx->sb;
+    totals_t t;
+    sum(sb, &t);
+    mm_buf_t *b = &r->out;
+    int64_t now = mm_now_us(), wall = mm_wall_us();
+    mm_buf_printf(b, "{\"pool\":\"mmembed\",\"start_time\":%lld,\"start_since\":%lld,\"accepted_conn\":%llu,"
+                     "\"busy_rejections\":%llu,\"idle_workers\":%d,\"busy_workers\":%d,\"total_workers\":%d,"
+                     "\"configured_workers\":%d,\"max_busy_reached\":%d,\"restarts\":%llu,\"crashes\":%llu,"
+                     "\"timeouts\":%llu,\"recycles\":%llu,\"in_backoff\":%d,\"generation\":%d,\"workers\":[",
+                  (long long)(sb->start_us / 1000000), (long long)((wall - sb->start_us) / 1000000),
+                  (unsigned long long)t.requests, (unsigned long long)t.rejected, t.idle, t.busy, t.total,
+                  sb->workers, sb->max_busy, (unsigned long long)sb->restarts, (unsigned long long)sb->crashes,
+                  (unsigned long long)sb->timeouts, (unsigned long long)sb->recycles, sb->in_backoff,
+                  sb->generation);
+    int first = 1;
+    for (int i = 0; i < MM_SB_SLOTS; i++) {
+        const mm_sb_slot_t *s = &sb->slots[i];
+        int st = s->state;
+        if (st == MM_SLOT_FREE) continue;
+        int64_t rs = s->req_start_us;
+        mm_buf_printf(b, "%s{\"index\":%d,\"pid\":%d,\"state\":\"%s\",\"generation\":%d,\"start_since\":%lld,"
+                         "\"requests\":%llu,\"busy_rejections\":%llu,\"request_duration_ms\":%.3f,"
+                         "\"last_request_ms\":%.3f,\"last_status\":%d",
+                      first ? "" : ",", s->index, (int)s->pid, state_name(st), s->generation,
+                      (long long)((wall - s->started_us) / 1000000), (unsigned long long)s->requests,
+                      (unsigned long long)s->rejected_busy, rs ? (now - rs) / 1e3 : 0.0,
+                      s->last_duration_us / 1e3, s->last_status);
+        if (rs) {
+            char m[8], u[64];
+            memcpy(m, s->req_method, sizeof m);
+            memcpy(u, s->req_uri, sizeof u);
+            m[7] = u[63] = '\0';
+            mm_buf_puts(b, ",\"request_method\":");
+            mm_buf_json_str(b, m, strlen(m));
+            mm_buf_puts(b, ",\"request_uri\":");
+            mm_buf_json_str(b, u, strlen(u));
+        }
+        mm_buf_puts(b, "}");
+        first = 0;
+    }
+    mm_buf_puts(b, "]}\n");
+    mm_http_respond_json(r, 200);
+}
+
+#ifdef MM_TEST_HOOKS
+/* Test-only routes (never in the default binary): a slow request and a crash. */
+static int test_hook(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    (void)ctx;
+    char v[32];
+    if (strcmp(r->path, "/__test/sleep") == 0) {
+        long ms = mm_http_query(r, "ms", v, sizeof v) ? atol(v) : 100;
+        mm_http_drain(r, ctx->conf->max_body_bytes);
+        usleep((useconds_t)ms * 1000);
+        mm_buf_printf(&r->out, "{\"slept_ms\":%ld,\"pid\":%d}\n", ms, (int)getpid());
+        mm_http_respond_json(r, 200);
+        return 1;
+    }
+    if (strcmp(r->path, "/__test/crash") == 0) abort();
+    return 0;
+}
+#endif
+
+void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+#ifdef MM_TEST_HOOKS
+    if (test_hook(ctx, r)) return;
+#endif
+    const route_t *rt = find(r->path);
+    if (!rt) {
+        mm_http_drain(r, ctx->conf->max_body_bytes);
+        mm_http_error(r, 404, "not_found", "no route for %s", r->path);
+        return;
+    }
+    int head = strcmp(r->method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0;
+    if (strcmp(r->method, rt->method) != 0 && !head) {
+        mm_http_drain(r, ctx->conf->max_body_bytes);
+        mm_http_error(r, 405, "method_not_allowed", "%s does not accept %s (use %s)", rt->path, r->method, rt->method);
+        return;
+    }
+    switch (rt->route) {
+    case MM_ROUTE_HEALTH: h_health(ctx, r); return;
+    case MM_ROUTE_INFO: h_info(ctx, r); return;
+    case MM_ROUTE_METRICS: h_metrics(ctx, r); return;
+    case MM_ROUTE_STATUS: h_status(ctx, r); return;
+    default: mm_embed_handle(ctx->embed, r); return;
+    }
+}

@@ -1,0 +1,80 @@
+#include "mmembed/scoreboard.h"
+
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+static const int statuses[] = MM_SB_STATUSES;
+static const double buckets[] = MM_SB_BUCKETS;
+static const char *route_names[MM_ROUTE_COUNT] = {
+    "/health", "/info", "/metrics", "/status", "/v1/embeddings", "/embed/text", "/embed/image",
+    "/embed/multimodal", "/embed/video", "other"};
+
+_Static_assert(MM_ARRAY_LEN(statuses) + 1 == MM_SB_N_STATUS, "status list");
+_Static_assert(MM_ARRAY_LEN(buckets) + 1 == MM_SB_N_BUCKETS, "bucket list");
+
+mm_scoreboard_t *mm_sb_create(void)
+{
+    void *p = mmap(NULL, sizeof(mm_scoreboard_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    memset(p, 0, sizeof(mm_scoreboard_t));
+    return p;
+}
+
+int mm_sb_status_index(int status)
+{
+    for (int i = 0; i < (int)MM_ARRAY_LEN(statuses); i++)
+        if (statuses[i] == status) return i;
+    return MM_SB_N_STATUS - 1;
+}
+
+int mm_sb_bucket(double s)
+{
+    for (int i = 0; i < (int)MM_ARRAY_LEN(buckets); i++)
+        if (s <= buckets[i]) return i;
+    return MM_SB_N_BUCKETS - 1;
+}
+
+void mm_sb_record(mm_sb_slot_t *slot, int route, int status, double seconds)
+{
+    if (route < 0 || route >= MM_ROUTE_COUNT) route = MM_ROUTE_OTHER;
+    __atomic_add_fetch(&slot->by_route_status[route][mm_sb_status_index(status)], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&slot->hist[mm_sb_bucket(seconds)], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&slot->requests, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&slot->duration_us_sum, (uint64_t)(seconds * 1e6), __ATOMIC_RELAXED);
+    slot->last_status = status;
+    slot->last_duration_us = (int64_t)(seconds * 1e6);
+}
+
+void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *s)
+{
+    sb->gone_requests += s->requests;
+    sb->gone_rejected += s->rejected_busy;
+    for (int r = 0; r < MM_ROUTE_COUNT; r++)
+        for (int i = 0; i < MM_SB_N_STATUS; i++) sb->gone_by_route_status[r][i] += s->by_route_status[r][i];
+    for (int i = 0; i < MM_SB_N_BUCKETS; i++) sb->gone_hist[i] += s->hist[i];
+    sb->gone_duration_us_sum += s->duration_us_sum;
+    /* readers skip FREE slots; clear the rest after publishing FREE */
+    __atomic_store_n(&s->state, MM_SLOT_FREE, __ATOMIC_RELEASE);
+    s->pid = 0;
+    memset((char *)s + offsetof(mm_sb_slot_t, req_start_us), 0, sizeof *s - offsetof(mm_sb_slot_t, req_start_us));
+}
+
+const char *mm_sb_route_name(int route)
+{
+    return route >= 0 && route < MM_ROUTE_COUNT ? route_names[route] : "other";
+}
+
+int64_t mm_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t mm_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

@@ -1,0 +1,274 @@
+/* Worker process: two threads. The accept thread takes every FastCGI
+ * connection at once: control routes (/health, /metrics, /status, /info) are
+ * answered right there, embedding work goes to the request thread if it is
+ * free (or the queue has room), and otherwise is answered 503 + Retry-After
+ * within microseconds, so nginx moves the request to another worker. */
+#include <errno.h>
+#include <fcntl.h>
+#include <fcgiapp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "mmembed/embed.h"
+#include "mmembed/http.h"
+#include "mmembed/log.h"
+#include "mmembed/serve.h"
+
+#define QMAX 66                  /* queue_depth (<= 64) + running + accept */
+
+static mm_worker_ctx_t *W;
+static int sig_pipe[2] = {-1, -1};
+static volatile sig_atomic_t got_quit, got_term, got_reopen;
+
+static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
+static FCGX_Request *q_items[QMAX];
+static int q_head, q_len;         /* queued, not yet taken */
+static int q_running;             /* 1 while the request thread works */
+static int q_closing;             /* accept loop ended: drain and exit */
+static FCGX_Request pool[QMAX];
+static FCGX_Request *free_list[QMAX];
+static int n_free;
+static long served;
+static pid_t master_pid;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGTERM || sig == SIGINT) got_term = 1;
+    else if (sig == SIGUSR1) got_reopen = 1;
+    else got_quit = 1;
+    char c = (char)sig;
+    ssize_t w = write(sig_pipe[1], &c, 1);
+    (void)w;
+}
+
+static FCGX_Request *take_free(void)
+{
+    FCGX_Request *r = NULL;
+    pthread_mutex_lock(&q_mu);
+    if (n_free > 0) r = free_list[--n_free];
+    pthread_mutex_unlock(&q_mu);
+    return r;
+}
+
+static void give_free(FCGX_Request *r)
+{
+    pthread_mutex_lock(&q_mu);
+    free_list[n_free++] = r;
+    pthread_mutex_unlock(&q_mu);
+}
+
+static void log_request(const mm_http_req_t *r, double secs)
+{
+    if (r->status >= 500 && r->status != 503)
+        mm_log_warn("req=%s %s %s %d %.3fms", r->request_id, r->method, r->uri, r->status, secs * 1e3);
+    else
+        mm_log_debug("req=%s %s %s %d %.3fms", r->request_id, r->method, r->uri, r->status, secs * 1e3);
+}
+
+static void finish(FCGX_Request *f, mm_http_req_t *r)
+{
+    double secs = (mm_now_us() - r->start_us) / 1e6;
+    if (!r->status) mm_http_error(r, 500, NULL, "no response was produced");
+    mm_sb_record(W->slot, r->route, r->status, secs);
+    log_request(r, secs);
+    FCGX_Finish_r(f);
+}
+
+static void update_max_busy(void)
+{
+    int busy = 0;
+    for (int i = 0; i < MM_SB_SLOTS; i++)
+        if (W->sb->slots[i].state == MM_SLOT_BUSY) busy++;
+    int cur = W->sb->max_busy;
+    while (busy > cur && !__atomic_compare_exchange_n(&W->sb->max_busy, &cur, busy, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
+/* ---------------------------------------------------------------- request thread */
+
+static void *request_thread(void *arg)
+{
+    (void)arg;
+    mm_http_req_t r;
+    memset(&r, 0, sizeof r);
+    mm_buf_init(&r.out);
+    for (;;) {
+        pthread_mutex_lock(&q_mu);
+        while (q_len == 0 && !q_closing) pthread_cond_wait(&q_cv, &q_mu);
+        if (q_len == 0 && q_closing) {
+            pthread_mutex_unlock(&q_mu);
+            break;
+        }
+        FCGX_Request *f = q_items[q_head];
+        q_head = (q_head + 1) % QMAX;
+        q_len--;
+        q_running = 1;
+        pthread_mutex_unlock(&q_mu);
+
+        mm_http_req_init(&r, f);
+        r.start_us = mm_now_us();
+        mm_router_classify(&r);
+        W->slot->req_route = r.route;
+        snprintf(W->slot->req_method, sizeof W->slot->req_method, "%s", r.method);
+        snprintf(W->slot->req_uri, sizeof W->slot->req_uri, "%s", r.uri);
+        W->slot->req_start_us = r.start_us;
+        __atomic_store_n(&W->slot->state, MM_SLOT_BUSY, __ATOMIC_RELEASE);
+        update_max_busy();
+
+        mm_router_handle(W, &r);
+        finish(f, &r);
+        mm_http_req_release(&r);
+
+        W->slot->req_start_us = 0;
+        __atomic_store_n(&W->slot->state, MM_SLOT_IDLE, __ATOMIC_RELEASE);
+        give_free(f);
+        pthread_mutex_lock(&q_mu);
+        q_running = 0;
+        served++;
+        if (W->conf->max_requests && served >= W->conf->max_requests) {
+            got_quit = 1;   /* recycle: stop accepting, finish what is queued */
+            ssize_t wr = write(sig_pipe[1], "r", 1);
+            (void)wr;
+        }
+        pthread_mutex_unlock(&q_mu);
+    }
+    mm_buf_free(&r.out);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- accept thread */
+
+static void reject_busy(FCGX_Request *f, mm_http_req_t *r)
+{
+    mm_http_drain(r, W->conf->max_body_bytes);
+    mm_http_error(r, 503, "busy", "worker %d is busy; retry shortly", W->index);
+    __atomic_add_fetch(&W->slot->rejected_busy, 1, __ATOMIC_RELAXED);
+    finish(f, r);
+}
+
+static void accept_loop(void)
+{
+    mm_http_req_t r;
+    memset(&r, 0, sizeof r);
+    mm_buf_init(&r.out);
+    struct pollfd pfd[2] = {{.fd = W->listen_fd, .events = POLLIN}, {.fd = sig_pipe[0], .events = POLLIN}};
+    while (!got_quit && !got_term) {
+        int n = poll(pfd, 2, 1000);
+        if (n < 0 && errno != EINTR) break;
+        if (got_quit || got_term) break;
+        if (got_reopen) {
+            got_reopen = 0;
+            mm_log_reopen();
+        }
+        if (getppid() != master_pid) {  /* master gone */
+            mm_log_warn("master died; exiting");
+            break;
+        }
+        if (n <= 0 || !(pfd[0].revents & POLLIN)) {
+            if (pfd[1].revents & POLLIN) {
+                char tmp[16];
+                ssize_t rd = read(sig_pipe[0], tmp, sizeof tmp);
+                (void)rd;
+            }
+            continue;
+        }
+        FCGX_Request *f = take_free();
+        if (!f) continue;          /* cannot happen: the pool outnumbers the queue */
+        if (FCGX_Accept_r(f) < 0) {
+            give_free(f);
+            continue;
+        }
+        mm_http_req_init(&r, f);
+        r.start_us = mm_now_us();
+        if (mm_router_classify(&r)) {
+            mm_router_handle(W, &r);
+            finish(f, &r);
+            mm_http_req_release(&r);
+            give_free(f);
+            continue;
+        }
+        pthread_mutex_lock(&q_mu);
+        int room = q_len + q_running <= W->conf->queue_depth;
+        if (room) {
+            q_items[(q_head + q_len) % QMAX] = f;
+            q_len++;
+            pthread_cond_signal(&q_cv);
+        }
+        pthread_mutex_unlock(&q_mu);
+        if (!room) {
+            reject_busy(f, &r);
+            mm_http_req_release(&r);
+            give_free(f);
+        }
+    }
+    mm_buf_free(&r.out);
+}
+
+void mm_worker_main(mm_worker_ctx_t *ctx)
+{
+    W = ctx;
+    char role[32];
+    snprintf(role, sizeof role, "worker %d", ctx->index);
+    mm_log_set_role(role);
+    master_pid = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master_pid) _exit(0);
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) _exit(70);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGHUP, SIG_IGN);
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    mm_http_set_retry_after(ctx->conf->retry_after);
+    FCGX_Init();
+    for (int i = 0; i < QMAX; i++) {
+        FCGX_InitRequest(&pool[i], ctx->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
+        free_list[n_free++] = &pool[i];
+    }
+    char err[MM_ERRLEN] = "";
+    if (mm_embed_init_child(ctx->embed, ctx->conf->threads, err, sizeof err) != MM_OK) {
+        mm_log_error("worker init failed: %s", err);
+        _exit(71);
+    }
+    /* the request thread must not take process signals */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, request_thread, NULL) != 0) _exit(72);
+    pthread_sigmask(SIG_UNBLOCK, &all, NULL);
+
+    ctx->slot->pid = getpid();
+    __atomic_store_n(&ctx->slot->state, MM_SLOT_IDLE, __ATOMIC_RELEASE);
+    mm_log_debug("worker ready on fd %d", ctx->listen_fd);
+
+    accept_loop();
+    if (got_term) _exit(0);
+    __atomic_store_n(&ctx->slot->state, MM_SLOT_STOPPING, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&q_mu);
+    q_closing = 1;
+    pthread_cond_signal(&q_cv);
+    pthread_mutex_unlock(&q_mu);
+    /* a SIGTERM while draining still ends the process at once */
+    while (pthread_tryjoin_np(tid, NULL) != 0) {
+        if (got_term) _exit(0);
+        usleep(2000);
+    }
+    _exit(0);
+}
