@@ -3,6 +3,8 @@
 #include "mmembed/conf.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <libconfig.h>
 #include <limits.h>
 #include <stddef.h>
@@ -237,6 +239,10 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
         if (strcmp(m->dtype, "f32") != 0)
             FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32)", i, m->dtype);
         if (absolutize(m->path, sizeof m->path) < 0) FAIL(g, "models[%d].path too long", i);
+        struct stat st;
+        if (stat(m->path, &st) < 0 || !S_ISDIR(st.st_mode))
+            FAIL(g, "models[%d] ('%s'): %s is not a model folder (%s)", i, m->name, m->path,
+                 stat(m->path, &st) < 0 ? strerror(errno) : "not a directory");
         for (int j = 0; j < i; j++)
             if (strcmp(c->models[j].name, m->name) == 0) FAIL(g, "duplicate model name '%s'", m->name);
         defaults += m->is_default;

@@ -241,6 +241,11 @@ void mm_worker_main(mm_worker_ctx_t *ctx)
         FCGX_InitRequest(&pool[i], ctx->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
         free_list[n_free++] = &pool[i];
     }
+#ifdef MM_TEST_HOOKS
+    /* test build only: make this worker crash at start while a file exists */
+    const char *crash = getenv("MMEMBED_TEST_CRASH_FILE");
+    if (crash && access(crash, F_OK) == 0) abort();
+#endif
     char err[MM_ERRLEN] = "";
     if (mm_embed_init_child(ctx->embed, ctx->conf->threads, err, sizeof err) != MM_OK) {
         mm_log_error("worker init failed: %s", err);

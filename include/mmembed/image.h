@@ -1,0 +1,76 @@
+/* Image decoding (JPEG, PNG, WebP, GIF → 8-bit RGB) and PIL-compatible
+ * resampling. Decoding works on a memory buffer only: a request never names
+ * a file. The pixels match what Hugging Face gets from
+ * `PIL.Image.open(f).convert("RGB")`. */
+#ifndef MMEMBED_IMAGE_H
+#define MMEMBED_IMAGE_H
+
+#include <stddef.h>
+
+/* A decoded image. `rgb` is (h, w, 3) RGB8, row stride w*3, owned by the
+ * struct (free with mm_image_free). src_w/src_h are the dimensions stored in
+ * the file; they differ from w/h only when the JPEG decoder used DCT scaling
+ * (see mm_image_decode), and the preprocessor sizes its output from them so
+ * that scaling never changes the output geometry. */
+typedef struct mm_image {
+    int w, h;            /* decoded pixels */
+    int src_w, src_h;    /* pixels in the file */
+    unsigned char *rgb;  /* (h, w, 3) */
+} mm_image_t;
+
+/* PIL resampling filter codes (Image.Resampling), as found in
+ * preprocessor_config.json "resample". NEAREST is not supported. */
+enum {
+    MM_RESAMPLE_NEAREST = 0,
+    MM_RESAMPLE_LANCZOS = 1,
+    MM_RESAMPLE_BILINEAR = 2,
+    MM_RESAMPLE_BICUBIC = 3,
+    MM_RESAMPLE_BOX = 4,
+    MM_RESAMPLE_HAMMING = 5,
+};
+
+/* Format from the magic bytes: "jpeg", "png", "webp", "gif", or NULL when
+ * unknown (or buf too short to tell). Never looks past the first 12 bytes. */
+const char *mm_image_sniff(const void *buf, size_t len);
+
+/* Decode buf[0..len) into *out (RGB8). The format is sniffed from magic bytes.
+ * min_edge_hint: the shortest edge the caller will resize to (e.g. 224), or
+ *   0 to always decode at full size. A JPEG whose shortest edge is many times
+ *   larger may be decoded with libjpeg DCT scaling (1/2, 1/4, 1/8) as long as
+ *   the decoded shortest edge stays >= MM_IMAGE_DCT_MIN_RATIO * hint; the
+ *   result then differs from a full decode + resize by far less than one
+ *   8-bit level on typical content (see tests/unit/test_image.c).
+ * max_pixels: limit on width*height read from the header before any pixel is
+ *   decoded (<= 0: no limit other than what fits in memory).
+ * Animated GIF/WebP: the first frame. Alpha is dropped without compositing,
+ * as PIL's convert("RGB") does. EXIF orientation is not applied (neither
+ * does Hugging Face).
+ * Returns 0, MM_E_INVALID (empty, truncated or corrupt data),
+ * MM_E_UNSUPPORTED (unknown format), MM_E_TOOBIG (over max_pixels) or
+ * MM_E_NOMEM, with a one-line reason in err. Nothing is printed. On error
+ * *out is zeroed and owns nothing. */
+int mm_image_decode(const void *buf, size_t len, int min_edge_hint, long max_pixels,
+                    mm_image_t *out, char *err, size_t errlen);
+
+/* Release the pixels of img (NULL-safe) and zero it. */
+void mm_image_free(mm_image_t *img);
+
+/* The decoded shortest edge must stay >= this multiple of min_edge_hint for
+ * DCT scaling to be used (measured against the HF fixtures). */
+#define MM_IMAGE_DCT_MIN_RATIO 4
+
+/* Resample a window of an RGB8 image exactly as PIL's Image.resize does
+ * (separable antialiased convolution, horizontal pass then vertical, 22-bit
+ * fixed-point coefficients, clip to uint8 after each pass).
+ * The virtual output is dw x dh; only the window [x0, x0+ww) x [y0, y0+wh)
+ * of it is computed and written to dst (row stride dstride bytes), so a
+ * resize followed by a crop costs only the cropped pixels. Pixels are
+ * identical to the full resize followed by the crop.
+ * filter: MM_RESAMPLE_* (not NEAREST). Allocates its scratch buffers and
+ * frees them before returning. Returns 0, MM_E_INVALID (bad sizes/window),
+ * MM_E_UNSUPPORTED (filter) or MM_E_NOMEM. */
+int mm_image_resize(const unsigned char *src, int sw, int sh, size_t sstride,
+                    int dw, int dh, int x0, int y0, int ww, int wh,
+                    unsigned char *dst, size_t dstride, int filter);
+
+#endif
