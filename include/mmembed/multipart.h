@@ -77,7 +77,7 @@ typedef struct mm_multipart_opts {
     uint64_t max_part_bytes;  /* body of one part */
 } mm_multipart_opts_t;
 
-/* Caller-owned parser state (about 3.5 KiB). Fields below `user` and
+/* Caller-owned parser state (about 3.3 KiB). Fields below `user` and
  * `part` are private. */
 struct mm_multipart {
     void *user;                 /* caller's context for the callbacks */
