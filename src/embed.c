@@ -1,51 +1,1039 @@
-/* Embedding routes. The model engine arrives with the engine issue; until
- * then the registry is empty and embedding routes answer 404 JSON. */
+/* Embedding glue: the model registry (loaded once in the master before
+ * fork), per-worker scratch, and the HTTP handlers of the embedding routes.
+ * Request flow: body (JSON | multipart) -> inputs -> tokenize / decode +
+ * preprocess -> model -> normalize -> JSON response. */
 #include "mmembed/embed.h"
 
+#include <json-c/json.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
+#include "mmembed/base64.h"
 #include "mmembed/conf.h"
 #include "mmembed/http.h"
+#include "mmembed/image.h"
+#include "mmembed/log.h"
+#include "mmembed/model.h"
+#include "mmembed/multipart.h"
+#include "mmembed/nn.h"
+#include "mmembed/preprocess.h"
+#include "mmembed/scoreboard.h"
+#include "mmembed/tokenizer.h"
+
+#define IMG_CHUNK 8            /* images decoded and encoded per pass */
+#define JSON_MAX_DEPTH 16
+
+typedef struct {
+    char name[64];
+    char dir[MM_PATH_MAX];
+    mm_model_t *model;
+    const mm_model_info_t *info;
+    mm_tokenizer_t *tok;       /* NULL without a text tower */
+    mm_preproc_t pre;          /* valid with a vision tower */
+    int synthetic;             /* weights are not trained (config.json says so) */
+    int is_default;
+    mm_runner_t *runner;       /* worker only */
+} entry_t;
 
 struct mm_embed {
     const mm_conf_t *conf;
+    int n;
+    entry_t m[MM_MAX_MODELS];
+    /* worker scratch, sized once for the largest model */
+    int max_items;
+    int max_tokens, max_dim, max_pix;
+    int32_t *ids;              /* (max_items, max_tokens) */
+    const int32_t **idp;       /* (max_items) */
+    int *lens;                 /* (max_items) */
+    float *vecs;               /* (max_items + 2, max_dim) */
+    float *pix;                /* (IMG_CHUNK, max_pix) */
 };
+
+/* ---------------------------------------------------------------- loading */
+
+static int read_synthetic_flag(const char *dir)
+{
+    char p[MM_PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_object *j = json_object_from_file(p), *v;
+    int syn = 0;
+    if (j && json_object_object_get_ex(j, "mmembed_synthetic", &v)) syn = json_object_get_boolean(v);
+    json_object_put(j);
+    return syn;
+}
+
+static int load_entry(entry_t *e, const char *name, const char *dir, char *err, size_t errlen)
+{
+    char path[MM_PATH_MAX + 64], sub[MM_ERRLEN];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->dir, sizeof e->dir, "%s", dir);
+    int rc = mm_model_load(dir, &e->model, sub, sizeof sub);
+    if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+    e->info = mm_model_info(e->model);
+    if (e->info->has_text) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        rc = mm_tokenizer_load(path, &e->tok, sub, sizeof sub);
+        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+    }
+    if (e->info->has_vision) {
+        snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+        rc = mm_preproc_load(path, &e->pre, sub, sizeof sub);
+        if (rc == MM_E_NOTFOUND) {
+            mm_preproc_default_clip(&e->pre, e->info->image_size);
+            mm_log_warn("model '%s': no preprocessor_config.json; using CLIP defaults", name);
+        } else if (rc) {
+            return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+        }
+        int oh, ow;
+        if (mm_preproc_out_dims(&e->pre, 1000, 1000, &oh, &ow) || oh != e->info->image_size ||
+            ow != e->info->image_size)
+            return mm_errf(err, errlen, MM_E_INVALID,
+                           "model '%s': preprocessor output %dx%d does not match the model's image_size %d", name,
+                           oh, ow, e->info->image_size);
+    }
+    e->synthetic = read_synthetic_flag(dir);
+    if (e->synthetic)
+        mm_log_warn("model '%s' (%s) has SYNTHETIC weights: its vectors are not semantic", name, dir);
+    return MM_OK;
+}
+
+static void free_entry(entry_t *e)
+{
+    mm_runner_free(e->runner);
+    mm_tokenizer_free(e->tok);
+    mm_model_free(e->model);
+    memset(e, 0, sizeof *e);
+}
 
 int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
 {
-    (void)err, (void)errlen;
+    const mm_conf_t *c = conf;
+    *out = NULL;
     mm_embed_t *e = calloc(1, sizeof *e);
     if (!e) return MM_E_NOMEM;
-    e->conf = conf;
+    e->conf = c;
+    for (int i = 0; i < c->n_models; i++) {
+        int rc = load_entry(&e->m[i], c->models[i].name, c->models[i].path, err, errlen);
+        if (rc) {
+            mm_embed_free(e);
+            return rc;
+        }
+        e->m[i].is_default = c->models[i].is_default;
+        e->n = i + 1;
+    }
     *out = e;
     return MM_OK;
 }
 
 void mm_embed_free(mm_embed_t *e)
 {
+    if (!e) return;
+    for (int i = 0; i < e->n; i++) free_entry(&e->m[i]);
+    free(e->ids);
+    free(e->idp);
+    free(e->lens);
+    free(e->vecs);
+    free(e->pix);
     free(e);
 }
 
 int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
 {
-    (void)e, (void)threads, (void)err, (void)errlen;
+    e->max_items = e->conf ? e->conf->max_items : 64;
+    e->max_tokens = e->max_dim = e->max_pix = 1;
+    for (int i = 0; i < e->n; i++) {
+        const mm_model_info_t *in = e->m[i].info;
+        e->max_tokens = MM_MAX(e->max_tokens, in->max_tokens);
+        e->max_dim = MM_MAX(e->max_dim, in->dim);
+        e->max_pix = MM_MAX(e->max_pix, in->channels * in->image_size * in->image_size);
+        e->m[i].runner = mm_runner_new(e->m[i].model, e->max_items, IMG_CHUNK, threads);
+        if (!e->m[i].runner) return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
+    }
+    e->ids = malloc(sizeof(int32_t) * e->max_items * e->max_tokens);
+    e->idp = malloc(sizeof(int32_t *) * e->max_items);
+    e->lens = malloc(sizeof(int) * e->max_items);
+    e->vecs = malloc(sizeof(float) * (e->max_items + 2) * e->max_dim);
+    e->pix = malloc(sizeof(float) * IMG_CHUNK * e->max_pix);
+    if (!e->ids || !e->idp || !e->lens || !e->vecs || !e->pix)
+        return mm_errf(err, errlen, MM_E_NOMEM, "no memory for worker scratch");
     return MM_OK;
-}
-
-void mm_embed_handle(mm_embed_t *e, mm_http_req_t *r)
-{
-    (void)e;
-    mm_http_error(r, 404, "model_not_found", "no embedding model is loaded on this server");
-}
-
-void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
-{
-    (void)e;
-    mm_buf_puts(b, "[]");
 }
 
 size_t mm_embed_weight_bytes(const mm_embed_t *e)
 {
-    (void)e;
+    size_t n = 0;
+    for (int i = 0; e && i < e->n; i++) n += mm_model_weight_bytes(e->m[i].model);
+    return n;
+}
+
+void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
+{
+    mm_buf_puts(b, "[");
+    for (int i = 0; e && i < e->n; i++) {
+        const entry_t *m = &e->m[i];
+        mm_buf_printf(b, "%s{\"name\":", i ? "," : "");
+        mm_buf_json_str(b, m->name, strlen(m->name));
+        mm_buf_printf(b, ",\"arch\":\"%s\",\"dims\":%d,\"modalities\":[%s%s%s],\"dtype\":\"f32\","
+                         "\"source_dtype\":\"%s\",\"max_tokens\":%d,\"image_size\":%d,\"default\":%s,"
+                         "\"weight_bytes\":%zu,\"synthetic\":%s",
+                      m->info->arch, m->info->dim, m->info->has_text ? "\"text\"" : "",
+                      m->info->has_text && m->info->has_vision ? "," : "",
+                      m->info->has_vision ? "\"image\",\"video\"" : "", m->info->dtype, m->info->max_tokens,
+                      m->info->image_size, m->is_default ? "true" : "false", mm_model_weight_bytes(m->model),
+                      m->synthetic ? "true" : "false");
+        if (m->synthetic)
+            mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
+                           "point models.path at a real CLIP folder\"");
+        mm_buf_puts(b, "}");
+    }
+    mm_buf_puts(b, "]");
+}
+
+/* ---------------------------------------------------------------- core operations */
+
+static entry_t *find_model(mm_embed_t *e, const char *name)
+{
+    if (!name || !name[0]) {
+        for (int i = 0; i < e->n; i++)
+            if (e->m[i].is_default) return &e->m[i];
+        return e->n ? &e->m[0] : NULL;
+    }
+    for (int i = 0; i < e->n; i++)
+        if (strcmp(e->m[i].name, name) == 0) return &e->m[i];
+    return NULL;
+}
+
+typedef struct {
+    int status;
+    char msg[MM_ERRLEN + 64];
+    const char *code;
+} fail_t;
+
+static int failf(fail_t *f, int status, const char *code, const char *fmt, ...) MM_PRINTF(4, 5);
+static int failf(fail_t *f, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->msg, sizeof f->msg, fmt, ap);
+    va_end(ap);
+    f->status = status;
+    f->code = code;
+    return -1;
+}
+
+/* Tokenize and encode n texts into out (n, dim). */
+static int encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
+                        float *out, long *tokens, fail_t *f)
+{
+    if (!m->info->has_text) return failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
+    char err[MM_ERRLEN];
+    for (int i = 0; i < n; i++) {
+        if ((int64_t)lens[i] > e->conf->max_text_bytes)
+            return failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, lens[i],
+                         (long long)e->conf->max_text_bytes);
+        int32_t *ids = e->ids + (size_t)i * e->max_tokens;
+        int rc = mm_tokenizer_encode(m->tok, texts[i], lens[i], m->info->max_tokens, ids, e->max_tokens, &e->lens[i],
+                                     err, sizeof err);
+        if (rc) return failf(f, mm_status_http(rc), NULL, "input %d: %s", i, err);
+        e->idp[i] = ids;
+        *tokens += e->lens[i];
+    }
+    int rc = mm_model_encode_text(m->runner, e->idp, e->lens, n, out);
+    if (rc) return failf(f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
     return 0;
+}
+
+/* Decode, preprocess and encode n images (chunks of IMG_CHUNK) into out. */
+static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
+                         float *out, fail_t *f)
+{
+    if (!m->info->has_vision) return failf(f, 422, "no_vision_tower", "model '%s' cannot embed images", m->name);
+    size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
+    char err[MM_ERRLEN];
+    for (int base = 0; base < n; base += IMG_CHUNK) {
+        int k = MM_MIN(IMG_CHUNK, n - base);
+        for (int j = 0; j < k; j++) {
+            mm_image_t img;
+            int i = base + j;
+            if (lens[i] == 0) return failf(f, 400, "empty_image", "image %d is empty", i);
+            int rc = mm_image_decode(bufs[i], lens[i], mm_preproc_min_edge(&m->pre), (long)e->conf->max_pixels, &img,
+                                     err, sizeof err);
+            if (rc == MM_E_TOOBIG)
+                return failf(f, 413, "image_too_large", "image %d: %s (limits.max_pixels is %lld)", i, err,
+                             (long long)e->conf->max_pixels);
+            if (rc) return failf(f, mm_status_http(rc), rc == MM_E_UNSUPPORTED ? "unsupported_image" : "invalid_image",
+                                 "image %d: %s", i, err);
+            rc = mm_preproc_run(&m->pre, &img, e->pix + (size_t)j * per);
+            mm_image_free(&img);
+            if (rc) return failf(f, mm_status_http(rc), "invalid_image", "image %d: preprocessing failed", i);
+        }
+        int rc = mm_model_encode_image(m->runner, e->pix, k, out + (size_t)base * m->info->dim);
+        if (rc) return failf(f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
+    }
+    return 0;
+}
+
+static void write_vec(mm_buf_t *b, const float *v, int d)
+{
+    mm_buf_reserve(b, (size_t)d * 14 + 2);
+    mm_buf_puts(b, "[");
+    for (int i = 0; i < d; i++) {
+        if (i) mm_buf_append(b, ",", 1);
+        mm_buf_float(b, v[i]);
+    }
+    mm_buf_puts(b, "]");
+}
+
+static void respond_fail(mm_http_req_t *r, const fail_t *f)
+{
+    mm_http_error(r, f->status ? f->status : 500, f->code, "%s", f->msg);
+}
+
+/* ---------------------------------------------------------------- request bodies */
+
+static int is_json(const char *ct)
+{
+    return !ct[0] || strncasecmp(ct, "application/json", 16) == 0;
+}
+
+static int is_multipart(const char *ct)
+{
+    return strncasecmp(ct, "multipart/form-data", 19) == 0;
+}
+
+/* Parse a JSON object body. */
+static json_object *read_json(mm_embed_t *e, mm_http_req_t *r, fail_t *f)
+{
+    char *body;
+    size_t len;
+    int rc = mm_http_read_body(r, e->conf->max_body_bytes, &body, &len);
+    if (rc == MM_E_TOOBIG) {
+        failf(f, 413, "payload_too_large", "request body is over limits.max_body_bytes (%lld)",
+              (long long)e->conf->max_body_bytes);
+        return NULL;
+    }
+    if (rc) {
+        failf(f, 400, "bad_request", "could not read the request body");
+        return NULL;
+    }
+    if (len == 0) {
+        free(body);
+        failf(f, 400, "empty_body", "the request body is empty; send a JSON object");
+        return NULL;
+    }
+    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    json_object *j = tok ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
+    enum json_tokener_error jerr = tok ? json_tokener_get_error(tok) : json_tokener_error_size;
+    size_t used = tok ? json_tokener_get_parse_end(tok) : 0;
+    if (tok) json_tokener_free(tok);
+    if (j && jerr == json_tokener_success)
+        while (used < len && (body[used] == ' ' || body[used] == '\n' || body[used] == '\r' || body[used] == '\t'))
+            used++;
+    free(body);
+    if (!j || jerr != json_tokener_success || used < len) {
+        json_object_put(j);
+        if (j && jerr == json_tokener_success)
+            failf(f, 400, "invalid_json", "request body has trailing data after the JSON value (at byte %zu)", used);
+        else
+            failf(f, 400, "invalid_json", "request body is not valid JSON: %s (at byte %zu)",
+                  json_tokener_error_desc(jerr == json_tokener_continue ? json_tokener_error_parse_eof : jerr), used);
+        return NULL;
+    }
+    if (!json_object_is_type(j, json_type_object)) {
+        json_object_put(j);
+        failf(f, 400, "invalid_json", "request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* A multipart form collected in memory: small fields and file parts. */
+typedef struct {
+    char name[MM_MULTIPART_FIELD_MAX];
+    char filename[MM_MULTIPART_FIELD_MAX];
+    char ctype[MM_MULTIPART_FIELD_MAX];
+    int is_file;
+    mm_buf_t data;
+} part_t;
+
+typedef struct {
+    part_t *parts;
+    int n, cap;
+    int64_t total, max_total;
+} form_t;
+
+static int on_begin(mm_multipart_t *p, const mm_multipart_part_t *part)
+{
+    form_t *fm = p->user;
+    if (fm->n == fm->cap) return mm_multipart_fail(p, MM_E_TOOBIG, "too many parts");
+    part_t *x = &fm->parts[fm->n++];
+    memset(x, 0, sizeof *x);
+    snprintf(x->name, sizeof x->name, "%s", part->name);
+    snprintf(x->filename, sizeof x->filename, "%s", part->filename);
+    snprintf(x->ctype, sizeof x->ctype, "%s", part->content_type);
+    x->is_file = part->has_filename || strncasecmp(part->content_type, "text/plain", 10) != 0;
+    return 0;
+}
+
+static int on_data(mm_multipart_t *p, const char *d, size_t n)
+{
+    form_t *fm = p->user;
+    fm->total += (int64_t)n;
+    if (fm->total > fm->max_total)
+        return mm_multipart_fail(p, MM_E_TOOBIG, "form data is over limits.max_body_bytes");
+    part_t *x = &fm->parts[fm->n - 1];
+    mm_buf_append(&x->data, d, n);
+    return x->data.oom ? mm_multipart_fail(p, MM_E_NOMEM, "out of memory") : 0;
+}
+
+static void form_free(form_t *fm)
+{
+    for (int i = 0; i < fm->n; i++) mm_buf_free(&fm->parts[i].data);
+    free(fm->parts);
+    memset(fm, 0, sizeof *fm);
+}
+
+static int read_form(mm_embed_t *e, mm_http_req_t *r, form_t *fm, fail_t *f)
+{
+    char boundary[MM_MULTIPART_BOUNDARY_MAX + 1], err[MM_ERRLEN];
+    memset(fm, 0, sizeof *fm);
+    int rc = mm_multipart_boundary(r->content_type, boundary, sizeof boundary, err, sizeof err);
+    if (rc) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        return failf(f, mm_status_http(rc), NULL, "%s", err);
+    }
+    fm->cap = e->conf->max_parts;
+    fm->parts = calloc((size_t)fm->cap, sizeof *fm->parts);
+    fm->max_total = e->conf->max_body_bytes;
+    if (!fm->parts) return failf(f, 500, NULL, "out of memory");
+    mm_multipart_t *mp = malloc(sizeof *mp);
+    char *chunk = malloc(65536);
+    if (!mp || !chunk) {
+        free(mp);
+        free(chunk);
+        return failf(f, 500, NULL, "out of memory");
+    }
+    mm_multipart_opts_t opts = {.max_parts = (size_t)e->conf->max_parts, .max_header_bytes = 8192,
+                                .max_part_bytes = (uint64_t)e->conf->max_body_bytes};
+    mm_multipart_callbacks_t cb = {.on_part_begin = on_begin, .on_data = on_data};
+    mm_multipart_init(mp, boundary, &opts, &cb, fm);
+    long got;
+    rc = 0;
+    while ((got = mm_http_read(r, chunk, 65536)) > 0)
+        if ((rc = mm_multipart_feed(mp, chunk, (size_t)got)) != 0) break;
+    if (rc == 0) rc = mm_multipart_finish(mp);
+    if (rc) {
+        failf(f, mm_status_http(rc), rc == MM_E_TOOBIG ? "payload_too_large" : "invalid_multipart", "multipart: %s",
+              mm_multipart_error(mp));
+        mm_http_drain(r, e->conf->max_body_bytes);
+    }
+    free(mp);
+    free(chunk);
+    return rc ? -1 : 0;
+}
+
+static const part_t *form_field(const form_t *fm, const char *name)
+{
+    for (int i = 0; i < fm->n; i++)
+        if (!fm->parts[i].is_file && strcmp(fm->parts[i].name, name) == 0) return &fm->parts[i];
+    return NULL;
+}
+
+/* "true"/"false"/"1"/"0" form values and JSON booleans. */
+static int parse_bool(const char *s, int *out)
+{
+    if (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "on") || !strcasecmp(s, "yes")) *out = 1;
+    else if (!strcasecmp(s, "false") || !strcmp(s, "0") || !strcasecmp(s, "off") || !strcasecmp(s, "no")) *out = 0;
+    else return -1;
+    return 0;
+}
+
+static int jbool(json_object *j, const char *key, int *out, fail_t *f)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(j, key, &v) || json_object_is_type(v, json_type_null)) return 0;
+    if (!json_object_is_type(v, json_type_boolean)) return failf(f, 400, "invalid_parameter", "'%s' must be a boolean", key);
+    *out = json_object_get_boolean(v);
+    return 0;
+}
+
+static int jstr(json_object *j, const char *key, const char **out, fail_t *f)
+{
+    json_object *v;
+    *out = NULL;
+    if (!json_object_object_get_ex(j, key, &v) || json_object_is_type(v, json_type_null)) return 0;
+    if (!json_object_is_type(v, json_type_string)) return failf(f, 400, "invalid_parameter", "'%s' must be a string", key);
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+static entry_t *pick_model(mm_embed_t *e, const char *name, fail_t *f)
+{
+    entry_t *m = find_model(e, name);
+    if (!m) failf(f, 404, "model_not_found", "model '%s' is not served here (see GET /info)", name ? name : "");
+    return m;
+}
+
+/* Decode a base64 string or data: URI into a malloc'd buffer. */
+static int decode_b64_image(const char *s, size_t len, unsigned char **out, size_t *olen, int idx, fail_t *f)
+{
+    if (len > 5 && strncmp(s, "data:", 5) == 0) {
+        const char *comma = memchr(s, ',', len);
+        if (!comma || !memmem(s, (size_t)(comma - s), ";base64", 7))
+            return failf(f, 400, "invalid_image", "images[%d]: a data: URI must be base64 encoded", idx);
+        len -= (size_t)(comma + 1 - s);
+        s = comma + 1;
+    } else if (len > 8 && (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0)) {
+        return failf(f, 400, "remote_images_disabled",
+                     "images[%d]: image URLs are not fetched; send the bytes inline (base64 or multipart)", idx);
+    }
+    unsigned char *b = malloc(len / 4 * 3 + 4);
+    if (!b) return failf(f, 500, NULL, "out of memory");
+    long n = mm_base64_decode(s, len, b);
+    if (n < 0) {
+        free(b);
+        return failf(f, 400, "invalid_base64", "images[%d] is not valid base64", idx);
+    }
+    *out = b;
+    *olen = (size_t)n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static void begin_data(mm_buf_t *b, const entry_t *m)
+{
+    mm_buf_puts(b, "{\"model\":");
+    mm_buf_json_str(b, m->name, strlen(m->name));
+    mm_buf_printf(b, ",\"dim\":%d,\"data\":[", m->info->dim);
+}
+
+/* ---------------------------------------------------------------- /v1/embeddings */
+
+static void h_openai(mm_embed_t *e, mm_http_req_t *r)
+{
+    fail_t f = {0};
+    if (!is_json(r->content_type)) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        mm_http_error(r, 415, "unsupported_media_type", "send application/json");
+        return;
+    }
+    json_object *j = read_json(e, r, &f), *input, *v;
+    const char **texts = NULL;
+    size_t *lens = NULL;
+    entry_t *m = NULL;
+    if (!j) goto fail;
+    const char *model = NULL, *fmt = NULL;
+    if (jstr(j, "model", &model, &f) || jstr(j, "encoding_format", &fmt, &f)) goto fail;
+    int b64 = 0;
+    if (fmt && strcmp(fmt, "base64") == 0) b64 = 1;
+    else if (fmt && strcmp(fmt, "float") != 0) {
+        failf(&f, 400, "invalid_parameter", "encoding_format must be 'float' or 'base64'");
+        goto fail;
+    }
+    if (!(m = pick_model(e, model, &f))) goto fail;
+    if (!m->info->has_text) {
+        failf(&f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
+        goto fail;
+    }
+    int dims = m->info->dim;
+    if (json_object_object_get_ex(j, "dimensions", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+            json_object_get_int64(v) > m->info->dim) {
+            failf(&f, 400, "invalid_dimensions", "dimensions must be an integer from 1 to %d for model '%s'",
+                  m->info->dim, m->name);
+            goto fail;
+        }
+        dims = (int)json_object_get_int64(v);
+    }
+    if (!json_object_object_get_ex(j, "input", &input)) {
+        failf(&f, 400, "missing_input", "'input' is required");
+        goto fail;
+    }
+    /* normalize the four input shapes into either texts or id sequences */
+    int n = 0, ids_mode = 0;
+    long tokens = 0;
+    if (json_object_is_type(input, json_type_string)) {
+        n = 1;
+    } else if (json_object_is_type(input, json_type_array)) {
+        n = (int)json_object_array_length(input);
+        if (n == 0) {
+            failf(&f, 400, "empty_input", "'input' must not be an empty array");
+            goto fail;
+        }
+        json_object *first = json_object_array_get_idx(input, 0);
+        if (json_object_is_type(first, json_type_int)) ids_mode = 1, n = 1;       /* int[] */
+        else if (json_object_is_type(first, json_type_array)) ids_mode = 2;       /* int[][] */
+    } else {
+        failf(&f, 400, "invalid_input", "'input' must be a string, an array of strings, or token arrays");
+        goto fail;
+    }
+    if (n > e->max_items) {
+        failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
+        goto fail;
+    }
+    if (ids_mode) {
+        for (int i = 0; i < n; i++) {
+            json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, i);
+            if (!json_object_is_type(seq, json_type_array)) {
+                failf(&f, 400, "invalid_input", "input[%d] must be an array of token ids", i);
+                goto fail;
+            }
+            int len = (int)json_object_array_length(seq);
+            if (len == 0 || len > m->info->max_tokens) {
+                failf(&f, 400, "invalid_input", "input[%d] has %d tokens; model '%s' takes 1 to %d", i, len, m->name,
+                      m->info->max_tokens);
+                goto fail;
+            }
+            int32_t *ids = e->ids + (size_t)i * e->max_tokens;
+            for (int k = 0; k < len; k++) {
+                json_object *t = json_object_array_get_idx(seq, k);
+                int64_t id = json_object_is_type(t, json_type_int) ? json_object_get_int64(t) : -1;
+                if (id < 0 || id >= m->info->vocab_size) {
+                    failf(&f, 400, "invalid_input", "input[%d][%d] is not a token id of model '%s' (0..%d)", i, k,
+                          m->name, m->info->vocab_size - 1);
+                    goto fail;
+                }
+                ids[k] = (int32_t)id;
+            }
+            e->idp[i] = ids;
+            e->lens[i] = len;
+            tokens += len;
+        }
+        int rc = mm_model_encode_text(m->runner, e->idp, e->lens, n, e->vecs);
+        if (rc) {
+            failf(&f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
+            goto fail;
+        }
+    } else {
+        texts = calloc((size_t)n, sizeof *texts);
+        lens = calloc((size_t)n, sizeof *lens);
+        if (!texts || !lens) {
+            failf(&f, 500, NULL, "out of memory");
+            goto fail;
+        }
+        for (int i = 0; i < n; i++) {
+            json_object *t = json_object_is_type(input, json_type_string) ? input : json_object_array_get_idx(input, i);
+            if (!json_object_is_type(t, json_type_string)) {
+                failf(&f, 400, "invalid_input", "input[%d] must be a string", i);
+                goto fail;
+            }
+            texts[i] = json_object_get_string(t);
+            lens[i] = (size_t)json_object_get_string_len(t);
+            if (lens[i] == 0) {
+                failf(&f, 400, "empty_input", "input[%d] is an empty string", i);
+                goto fail;
+            }
+        }
+        if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, &f)) goto fail;
+    }
+    mm_buf_t *b = &r->out;
+    mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < n; i++) {
+        float *vec = e->vecs + (size_t)i * m->info->dim;
+        mm_nn_l2_normalize(vec, dims);   /* truncation (dimensions) then unit length */
+        mm_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
+        if (b64) {
+            mm_buf_puts(b, "\"");
+            mm_base64_encode(b, vec, sizeof(float) * (size_t)dims);   /* x86-64: little-endian already */
+            mm_buf_puts(b, "\"");
+        } else {
+            write_vec(b, vec, dims);
+        }
+        mm_buf_puts(b, "}");
+    }
+    mm_buf_puts(b, "],\"model\":");
+    mm_buf_json_str(b, m->name, strlen(m->name));
+    mm_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
+    mm_http_respond_json(r, 200);
+    json_object_put(j);
+    free(texts);
+    free(lens);
+    return;
+fail:
+    json_object_put(j);
+    free(texts);
+    free(lens);
+    respond_fail(r, &f);
+}
+
+/* ---------------------------------------------------------------- /embed/text */
+
+static void h_text(mm_embed_t *e, mm_http_req_t *r)
+{
+    fail_t f = {0};
+    if (!is_json(r->content_type)) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        mm_http_error(r, 415, "unsupported_media_type", "send application/json: {\"texts\": [...]}");
+        return;
+    }
+    const char **texts = NULL;
+    size_t *lens = NULL;
+    json_object *j = read_json(e, r, &f), *arr;
+    if (!j) goto fail;
+    const char *model = NULL;
+    int normalize = 1;
+    if (jstr(j, "model", &model, &f) || jbool(j, "normalize", &normalize, &f)) goto fail;
+    entry_t *m = pick_model(e, model, &f);
+    if (!m) goto fail;
+    if (!json_object_object_get_ex(j, "texts", &arr) || !json_object_is_type(arr, json_type_array)) {
+        failf(&f, 400, "missing_texts", "'texts' must be an array of strings");
+        goto fail;
+    }
+    int n = (int)json_object_array_length(arr);
+    if (n == 0) {
+        failf(&f, 400, "empty_input", "'texts' is empty");
+        goto fail;
+    }
+    if (n > e->max_items) {
+        failf(&f, 413, "too_many_inputs", "%d texts; limits.max_items is %d", n, e->max_items);
+        goto fail;
+    }
+    texts = calloc((size_t)n, sizeof *texts);
+    lens = calloc((size_t)n, sizeof *lens);
+    if (!texts || !lens) {
+        failf(&f, 500, NULL, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        json_object *t = json_object_array_get_idx(arr, i);
+        if (!json_object_is_type(t, json_type_string)) {
+            failf(&f, 400, "invalid_input", "texts[%d] must be a string", i);
+            goto fail;
+        }
+        texts[i] = json_object_get_string(t);
+        lens[i] = (size_t)json_object_get_string_len(t);
+        if (!lens[i]) {
+            failf(&f, 400, "empty_input", "texts[%d] is an empty string", i);
+            goto fail;
+        }
+    }
+    long tokens = 0;
+    if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, &f)) goto fail;
+    begin_data(&r->out, m);
+    for (int i = 0; i < n; i++) {
+        float *vec = e->vecs + (size_t)i * m->info->dim;
+        if (normalize) mm_nn_l2_normalize(vec, m->info->dim);
+        mm_buf_printf(&r->out, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, e->lens[i]);
+        write_vec(&r->out, vec, m->info->dim);
+        mm_buf_puts(&r->out, "}");
+    }
+    mm_buf_printf(&r->out, "],\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
+    mm_http_respond_json(r, 200);
+    json_object_put(j);
+    free(texts);
+    free(lens);
+    return;
+fail:
+    json_object_put(j);
+    free(texts);
+    free(lens);
+    respond_fail(r, &f);
+}
+
+/* ---------------------------------------------------------------- /embed/image, /embed/multimodal */
+
+typedef struct {
+    const char *model;
+    int normalize, return_parts;
+    double wt, wi;
+    int n;                          /* images */
+    const unsigned char **bufs;
+    size_t *lens;
+    const char **names;             /* filenames (multipart) or NULL */
+    unsigned char **owned;          /* decoded base64 buffers */
+    const char *text;               /* multimodal */
+    size_t text_len;
+    json_object *json;
+    form_t form;
+} media_req_t;
+
+static void media_free(media_req_t *q)
+{
+    for (int i = 0; q->owned && i < q->n; i++) free(q->owned[i]);
+    free(q->owned);
+    free(q->bufs);
+    free(q->lens);
+    free(q->names);
+    json_object_put(q->json);
+    form_free(&q->form);
+}
+
+static int alloc_images(media_req_t *q, int n, fail_t *f)
+{
+    q->bufs = calloc((size_t)n + 1, sizeof *q->bufs);
+    q->lens = calloc((size_t)n + 1, sizeof *q->lens);
+    q->names = calloc((size_t)n + 1, sizeof *q->names);
+    q->owned = calloc((size_t)n + 1, sizeof *q->owned);
+    if (!q->bufs || !q->lens || !q->names || !q->owned) return failf(f, 500, NULL, "out of memory");
+    return 0;
+}
+
+static int form_number(const form_t *fm, const char *name, double *out, fail_t *f)
+{
+    const part_t *p = form_field(fm, name);
+    if (!p) return 0;
+    char *end;
+    double v = strtod(p->data.data ? p->data.data : "", &end);
+    if (!p->data.len || *end || !isfinite(v) || v < 0)
+        return failf(f, 400, "invalid_parameter", "field '%s' must be a non-negative number", name);
+    *out = v;
+    return 0;
+}
+
+/* Collect model/normalize/images (and text for multimodal) from JSON or a form. */
+static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multimodal, fail_t *f)
+{
+    memset(q, 0, sizeof *q);
+    q->normalize = 1;
+    q->wt = q->wi = 0.5;
+    if (is_multipart(r->content_type)) {
+        if (read_form(e, r, &q->form, f)) return -1;
+        form_t *fm = &q->form;
+        int files = 0;
+        for (int i = 0; i < fm->n; i++) files += fm->parts[i].is_file;
+        if (alloc_images(q, files, f)) return -1;
+        for (int i = 0; i < fm->n; i++)
+            if (fm->parts[i].is_file) {
+                q->bufs[q->n] = (const unsigned char *)fm->parts[i].data.data;
+                q->lens[q->n] = fm->parts[i].data.len;
+                q->names[q->n] = fm->parts[i].filename;
+                q->n++;
+            }
+        const part_t *p;
+        if ((p = form_field(fm, "model")) && p->data.len) q->model = p->data.data;
+        if ((p = form_field(fm, "normalize")) && parse_bool(p->data.data ? p->data.data : "", &q->normalize))
+            return failf(f, 400, "invalid_parameter", "field 'normalize' must be true or false");
+        if ((p = form_field(fm, "return_parts")) && parse_bool(p->data.data ? p->data.data : "", &q->return_parts))
+            return failf(f, 400, "invalid_parameter", "field 'return_parts' must be true or false");
+        if (form_number(fm, "text_weight", &q->wt, f) || form_number(fm, "image_weight", &q->wi, f)) return -1;
+        if (multimodal && (p = form_field(fm, "text"))) {
+            q->text = p->data.data ? p->data.data : "";
+            q->text_len = p->data.len;
+        }
+        return 0;
+    }
+    if (!is_json(r->content_type)) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        return failf(f, 415, "unsupported_media_type",
+                     "send multipart/form-data with file parts, or application/json with base64 images");
+    }
+    if (!(q->json = read_json(e, r, f))) return -1;
+    json_object *j = q->json, *arr, *v;
+    if (jstr(j, "model", &q->model, f) || jbool(j, "normalize", &q->normalize, f) ||
+        jbool(j, "return_parts", &q->return_parts, f))
+        return -1;
+    const char *key = multimodal ? "image" : "images";
+    if (!json_object_object_get_ex(j, key, &arr))
+        return failf(f, 400, "missing_images", multimodal ? "'image' (base64) is required" : "'images' is required");
+    int single = json_object_is_type(arr, json_type_string);
+    if (!single && !json_object_is_type(arr, json_type_array))
+        return failf(f, 400, "invalid_input", "'%s' must be %s", key,
+                     multimodal ? "a base64 string" : "an array of base64 strings or data: URIs");
+    int n = single ? 1 : (int)json_object_array_length(arr);
+    if (n > e->max_items) return failf(f, 413, "too_many_inputs", "%d images; limits.max_items is %d", n, e->max_items);
+    if (alloc_images(q, n, f)) return -1;
+    for (int i = 0; i < n; i++) {
+        json_object *s = single ? arr : json_object_array_get_idx(arr, i);
+        if (!json_object_is_type(s, json_type_string))
+            return failf(f, 400, "invalid_input", "images[%d] must be a base64 string", i);
+        if (decode_b64_image(json_object_get_string(s), (size_t)json_object_get_string_len(s), &q->owned[i],
+                             &q->lens[i], i, f))
+            return -1;
+        q->bufs[i] = q->owned[i];
+        q->n = i + 1;
+    }
+    if (multimodal) {
+        if (json_object_object_get_ex(j, "text", &v)) {
+            if (!json_object_is_type(v, json_type_string)) return failf(f, 400, "invalid_input", "'text' must be a string");
+            q->text = json_object_get_string(v);
+            q->text_len = (size_t)json_object_get_string_len(v);
+        }
+        for (int k = 0; k < 2; k++) {
+            const char *name = k ? "image_weight" : "text_weight";
+            if (!json_object_object_get_ex(j, name, &v)) continue;
+            double w = json_object_get_double(v);
+            if (!(json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)) || !isfinite(w) || w < 0)
+                return failf(f, 400, "invalid_parameter", "'%s' must be a non-negative number", name);
+            *(k ? &q->wi : &q->wt) = w;
+        }
+    }
+    return 0;
+}
+
+static void h_image(mm_embed_t *e, mm_http_req_t *r)
+{
+    fail_t f = {0};
+    media_req_t q;
+    entry_t *m;
+    if (read_media(e, r, &q, 0, &f) || !(m = pick_model(e, q.model, &f))) goto fail;
+    if (q.n == 0) {
+        failf(&f, 400, "missing_images", "no image was sent (multipart file parts or JSON 'images')");
+        goto fail;
+    }
+    if (q.n > e->max_items) {
+        failf(&f, 413, "too_many_inputs", "%d images; limits.max_items is %d", q.n, e->max_items);
+        goto fail;
+    }
+    if (encode_images(e, m, q.bufs, q.lens, q.n, e->vecs, &f)) goto fail;
+    begin_data(&r->out, m);
+    for (int i = 0; i < q.n; i++) {
+        float *vec = e->vecs + (size_t)i * m->info->dim;
+        if (q.normalize) mm_nn_l2_normalize(vec, m->info->dim);
+        mm_buf_printf(&r->out, "%s{\"index\":%d,", i ? "," : "", i);
+        if (q.names[i]) {
+            mm_buf_puts(&r->out, "\"filename\":");
+            mm_buf_json_str(&r->out, q.names[i], strlen(q.names[i]));
+            mm_buf_puts(&r->out, ",");
+        }
+        mm_buf_puts(&r->out, "\"embedding\":");
+        write_vec(&r->out, vec, m->info->dim);
+        mm_buf_puts(&r->out, "}");
+    }
+    mm_buf_puts(&r->out, "]}\n");
+    mm_http_respond_json(r, 200);
+    media_free(&q);
+    return;
+fail:
+    media_free(&q);
+    respond_fail(r, &f);
+}
+
+static void h_multimodal(mm_embed_t *e, mm_http_req_t *r)
+{
+    fail_t f = {0};
+    media_req_t q;
+    entry_t *m;
+    if (read_media(e, r, &q, 1, &f) || !(m = pick_model(e, q.model, &f))) goto fail;
+    if (!q.text || !q.text_len) {
+        failf(&f, 400, "missing_text", "a non-empty 'text' is required");
+        goto fail;
+    }
+    if (q.n != 1) {
+        failf(&f, 400, "missing_image", q.n ? "send exactly one image" : "an 'image' is required");
+        goto fail;
+    }
+    if (q.wt + q.wi <= 0) {
+        failf(&f, 400, "invalid_parameter", "text_weight + image_weight must be positive");
+        goto fail;
+    }
+    int d = m->info->dim;
+    float *tv = e->vecs, *iv = e->vecs + d, *fv = e->vecs + 2 * (size_t)d;
+    long tokens = 0;
+    const char *texts[1] = {q.text};
+    size_t tl[1] = {q.text_len};
+    if (encode_texts(e, m, texts, tl, 1, tv, &tokens, &f) || encode_images(e, m, q.bufs, q.lens, 1, iv, &f)) goto fail;
+    mm_nn_l2_normalize(tv, d);
+    mm_nn_l2_normalize(iv, d);
+    for (int i = 0; i < d; i++) fv[i] = (float)(q.wt * tv[i] + q.wi * iv[i]);
+    if (q.normalize) mm_nn_l2_normalize(fv, d);
+    mm_buf_t *b = &r->out;
+    mm_buf_puts(b, "{\"model\":");
+    mm_buf_json_str(b, m->name, strlen(m->name));
+    mm_buf_printf(b, ",\"dim\":%d,\"weights\":{\"text\":%g,\"image\":%g},\"embedding\":", d, q.wt, q.wi);
+    write_vec(b, fv, d);
+    if (q.return_parts) {
+        mm_buf_puts(b, ",\"text_embedding\":");
+        write_vec(b, tv, d);
+        mm_buf_puts(b, ",\"image_embedding\":");
+        write_vec(b, iv, d);
+    }
+    mm_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
+    mm_http_respond_json(r, 200);
+    media_free(&q);
+    return;
+fail:
+    media_free(&q);
+    respond_fail(r, &f);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+void mm_embed_handle(mm_embed_t *e, mm_http_req_t *r)
+{
+    if (e->n == 0) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        mm_http_error(r, 404, "model_not_found", "no embedding model is configured on this server");
+        return;
+    }
+    switch (r->route) {
+    case MM_ROUTE_EMBEDDINGS: h_openai(e, r); return;
+    case MM_ROUTE_EMBED_TEXT: h_text(e, r); return;
+    case MM_ROUTE_EMBED_IMAGE: h_image(e, r); return;
+    case MM_ROUTE_EMBED_MULTIMODAL: h_multimodal(e, r); return;
+    default:
+        mm_http_drain(r, e->conf->max_body_bytes);
+        mm_http_error(r, 404, "not_found", "no handler for %s", r->path);
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------- CLI helpers */
+
+int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *const *images, int ni,
+                 int normalize, mm_buf_t *out, char *err, size_t errlen)
+{
+    static mm_conf_t conf;
+    mm_conf_defaults(&conf);
+    conf.max_items = MM_MAX(nt + ni, 1);
+    mm_embed_t *e = calloc(1, sizeof *e);
+    if (!e) return MM_E_NOMEM;
+    e->conf = &conf;
+    const char *slash = strrchr(dir, '/');
+    const char *name = slash && slash[1] ? slash + 1 : dir;
+    int rc = load_entry(&e->m[0], name, dir, err, errlen);
+    if (rc == MM_OK) {
+        e->n = 1;
+        rc = mm_embed_init_child(e, 1, err, errlen);
+    }
+    unsigned char **bufs = calloc((size_t)ni + 1, sizeof *bufs);
+    size_t *blen = calloc((size_t)ni + 1, sizeof *blen);
+    size_t *tlen = calloc((size_t)nt + 1, sizeof *tlen);
+    fail_t f = {0};
+    entry_t *m = &e->m[0];
+    for (int i = 0; rc == MM_OK && i < ni; i++) {
+        FILE *fp = fopen(images[i], "rb");
+        if (!fp) {
+            rc = mm_errf(err, errlen, MM_E_NOTFOUND, "cannot open %s", images[i]);
+            break;
+        }
+        mm_buf_t b;
+        mm_buf_init(&b);
+        char tmp[65536];
+        size_t k;
+        while ((k = fread(tmp, 1, sizeof tmp, fp)) > 0) mm_buf_append(&b, tmp, k);
+        fclose(fp);
+        bufs[i] = (unsigned char *)b.data;
+        blen[i] = b.len;
+    }
+    for (int i = 0; i < nt; i++) tlen[i] = strlen(texts[i]);
+    long tokens = 0;
+    if (rc == MM_OK && nt && encode_texts(e, m, texts, tlen, nt, e->vecs, &tokens, &f))
+        rc = mm_errf(err, errlen, MM_E_INVALID, "%s", f.msg);
+    if (rc == MM_OK && ni &&
+        encode_images(e, m, (const unsigned char *const *)bufs, blen, ni, e->vecs + (size_t)nt * m->info->dim, &f))
+        rc = mm_errf(err, errlen, MM_E_INVALID, "%s", f.msg);
+    if (rc == MM_OK) {
+        mm_buf_puts(out, "{\"model\":");
+        mm_buf_json_str(out, m->name, strlen(m->name));
+        mm_buf_puts(out, ",\"data\":[");
+        for (int i = 0; i < nt + ni; i++) {
+            float *v = e->vecs + (size_t)i * m->info->dim;
+            if (normalize) mm_nn_l2_normalize(v, m->info->dim);
+            mm_buf_printf(out, "%s{\"index\":%d,\"embedding\":", i ? "," : "", i);
+            write_vec(out, v, m->info->dim);
+            mm_buf_puts(out, "}");
+        }
+        mm_buf_puts(out, "]}\n");
+    }
+    for (int i = 0; i < ni; i++) free(bufs[i]);
+    free(bufs);
+    free(blen);
+    free(tlen);
+    mm_embed_free(e);
+    return rc;
 }

@@ -9,6 +9,9 @@
 #include "mmembed/conf.h"
 #include "mmembed/embed.h"
 #include "mmembed/serve.h"
+#include "mmembed/tokenizer.h"
+
+#include <json-c/json.h>
 
 static void usage(void)
 {
@@ -17,6 +20,9 @@ static void usage(void)
             "       mmembed check-config -c FILE        validate a config (and load its models)\n"
             "       mmembed render-nginx -c FILE -t TEMPLATE -p PREFIX [-w WWW] [-o OUT]\n"
             "                                           write the nginx config for this pool\n"
+            "       mmembed embed --model DIR (--text T | --image FILE)... [--no-normalize]\n"
+            "                                           print embeddings as JSON (no server needed)\n"
+            "       mmembed tokenize --model DIR --text T   print the token ids as JSON\n"
             "       mmembed version\n");
 }
 
@@ -118,6 +124,82 @@ static int cmd_render(const char *conf_path, const char *tmpl, const char *prefi
     return 0;
 }
 
+static int cmd_embed(int argc, char **argv)
+{
+    const char *dir = opt(argc, argv, "--model");
+    const char **texts = calloc((size_t)argc, sizeof *texts), **images = calloc((size_t)argc, sizeof *images);
+    int nt = 0, ni = 0, normalize = 1;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--text") == 0 && i + 1 < argc) texts[nt++] = argv[++i];
+        else if (strcmp(argv[i], "--image") == 0 && i + 1 < argc) images[ni++] = argv[++i];
+        else if (strcmp(argv[i], "--no-normalize") == 0) normalize = 0;
+        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) i++;
+        else {
+            fprintf(stderr, "mmembed embed: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!dir || nt + ni == 0) {
+        usage();
+        return 2;
+    }
+    mm_buf_t out;
+    mm_buf_init(&out);
+    char err[MM_ERRLEN * 2];
+    int rc = mm_embed_cli(dir, texts, nt, images, ni, normalize, &out, err, sizeof err);
+    if (rc == MM_OK) fwrite(out.data, 1, out.len, stdout);
+    else fprintf(stderr, "mmembed embed: %s\n", err);
+    mm_buf_free(&out);
+    free(texts);
+    free(images);
+    return rc == MM_OK ? 0 : 1;
+}
+
+/* The text tower's max positions from config.json (truncation length). */
+static int model_max_tokens(const char *dir)
+{
+    char p[MM_PATH_MAX + 16];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_object *j = json_object_from_file(p), *tc, *v;
+    int n = 0;
+    if (j && json_object_object_get_ex(j, "text_config", &tc) &&
+        json_object_object_get_ex(tc, "max_position_embeddings", &v))
+        n = json_object_get_int(v);
+    else if (j && json_object_object_get_ex(j, "max_position_embeddings", &v))
+        n = json_object_get_int(v);
+    json_object_put(j);
+    return n;
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    const char *dir = opt(argc, argv, "--model"), *text = opt(argc, argv, "--text");
+    if (!dir || !text) {
+        usage();
+        return 2;
+    }
+    char path[MM_PATH_MAX + 32], err[MM_ERRLEN];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    mm_tokenizer_t *t;
+    if (mm_tokenizer_load(path, &t, err, sizeof err) != MM_OK) {
+        fprintf(stderr, "mmembed tokenize: %s\n", err);
+        return 1;
+    }
+    int max_len = model_max_tokens(dir), cap = max_len > 0 ? max_len : (int)strlen(text) * 4 + 16, n = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    int rc = mm_tokenizer_encode(t, text, strlen(text), max_len, ids, cap, &n, err, sizeof err);
+    if (rc == MM_OK) {
+        printf("{\"ids\":[");
+        for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", ids[i]);
+        printf("]}\n");
+    } else {
+        fprintf(stderr, "mmembed tokenize: %s\n", err);
+    }
+    free(ids);
+    mm_tokenizer_free(t);
+    return rc == MM_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -129,6 +211,8 @@ int main(int argc, char **argv)
         printf("mmembed %s\n", MM_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "embed") == 0) return cmd_embed(argc, argv);
+    if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc, argv);
     const char *conf = opt(argc, argv, "-c");
     if (strcmp(cmd, "serve") == 0) {
         if (!conf) return usage(), 2;

@@ -22,4 +22,10 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b);
 /* Total bytes of prepared weights (shared by all workers). */
 size_t mm_embed_weight_bytes(const mm_embed_t *e);
 
+/* Command-line embedding without a server: load the model folder `dir`,
+ * embed nt texts then ni image files, append {"model","data":[...]} JSON to
+ * out. Returns MM_OK or an error with a message in err. */
+int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *const *images, int ni,
+                 int normalize, mm_buf_t *out, char *err, size_t errlen);
+
 #endif
