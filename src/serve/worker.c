@@ -123,14 +123,18 @@ static void *request_thread(void *arg)
         update_max_busy();
 
         mm_router_handle(W, &r);
-        finish(f, &r);
-        mm_http_req_release(&r);
-
-        W->slot->req_start_us = 0;
-        __atomic_store_n(&W->slot->state, MM_SLOT_IDLE, __ATOMIC_RELEASE);
-        give_free(f);
+        /* Free for the next request before the reply leaves: a client that
+         * sends its next request as soon as it has this answer must not
+         * find the worker still "busy". */
         pthread_mutex_lock(&q_mu);
         q_running = 0;
+        pthread_mutex_unlock(&q_mu);
+        W->slot->req_start_us = 0;
+        __atomic_store_n(&W->slot->state, MM_SLOT_IDLE, __ATOMIC_RELEASE);
+        finish(f, &r);
+        mm_http_req_release(&r);
+        give_free(f);
+        pthread_mutex_lock(&q_mu);
         served++;
         if (W->conf->max_requests && served >= W->conf->max_requests) {
             got_quit = 1;   /* recycle: stop accepting, finish what is queued */
