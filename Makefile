@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 B       ?= build
 OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps run check unit unit-bins integration test-build asan-build clean
+.PHONY: all deps run check unit unit-bins integration test-build asan-build clean node-deps
 all: $(B)/mmembed
 
 $(B)/obj/%.o: %.c
@@ -55,7 +55,12 @@ asan-build:
 	  EXTRA_CFLAGS="-DMM_TEST_HOOKS -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" build/asan/mmembed unit-bins
 
-integration: deps all test-build
+tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json
+	@cd tests/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json
+
+integration: deps all test-build node-deps
 	@python3 tests/integration/run.py
 
 check: deps

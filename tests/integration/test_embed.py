@@ -224,3 +224,21 @@ def test_cli_embed_and_tokenize():
     assert cos(d["data"][0]["embedding"], tref) >= 0.99999 and len(d["data"]) == 2
     out = subprocess.run([BIN, "embed", "--model", "/nonexistent", "--text", "x"], capture_output=True, text=True)
     assert out.returncode != 0 and "nonexistent" in out.stderr
+
+
+def test_openai_client_library():
+    """The unmodified OpenAI Node client (npm `openai`) works against /v1."""
+    import subprocess
+    node_dir = os.path.join(ROOT, "tests", "node")
+    with Server(workers=2, models=MODELS) as s:
+        p = subprocess.run(["node", os.path.join(node_dir, "openai_client.mjs"), f"http://127.0.0.1:{s.port}/v1"],
+                           capture_output=True, text=True, timeout=60, cwd=node_dir)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["single"]["n"] == 1 and out["single"]["dim"] == 24 and out["single"]["model"] == "tiny", out
+        assert out["single"]["usage"] == {"prompt_tokens": 7, "total_tokens": 7}, out
+        ref = s.post_json("/v1/embeddings", {"input": "a photo of a cat", "model": "tiny"}).json()["data"][0]["embedding"]
+        assert max(abs(a - b) for a, b in zip(out["single"]["first"], ref[:4])) < 1e-6, out
+        assert out["batch"] == {"n": 2, "dim": 8, "index": [0, 1]}, out
+        assert out["base64"] == {"type": "string", "len": 128}, out   # 24 floats = 96 bytes = 128 base64 chars
+        assert out["error"]["status"] == 404 and out["error"]["code"] == "model_not_found", out
