@@ -242,3 +242,29 @@ def test_openai_client_library():
         assert out["batch"] == {"n": 2, "dim": 8, "index": [0, 1]}, out
         assert out["base64"] == {"type": "string", "len": 128}, out   # 24 floats = 96 bytes = 128 base64 chars
         assert out["error"]["status"] == 404 and out["error"]["code"] == "model_not_found", out
+
+
+def test_shared_weights_one_physical_copy():
+    """4 workers map one copy of the weights: each worker has the weight pages
+    it touched resident (Rss), yet the pack's Pss summed over every process is
+    one copy of those pages, not four."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import pss_report
+    from harness import wait_until
+    with Server(workers=4, models=MODELS[:1]) as s:
+        body, ct = multipart({}, [("image", "a.png", img("rgb224.png"), "image/png")])
+
+        def all_touched():
+            for _ in range(8):
+                assert s.post_json("/v1/embeddings", {"input": "a photo of a cat"}).status == 200
+                assert s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct}).status == 200
+            rep = pss_report.report(s.master.pid)
+            ws = [p["weights_rss_kb"] for p in rep["processes"] if p["role"] == "worker"]
+            return rep if len(ws) == 4 and min(ws) >= 0.9 * max(ws) > 0 else None
+        rep = wait_until(all_touched, timeout=30, step=0, what="every worker touched the same weights")
+        touched = max(p["weights_rss_kb"] for p in rep["processes"])
+        print(f"    pack {rep['pack_kb']} kB, {touched} kB resident in each of 4 workers; weight Pss summed over "
+              f"master+workers {rep['weights_pss_sum_kb']} kB; worker Pss sum {rep['worker_pss_sum_kb']} kB")
+        assert rep["weights_pss_sum_kb"] <= touched * 1.01 + 8, rep          # one physical copy
+        assert rep["worker_pss_sum_kb"] <= rep["pack_kb"] + 4 * rep["worker_private_max_kb"] + 4 * 8192, rep
