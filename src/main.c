@@ -94,7 +94,17 @@ static int cmd_render(const char *conf_path, const char *tmpl, const char *prefi
     snprintf(body, sizeof body, "%lld", (long long)c.max_body_bytes);
     snprintf(tries, sizeof tries, "%d", c.http_tries ? c.http_tries : c.workers);
     snprintf(rt, sizeof rt, "%d", (int)c.request_timeout + 5);
-    const char *keys[][2] = {{"@UPSTREAM_SERVERS@", servers.data}, {"@HTTP_LISTEN@", c.http_listen},
+    char zone[512] = "", limit[256] = "";
+    if (c.http_rate > 0) {
+        snprintf(zone, sizeof zone,
+                 "    map $http_authorization $mm_limit_key {\n        default $http_authorization;\n"
+                 "        \"\" $binary_remote_addr;\n    }\n"
+                 "    limit_req_zone $mm_limit_key zone=mmembed_rl:10m rate=%ldr/m;",
+                 (long)(c.http_rate * 60 + 0.5));
+        snprintf(limit, sizeof limit, "            limit_req zone=mmembed_rl burst=%d nodelay;\n"
+                                      "            limit_req_status 429;", c.http_burst);
+    }
+    const char *keys[][2] = {{"@LIMIT_REQ_ZONE@", zone}, {"@LIMIT_REQ@", limit},{"@UPSTREAM_SERVERS@", servers.data}, {"@HTTP_LISTEN@", c.http_listen},
                              {"@CLIENT_MAX_BODY_SIZE@", body}, {"@TRIES@", tries}, {"@READ_TIMEOUT@", rt},
                              {"@PREFIX@", prefix}, {"@WWW@", www}, {"@USER_LINE@", user_line}};
     for (const char *p = t.data; p && *p;) {

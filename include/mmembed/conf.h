@@ -9,6 +9,8 @@
 #define MM_MAX_WORKERS 256
 #define MM_MAX_MODELS 8
 #define MM_PATH_MAX 1024
+#define MM_MAX_KEYS 64
+#define MM_KEY_MAX 128
 
 typedef struct {
     char name[64];
@@ -48,6 +50,13 @@ typedef struct {
     /* logging */
     int log_level;
     char log_file[MM_PATH_MAX];
+    /* auth: API keys from auth.keys and auth.keys_file (one per line) */
+    int n_keys;
+    char keys[MM_MAX_KEYS][MM_KEY_MAX];
+    char keys_file[MM_PATH_MAX];
+    /* nginx rate limiting (rendered into the nginx config) */
+    double http_rate;                 /* requests/s per key or address; 0 = off */
+    int http_burst;
     /* models */
     int n_models;
     mm_conf_model_t models[MM_MAX_MODELS];

@@ -15,7 +15,7 @@
 
 #include "mmembed/log.h"
 
-enum { T_INT, T_BYTES, T_FLOAT, T_STR, T_BOOL, T_LOGLEVEL, T_MODE, T_PATH };
+enum { T_INT, T_BYTES, T_FLOAT, T_STR, T_BOOL, T_LOGLEVEL, T_MODE, T_PATH, T_KEYS };
 
 typedef struct {
     const char *name;   /* dotted path */
@@ -58,6 +58,10 @@ static const key_t_ keys[] = {
     K_FLT("limits.video_budget", video_budget, 0.01, 3600),
     {"log.level", T_LOGLEVEL, offsetof(mm_conf_t, log_level), 0, 0, 0},
     K_PATH("log.file", log_file),
+    {"auth.keys", T_KEYS, offsetof(mm_conf_t, keys), 0, 0, 0},
+    K_PATH("auth.keys_file", keys_file),
+    K_FLT("http.rate", http_rate, 0, 1e6),
+    K_INT("http.burst", http_burst, 0, 1000000),
 };
 
 void mm_conf_defaults(mm_conf_t *c)
@@ -129,6 +133,44 @@ static int parse_bytes(const char *s, int64_t *out)
         return MM_E_INVALID; \
     } while (0)
 
+static int add_key(mm_conf_t *c, const char *key)
+{
+    size_t n = strlen(key);
+    if (n < 8 || n >= MM_KEY_MAX || c->n_keys >= MM_MAX_KEYS) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (key[i] <= ' ' || key[i] > '~') return -1;
+    memcpy(c->keys[c->n_keys++], key, n + 1);
+    return 0;
+}
+
+static int load_keys_file(mm_conf_t *c, char *err, size_t errlen)
+{
+    FILE *f = fopen(c->keys_file, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s:0: auth.keys_file %s: %s", c->file, c->keys_file, strerror(errno));
+        return MM_E_INVALID;
+    }
+    char line[512];
+    int ln = 0;
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        char *p = line, *e;
+        while (*p == ' ' || *p == '\t') p++;
+        for (e = p + strlen(p); e > p && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'); e--) {
+        }
+        *e = '\0';
+        if (!*p || *p == '#') continue;
+        if (add_key(c, p) < 0) {
+            fclose(f);
+            snprintf(err, errlen, "%s:%d: keys are 8 to %d printable bytes, at most %d keys", c->keys_file, ln,
+                     MM_KEY_MAX - 1, MM_MAX_KEYS);
+            return MM_E_INVALID;
+        }
+    }
+    fclose(f);
+    return MM_OK;
+}
+
 static int set_key(const key_t_ *k, config_setting_t *s, mm_conf_t *c, char *err, size_t errlen)
 {
     char *dst = (char *)c + k->off;
@@ -181,6 +223,17 @@ static int set_key(const key_t_ *k, config_setting_t *s, mm_conf_t *c, char *err
         int lv = mm_log_level_parse(config_setting_get_string(s));
         if (lv < 0) FAIL(s, "'%s' must be one of error, warn, info, debug", k->name);
         *(int *)dst = lv;
+        return 0;
+    }
+    case T_KEYS: {
+        if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) FAIL(s, "'%s' must be an array of strings", k->name);
+        for (int i = 0; i < config_setting_length(s); i++) {
+            config_setting_t *e = config_setting_get_elem(s, i);
+            if (config_setting_type(e) != CONFIG_TYPE_STRING) FAIL(s, "'%s' must be an array of strings", k->name);
+            if (add_key(c, config_setting_get_string(e)) < 0)
+                FAIL(s, "'%s'[%d]: keys are 8 to %d printable bytes, at most %d keys", k->name, i, MM_KEY_MAX - 1,
+                     MM_MAX_KEYS);
+        }
         return 0;
     }
     case T_MODE: {
@@ -312,6 +365,7 @@ int mm_conf_load(const char *path, mm_conf_t *c, char *err, size_t errlen)
     (void)root;
     if (rc) return rc;
 
+    if (c->keys_file[0] && (rc = load_keys_file(c, err, errlen)) != MM_OK) return rc;
     /* cross-key checks */
     if (c->default_frames > c->max_frames) {
         snprintf(err, errlen, "%s:0: limits.default_frames (%d) exceeds limits.max_frames (%d)",

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "mmembed/embed.h"
@@ -252,8 +253,46 @@ static int test_hook(mm_worker_ctx_t *ctx, mm_http_req_t *r)
 }
 #endif
 
+/* Compare the presented key with every configured key in time that depends
+ * only on the lengths, not on where the bytes differ. */
+static int key_ok(const mm_conf_t *c, const char *key, size_t n)
+{
+    int ok = 0;
+    for (int i = 0; i < c->n_keys; i++) {
+        const char *k = c->keys[i];
+        size_t kl = strlen(k);
+        unsigned diff = (unsigned)(kl ^ n);
+        for (size_t j = 0; j < MM_KEY_MAX - 1; j++) {
+            unsigned char a = j < n ? (unsigned char)key[j] : 0, b = j < kl ? (unsigned char)k[j] : 0;
+            diff |= (unsigned)(a ^ b);
+        }
+        ok |= diff == 0;
+    }
+    return ok;
+}
+
+/* Optional API keys: every route but /health needs "Authorization: Bearer KEY". */
+static int authorized(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    const mm_conf_t *c = ctx->conf;
+    if (c->n_keys == 0 || r->route == MM_ROUTE_HEALTH) return 1;
+    const char *a = r->auth;
+    if (!a[0]) {
+        mm_http_drain(r, c->max_body_bytes);
+        mm_http_error(r, 401, "missing_api_key", "an API key is required: send Authorization: Bearer <key>");
+        return 0;
+    }
+    if (strncasecmp(a, "Bearer ", 7) != 0 || strlen(a + 7) >= MM_KEY_MAX || !key_ok(c, a + 7, strlen(a + 7))) {
+        mm_http_drain(r, c->max_body_bytes);
+        mm_http_error(r, 403, "invalid_api_key", "the API key is not valid");
+        return 0;
+    }
+    return 1;
+}
+
 void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)
 {
+    if (!authorized(ctx, r)) return;
 #ifdef MM_TEST_HOOKS
     if (test_hook(ctx, r)) return;
 #endif

@@ -56,12 +56,13 @@ class Server:
     """nginx + mmembed master in a temp dir. `conf` overrides config keys;
     values are libconfig literals (strings must carry their quotes)."""
 
-    def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None):
+    def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None, http=""):
         self.dir = tempfile.mkdtemp(prefix="mmembed-it-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
         self.workers = workers
         self.env = dict(os.environ, **(env or {}))
+        self.http = http
         self.conf_path = os.path.join(self.dir, "mmembed.conf")
         self.log_path = os.path.join(self.dir, "mmembed.log")
         self.pid_path = os.path.join(self.dir, "mmembed.pid")
@@ -93,7 +94,7 @@ class Server:
         s = dict(self.settings)
         s.update(settings or {})
         lines = [f"{k} = {v};" for k, v in s.items()]
-        lines.append(f'http = {{ listen = "127.0.0.1:{self.port}"; tries = 0; }};')
+        lines.append(f'http = {{ listen = "127.0.0.1:{self.port}"; tries = 0; {self.http} }};')
         lines.append("limits = {" + " ".join(f"{k} = {v};" for k, v in self.limits.items()) + "};")
         lines.append(f'log = {{ level = "info"; file = "{self.log_path}"; }};')
         if self.models:
