@@ -276,6 +276,15 @@ static int is_word(int32_t c)
     }
 }
 
+/* Rust char::is_numeric (Digits pre-tokenizer): Nd, Nl, No. */
+static int is_numeric(int32_t c)
+{
+    if (c < 0x80)
+        return c >= '0' && c <= '9';
+    utf8proc_category_t k = utf8proc_category(c);
+    return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
+}
+
 /* BertNormalizer: control characters (C* categories but \t \n \r). */
 static int is_bert_control(int32_t c)
 {
@@ -697,6 +706,46 @@ void mm_tokenizer_thread_cleanup(void)
     tls_scratch = NULL;
 }
 
+/* Buffers grow to the largest input seen; past this much they are given
+ * back after the encode, so one huge request does not pin a worker's memory
+ * (the word cache is fixed-size and stays). */
+#define SCRATCH_KEEP (8u << 20)
+
+static void scratch_trim(scratch_t *sc)
+{
+    size_t held = sc->nb[0].cap + sc->nb[1].cap + sc->tmp.cap + sc->u32_cap * sizeof *sc->u32 +
+                  sc->sym_cap * sizeof *sc->sym + sc->heap_cap * sizeof *sc->heap +
+                  sc->bhead_cap * sizeof *sc->bhead + sc->bnode_cap * sizeof *sc->bnode +
+                  sc->bpos_cap * sizeof *sc->bpos + sc->wid_cap * sizeof *sc->wid;
+    for (int i = 0; i < MAX_STAGES; i++)
+        held += sc->st_in[i].cap + sc->st_out[i].cap;
+    if (held <= SCRATCH_KEEP)
+        return;
+    for (int i = 0; i < 2; i++)
+        sb_free(&sc->nb[i]);
+    for (int i = 0; i < MAX_STAGES; i++) {
+        sb_free(&sc->st_in[i]);
+        sb_free(&sc->st_out[i]);
+    }
+    sb_free(&sc->tmp);
+    free(sc->u32);
+    free(sc->sym);
+    free(sc->heap);
+    free(sc->bhead);
+    free(sc->bnode);
+    free(sc->bpos);
+    free(sc->wid);
+    sc->u32 = NULL;
+    sc->sym = NULL;
+    sc->heap = NULL;
+    sc->bhead = NULL;
+    sc->bnode = NULL;
+    sc->bpos = NULL;
+    sc->wid = NULL;
+    sc->u32_cap = sc->sym_cap = sc->heap_cap = sc->bhead_cap = sc->bnode_cap = sc->bpos_cap = 0;
+    sc->wid_cap = 0;
+}
+
 static scratch_t *scratch_get(void)
 {
     if (!tls_scratch)
@@ -908,7 +957,7 @@ static int pit_next(pit_t *it, scratch_t *sc, size_t *ms, size_t *me)
             int32_t c = u8dec(it->s + it->pos, &l);
             int hit = it->p->kind == PAT_WS      ? is_ws(c)
                       : it->p->kind == PAT_PUNCT ? is_bert_punct(c)
-                                                 : (c >= '0' && c <= '9');
+                                                 : is_numeric(c);
             it->pos += l;
             if (hit) {
                 *ms = it->pos - l;
@@ -1284,6 +1333,8 @@ static int merge_buckets(enc_t *e, int32_t ns)
 {
     const mm_tokenizer_t *t = e->t;
     scratch_t *sc = e->sc;
+    if (t->n_ranks <= 0)
+        return MM_OK;
     if (grow(&sc->bhead, &sc->bhead_cap, (size_t)t->n_ranks, sizeof *sc->bhead))
         return MM_E_NOMEM;
     memset(sc->bhead, 0xFF, (size_t)t->n_ranks * sizeof *sc->bhead);
@@ -1780,6 +1831,7 @@ int mm_tokenizer_encode(const mm_tokenizer_t *t, const char *text, size_t len, i
         e.truncating = 1;
     }
     int rc = e.truncating && e.limit == 0 ? ENC_STOP : split_added(&e, 0, text ? text : "", len, 1);
+    scratch_trim(sc);
     if (rc < 0) {
         if (rc == MM_E_NOMEM)
             mm_errf(err, errlen, rc, "tokenizer: out of memory");
@@ -2263,9 +2315,9 @@ static int parse_model(load_t *L, json_object *m)
         t->eow_n = n;
     }
     s = jstr(m, "unk_token", &n);
-    if (!s && t->model == M_WORDPIECE) {
-        s = "[UNK]";
-        n = 5;
+    if (!s && t->model != M_BPE) { /* the serde defaults */
+        s = t->model == M_WORDPIECE ? "[UNK]" : "<unk>";
+        n = strlen(s);
     }
     t->unk_id = -1;
     if (s) {

@@ -431,6 +431,25 @@ static void test_metaspace_bytefallback(void)
     mm_tokenizer_free(t);
 }
 
+static void test_whitespace_digits(void)
+{
+    const char *json =
+        "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Strip\","
+        "  \"strip_left\": true, \"strip_right\": true}, {\"type\": \"Lowercase\"}]},"
+        " \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Whitespace\"},"
+        "  {\"type\": \"Digits\", \"individual_digits\": true}]},"
+        " \"post_processor\": {\"type\": \"BertProcessing\", \"sep\": [\"</s>\", 2], \"cls\": [\"<s>\", 1]},"
+        " \"model\": {\"type\": \"WordLevel\", \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2,"
+        "  \"hello\": 3, \",\": 4, \"world\": 5, \"!!\": 6, \"1\": 7, \"2\": 8, \"x\": 9}}}";
+    mm_tokenizer_t *t = load_inline(json);
+    if (!t)
+        return;
+    /* \w+ keeps "x12" whole, Digits then isolates each digit; "?" is <unk> */
+    static const int32_t want[] = { 1, 3, 4, 5, 6, 9, 7, 8, 0, 2 };
+    CHECK(expect(t, "  Hello, WORLD!! x12 ?\n", 23, 0, want, (int)MM_ARRAY_LEN(want)), "whitespace+digits");
+    mm_tokenizer_free(t);
+}
+
 int main(void)
 {
     mm_tokenizer_t *t = NULL;
@@ -453,6 +472,7 @@ int main(void)
     test_split_behaviors();
     test_bert();
     test_metaspace_bytefallback();
+    test_whitespace_digits();
 
     mm_tokenizer_free(t);
     mm_tokenizer_thread_cleanup();
