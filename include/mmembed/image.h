@@ -1,7 +1,7 @@
-/* Image decoding (JPEG, PNG, WebP, GIF → 8-bit RGB) and PIL-compatible
- * resampling. Decoding works on a memory buffer only: a request never names
- * a file. The pixels match what Hugging Face gets from
- * `PIL.Image.open(f).convert("RGB")`. */
+/* Image decoding (JPEG, PNG, WebP, GIF → 8-bit RGB) and resampling that is
+ * bit-exact with what Hugging Face image processors use. Decoding works on a
+ * memory buffer only: a request never names a file. The pixels match what
+ * Hugging Face gets from `PIL.Image.open(f).convert("RGB")`. */
 #ifndef MMEMBED_IMAGE_H
 #define MMEMBED_IMAGE_H
 
@@ -33,13 +33,10 @@ enum {
  * unknown (or buf too short to tell). Never looks past the first 12 bytes. */
 const char *mm_image_sniff(const void *buf, size_t len);
 
-/* Decode buf[0..len) into *out (RGB8). The format is sniffed from magic bytes.
- * min_edge_hint: the shortest edge the caller will resize to (e.g. 224), or
- *   0 to always decode at full size. A JPEG whose shortest edge is many times
- *   larger may be decoded with libjpeg DCT scaling (1/2, 1/4, 1/8) as long as
- *   the decoded shortest edge stays >= MM_IMAGE_DCT_MIN_RATIO * hint; the
- *   result then differs from a full decode + resize by far less than one
- *   8-bit level on typical content (see tests/unit/test_image.c).
+/* Decode buf[0..len) into *out (RGB8), always at full size. The format is
+ * sniffed from magic bytes.
+ * min_edge_hint: the resize target (mm_preproc_min_edge) or 0; advisory
+ *   only, the result does not depend on it (see mm_image_decode_scaled).
  * max_pixels: limit on width*height read from the header before any pixel is
  *   decoded (<= 0: no limit other than what fits in memory).
  * Animated GIF/WebP: the first frame. Alpha is dropped without compositing,
@@ -47,30 +44,56 @@ const char *mm_image_sniff(const void *buf, size_t len);
  * does Hugging Face).
  * Returns 0, MM_E_INVALID (empty, truncated or corrupt data),
  * MM_E_UNSUPPORTED (unknown format), MM_E_TOOBIG (over max_pixels) or
- * MM_E_NOMEM, with a one-line reason in err. Nothing is printed. On error
- * *out is zeroed and owns nothing. */
+ * MM_E_NOMEM, with a one-line reason in err. Nothing is printed. *out is
+ * overwritten (pixels it held are not freed); on success the caller owns
+ * out->rgb (mm_image_free), on error *out is zeroed and owns nothing. */
 int mm_image_decode(const void *buf, size_t len, int min_edge_hint, long max_pixels,
                     mm_image_t *out, char *err, size_t errlen);
+
+/* As mm_image_decode, but a JPEG whose shortest edge is at least
+ * 2 * MM_IMAGE_DCT_MIN_RATIO * min_edge is decoded with libjpeg DCT scaling
+ * (1/2, 1/4 or 1/8, keeping the decoded shortest edge >= MM_IMAGE_DCT_MIN_RATIO
+ * * min_edge); out->src_w/src_h keep the file's size so preprocessing keeps
+ * its geometry. This is an approximation, not HF-exact: against a full
+ * decode no ratio up to 13x stayed within the 2e-2 tolerance on the fixture
+ * content (sharp edges keep a 2-3 level error, max 0.03-0.044, mean ~0.001
+ * at ratio >= 8), and the Huffman decoding that dominates a JPEG's cost is
+ * not reduced (2000x1500 at 1/4: 9 ms instead of 11 ms). For callers that
+ * trade exactness for speed on huge photos. */
+int mm_image_decode_scaled(const void *buf, size_t len, int min_edge, long max_pixels,
+                           mm_image_t *out, char *err, size_t errlen);
 
 /* Release the pixels of img (NULL-safe) and zero it. */
 void mm_image_free(mm_image_t *img);
 
-/* The decoded shortest edge must stay >= this multiple of min_edge_hint for
- * DCT scaling to be used (measured against the HF fixtures). */
-#define MM_IMAGE_DCT_MIN_RATIO 4
+/* mm_image_decode_scaled keeps the DCT-scaled shortest edge >= this
+ * multiple of min_edge (errors measured in tests/unit/test_image.c). */
+#define MM_IMAGE_DCT_MIN_RATIO 8
 
-/* Resample a window of an RGB8 image exactly as PIL's Image.resize does
- * (separable antialiased convolution, horizontal pass then vertical, 22-bit
- * fixed-point coefficients, clip to uint8 after each pass).
+/* Integer arithmetic of mm_image_resize. Same filter geometry; they differ
+ * in the last bit of rounding in ~1% of pixels. */
+enum {
+    /* torch interpolate(antialias=True) on uint8, as torchvision's resize
+     * runs it: the transformers v5 default (torchvision backend) */
+    MM_RESIZE_TORCHVISION = 0,
+    /* Pillow's Image.resize: transformers' PIL backend and v4 "slow"
+     * image processors */
+    MM_RESIZE_PIL = 1,
+};
+
+/* Resample a window of an RGB8 image, antialiased (separable convolution,
+ * support widened by the downscale factor, horizontal pass then vertical,
+ * fixed-point weights, clip to uint8 after each pass), bit-exact with the
+ * implementation `flavor` names (MM_RESIZE_*).
  * The virtual output is dw x dh; only the window [x0, x0+ww) x [y0, y0+wh)
  * of it is computed and written to dst (row stride dstride bytes), so a
  * resize followed by a crop costs only the cropped pixels. Pixels are
  * identical to the full resize followed by the crop.
  * filter: MM_RESAMPLE_* (not NEAREST). Allocates its scratch buffers and
  * frees them before returning. Returns 0, MM_E_INVALID (bad sizes/window),
- * MM_E_UNSUPPORTED (filter) or MM_E_NOMEM. */
+ * MM_E_UNSUPPORTED (filter or flavor) or MM_E_NOMEM. */
 int mm_image_resize(const unsigned char *src, int sw, int sh, size_t sstride,
                     int dw, int dh, int x0, int y0, int ww, int wh,
-                    unsigned char *dst, size_t dstride, int filter);
+                    unsigned char *dst, size_t dstride, int filter, int flavor);
 
 #endif

@@ -1,7 +1,14 @@
-/* Image preprocessing with Hugging Face CLIPImageProcessor semantics
- * (PIL backend): resize (shortest edge or fixed size) → center crop (zero
- * pad when too small) → rescale → normalize, producing float32 CHW.
- * Configured from preprocessor_config.json. */
+/* Image preprocessing with Hugging Face CLIPImageProcessor semantics:
+ * resize (shortest edge or fixed size) → center crop (zero pad when too
+ * small) → rescale → normalize, producing float32 CHW. Configured from
+ * preprocessor_config.json.
+ *
+ * transformers v5 has two backends that differ in the last bit: the default
+ * torchvision one (which produced tests/fixtures/clip/pixels, bit-exactly
+ * reproduced here) and the PIL one (also v4's "slow" processors). The
+ * config file does not say which one ran ("use_fast" is saved either way),
+ * so the caller picks with mm_preproc_t.backend; the default is
+ * torchvision. */
 #ifndef MMEMBED_PREPROCESS_H
 #define MMEMBED_PREPROCESS_H
 
@@ -10,12 +17,18 @@
 struct mm_image;
 
 enum {
+    MM_PREPROC_TORCHVISION = 0, /* torch uint8 antialias resize, fused normalize */
+    MM_PREPROC_PIL = 1,         /* PIL Image.resize, numpy rescale/normalize */
+};
+
+enum {
     MM_PREPROC_SIZE_SHORTEST = 0, /* size = {"shortest_edge": N} */
     MM_PREPROC_SIZE_EXACT = 1,    /* size = {"height": H, "width": W} */
 };
 
 /* Plain struct with no pointers so it can live in shared memory. */
 typedef struct mm_preproc {
+    int backend;         /* MM_PREPROC_TORCHVISION (default) | MM_PREPROC_PIL */
     int do_convert_rgb;  /* recorded only: decoded images are always RGB */
     int do_resize;
     int size_mode;       /* MM_PREPROC_SIZE_* */
@@ -32,11 +45,12 @@ typedef struct mm_preproc {
 
 /* Fill *p with CLIPImageProcessor's defaults for a square model input of
  * image_size (224 for ViT-B/32): shortest_edge = crop = image_size, bicubic,
- * rescale 1/255, OpenAI CLIP mean/std. */
+ * rescale 1/255, OpenAI CLIP mean/std, torchvision backend. */
 void mm_preproc_default_clip(mm_preproc_t *p, int image_size);
 
 /* Parse preprocessor_config.json text (json[0..len)) into *p. Keys that are
- * absent keep CLIPImageProcessor's defaults (224). Accepts the legacy integer
+ * absent keep CLIPImageProcessor's defaults (224); backend is left at the
+ * default (set it after parsing to choose PIL). Accepts the legacy integer
  * forms of "size" (shortest edge) and "crop_size" (square), and scalar
  * image_mean/image_std. Returns 0, MM_E_INVALID (bad JSON or values) or
  * MM_E_UNSUPPORTED (resample or size form we do not implement). */
@@ -47,9 +61,9 @@ int mm_preproc_parse(const char *json, size_t len, mm_preproc_t *p, char *err, s
  * MM_E_NOTFOUND when the file cannot be read. */
 int mm_preproc_load(const char *path, mm_preproc_t *p, char *err, size_t errlen);
 
-/* The min_edge_hint to pass to mm_image_decode for this configuration: the
- * shortest edge the image will be resized to (the larger of height/width for
- * a fixed size), or 0 when the image is not resized. */
+/* The shortest edge the image will be resized to (the larger of height/width
+ * for a fixed size), or 0 when the image is not resized: the min_edge for
+ * mm_image_decode / mm_image_decode_scaled. */
 int mm_preproc_min_edge(const mm_preproc_t *p);
 
 /* Output height/width for an image of src_w x src_h pixels (the dimensions

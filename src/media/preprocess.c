@@ -1,0 +1,436 @@
+/* CLIPImageProcessor (Hugging Face transformers v5) in C.
+ *
+ * HF order: convert RGB → resize (uint8) → center crop (uint8, zero padded)
+ * → rescale → normalize. The two backends differ in details we reproduce:
+ *                 torchvision (default)            PIL
+ *   resize        torch uint8 antialias kernel     Image.resize
+ *   pad before    floor((crop - size) / 2)         ceil((crop - size) / 2)
+ *   rescale+norm  fused in float32:                float64 x*f → float32,
+ *                 (x - mean/f) / (std/f)           then (x - mean) / std
+ *   LANCZOS       replaced by BICUBIC              LANCZOS
+ * We resize only the pixels the crop keeps (mm_image_resize computes a
+ * window of the virtual output) and fold rescale+normalize into a 256-entry
+ * table per channel, which reproduces the float arithmetic exactly for
+ * every uint8 value. */
+#include "mmembed/preprocess.h"
+#include "mmembed/common.h"
+#include "mmembed/image.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_EDGE 16384
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+/* ------------------------------------------------------------------ */
+
+void mm_preproc_default_clip(mm_preproc_t *p, int image_size)
+{
+    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+    static const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    memset(p, 0, sizeof *p);
+    p->backend = MM_PREPROC_TORCHVISION;
+    p->do_convert_rgb = 1;
+    p->do_resize = 1;
+    p->size_mode = MM_PREPROC_SIZE_SHORTEST;
+    p->shortest_edge = image_size;
+    p->resize_h = p->resize_w = image_size;
+    p->resample = MM_RESAMPLE_BICUBIC;
+    p->do_center_crop = 1;
+    p->crop_h = p->crop_w = image_size;
+    p->do_rescale = 1;
+    p->rescale_factor = 1.0 / 255.0;
+    p->do_normalize = 1;
+    memcpy(p->mean, mean, sizeof mean);
+    memcpy(p->std, std, sizeof std);
+}
+
+/* Key present with a non-null value? */
+static struct json_object *get(struct json_object *o, const char *key)
+{
+    struct json_object *v = NULL;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+        return NULL;
+    return v;
+}
+
+static int as_int(struct json_object *v, const char *key, int lo, int hi, int *dst, char *err,
+                  size_t errlen)
+{
+    double d;
+    if (json_object_is_type(v, json_type_int))
+        d = (double)json_object_get_int64(v);
+    else if (json_object_is_type(v, json_type_double))
+        d = json_object_get_double(v);
+    else
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be an integer", key);
+    if (d != (double)(long long)d || d < lo || d > hi)
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be an integer in [%d, %d]",
+                       key, lo, hi);
+    *dst = (int)d;
+    return MM_OK;
+}
+
+static int as_num(struct json_object *v, const char *key, double *dst, char *err, size_t errlen)
+{
+    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be a number", key);
+    *dst = json_object_get_double(v);
+    return MM_OK;
+}
+
+static int opt_bool(struct json_object *root, const char *key, int *dst, char *err, size_t errlen)
+{
+    struct json_object *v = get(root, key);
+    if (!v)
+        return MM_OK;
+    if (!json_object_is_type(v, json_type_boolean) && !json_object_is_type(v, json_type_int))
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be a boolean", key);
+    *dst = json_object_get_boolean(v) ? 1 : 0;
+    return MM_OK;
+}
+
+/* {"height": H, "width": W} or a bare integer (square). */
+static int parse_hw(struct json_object *v, const char *key, int *h, int *w, char *err, size_t errlen)
+{
+    if (!json_object_is_type(v, json_type_object)) {
+        int n, rc = as_int(v, key, 1, MAX_EDGE, &n, err, errlen);
+        if (rc == MM_OK)
+            *h = *w = n;
+        return rc;
+    }
+    struct json_object *jh = get(v, "height"), *jw = get(v, "width");
+    if (!jh || !jw)
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "preprocessor config: %s needs height and width", key);
+    int rc = as_int(jh, key, 1, MAX_EDGE, h, err, errlen);
+    return rc != MM_OK ? rc : as_int(jw, key, 1, MAX_EDGE, w, err, errlen);
+}
+
+/* image_mean / image_std: 3 numbers, or one number for all channels. */
+static int parse_vec3(struct json_object *v, const char *key, float dst[3], char *err, size_t errlen)
+{
+    double d[3];
+    if (json_object_is_type(v, json_type_array)) {
+        size_t n = json_object_array_length(v);
+        if (n != 3 && n != 1)
+            return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s needs 3 values", key);
+        for (size_t i = 0; i < 3; i++) {
+            int rc = as_num(json_object_array_get_idx(v, n == 1 ? 0 : i), key, &d[i], err, errlen);
+            if (rc != MM_OK)
+                return rc;
+        }
+    } else {
+        int rc = as_num(v, key, &d[0], err, errlen);
+        if (rc != MM_OK)
+            return rc;
+        d[1] = d[2] = d[0];
+    }
+    for (int i = 0; i < 3; i++)
+        dst[i] = (float)d[i]; /* HF builds float32 arrays from the values */
+    return MM_OK;
+}
+
+static int parse_root(struct json_object *root, mm_preproc_t *p, char *err, size_t errlen)
+{
+    struct json_object *v;
+    int rc;
+
+    if ((rc = opt_bool(root, "do_convert_rgb", &p->do_convert_rgb, err, errlen)) ||
+        (rc = opt_bool(root, "do_resize", &p->do_resize, err, errlen)) ||
+        (rc = opt_bool(root, "do_center_crop", &p->do_center_crop, err, errlen)) ||
+        (rc = opt_bool(root, "do_rescale", &p->do_rescale, err, errlen)) ||
+        (rc = opt_bool(root, "do_normalize", &p->do_normalize, err, errlen)))
+        return rc;
+
+    if ((v = get(root, "size"))) {
+        if (!json_object_is_type(v, json_type_object)) {
+            /* legacy int: CLIP's get_size_dict(default_to_square=False) */
+            if ((rc = as_int(v, "size", 1, MAX_EDGE, &p->shortest_edge, err, errlen)))
+                return rc;
+            p->size_mode = MM_PREPROC_SIZE_SHORTEST;
+        } else if (get(v, "longest_edge") || get(v, "max_height") || get(v, "max_width")) {
+            return mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                           "preprocessor config: size with longest_edge/max_* is not supported");
+        } else if (get(v, "shortest_edge")) {
+            if ((rc = as_int(get(v, "shortest_edge"), "size.shortest_edge", 1, MAX_EDGE,
+                             &p->shortest_edge, err, errlen)))
+                return rc;
+            p->size_mode = MM_PREPROC_SIZE_SHORTEST;
+        } else {
+            if ((rc = parse_hw(v, "size", &p->resize_h, &p->resize_w, err, errlen)))
+                return rc;
+            p->size_mode = MM_PREPROC_SIZE_EXACT;
+        }
+    }
+    if ((v = get(root, "resample"))) {
+        if ((rc = as_int(v, "resample", 0, 5, &p->resample, err, errlen)))
+            return rc;
+        if (p->resample == MM_RESAMPLE_NEAREST)
+            return mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                           "preprocessor config: resample 0 (nearest) is not supported");
+    }
+    if ((v = get(root, "crop_size")) &&
+        (rc = parse_hw(v, "crop_size", &p->crop_h, &p->crop_w, err, errlen)))
+        return rc;
+    if ((v = get(root, "rescale_factor"))) {
+        if ((rc = as_num(v, "rescale_factor", &p->rescale_factor, err, errlen)))
+            return rc;
+    }
+    if ((v = get(root, "image_mean")) && (rc = parse_vec3(v, "image_mean", p->mean, err, errlen)))
+        return rc;
+    if ((v = get(root, "image_std")) && (rc = parse_vec3(v, "image_std", p->std, err, errlen)))
+        return rc;
+    for (int i = 0; i < 3; i++)
+        if (p->std[i] == 0.0f)
+            return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: image_std must not be 0");
+    return MM_OK;
+}
+
+int mm_preproc_parse(const char *json, size_t len, mm_preproc_t *p, char *err, size_t errlen)
+{
+    mm_preproc_default_clip(p, 224);
+    if (!json || len == 0 || len > (1u << 24))
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: empty or too large");
+
+    struct json_tokener *tok = json_tokener_new();
+    if (!tok)
+        return mm_errf(err, errlen, MM_E_NOMEM, "preprocessor config: out of memory");
+    struct json_object *root = json_tokener_parse_ex(tok, json, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    int rc;
+    if (!root || jerr != json_tokener_success) {
+        rc = mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s",
+                     jerr == json_tokener_success ? "incomplete JSON" : json_tokener_error_desc(jerr));
+    } else if (!json_object_is_type(root, json_type_object)) {
+        rc = mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: not a JSON object");
+    } else {
+        rc = parse_root(root, p, err, errlen);
+    }
+    json_object_put(root);
+    json_tokener_free(tok);
+    return rc;
+}
+
+int mm_preproc_load(const char *path, mm_preproc_t *p, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return mm_errf(err, errlen, MM_E_NOTFOUND, "cannot open %s", path);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    int rc = MM_OK;
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        if (cap >= (1u << 24)) {
+            rc = mm_errf(err, errlen, MM_E_INVALID, "%s: too large", path);
+            break;
+        }
+        char *nb = realloc(buf, cap * 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    if (!buf)
+        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory reading %s", path);
+    else if (ferror(f))
+        rc = mm_errf(err, errlen, MM_E_NOTFOUND, "cannot read %s", path);
+    fclose(f);
+    if (rc == MM_OK)
+        rc = mm_preproc_parse(buf, n, p, err, errlen);
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Geometry                                                            */
+/* ------------------------------------------------------------------ */
+
+int mm_preproc_min_edge(const mm_preproc_t *p)
+{
+    if (!p->do_resize)
+        return 0;
+    if (p->size_mode == MM_PREPROC_SIZE_SHORTEST)
+        return p->shortest_edge;
+    return MM_MAX(p->resize_h, p->resize_w);
+}
+
+/* HF get_resize_output_image_size(default_to_square=False) for shortest
+ * edge: short → N, long → int(N * long / short) (true division, truncated). */
+static void resize_dims(const mm_preproc_t *p, int w, int h, int *rh, int *rw)
+{
+    if (!p->do_resize) {
+        *rh = h;
+        *rw = w;
+    } else if (p->size_mode == MM_PREPROC_SIZE_EXACT) {
+        *rh = p->resize_h;
+        *rw = p->resize_w;
+    } else {
+        int s = MM_MIN(w, h), l = MM_MAX(w, h), n = p->shortest_edge;
+        int nl = (int)((double)((long long)n * l) / (double)s);
+        if (w <= h) {
+            *rw = n;
+            *rh = nl;
+        } else {
+            *rh = n;
+            *rw = nl;
+        }
+    }
+}
+
+int mm_preproc_out_dims(const mm_preproc_t *p, int src_w, int src_h, int *out_h, int *out_w)
+{
+    if (src_w <= 0 || src_h <= 0)
+        return MM_E_INVALID;
+    if (p->do_center_crop) {
+        *out_h = p->crop_h;
+        *out_w = p->crop_w;
+        return MM_OK;
+    }
+    resize_dims(p, src_w, src_h, out_h, out_w);
+    return (*out_h > 0 && *out_w > 0) ? MM_OK : MM_E_INVALID;
+}
+
+/* HF center_crop along one axis: offset of the crop in the resized image;
+ * negative when the image is padded (by the pad before it). */
+static int crop_offset(int backend, int size, int crop)
+{
+    if (crop <= size)
+        return (size - crop) / 2;
+    return backend == MM_PREPROC_PIL ? -((crop - size + 1) / 2) : -((crop - size) / 2);
+}
+
+/* uint8 → normalized float, per channel, with the backend's arithmetic */
+static void make_lut(const mm_preproc_t *p, float lut[3][256])
+{
+    float f = (float)p->rescale_factor;
+    for (int c = 0; c < 3; c++) {
+        float mean = p->mean[c], std = p->std[c];
+        if (p->backend != MM_PREPROC_PIL && p->do_rescale && p->do_normalize) {
+            /* torch: mean * (1/f) and std * (1/f) as float32 tensors */
+            float inv = (float)(1.0 / p->rescale_factor);
+            mean = mean * inv;
+            std = std * inv;
+        }
+        for (int v = 0; v < 256; v++) {
+            float x;
+            if (p->backend == MM_PREPROC_PIL) {
+                x = p->do_rescale ? (float)((double)v * p->rescale_factor) : (float)v;
+                if (p->do_normalize)
+                    x = (x - mean) / std;
+            } else if (p->do_normalize) {
+                x = ((float)v - mean) / std;
+            } else {
+                x = p->do_rescale ? (float)v * f : (float)v;
+            }
+            lut[c][v] = x;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Run                                                                 */
+/* ------------------------------------------------------------------ */
+
+static int run(const mm_preproc_t *p, const unsigned char *rgb, int w, int h, size_t stride,
+               int src_w, int src_h, float *out)
+{
+    if (!p || !rgb || !out || w <= 0 || h <= 0 || src_w <= 0 || src_h <= 0 || stride < (size_t)w * 3)
+        return MM_E_INVALID;
+
+    /* geometry: resized size, output size, and the window of the resized
+     * image that lands in the output */
+    int rh, rw, oh, ow, offy = 0, offx = 0;
+    resize_dims(p, src_w, src_h, &rh, &rw);
+    if (rh <= 0 || rw <= 0)
+        return MM_E_INVALID;
+    if (p->do_center_crop) {
+        oh = p->crop_h;
+        ow = p->crop_w;
+        offy = crop_offset(p->backend, rh, oh);
+        offx = crop_offset(p->backend, rw, ow);
+    } else {
+        oh = rh;
+        ow = rw;
+    }
+    int vy0 = MM_MAX(0, offy), vy1 = MM_MIN(rh, offy + oh);
+    int vx0 = MM_MAX(0, offx), vx1 = MM_MIN(rw, offx + ow);
+    int vh = vy1 - vy0, vw = vx1 - vx0;
+    if (vh <= 0 || vw <= 0) /* nothing of the image lands in the output */
+        vy0 = vy1 = vx0 = vx1 = vh = vw = 0;
+
+    /* resize only that window (or read it in place when sizes match) */
+    unsigned char *buf = NULL;
+    const unsigned char *win = NULL;
+    size_t wstride = 0;
+    if (vh > 0 && vw > 0) {
+        if (rw == w && rh == h) {
+            win = rgb + (size_t)vy0 * stride + (size_t)vx0 * 3;
+            wstride = stride;
+        } else {
+            wstride = (size_t)vw * 3;
+            if (!(buf = malloc(wstride * (size_t)vh)))
+                return MM_E_NOMEM;
+            int pil = p->backend == MM_PREPROC_PIL;
+            /* HF's torchvision backend has no lanczos and uses bicubic */
+            int filter = !pil && p->resample == MM_RESAMPLE_LANCZOS ? MM_RESAMPLE_BICUBIC : p->resample;
+            int rc = mm_image_resize(rgb, w, h, stride, rw, rh, vx0, vy0, vw, vh, buf, wstride,
+                                     filter, pil ? MM_RESIZE_PIL : MM_RESIZE_TORCHVISION);
+            if (rc != MM_OK) {
+                free(buf);
+                return rc;
+            }
+            win = buf;
+        }
+    }
+
+    float lut[3][256];
+    make_lut(p, lut);
+
+    /* output (3, oh, ow); rows/columns outside the window are zero padding */
+    for (int c = 0; c < 3; c++) {
+        float *o = out + (size_t)c * oh * ow;
+        float pad = lut[c][0];
+        for (int y = 0; y < oh; y++) {
+            float *orow = o + (size_t)y * ow;
+            int ry = y + offy;
+            if (ry < vy0 || ry >= vy1) {
+                for (int x = 0; x < ow; x++)
+                    orow[x] = pad;
+                continue;
+            }
+            const unsigned char *s = win + (size_t)(ry - vy0) * wstride;
+            int xa = vx0 - offx, xb = vx1 - offx; /* output columns with pixels */
+            for (int x = 0; x < xa; x++)
+                orow[x] = pad;
+            for (int x = xa; x < xb; x++)
+                orow[x] = lut[c][s[(size_t)(x - xa) * 3 + c]];
+            for (int x = MM_MAX(xb, xa); x < ow; x++)
+                orow[x] = pad;
+        }
+    }
+    free(buf);
+    return MM_OK;
+}
+
+int mm_preproc_run(const mm_preproc_t *p, const mm_image_t *img, float *out)
+{
+    if (!img || !img->rgb)
+        return MM_E_INVALID;
+    int sw = img->src_w > 0 ? img->src_w : img->w, sh = img->src_h > 0 ? img->src_h : img->h;
+    return run(p, img->rgb, img->w, img->h, (size_t)img->w * 3, sw, sh, out);
+}
+
+int mm_preproc_from_rgb(const mm_preproc_t *p, const unsigned char *rgb, int w, int h,
+                        size_t stride, float *out)
+{
+    return run(p, rgb, w, h, stride, w, h, out);
+}
