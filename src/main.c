@@ -86,13 +86,18 @@ static int cmd_render(const char *conf_path, const char *tmpl, const char *prefi
         int is_unix = mm_conf_worker_addr(&c, i, addr, sizeof addr);
         mm_buf_printf(&servers, "        server %s%s max_fails=0;\n", is_unix ? "unix:" : "", addr);
     }
+    char oaddr[MM_PATH_MAX];
+    int ounix = mm_conf_overflow_addr(&c, oaddr, sizeof oaddr);
+    if (ounix >= 0)
+        mm_buf_printf(&servers, "        # answers 503 + Retry-After when every worker is busy or restarting\n"
+                                "        server %s%s backup max_fails=0;\n", ounix ? "unix:" : "", oaddr);
     char user_line[160] = "";
     if (geteuid() == 0)
         snprintf(user_line, sizeof user_line, "user %s %s;", c.user[0] ? c.user : "root",
                  c.group[0] ? c.group : (c.user[0] ? c.user : "root"));
     char body[32], tries[16], rt[32];
     snprintf(body, sizeof body, "%lld", (long long)c.max_body_bytes);
-    snprintf(tries, sizeof tries, "%d", c.http_tries ? c.http_tries : c.workers);
+    snprintf(tries, sizeof tries, "%d", c.http_tries ? c.http_tries : c.workers + (ounix >= 0));
     snprintf(rt, sizeof rt, "%d", (int)c.request_timeout + 5);
     char zone[512] = "", limit[256] = "";
     if (c.http_rate > 0) {

@@ -23,6 +23,7 @@ typedef struct {
     char file[MM_PATH_MAX];           /* the config file, absolute */
     /* pool */
     char listen[MM_PATH_MAX];         /* unix path with %d, or host:port base */
+    char overflow_listen[MM_PATH_MAX];/* nginx backup that answers 503 when no worker can */
     int workers;
     int threads;                      /* inference threads per worker */
     char user[64], group[64];
@@ -74,6 +75,10 @@ int mm_conf_load(const char *path, mm_conf_t *c, char *err, size_t errlen);
 /* The listen address of worker `i` (0-based) into out: "%d" replaced by i for
  * unix paths, port + i for host:port. Returns 1 for unix, 0 for TCP. */
 int mm_conf_worker_addr(const mm_conf_t *c, int i, char *out, size_t cap);
+
+/* The overflow (nginx `backup`) address: overflow_listen if set, else the
+ * unix pattern with "overflow" for %d. Returns 1 unix, 0 TCP, -1 none. */
+int mm_conf_overflow_addr(const mm_conf_t *c, char *out, size_t cap);
 
 /* Default model index, or -1 if none. */
 int mm_conf_default_model(const mm_conf_t *c);

@@ -24,7 +24,8 @@ enum { MM_SB_N_STATUS = 15 };    /* the list above + other */
 #define MM_SB_BUCKETS {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 enum { MM_SB_N_BUCKETS = 15 };   /* the list above + Inf */
 
-enum { MM_SLOT_FREE = 0, MM_SLOT_STARTING, MM_SLOT_IDLE, MM_SLOT_BUSY, MM_SLOT_STOPPING };
+/* BACKOFF: a stand-in answering 503 on a crash-looping slot's socket. */
+enum { MM_SLOT_FREE = 0, MM_SLOT_STARTING, MM_SLOT_IDLE, MM_SLOT_BUSY, MM_SLOT_STOPPING, MM_SLOT_BACKOFF };
 
 typedef struct {
     /* written by the master */

@@ -25,6 +25,12 @@ int mm_master_run(const char *conf_path, int daemonize);
 /* Worker main loop (never returns; exits the process). */
 void mm_worker_main(mm_worker_ctx_t *ctx) __attribute__((noreturn));
 
+/* Stand-in for a crash-looping slot while it waits out its back-off: it
+ * answers every request on the slot's socket with 503 + Retry-After at once
+ * (no model work), so nginx moves on instead of waiting or seeing a refused
+ * connection. Exits on SIGQUIT/SIGTERM or when the master dies. */
+void mm_worker_standin(mm_worker_ctx_t *ctx) __attribute__((noreturn));
+
 /* Router: classify a request (fills r->route); returns 1 if it is a cheap
  * control route the accept thread may answer even while busy. */
 int mm_router_classify(struct mm_http_req *r);

@@ -33,6 +33,7 @@ typedef struct {
 
 static const key_t_ keys[] = {
     K_STR("listen", listen),
+    K_STR("overflow_listen", overflow_listen),
     K_INT("workers", workers, 1, MM_MAX_WORKERS),
     K_INT("threads", threads, 1, 256),
     K_STR("user", user),
@@ -417,6 +418,19 @@ int mm_conf_worker_addr(const mm_conf_t *c, int i, char *out, size_t cap)
     long port = strtol(colon + 1, NULL, 10);
     snprintf(out, cap, "%.*s:%ld", (int)(colon - c->listen), c->listen, port + i);
     return 0;
+}
+
+int mm_conf_overflow_addr(const mm_conf_t *c, char *out, size_t cap)
+{
+    if (strcmp(c->overflow_listen, "off") == 0) return -1;
+    if (c->overflow_listen[0]) {
+        snprintf(out, cap, "%s", c->overflow_listen);
+        return strchr(out, '/') ? 1 : 0;
+    }
+    const char *p = strstr(c->listen, "%d");
+    if (!strchr(c->listen, '/') || !p) return -1;
+    snprintf(out, cap, "%.*soverflow%s", (int)(p - c->listen), c->listen, p + 2);
+    return 1;
 }
 
 int mm_conf_default_model(const mm_conf_t *c)

@@ -26,9 +26,6 @@
 /* A worker slot that lives less than this after (re)start counts as a crash loop. */
 #define QUICK_DEATH_US 5000000
 #define BACKOFF_FIRST 0.1
-/* During a long back-off the slot's socket is closed so that nginx gets a
- * refused connection and tries another worker instead of waiting. */
-#define CLOSE_SOCKET_AFTER 0.5
 
 /* ---------------------------------------------------------------- state */
 
@@ -50,6 +47,9 @@ typedef struct gen {
     int64_t restart_at[MM_MAX_WORKERS];   /* 0 = nothing pending */
     int fails[MM_MAX_WORKERS];
     int child[MM_MAX_WORKERS];            /* sb slot of the live worker, -1 */
+    int standin[MM_MAX_WORKERS];          /* sb slot of a back-off stand-in, -1 */
+    int overflow_sock;                    /* socket of the 503 overflow process, -1 if none */
+    int overflow_slot;                    /* its sb slot, -1 */
     struct gen *next;
 } gen_t;
 
@@ -60,6 +60,7 @@ typedef struct {
     int64_t started;        /* monotonic */
     int timed_out;
     int stop_sent;
+    int standin;            /* answers 503 while the slot waits out a back-off */
 } child_t;
 
 static mm_scoreboard_t *sb;
@@ -205,7 +206,8 @@ static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
     if (!g) return NULL;
     g->id = id;
     g->conf = *c;
-    for (int i = 0; i < MM_MAX_WORKERS; i++) g->sock[i] = -1, g->child[i] = -1;
+    for (int i = 0; i < MM_MAX_WORKERS; i++) g->sock[i] = -1, g->child[i] = -1, g->standin[i] = -1;
+    g->overflow_sock = g->overflow_slot = -1;
     if (mm_embed_load(&g->conf, &g->embed, err, errlen) != MM_OK) {
         free(g);
         return NULL;
@@ -222,6 +224,15 @@ static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
             return NULL;
         }
     }
+    char oaddr[MM_PATH_MAX];
+    int ounix = mm_conf_overflow_addr(c, oaddr, sizeof oaddr);
+    if (ounix >= 0 && (g->overflow_sock = get_socket(c, oaddr, ounix)) < 0) {
+        snprintf(err, errlen, "cannot listen on %.200s (overflow_listen)", oaddr);
+        for (int j = 0; j < c->workers; j++) put_socket(g->sock[j]);
+        mm_embed_free(g->embed);
+        free(g);
+        return NULL;
+    }
     g->next = gens;
     gens = g;
     return g;
@@ -236,6 +247,7 @@ static void gen_free_if_done(gen_t *g)
             break;
         }
     for (int i = 0; i < g->conf.workers; i++) put_socket(g->sock[i]);
+    put_socket(g->overflow_sock);
     mm_embed_free(g->embed);
     mm_log_info("generation %d retired", g->id);
     free(g);
@@ -254,7 +266,7 @@ static int drop_privileges(const mm_conf_t *c)
     return 0;
 }
 
-static int spawn(gen_t *g, int index)
+static int spawn(gen_t *g, int index, int standin)
 {
     int slot = -1;
     for (int i = 0; i < MM_SB_SLOTS; i++)
@@ -263,7 +275,8 @@ static int spawn(gen_t *g, int index)
         mm_log_error("scoreboard full; cannot start worker %d", index);
         return -1;
     }
-    sock_t *s = &socks[g->sock[index]];
+    int si = index < 0 ? g->overflow_sock : g->sock[index];
+    sock_t *s = &socks[si];
     if (s->fd < 0 && open_socket(&g->conf, s) < 0) return -1;
     mm_sb_slot_t *ss = &sb->slots[slot];
     memset(ss, 0, sizeof *ss);
@@ -280,7 +293,7 @@ static int spawn(gen_t *g, int index)
     if (pid == 0) {
         /* child: keep only its own socket */
         for (int i = 0; i < n_socks; i++)
-            if (socks[i].fd >= 0 && i != g->sock[index]) close(socks[i].fd);
+            if (socks[i].fd >= 0 && i != si) close(socks[i].fd);
         close(sig_pipe[0]);
         close(sig_pipe[1]);
         if (drop_privileges(&g->conf) < 0) {
@@ -294,13 +307,24 @@ static int spawn(gen_t *g, int index)
         ctx.embed = g->embed;
         ctx.listen_fd = s->fd;
         ctx.index = index;
+        if (standin) mm_worker_standin(&ctx);
         mm_worker_main(&ctx);
     }
     ss->pid = pid;
-    children[slot] = (child_t){.pid = pid, .gen = g, .index = index, .started = mm_now_us()};
-    g->child[index] = slot;
+    children[slot] = (child_t){.pid = pid, .gen = g, .index = index, .started = mm_now_us(), .standin = standin};
     g->live++;
+    if (standin) {
+        if (index < 0) g->overflow_slot = slot;
+        else g->standin[index] = slot;
+        return 0;
+    }
+    g->child[index] = slot;
     g->restart_at[index] = 0;
+    if (g->standin[index] >= 0) {   /* the real worker takes over the socket */
+        kill(children[g->standin[index]].pid, SIGQUIT);
+        children[g->standin[index]].stop_sent = 1;
+        g->standin[index] = -1;
+    }
     mm_log_debug("started worker %d (generation %d) pid %d", index, g->id, (int)pid);
     return 0;
 }
@@ -338,13 +362,7 @@ static void schedule_restart(gen_t *g, int index, int crashed, int64_t lived)
         if (delay > g->conf.backoff_max) delay = g->conf.backoff_max;
         sb->backoffs++;
         mm_log_warn("worker %d is crash-looping (%d quick deaths): restart in %.1fs", index, g->fails[index], delay);
-        if (delay >= CLOSE_SOCKET_AFTER) {
-            int shared = 0;
-            for (gen_t *o = gens; o; o = o->next)
-                if (o != g && o->live > 0)
-                    for (int i = 0; i < o->conf.workers; i++) shared |= o->sock[i] == g->sock[index];
-            if (!shared) close_socket(&socks[g->sock[index]]);
-        }
+        if (g->standin[index] < 0) spawn(g, index, 1);
     }
     g->restart_at[index] = now + (int64_t)(delay * 1e6) + 1;
 }
@@ -363,6 +381,19 @@ static void reap(void)
         mm_sb_retire(sb, &sb->slots[slot]);
         gen_t *g = ch.gen;
         g->live--;
+        if (ch.standin) {
+            if (ch.index < 0) {
+                g->overflow_slot = -1;
+                if (mstate == RUNNING && g == cur && !ch.stop_sent) {
+                    mm_log_warn("overflow process pid %d died; restarting it", (int)pid);
+                    spawn(g, -1, 1);
+                }
+            } else if (g->standin[ch.index] == slot) {
+                g->standin[ch.index] = -1;
+            }
+            gen_free_if_done(g);
+            continue;
+        }
         if (g->child[ch.index] == slot) g->child[ch.index] = -1;
         int64_t lived = mm_now_us() - ch.started;
         int crashed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -414,7 +445,7 @@ static void run_restarts(void)
     for (int i = 0; i < cur->conf.workers; i++) {
         if (!cur->restart_at[i]) continue;
         if (now >= cur->restart_at[i]) {
-            if (spawn(cur, i) == 0) sb->restarts++;
+            if (spawn(cur, i, 0) == 0) sb->restarts++;
             else cur->restart_at[i] = now + 1000000;
         }
         if (cur->restart_at[i]) waiting++;
@@ -446,7 +477,8 @@ static void reload(void)
     cur = g;
     sb->generation = g->id;
     sb->workers = g->conf.workers;
-    for (int i = 0; i < g->conf.workers; i++) spawn(g, i);
+    for (int i = 0; i < g->conf.workers; i++) spawn(g, i, 0);
+    if (g->overflow_sock >= 0) spawn(g, -1, 1);
     old->retired = 1;
     for (int i = 0; i < MM_MAX_WORKERS; i++) old->restart_at[i] = 0;
     signal_gen(old, SIGQUIT);   /* finish in-flight requests, then exit */
@@ -561,7 +593,8 @@ int mm_master_run(const char *path, int daemonize)
     }
     sb->generation = 1;
     sb->workers = conf.workers;
-    for (int i = 0; i < conf.workers; i++) spawn(cur, i);
+    for (int i = 0; i < conf.workers; i++) spawn(cur, i, 0);
+    if (cur->overflow_sock >= 0) spawn(cur, -1, 1);
     sb->ready = 1;
     mm_log_info("mmembed %s: %d workers on %s, %zu bytes of shared weights, ready in %.0f ms", MM_VERSION,
                 conf.workers, conf.listen, mm_embed_weight_bytes(cur->embed), (mm_now_us() - t0) / 1e3);

@@ -184,6 +184,7 @@ static const char *state_name(int st)
     case MM_SLOT_IDLE: return "idle";
     case MM_SLOT_BUSY: return "busy";
     case MM_SLOT_STOPPING: return "stopping";
+    case MM_SLOT_BACKOFF: return "backoff";
     default: return "free";
     }
 }
@@ -208,7 +209,7 @@ static void h_status(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     for (int i = 0; i < MM_SB_SLOTS; i++) {
         const mm_sb_slot_t *s = &sb->slots[i];
         int st = s->state;
-        if (st == MM_SLOT_FREE) continue;
+        if (st == MM_SLOT_FREE || s->index < 0) continue;   /* the overflow process is not a worker */
         int64_t rs = s->req_start_us;
         mm_buf_printf(b, "%s{\"index\":%d,\"pid\":%d,\"state\":\"%s\",\"generation\":%d,\"start_since\":%lld,"
                          "\"requests\":%llu,\"busy_rejections\":%llu,\"request_duration_ms\":%.3f,"

@@ -215,11 +215,11 @@ static void accept_loop(void)
     mm_buf_free(&r.out);
 }
 
-void mm_worker_main(mm_worker_ctx_t *ctx)
+static void setup_process(mm_worker_ctx_t *ctx, const char *role_fmt)
 {
     W = ctx;
-    char role[32];
-    snprintf(role, sizeof role, "worker %d", ctx->index);
+    char role[48];
+    snprintf(role, sizeof role, role_fmt, ctx->index);
     mm_log_set_role(role);
     master_pid = getppid();
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -231,16 +231,47 @@ void mm_worker_main(mm_worker_ctx_t *ctx)
     sigaction(SIGQUIT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    signal(SIGHUP, SIG_IGN);
     sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-
     mm_http_set_retry_after(ctx->conf->retry_after);
     FCGX_Init();
+}
+
+void mm_worker_standin(mm_worker_ctx_t *ctx)
+{
+    setup_process(ctx, ctx->index < 0 ? "overflow" : "standin %d");
+    FCGX_Request f;
+    FCGX_InitRequest(&f, ctx->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
+    mm_http_req_t r;
+    memset(&r, 0, sizeof r);
+    mm_buf_init(&r.out);
+    __atomic_store_n(&ctx->slot->state, MM_SLOT_BACKOFF, __ATOMIC_RELEASE);
+    struct pollfd pfd[2] = {{.fd = ctx->listen_fd, .events = POLLIN}, {.fd = sig_pipe[0], .events = POLLIN}};
+    while (!got_quit && !got_term) {
+        int n = poll(pfd, 2, 1000);
+        if (got_quit || got_term || getppid() != master_pid) break;
+        if (n <= 0 || !(pfd[0].revents & POLLIN)) continue;
+        if (FCGX_Accept_r(&f) < 0) continue;
+        mm_http_req_init(&r, &f);
+        r.start_us = mm_now_us();
+        mm_router_classify(&r);
+        mm_http_drain(&r, ctx->conf->max_body_bytes);
+        if (ctx->index < 0) mm_http_error(&r, 503, "busy", "all workers are busy; retry shortly");
+        else mm_http_error(&r, 503, "busy", "worker %d is restarting; retry shortly", ctx->index);
+        __atomic_add_fetch(&ctx->slot->rejected_busy, 1, __ATOMIC_RELAXED);
+        finish(&f, &r);
+    }
+    _exit(0);
+}
+
+void mm_worker_main(mm_worker_ctx_t *ctx)
+{
+    setup_process(ctx, "worker %d");
     for (int i = 0; i < QMAX; i++) {
         FCGX_InitRequest(&pool[i], ctx->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
         free_list[n_free++] = &pool[i];

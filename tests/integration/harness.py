@@ -28,6 +28,7 @@ def free_port(n=1):
         ok = True
         for p in range(base, base + n):
             t = socket.socket()
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 t.bind(("127.0.0.1", p))
             except OSError:
