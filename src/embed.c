@@ -23,6 +23,7 @@
 #include "mmembed/preprocess.h"
 #include "mmembed/scoreboard.h"
 #include "mmembed/tokenizer.h"
+#include "mmembed/video.h"
 
 #define IMG_CHUNK 8            /* images decoded and encoded per pass */
 #define JSON_MAX_DEPTH 16
@@ -49,7 +50,8 @@ struct mm_embed {
     int32_t *ids;              /* (max_items, max_tokens) */
     const int32_t **idp;       /* (max_items) */
     int *lens;                 /* (max_items) */
-    float *vecs;               /* (max_items + 2, max_dim) */
+    int max_vecs;              /* max(max_items, max_frames) + 2 */
+    float *vecs;               /* (max_vecs, max_dim) */
     float *pix;                /* (IMG_CHUNK, max_pix) */
 };
 
@@ -116,6 +118,7 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
     mm_embed_t *e = calloc(1, sizeof *e);
     if (!e) return MM_E_NOMEM;
     e->conf = c;
+    mm_video_init();
     for (int i = 0; i < c->n_models; i++) {
         int rc = load_entry(&e->m[i], c->models[i].name, c->models[i].path, err, errlen);
         if (rc) {
@@ -156,7 +159,8 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
     e->ids = malloc(sizeof(int32_t) * e->max_items * e->max_tokens);
     e->idp = malloc(sizeof(int32_t *) * e->max_items);
     e->lens = malloc(sizeof(int) * e->max_items);
-    e->vecs = malloc(sizeof(float) * (e->max_items + 2) * e->max_dim);
+    e->max_vecs = MM_MAX(e->max_items, e->conf ? e->conf->max_frames : 0) + 2;
+    e->vecs = malloc(sizeof(float) * e->max_vecs * e->max_dim);
     e->pix = malloc(sizeof(float) * IMG_CHUNK * e->max_pix);
     if (!e->ids || !e->idp || !e->lens || !e->vecs || !e->pix)
         return mm_errf(err, errlen, MM_E_NOMEM, "no memory for worker scratch");
@@ -951,6 +955,161 @@ fail:
     respond_fail(r, &f);
 }
 
+/* ---------------------------------------------------------------- /embed/video */
+
+enum { POOL_MEAN, POOL_MAX, POOL_FIRST };
+
+static int form_int(const form_t *fm, const char *name, int *out, fail_t *f)
+{
+    const part_t *p = form_field(fm, name);
+    if (!p) return 0;
+    char *end;
+    long v = strtol(p->data.data ? p->data.data : "", &end, 10);
+    if (!p->data.len || *end || v < 1 || v > 100000)
+        return failf(f, 400, "invalid_parameter", "field '%s' must be a positive integer", name);
+    *out = (int)v;
+    return 0;
+}
+
+static void h_video(mm_embed_t *e, mm_http_req_t *r)
+{
+    fail_t f = {0};
+    form_t fm;
+    mm_video_t v;
+    memset(&v, 0, sizeof v);
+    memset(&fm, 0, sizeof fm);
+    entry_t *m = NULL;
+    if (!is_multipart(r->content_type)) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        mm_http_error(r, 415, "unsupported_media_type", "send multipart/form-data with a video file part");
+        return;
+    }
+    if (read_form(e, r, &fm, &f)) goto fail;
+    const part_t *file = NULL, *p;
+    for (int i = 0; i < fm.n; i++)
+        if (fm.parts[i].is_file) {
+            if (file) {
+                failf(&f, 400, "too_many_videos", "send exactly one video file per request");
+                goto fail;
+            }
+            file = &fm.parts[i];
+        }
+    if (!file) {
+        failf(&f, 400, "missing_video", "no video file part was sent");
+        goto fail;
+    }
+    if (!file->data.len) {
+        failf(&f, 400, "empty_video", "the video file is empty");
+        goto fail;
+    }
+    int normalize = 1, return_frames = 0, pooling = POOL_MEAN, frames = e->conf->default_frames;
+    if ((p = form_field(&fm, "normalize")) && parse_bool(p->data.data ? p->data.data : "", &normalize)) {
+        failf(&f, 400, "invalid_parameter", "field 'normalize' must be true or false");
+        goto fail;
+    }
+    if ((p = form_field(&fm, "return_frames")) && parse_bool(p->data.data ? p->data.data : "", &return_frames)) {
+        failf(&f, 400, "invalid_parameter", "field 'return_frames' must be true or false");
+        goto fail;
+    }
+    if ((p = form_field(&fm, "pooling"))) {
+        const char *pv = p->data.data ? p->data.data : "";
+        if (!strcmp(pv, "mean")) pooling = POOL_MEAN;
+        else if (!strcmp(pv, "max")) pooling = POOL_MAX;
+        else if (!strcmp(pv, "first")) pooling = POOL_FIRST;
+        else {
+            failf(&f, 400, "invalid_parameter", "field 'pooling' must be mean, max or first");
+            goto fail;
+        }
+    }
+    if (form_int(&fm, "max_frames", &frames, &f)) goto fail;
+    if (frames > e->conf->max_frames) {
+        failf(&f, 422, "too_many_frames", "max_frames %d is over limits.max_frames (%d)", frames, e->conf->max_frames);
+        goto fail;
+    }
+    if (!(m = pick_model(e, (p = form_field(&fm, "model")) && p->data.len ? p->data.data : NULL, &f))) goto fail;
+    if (!m->info->has_vision) {
+        failf(&f, 422, "no_vision_tower", "model '%s' cannot embed video", m->name);
+        goto fail;
+    }
+    mm_video_limits_t lim = {.max_bytes = (long)e->conf->max_body_bytes, .max_seconds = e->conf->max_video_seconds,
+                             .max_pixels = (long)e->conf->max_pixels, .max_frames = e->conf->max_frames,
+                             .budget_seconds = e->conf->video_budget,
+                             .min_edge_hint = 2 * mm_preproc_min_edge(&m->pre), .threads = 1};
+    char err[MM_ERRLEN];
+    int64_t t0 = mm_now_us();
+    int rc = mm_video_sample(file->data.data, file->data.len, frames, &lim, &v, err, sizeof err);
+    if (rc) {
+        const char *code = rc == MM_E_TIMEOUT ? "video_budget_exceeded" : rc == MM_E_UNSUPPORTED ? "unsupported_video"
+                         : rc == MM_E_TOOBIG ? "video_too_large" : rc == MM_E_UNPROCESSABLE ? "unprocessable_video"
+                         : "invalid_video";
+        failf(&f, mm_status_http(rc), code, "video: %s", err);
+        goto fail;
+    }
+    int64_t t1 = mm_now_us();
+    int d = m->info->dim;
+    size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
+    for (int base = 0; base < v.n; base += IMG_CHUNK) {
+        int k = MM_MIN(IMG_CHUNK, v.n - base);
+        for (int j = 0; j < k; j++) {
+            const mm_video_frame_t *fr = &v.frames[base + j];
+            if (mm_preproc_from_rgb(&m->pre, fr->rgb, fr->w, fr->h, (size_t)fr->w * 3, e->pix + (size_t)j * per)) {
+                failf(&f, 500, NULL, "frame %d: preprocessing failed", base + j);
+                goto fail;
+            }
+        }
+        if ((rc = mm_model_encode_image(m->runner, e->pix, k, e->vecs + (size_t)base * d))) {
+            failf(&f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
+            goto fail;
+        }
+    }
+    float *pooled = e->vecs + (size_t)v.n * d;
+    for (int i = 0; i < v.n; i++)
+        if (normalize) mm_nn_l2_normalize(e->vecs + (size_t)i * d, d);
+    for (int k = 0; k < d; k++) {
+        float acc = e->vecs[k];
+        for (int i = 1; i < v.n && pooling != POOL_FIRST; i++) {
+            float x = e->vecs[(size_t)i * d + k];
+            acc = pooling == POOL_MAX ? (x > acc ? x : acc) : acc + x;
+        }
+        pooled[k] = pooling == POOL_MEAN ? acc / (float)v.n : acc;
+    }
+    if (normalize) mm_nn_l2_normalize(pooled, d);
+    int64_t t2 = mm_now_us();
+    static const char *pool_names[] = {"mean", "max", "first"};
+    mm_buf_t *b = &r->out;
+    mm_buf_puts(b, "{\"model\":");
+    mm_buf_json_str(b, m->name, strlen(m->name));
+    mm_buf_printf(b, ",\"dim\":%d,\"pooling\":\"%s\",\"embedding\":", d, pool_names[pooling]);
+    write_vec(b, pooled, d);
+    mm_buf_puts(b, ",\"frames\":[");
+    for (int i = 0; i < v.n; i++)
+        mm_buf_printf(b, "%s{\"index\":%d,\"time\":%.6f}", i ? "," : "", v.frames[i].index, v.frames[i].time);
+    mm_buf_puts(b, "]");
+    if (return_frames) {
+        mm_buf_puts(b, ",\"frame_embeddings\":[");
+        for (int i = 0; i < v.n; i++) {
+            if (i) mm_buf_puts(b, ",");
+            write_vec(b, e->vecs + (size_t)i * d, d);
+        }
+        mm_buf_puts(b, "]");
+    }
+    mm_buf_puts(b, ",\"video\":{\"format\":");
+    mm_buf_json_str(b, v.format, strlen(v.format));
+    mm_buf_puts(b, ",\"codec\":");
+    mm_buf_json_str(b, v.codec, strlen(v.codec));
+    mm_buf_printf(b, ",\"duration\":%.6f,\"width\":%d,\"height\":%d,\"rotation\":%d,\"frames_in_stream\":%d},"
+                     "\"timing_ms\":{\"decode\":%.1f,\"model\":%.1f}}\n",
+                  v.duration, v.width, v.height, v.rotation, v.n_stream_frames, (t1 - t0) / 1e3, (t2 - t1) / 1e3);
+    mm_http_respond_json(r, 200);
+    mm_video_free(&v);
+    form_free(&fm);
+    return;
+fail:
+    mm_video_free(&v);
+    form_free(&fm);
+    respond_fail(r, &f);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 void mm_embed_handle(mm_embed_t *e, mm_http_req_t *r)
@@ -965,6 +1124,7 @@ void mm_embed_handle(mm_embed_t *e, mm_http_req_t *r)
     case MM_ROUTE_EMBED_TEXT: h_text(e, r); return;
     case MM_ROUTE_EMBED_IMAGE: h_image(e, r); return;
     case MM_ROUTE_EMBED_MULTIMODAL: h_multimodal(e, r); return;
+    case MM_ROUTE_EMBED_VIDEO: h_video(e, r); return;
     default:
         mm_http_drain(r, e->conf->max_body_bytes);
         mm_http_error(r, 404, "not_found", "no handler for %s", r->path);

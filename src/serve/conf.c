@@ -56,7 +56,7 @@ static const key_t_ keys[] = {
     K_INT("limits.max_frames", max_frames, 1, 1024),
     K_INT("limits.default_frames", default_frames, 1, 1024),
     K_FLT("limits.max_video_seconds", max_video_seconds, 0.1, 86400),
-    K_FLT("limits.video_budget", video_budget, 0.01, 3600),
+    K_FLT("limits.video_budget", video_budget, 0.001, 3600),
     {"log.level", T_LOGLEVEL, offsetof(mm_conf_t, log_level), 0, 0, 0},
     K_PATH("log.file", log_file),
     {"auth.keys", T_KEYS, offsetof(mm_conf_t, keys), 0, 0, 0},
