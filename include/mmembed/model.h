@@ -75,7 +75,8 @@ void mm_runner_free(mm_runner_t *r);
  * Sequences are packed without padding. Writes n * dim floats to out.
  * Returns 0, MM_E_UNSUPPORTED (no text tower), MM_E_TOOBIG (a sequence
  * longer than max_tokens) or MM_E_INVALID (empty sequence, id out of
- * range, n < 0). Results do not depend on the batch a sequence comes in. */
+ * range, n < 0). A sequence's result matches its result in any other batch
+ * to f32 rounding (~1e-6: BLAS rounds differently for different row counts). */
 int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n,
                          float *out);
 

@@ -1,0 +1,737 @@
+/* CLIP (Hugging Face transformers' modeling_clip.py): text and vision
+ * towers, each a stack of pre-LN transformer blocks, pooled to one token and
+ * projected.
+ *
+ * Read this file next to modeling_clip.py: CLIPTextEmbeddings /
+ * CLIPVisionEmbeddings -> CLIPEncoderLayer (layer_norm1, self_attn,
+ * residual, layer_norm2, mlp, residual) -> final_layer_norm /
+ * post_layernorm on the pooled token -> text_projection /
+ * visual_projection.
+ *
+ * Two liberties, both exact:
+ *  - q, k and v projections are fused into one (3*dim, dim) GEMM;
+ *  - the last block runs its attention query, output projection and MLP
+ *    only for the pooled token (EOS / class), the only row anyone reads.
+ * Sequences of a text batch are packed back to back (no padding): dense
+ * layers see all rows at once, attention runs per sequence.
+ *
+ * Sections: config, weights, load, run state, forward, public encode API. */
+#include "mmembed/model.h"
+
+#include "mmembed/common.h"
+#include "mmembed/nn.h"
+#include "mmembed/safetensors.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ============================================================ config == */
+
+typedef struct {
+    int dim;          /* hidden_size */
+    int hidden;       /* intermediate_size (MLP width) */
+    int n_layers;     /* num_hidden_layers */
+    int n_heads;      /* num_attention_heads */
+    int head_dim;     /* dim / n_heads */
+    float eps;        /* layer_norm_eps */
+    mm_act_t act;     /* hidden_act */
+    /* text tower */
+    int vocab;        /* vocab_size */
+    int max_pos;      /* max_position_embeddings */
+    int eos_id;       /* eos_token_id */
+    int eos_argmax;   /* legacy configs (eos_token_id == 2): pool at argmax(ids) */
+    /* vision tower */
+    int image_size;   /* image_size */
+    int patch;        /* patch_size */
+    int channels;     /* num_channels */
+    int n_patches;    /* (image_size / patch)^2 */
+    int seq;          /* n_patches + 1 (class token) */
+} tower_config_t;
+
+typedef struct {
+    int has_text, has_vision;
+    int proj_dim;        /* projection_dim */
+    tower_config_t text, vision;
+} clip_config_t;
+
+/* ============================================================ weights = */
+
+/* Pointers into the read-only weight pack. */
+typedef struct {
+    const float *ln1_w, *ln1_b; /* (dim) layer_norm1 */
+    const float *qkv_w;         /* (3*dim, dim) q_proj | k_proj | v_proj rows */
+    const float *qkv_b;         /* (3*dim) */
+    const float *o_w;           /* (dim, dim) out_proj */
+    const float *o_b;           /* (dim) */
+    const float *ln2_w, *ln2_b; /* (dim) layer_norm2 */
+    const float *fc1_w;         /* (hidden, dim) mlp.fc1 */
+    const float *fc1_b;         /* (hidden) */
+    const float *fc2_w;         /* (dim, hidden) mlp.fc2 */
+    const float *fc2_b;         /* (dim) */
+} layer_weights_t;
+
+typedef struct {
+    const float *tok_emb;           /* (vocab, dim) embeddings.token_embedding */
+    const float *pos_emb;           /* (max_pos, dim) embeddings.position_embedding */
+    layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
+    const float *ln_w, *ln_b;       /* (dim) final_layer_norm */
+    const float *proj;              /* (proj_dim, dim) text_projection, no bias */
+} text_weights_t;
+
+typedef struct {
+    const float *patch_w;           /* (dim, channels*patch*patch) patch_embedding conv,
+                                       each row flattened (c, ky, kx) */
+    const float *cls;               /* (dim) embeddings.class_embedding */
+    const float *pos_emb;           /* (seq, dim) embeddings.position_embedding */
+    const float *pre_w, *pre_b;     /* (dim) pre_layrnorm (sic) */
+    layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
+    const float *post_w, *post_b;   /* (dim) post_layernorm */
+    const float *proj;              /* (proj_dim, dim) visual_projection, no bias */
+} vision_weights_t;
+
+struct mm_model {
+    clip_config_t cfg;
+    text_weights_t tw;
+    vision_weights_t vw;
+    void *pack;          /* the shared read-only f32 block */
+    size_t pack_bytes;
+    mm_model_info_t info;
+    char name[128];
+    char dtype[8];
+};
+
+/* ============================================================ config parsing */
+
+static int cfg_int(json_object *o, const char *key, int def, int *out, const char *where,
+                   char *err, size_t errlen)
+{
+    json_object *v;
+    *out = def;
+    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+        return MM_OK;
+    if (!json_object_is_type(v, json_type_int))
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s is not an integer", where, key);
+    int64_t x = json_object_get_int64(v);
+    if (x < -1000000000 || x > 1000000000)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s out of range", where, key);
+    *out = (int)x;
+    return MM_OK;
+}
+
+static int cfg_positive(json_object *o, const char *key, int def, int *out, const char *where,
+                        char *err, size_t errlen)
+{
+    int rc = cfg_int(o, key, def, out, where, err, errlen);
+    if (rc == MM_OK && *out < 1)
+        rc = mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s must be positive", where, key);
+    return rc;
+}
+
+static int cfg_act(json_object *o, const char *def, mm_act_t *out, const char *where,
+                   char *err, size_t errlen)
+{
+    json_object *v;
+    const char *s = def;
+    if (o && json_object_object_get_ex(o, "hidden_act", &v) && json_object_is_type(v, json_type_string))
+        s = json_object_get_string(v);
+    if (!strcmp(s, "quick_gelu"))
+        *out = MM_ACT_QUICK_GELU;
+    else if (!strcmp(s, "gelu"))
+        *out = MM_ACT_GELU;
+    else
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                       "config.json: %s.hidden_act \"%s\" not supported (quick_gelu, gelu)", where, s);
+    return MM_OK;
+}
+
+/* Common encoder fields; defaults are transformers' CLIPTextConfig /
+ * CLIPVisionConfig defaults, which older config.json files rely on. */
+static int parse_tower(json_object *o, int text, tower_config_t *c, const char *where,
+                       char *err, size_t errlen)
+{
+    int rc;
+    memset(c, 0, sizeof(*c));
+    if ((rc = cfg_positive(o, "hidden_size", text ? 512 : 768, &c->dim, where, err, errlen)) ||
+        (rc = cfg_positive(o, "intermediate_size", text ? 2048 : 3072, &c->hidden, where, err, errlen)) ||
+        (rc = cfg_positive(o, "num_hidden_layers", 12, &c->n_layers, where, err, errlen)) ||
+        (rc = cfg_positive(o, "num_attention_heads", text ? 8 : 12, &c->n_heads, where, err, errlen)) ||
+        (rc = cfg_act(o, "quick_gelu", &c->act, where, err, errlen)))
+        return rc;
+    if (c->dim % c->n_heads)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.hidden_size %d not divisible by %d heads",
+                       where, c->dim, c->n_heads);
+    c->head_dim = c->dim / c->n_heads;
+    json_object *v;
+    c->eps = 1e-5f;
+    if (o && json_object_object_get_ex(o, "layer_norm_eps", &v) &&
+        (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)))
+        c->eps = (float)json_object_get_double(v);
+    if (!(c->eps > 0.0f))
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.layer_norm_eps must be positive", where);
+
+    if (text) {
+        if ((rc = cfg_positive(o, "vocab_size", 49408, &c->vocab, where, err, errlen)) ||
+            (rc = cfg_positive(o, "max_position_embeddings", 77, &c->max_pos, where, err, errlen)) ||
+            (rc = cfg_int(o, "eos_token_id", 49407, &c->eos_id, where, err, errlen)))
+            return rc;
+        /* modeling_clip.py: "The legacy configuration has eos_token_id == 2";
+         * those checkpoints pool at the largest id, which is EOS in CLIP's
+         * vocabulary. */
+        c->eos_argmax = c->eos_id == 2;
+    } else {
+        if ((rc = cfg_positive(o, "image_size", 224, &c->image_size, where, err, errlen)) ||
+            (rc = cfg_positive(o, "patch_size", 32, &c->patch, where, err, errlen)) ||
+            (rc = cfg_positive(o, "num_channels", 3, &c->channels, where, err, errlen)))
+            return rc;
+        if (c->image_size % c->patch)
+            return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.image_size %d not a multiple of patch_size %d",
+                           where, c->image_size, c->patch);
+        int g = c->image_size / c->patch;
+        c->n_patches = g * g;
+        c->seq = c->n_patches + 1;
+    }
+    return MM_OK;
+}
+
+static const char *json_str(json_object *o, const char *key)
+{
+    json_object *v;
+    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    return NULL;
+}
+
+static int parse_config(const char *dir, clip_config_t *c, char *err, size_t errlen)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found (not a Hugging Face model folder?)", path);
+    fclose(f);
+    json_object *root = json_object_from_file(path);
+    if (!root || !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
+    }
+
+    const char *arch = NULL;
+    json_object *a;
+    if (json_object_object_get_ex(root, "architectures", &a) && json_object_is_type(a, json_type_array) &&
+        json_object_array_length(a) > 0)
+        arch = json_object_get_string(json_object_array_get_idx(a, 0));
+    const char *mt = json_str(root, "model_type");
+
+    memset(c, 0, sizeof(*c));
+    if ((arch && !strcmp(arch, "CLIPModel")) || (!arch && mt && !strcmp(mt, "clip"))) {
+        c->has_text = c->has_vision = 1;
+    } else if ((arch && !strcmp(arch, "CLIPTextModelWithProjection")) ||
+               (!arch && mt && !strcmp(mt, "clip_text_model"))) {
+        c->has_text = 1;
+    } else if ((arch && !strcmp(arch, "CLIPVisionModelWithProjection")) ||
+               (!arch && mt && !strcmp(mt, "clip_vision_model"))) {
+        c->has_vision = 1;
+    } else {
+        mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
+                "CLIPTextModelWithProjection, CLIPVisionModelWithProjection",
+                path, arch ? arch : "?", mt ? mt : "?");
+        json_object_put(root);
+        return MM_E_UNSUPPORTED;
+    }
+
+    int rc = MM_OK;
+    json_object *tc = NULL, *vc = NULL;
+    if (c->has_text && c->has_vision) {
+        json_object_object_get_ex(root, "text_config", &tc);
+        json_object_object_get_ex(root, "vision_config", &vc);
+        rc = cfg_positive(root, "projection_dim", 512, &c->proj_dim, "config", err, errlen);
+    } else {
+        /* the *WithProjection configs are the tower config itself */
+        tc = vc = root;
+        rc = cfg_positive(root, "projection_dim", 512, &c->proj_dim, "config", err, errlen);
+    }
+    if (rc == MM_OK && c->has_text)
+        rc = parse_tower(tc, 1, &c->text, c->has_vision ? "text_config" : "config", err, errlen);
+    if (rc == MM_OK && c->has_vision)
+        rc = parse_tower(vc, 0, &c->vision, c->has_text ? "vision_config" : "config", err, errlen);
+    json_object_put(root);
+    return rc;
+}
+
+/* ============================================================ load ===== */
+
+#define SHAPE(...) (sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), ((const int64_t[]){__VA_ARGS__})
+
+typedef struct {
+    mm_weights_t *w;
+    const mm_st_t *st;
+    char *err;
+    size_t errlen;
+    mm_st_dtype_t dtype; /* first seen */
+    int mixed;
+} loader_t;
+
+static int want(loader_t *L, const float **slot, const char *name, int ndim, const int64_t *shape)
+{
+    const mm_st_tensor_t *t = mm_st_find(L->st, name);
+    if (t && t->dtype != MM_ST_OTHER) {
+        if (L->dtype == MM_ST_OTHER)
+            L->dtype = t->dtype;
+        else if (L->dtype != t->dtype)
+            L->mixed = 1;
+    }
+    return mm_weights_add(L->w, slot, L->st, name, ndim, shape, L->err, L->errlen);
+}
+
+static int load_layers(loader_t *L, const char *prefix, const tower_config_t *c, layer_weights_t *lw)
+{
+    char n[256];
+    const int64_t D = c->dim, H = c->hidden;
+    int rc;
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_weights_t *w = &lw[l];
+#define P(s) (snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, l, s), n)
+        if ((rc = want(L, &w->ln1_w, P("layer_norm1.weight"), SHAPE(D))) ||
+            (rc = want(L, &w->ln1_b, P("layer_norm1.bias"), SHAPE(D))) ||
+            (rc = want(L, &w->o_w, P("self_attn.out_proj.weight"), SHAPE(D, D))) ||
+            (rc = want(L, &w->o_b, P("self_attn.out_proj.bias"), SHAPE(D))) ||
+            (rc = want(L, &w->ln2_w, P("layer_norm2.weight"), SHAPE(D))) ||
+            (rc = want(L, &w->ln2_b, P("layer_norm2.bias"), SHAPE(D))) ||
+            (rc = want(L, &w->fc1_w, P("mlp.fc1.weight"), SHAPE(H, D))) ||
+            (rc = want(L, &w->fc1_b, P("mlp.fc1.bias"), SHAPE(H))) ||
+            (rc = want(L, &w->fc2_w, P("mlp.fc2.weight"), SHAPE(D, H))) ||
+            (rc = want(L, &w->fc2_b, P("mlp.fc2.bias"), SHAPE(D))))
+            return rc;
+        /* fused q|k|v: one GEMM instead of three */
+        static const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
+        int rw = mm_weights_reserve(L->w, (size_t)(3 * D * D), &w->qkv_w);
+        int rb = mm_weights_reserve(L->w, (size_t)(3 * D), &w->qkv_b);
+        if (rw < 0 || rb < 0)
+            return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
+        for (int i = 0; i < 3; i++) {
+            char s[64];
+            snprintf(s, sizeof s, "self_attn.%s.weight", qkv[i]);
+            if ((rc = mm_weights_fill(L->w, rw, (size_t)(i * D * D), L->st, P(s), SHAPE(D, D), L->err, L->errlen)))
+                return rc;
+            snprintf(s, sizeof s, "self_attn.%s.bias", qkv[i]);
+            if ((rc = mm_weights_fill(L->w, rb, (size_t)(i * D), L->st, P(s), SHAPE(D), L->err, L->errlen)))
+                return rc;
+        }
+#undef P
+    }
+    return MM_OK;
+}
+
+static int load_text(loader_t *L, mm_model_t *m)
+{
+    const tower_config_t *c = &m->cfg.text;
+    const int64_t D = c->dim;
+    text_weights_t *w = &m->tw;
+    int rc;
+    w->layers = calloc((size_t)c->n_layers, sizeof(*w->layers));
+    if (!w->layers)
+        return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
+    if ((rc = want(L, &w->tok_emb, "text_model.embeddings.token_embedding.weight", SHAPE(c->vocab, D))) ||
+        (rc = want(L, &w->pos_emb, "text_model.embeddings.position_embedding.weight", SHAPE(c->max_pos, D))) ||
+        (rc = load_layers(L, "text_model", c, w->layers)) ||
+        (rc = want(L, &w->ln_w, "text_model.final_layer_norm.weight", SHAPE(D))) ||
+        (rc = want(L, &w->ln_b, "text_model.final_layer_norm.bias", SHAPE(D))) ||
+        (rc = want(L, &w->proj, "text_projection.weight", SHAPE(m->cfg.proj_dim, D))))
+        return rc;
+    return MM_OK;
+}
+
+static int load_vision(loader_t *L, mm_model_t *m)
+{
+    const tower_config_t *c = &m->cfg.vision;
+    const int64_t D = c->dim;
+    vision_weights_t *w = &m->vw;
+    int rc;
+    w->layers = calloc((size_t)c->n_layers, sizeof(*w->layers));
+    if (!w->layers)
+        return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
+    /* the conv kernel (dim, C, P, P) is already the (dim, C*P*P) GEMM
+     * operand for patches flattened (c, ky, kx) */
+    if ((rc = want(L, &w->patch_w, "vision_model.embeddings.patch_embedding.weight",
+                   SHAPE(D, c->channels, c->patch, c->patch))) ||
+        (rc = want(L, &w->cls, "vision_model.embeddings.class_embedding", SHAPE(D))) ||
+        (rc = want(L, &w->pos_emb, "vision_model.embeddings.position_embedding.weight", SHAPE(c->seq, D))) ||
+        (rc = want(L, &w->pre_w, "vision_model.pre_layrnorm.weight", SHAPE(D))) ||
+        (rc = want(L, &w->pre_b, "vision_model.pre_layrnorm.bias", SHAPE(D))) ||
+        (rc = load_layers(L, "vision_model", c, w->layers)) ||
+        (rc = want(L, &w->post_w, "vision_model.post_layernorm.weight", SHAPE(D))) ||
+        (rc = want(L, &w->post_b, "vision_model.post_layernorm.bias", SHAPE(D))) ||
+        (rc = want(L, &w->proj, "visual_projection.weight", SHAPE(m->cfg.proj_dim, D))))
+        return rc;
+    return MM_OK;
+}
+
+int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    mm_model_t *m = calloc(1, sizeof(*m));
+    mm_st_t *st = NULL;
+    mm_weights_t *w = NULL;
+    int rc;
+    if (!m)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    if ((rc = parse_config(dir, &m->cfg, err, errlen)))
+        goto fail;
+    if ((rc = mm_st_open(dir, &st, err, errlen)))
+        goto fail;
+    if ((rc = mm_weights_new(&w))) {
+        mm_errf(err, errlen, rc, "out of memory");
+        goto fail;
+    }
+    loader_t L = {.w = w, .st = st, .err = err, .errlen = errlen, .dtype = MM_ST_OTHER};
+    if (m->cfg.has_text && (rc = load_text(&L, m)))
+        goto fail;
+    if (m->cfg.has_vision && (rc = load_vision(&L, m)))
+        goto fail;
+
+    /* name: last path component, ignoring trailing slashes */
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        len--;
+    size_t b = len;
+    while (b > 0 && dir[b - 1] != '/')
+        b--;
+    snprintf(m->name, sizeof m->name, "%.*s", (int)(len - b), dir + b);
+
+    char label[160];
+    snprintf(label, sizeof label, "mmembed-weights:%s", m->name);
+    if ((rc = mm_weights_finish(w, label, &m->pack, &m->pack_bytes, err, errlen)))
+        goto fail;
+    mm_weights_free(w);
+    mm_st_close(st); /* the source mappings are no longer needed */
+
+    snprintf(m->dtype, sizeof m->dtype, "%s", L.mixed ? "mixed" : mm_st_dtype_str(L.dtype));
+    mm_model_info_t *i = &m->info;
+    i->name = m->name;
+    i->arch = "clip";
+    i->dim = m->cfg.proj_dim;
+    i->has_text = m->cfg.has_text;
+    i->has_vision = m->cfg.has_vision;
+    i->max_tokens = m->cfg.has_text ? m->cfg.text.max_pos : 0;
+    i->vocab_size = m->cfg.has_text ? m->cfg.text.vocab : 0;
+    i->image_size = m->cfg.has_vision ? m->cfg.vision.image_size : 0;
+    i->channels = m->cfg.has_vision ? m->cfg.vision.channels : 0;
+    i->dtype = m->dtype;
+    *out = m;
+    return MM_OK;
+
+fail:
+    mm_weights_free(w);
+    mm_st_close(st);
+    mm_model_free(m);
+    return rc;
+}
+
+void mm_model_free(mm_model_t *m)
+{
+    if (!m)
+        return;
+    mm_weights_unmap(m->pack, m->pack_bytes);
+    free(m->tw.layers);
+    free(m->vw.layers);
+    free(m);
+}
+
+const mm_model_info_t *mm_model_info(const mm_model_t *m)
+{
+    return &m->info;
+}
+
+size_t mm_model_weight_bytes(const mm_model_t *m)
+{
+    return m->pack_bytes;
+}
+
+/* ============================================================ run state */
+
+struct mm_runner {
+    const mm_model_t *m;
+    int max_text, max_image;  /* sequences / images per forward pass */
+    /* token-row buffers, rows = max(max_text*max_pos, max_image*seq),
+     * width the larger tower's */
+    float *x;        /* (rows, dim) residual stream */
+    float *h;        /* (rows, dim) normed input / sublayer output */
+    float *qkv;      /* (rows, 3*dim) fused projections; (rows, 2*dim) k|v in the last block */
+    float *att;      /* (rows, dim) attention output, heads side by side */
+    float *mlp;      /* (rows, hidden) */
+    float *scores;   /* (maxlen, maxlen) one head's attention matrix */
+    float *patches;  /* (max_image*n_patches, channels*patch*patch) im2col */
+    /* pooled-row buffers for the last block, batch = max(max_text, max_image) */
+    float *pin;      /* (batch, dim) gathered normed rows */
+    float *pq;       /* (batch, dim) their queries */
+    float *patt;     /* (batch, dim) their attention output */
+    float *px;       /* (batch, dim) their residual stream */
+    float *ph;       /* (batch, dim) */
+    float *pmlp;     /* (batch, hidden) */
+    int *off;        /* (batch) first row of each sequence */
+    int *len;        /* (batch) rows of each sequence */
+    int *pool;       /* (batch) pooled position within each sequence */
+    void *arena;
+};
+
+mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_image_batch, int threads)
+{
+    const clip_config_t *c = &m->cfg;
+    if ((c->has_text && max_text_batch < 1) || (c->has_vision && max_image_batch < 1))
+        return NULL;
+    if (!c->has_text)
+        max_text_batch = 0;
+    if (!c->has_vision)
+        max_image_batch = 0;
+
+    size_t rows = 0, dim = 0, hid = 0, maxlen = 0, npatch = 0, kpatch = 0;
+    if (c->has_text) {
+        rows = MM_MAX(rows, (size_t)max_text_batch * c->text.max_pos);
+        dim = MM_MAX(dim, (size_t)c->text.dim);
+        hid = MM_MAX(hid, (size_t)c->text.hidden);
+        maxlen = MM_MAX(maxlen, (size_t)c->text.max_pos);
+    }
+    if (c->has_vision) {
+        rows = MM_MAX(rows, (size_t)max_image_batch * c->vision.seq);
+        dim = MM_MAX(dim, (size_t)c->vision.dim);
+        hid = MM_MAX(hid, (size_t)c->vision.hidden);
+        maxlen = MM_MAX(maxlen, (size_t)c->vision.seq);
+        npatch = (size_t)max_image_batch * c->vision.n_patches;
+        kpatch = (size_t)c->vision.channels * c->vision.patch * c->vision.patch;
+    }
+    size_t batch = (size_t)MM_MAX(max_text_batch, max_image_batch);
+
+    /* one arena, every buffer 64-byte aligned */
+    const size_t A = 16; /* floats per 64 bytes */
+#define FL(n) (((n) + A - 1) / A * A)
+    size_t sizes[] = {
+        FL(rows * dim), FL(rows * dim), FL(rows * 3 * dim), FL(rows * dim), FL(rows * hid),
+        FL(maxlen * maxlen), FL(npatch * kpatch),
+        FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim),
+        FL(batch * hid), FL(batch), FL(batch), FL(batch), /* ints are float-sized */
+    };
+#undef FL
+    size_t total = 0;
+    for (size_t i = 0; i < MM_ARRAY_LEN(sizes); i++)
+        total += sizes[i];
+
+    mm_runner_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->arena = aligned_alloc(64, MM_MAX(total, A) * sizeof(float));
+    if (!r->arena) {
+        free(r);
+        return NULL;
+    }
+    float *p = r->arena;
+    float **bufs[] = {&r->x, &r->h, &r->qkv, &r->att, &r->mlp, &r->scores, &r->patches,
+                      &r->pin, &r->pq, &r->patt, &r->px, &r->ph, &r->pmlp};
+    size_t i = 0;
+    for (; i < MM_ARRAY_LEN(bufs); i++) {
+        *bufs[i] = p;
+        p += sizes[i];
+    }
+    r->off = (int *)p; p += sizes[i++];
+    r->len = (int *)p; p += sizes[i++];
+    r->pool = (int *)p;
+    r->m = m;
+    r->max_text = max_text_batch;
+    r->max_image = max_image_batch;
+    if (threads >= 1)
+        mm_nn_set_threads(threads);
+    return r;
+}
+
+void mm_runner_free(mm_runner_t *r)
+{
+    if (!r)
+        return;
+    free(r->arena);
+    free(r);
+}
+
+/* ============================================================ forward == */
+
+/* One CLIPEncoderLayer over n packed sequences (T rows in r->x), in place. */
+static void encoder_layer(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
+                          int T, int n, int causal)
+{
+    const int D = c->dim, H = c->hidden;
+    /* residual = x; x = self_attn(layer_norm1(x)); x += residual */
+    mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
+    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D);
+    for (int s = 0; s < n; s++) {
+        const float *q = r->qkv + (size_t)r->off[s] * 3 * D;
+        mm_nn_attention(r->att + (size_t)r->off[s] * D, D, q, 3 * D, q + D, 3 * D, q + 2 * D, 3 * D,
+                        r->len[s], r->len[s], c->n_heads, c->head_dim, causal, r->scores);
+    }
+    mm_nn_linear(r->h, D, r->att, D, w->o_w, w->o_b, T, D, D);
+    mm_nn_add(r->x, r->h, (size_t)T * D);
+    /* residual = x; x = mlp(layer_norm2(x)); x += residual */
+    mm_nn_layer_norm(r->h, r->x, w->ln2_w, w->ln2_b, T, D, c->eps);
+    mm_nn_linear(r->mlp, H, r->h, D, w->fc1_w, NULL, T, D, H);
+    mm_nn_bias_act(r->mlp, w->fc1_b, T, H, c->act);
+    mm_nn_linear(r->h, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D);
+    mm_nn_add(r->x, r->h, (size_t)T * D);
+}
+
+/* The last CLIPEncoderLayer, computed only where it is read: keys and values
+ * for every row, everything else for row off[s] + pool[s] of each sequence.
+ * Leaves those n rows of the layer's output in r->px (n, dim). */
+static void encoder_layer_pooled(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
+                                 int T, int n, int causal)
+{
+    const int D = c->dim, H = c->hidden;
+    mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
+    /* k|v for all rows: rows D..3D of the fused weight */
+    mm_nn_linear(r->qkv, 2 * D, r->h, D, w->qkv_w + (size_t)D * D, w->qkv_b + D, T, D, 2 * D);
+    for (int s = 0; s < n; s++)
+        memcpy(r->pin + (size_t)s * D, r->h + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
+    mm_nn_linear(r->pq, D, r->pin, D, w->qkv_w, w->qkv_b, n, D, D);
+    for (int s = 0; s < n; s++) {
+        /* a causal query at position p sees keys 0..p: pass exactly those */
+        int nk = causal ? r->pool[s] + 1 : r->len[s];
+        const float *kv = r->qkv + (size_t)r->off[s] * 2 * D;
+        mm_nn_attention(r->patt + (size_t)s * D, D, r->pq + (size_t)s * D, D, kv, 2 * D, kv + D, 2 * D,
+                        1, nk, c->n_heads, c->head_dim, 0, r->scores);
+    }
+    mm_nn_linear(r->ph, D, r->patt, D, w->o_w, w->o_b, n, D, D);
+    for (int s = 0; s < n; s++)
+        memcpy(r->px + (size_t)s * D, r->x + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
+    mm_nn_add(r->px, r->ph, (size_t)n * D);
+    mm_nn_layer_norm(r->ph, r->px, w->ln2_w, w->ln2_b, n, D, c->eps);
+    mm_nn_linear(r->pmlp, H, r->ph, D, w->fc1_w, NULL, n, D, H);
+    mm_nn_bias_act(r->pmlp, w->fc1_b, n, H, c->act);
+    mm_nn_linear(r->ph, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D);
+    mm_nn_add(r->px, r->ph, (size_t)n * D);
+}
+
+/* Runs the blocks over the packed rows, then norm + projection of the
+ * pooled rows into out (n, proj_dim). */
+static void encoder_head(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *layers,
+                         const float *ln_w, const float *ln_b, const float *proj,
+                         int T, int n, int causal, float *out)
+{
+    for (int l = 0; l < c->n_layers - 1; l++)
+        encoder_layer(r, c, &layers[l], T, n, causal);
+    encoder_layer_pooled(r, c, &layers[c->n_layers - 1], T, n, causal);
+    mm_nn_layer_norm(r->ph, r->px, ln_w, ln_b, n, c->dim, c->eps);
+    mm_nn_linear(out, r->m->cfg.proj_dim, r->ph, c->dim, proj, NULL, n, c->dim, r->m->cfg.proj_dim);
+}
+
+/* CLIPTextTransformer on n (<= max_text) validated sequences. */
+static void text_forward(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
+{
+    const tower_config_t *c = &r->m->cfg.text;
+    const text_weights_t *w = &r->m->tw;
+    const int D = c->dim;
+    int T = 0;
+    for (int s = 0; s < n; s++) {
+        r->off[s] = T;
+        r->len[s] = lens[s];
+        T += lens[s];
+        /* pooled position (CLIPTextTransformer.forward) */
+        int p = 0;
+        if (c->eos_argmax) {
+            for (int i = 1; i < lens[s]; i++)
+                if (ids[s][i] > ids[s][p])
+                    p = i;
+        } else {
+            for (int i = 0; i < lens[s]; i++)
+                if (ids[s][i] == c->eos_id) {
+                    p = i;
+                    break;
+                }
+        }
+        r->pool[s] = p;
+        /* CLIPTextEmbeddings: token + absolute position */
+        for (int i = 0; i < lens[s]; i++) {
+            float *x = r->x + (size_t)(r->off[s] + i) * D;
+            memcpy(x, w->tok_emb + (size_t)ids[s][i] * D, (size_t)D * sizeof(float));
+            mm_nn_add(x, w->pos_emb + (size_t)i * D, (size_t)D);
+        }
+    }
+    encoder_head(r, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, 1, out);
+}
+
+/* CLIPVisionTransformer on n (<= max_image) images. */
+static void vision_forward(mm_runner_t *r, const float *pixels, int n, float *out)
+{
+    const tower_config_t *c = &r->m->cfg.vision;
+    const vision_weights_t *w = &r->m->vw;
+    const int D = c->dim, S = c->image_size, P = c->patch, G = S / P, C = c->channels;
+    const size_t K = (size_t)C * P * P;
+
+    /* im2col: patch (gy, gx) of image b -> row b*G*G + gy*G + gx, (c, ky, kx) */
+    for (int b = 0; b < n; b++) {
+        const float *img = pixels + (size_t)b * C * S * S;
+        for (int gy = 0; gy < G; gy++)
+            for (int gx = 0; gx < G; gx++) {
+                float *row = r->patches + ((size_t)b * G * G + (size_t)gy * G + gx) * K;
+                for (int ch = 0; ch < C; ch++)
+                    for (int ky = 0; ky < P; ky++)
+                        memcpy(row + ((size_t)ch * P + ky) * P,
+                               img + ((size_t)ch * S + (size_t)gy * P + ky) * S + (size_t)gx * P,
+                               (size_t)P * sizeof(float));
+            }
+    }
+    /* patch_embedding (stride-P conv, no bias) as one GEMM */
+    mm_nn_linear(r->h, D, r->patches, (int)K, w->patch_w, NULL, n * c->n_patches, (int)K, D);
+
+    /* CLIPVisionEmbeddings: [class, patches] + position */
+    for (int b = 0; b < n; b++) {
+        r->off[b] = b * c->seq;
+        r->len[b] = c->seq;
+        r->pool[b] = 0; /* the class token */
+        float *x = r->x + (size_t)b * c->seq * D;
+        memcpy(x, w->cls, (size_t)D * sizeof(float));
+        memcpy(x + D, r->h + (size_t)b * c->n_patches * D, (size_t)c->n_patches * D * sizeof(float));
+        mm_nn_add(x, w->pos_emb, (size_t)c->seq * D);
+    }
+    const int T = n * c->seq;
+    mm_nn_layer_norm(r->x, r->x, w->pre_w, w->pre_b, T, D, c->eps);
+    encoder_head(r, c, w->layers, w->post_w, w->post_b, w->proj, T, n, 0, out);
+}
+
+/* ============================================================ encode API */
+
+int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
+{
+    const clip_config_t *c = &r->m->cfg;
+    if (!c->has_text)
+        return MM_E_UNSUPPORTED;
+    if (n < 0)
+        return MM_E_INVALID;
+    for (int s = 0; s < n; s++) {
+        if (lens[s] < 1)
+            return MM_E_INVALID;
+        if (lens[s] > c->text.max_pos)
+            return MM_E_TOOBIG;
+        for (int i = 0; i < lens[s]; i++)
+            if (ids[s][i] < 0 || ids[s][i] >= c->text.vocab)
+                return MM_E_INVALID;
+    }
+    for (int s = 0; s < n; s += r->max_text) {
+        int k = MM_MIN(r->max_text, n - s);
+        text_forward(r, ids + s, lens + s, k, out + (size_t)s * c->proj_dim);
+    }
+    return MM_OK;
+}
+
+int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out)
+{
+    const clip_config_t *c = &r->m->cfg;
+    if (!c->has_vision)
+        return MM_E_UNSUPPORTED;
+    if (n < 0)
+        return MM_E_INVALID;
+    const size_t per = (size_t)c->vision.channels * c->vision.image_size * c->vision.image_size;
+    for (int s = 0; s < n; s += r->max_image) {
+        int k = MM_MIN(r->max_image, n - s);
+        vision_forward(r, pixels + (size_t)s * per, k, out + (size_t)s * c->proj_dim);
+    }
+    return MM_OK;
+}

@@ -1,0 +1,180 @@
+/* The shared weight pack: every tensor a model's kernels read, converted to
+ * f32 (and fused where the kernels prefer, e.g. q|k|v), in one contiguous
+ * read-only block backed by a memfd.
+ *
+ * Why a memfd and not malloc: the master builds the pack before forking
+ * workers; a MAP_SHARED mapping of one shmem object is inherited by every
+ * child and stays one physical copy (each worker's Pss carries 1/N of it),
+ * while a private heap copy would only share until the first write near it.
+ * Sealing (F_SEAL_WRITE) and mapping PROT_READ turn any stray write from
+ * any process into SIGSEGV instead of silent corruption of all workers.
+ *
+ * Two phases: reserve/fill only record what goes where (and check names,
+ * shapes and dtypes, so a bad checkpoint fails before anything big is
+ * allocated); finish sizes the memfd once and converts straight into it. */
+#include "mmembed/safetensors.h"
+
+#include "mmembed/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define ALIGN 64 /* bytes: cache line, and AVX-512 friendly */
+
+typedef struct {
+    size_t off;   /* bytes from the pack start */
+    size_t n;     /* floats */
+    const float **slot; /* set at finish */
+} region_t;
+
+typedef struct {
+    int region;
+    size_t off;   /* floats into the region */
+    const mm_st_tensor_t *t;
+} fill_t;
+
+struct mm_weights {
+    region_t *r;
+    int nr, rcap;
+    fill_t *f;
+    int nf, fcap;
+    size_t bytes; /* running end of the layout */
+};
+
+int mm_weights_new(mm_weights_t **out)
+{
+    *out = calloc(1, sizeof(**out));
+    return *out ? MM_OK : MM_E_NOMEM;
+}
+
+void mm_weights_free(mm_weights_t *w)
+{
+    if (!w)
+        return;
+    free(w->r);
+    free(w->f);
+    free(w);
+}
+
+int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot)
+{
+    if (w->nr == w->rcap) {
+        int cap = w->rcap ? w->rcap * 2 : 256;
+        region_t *r = realloc(w->r, (size_t)cap * sizeof(*r));
+        if (!r)
+            return MM_E_NOMEM;
+        w->r = r;
+        w->rcap = cap;
+    }
+    region_t *r = &w->r[w->nr];
+    r->off = w->bytes;
+    r->n = n;
+    r->slot = slot;
+    w->bytes += (n * sizeof(float) + ALIGN - 1) / ALIGN * ALIGN;
+    return w->nr++;
+}
+
+int mm_weights_fill(mm_weights_t *w, int region, size_t off, const mm_st_t *st,
+                    const char *name, int ndim, const int64_t *shape,
+                    char *err, size_t errlen)
+{
+    const mm_st_tensor_t *t;
+    int rc = mm_st_get(st, name, ndim, shape, &t, err, errlen);
+    if (rc)
+        return rc;
+    if (region < 0 || region >= w->nr || off > w->r[region].n || t->numel > w->r[region].n - off)
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: does not fit its weight region", name);
+    if (w->nf == w->fcap) {
+        int cap = w->fcap ? w->fcap * 2 : 256;
+        fill_t *f = realloc(w->f, (size_t)cap * sizeof(*f));
+        if (!f)
+            return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+        w->f = f;
+        w->fcap = cap;
+    }
+    w->f[w->nf++] = (fill_t){.region = region, .off = off, .t = t};
+    return MM_OK;
+}
+
+int mm_weights_add(mm_weights_t *w, const float **slot, const mm_st_t *st, const char *name,
+                   int ndim, const int64_t *shape, char *err, size_t errlen)
+{
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)shape[i];
+    int region = mm_weights_reserve(w, n, slot);
+    if (region < 0)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    return mm_weights_fill(w, region, 0, st, name, ndim, shape, err, errlen);
+}
+
+size_t mm_weights_size(const mm_weights_t *w)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t b = w->bytes ? w->bytes : 1;
+    return (b + page - 1) / page * page;
+}
+
+int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *bytes,
+                      char *err, size_t errlen)
+{
+    size_t size = mm_weights_size(w);
+    *base = NULL;
+    *bytes = 0;
+
+    int fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return mm_errf(err, errlen, MM_ERR, "memfd_create: %s", strerror(errno));
+    if (ftruncate(fd, (off_t)size) < 0) {
+        int e = errno;
+        close(fd);
+        return mm_errf(err, errlen, e == ENOSPC ? MM_E_NOMEM : MM_ERR,
+                       "weight pack of %zu bytes: %s", size, strerror(e));
+    }
+    /* Touching shmem pages can SIGBUS if tmpfs runs out; ftruncate does not
+     * reserve them. Preallocate so that failure is an error code here. */
+    if (posix_fallocate(fd, 0, (off_t)size) != 0) {
+        close(fd);
+        return mm_errf(err, errlen, MM_E_NOMEM, "weight pack of %zu bytes: out of shared memory", size);
+    }
+    unsigned char *rw = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (rw == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        return mm_errf(err, errlen, MM_E_NOMEM, "weight pack of %zu bytes: mmap: %s", size, strerror(e));
+    }
+    for (int i = 0; i < w->nf; i++) {
+        const fill_t *f = &w->f[i];
+        float *dst = (float *)(rw + w->r[f->region].off) + f->off;
+        mm_st_convert(f->t->dtype, f->t->data, dst, f->t->numel);
+    }
+    munmap(rw, size);
+
+    /* No writable mapping is left, so F_SEAL_WRITE is accepted. Sealing is
+     * defence in depth; a kernel without it still gets the PROT_READ map. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    void *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (ro == MAP_FAILED) /* kernels before 6.7 refuse shared maps of write-sealed memfds */
+        ro = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    close(fd);
+    if (ro == MAP_FAILED)
+        return mm_errf(err, errlen, MM_ERR, "weight pack: read-only mmap: %s", strerror(e));
+
+    for (int i = 0; i < w->nr; i++)
+        if (w->r[i].slot)
+            *w->r[i].slot = (const float *)((const unsigned char *)ro + w->r[i].off);
+    *base = ro;
+    *bytes = size;
+    return MM_OK;
+}
+
+void mm_weights_unmap(void *base, size_t bytes)
+{
+    if (base)
+        munmap(base, bytes);
+}

@@ -1,0 +1,214 @@
+/* Elementwise kernels: activations, bias, residual add, softmax.
+ *
+ * The transcendental functions are evaluated 8 lanes at a time with AVX2+FMA
+ * (the build targets x86-64-v3). A row's tail (n % 8) goes through the same
+ * vector code via a small stack buffer, so every element of a row is computed
+ * by identical arithmetic whatever its position or the batch it came in —
+ * batched and one-at-a-time forwards give bit-identical results.
+ * Without AVX2 the scalar libm path is used. */
+#include "mmembed/nn.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MM_NN_AVX2 1
+#endif
+
+#ifdef MM_NN_AVX2
+
+/* exp(x) for 8 floats: range reduction x = n ln2 + r with |r| <= ln2/2, then
+ * a degree-6 minimax polynomial for e^r (Cephes expf coefficients; about
+ * 1 ulp over the f32 range). Inputs are clamped so 2^n stays a normal
+ * number: below -87.3 the result is ~1e-38 rather than 0, harmless here. */
+static inline __m256 exp8(__m256 x)
+{
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f);
+    const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* ln2 split in two so n*ln2_hi is exact */
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                   _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* x * sigmoid(1.702 x) */
+static inline __m256 quick_gelu8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = exp8(_mm256_mul_ps(x, _mm256_set1_ps(-1.702f)));
+    return _mm256_div_ps(x, _mm256_add_ps(one, e));
+}
+
+/* 0.5 x (1 + erf(x / sqrt 2)). erf by Abramowitz & Stegun 7.1.26
+ * (|error| <= 1.5e-7 absolute, i.e. at f32 rounding level for the GELU
+ * output); the tanh approximation ("gelu_new") would be off by ~1e-3. */
+static inline __m256 gelu8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    __m256 az = _mm256_andnot_ps(sign, z);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(az, _mm256_set1_ps(0.3275911f), one));
+    __m256 p = _mm256_set1_ps(1.061405429f);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+    p = _mm256_mul_ps(p, t);
+    __m256 e = exp8(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)); /* exp(-z^2) */
+    __m256 erf_abs = _mm256_fnmadd_ps(p, e, one);
+    __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
+}
+
+static inline __m256 act8(__m256 x, mm_act_t act)
+{
+    switch (act) {
+    case MM_ACT_QUICK_GELU: return quick_gelu8(x);
+    case MM_ACT_GELU: return gelu8(x);
+    default: return x;
+    }
+}
+
+/* y[0..n) = act(y + b); b may be NULL */
+static void bias_act_row(float *y, const float *b, int n, mm_act_t act)
+{
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(y + j);
+        if (b)
+            v = _mm256_add_ps(v, _mm256_loadu_ps(b + j));
+        _mm256_storeu_ps(y + j, act8(v, act));
+    }
+    if (j < n) {
+        float tmp[8] = {0};
+        int r = n - j;
+        for (int i = 0; i < r; i++)
+            tmp[i] = y[j + i] + (b ? b[j + i] : 0.0f);
+        _mm256_storeu_ps(tmp, act8(_mm256_loadu_ps(tmp), act));
+        memcpy(y + j, tmp, (size_t)r * sizeof(float));
+    }
+}
+
+void mm_nn_add(float *y, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++)
+        y[i] += x[i];
+}
+
+void mm_nn_softmax(float *x, int n)
+{
+    if (n <= 0)
+        return;
+    int j = 0;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= n; j += 8)
+        vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + j));
+    float tmp[8];
+    _mm256_storeu_ps(tmp, vm);
+    float mx = tmp[0];
+    for (int i = 1; i < 8; i++)
+        mx = tmp[i] > mx ? tmp[i] : mx;
+    for (; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+
+    __m256 m = _mm256_set1_ps(mx), vs = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+        _mm256_storeu_ps(x + j, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    if (j < n) {
+        int r = n - j;
+        for (int i = 0; i < 8; i++)
+            tmp[i] = i < r ? x[j + i] - mx : -INFINITY;
+        __m256 e = exp8(_mm256_loadu_ps(tmp));
+        /* lanes past the row must not count: exp8 clamps -inf to ~1e-38 */
+        e = _mm256_and_ps(e, _mm256_cmp_ps(_mm256_loadu_ps(tmp), _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+        vs = _mm256_add_ps(vs, e);
+        _mm256_storeu_ps(tmp, e);
+        memcpy(x + j, tmp, (size_t)r * sizeof(float));
+    }
+    _mm256_storeu_ps(tmp, vs);
+    float s = ((tmp[0] + tmp[1]) + (tmp[2] + tmp[3])) + ((tmp[4] + tmp[5]) + (tmp[6] + tmp[7]));
+    __m256 inv = _mm256_set1_ps(1.0f / s);
+    for (j = 0; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), inv));
+    for (; j < n; j++)
+        x[j] *= 1.0f / s;
+}
+
+#else /* portable scalar path */
+
+static inline float act1(float x, mm_act_t act)
+{
+    switch (act) {
+    case MM_ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));
+    case MM_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    default: return x;
+    }
+}
+
+static void bias_act_row(float *y, const float *b, int n, mm_act_t act)
+{
+    for (int j = 0; j < n; j++)
+        y[j] = act1(y[j] + (b ? b[j] : 0.0f), act);
+}
+
+void mm_nn_add(float *y, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+void mm_nn_softmax(float *x, int n)
+{
+    if (n <= 0)
+        return;
+    float mx = x[0], s = 0.0f;
+    for (int j = 1; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        s += x[j];
+    }
+    for (int j = 0; j < n; j++)
+        x[j] /= s;
+}
+
+#endif
+
+void mm_nn_bias_act(float *y, const float *b, int M, int N, mm_act_t act)
+{
+    if (!b && act == MM_ACT_NONE)
+        return;
+    for (int i = 0; i < M; i++)
+        bias_act_row(y + (size_t)i * N, b, N, act);
+}
+
+void mm_nn_act(float *x, size_t n, mm_act_t act)
+{
+    if (act == MM_ACT_NONE)
+        return;
+    /* rows of up to 2^20 so the int row length cannot overflow */
+    const size_t chunk = (size_t)1 << 20;
+    for (size_t i = 0; i < n; i += chunk)
+        bias_act_row(x + i, NULL, (int)(n - i < chunk ? n - i : chunk), act);
+}

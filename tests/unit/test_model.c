@@ -1,0 +1,672 @@
+/* Unit tests for nn/ kernels, safetensors reading, the shared weight pack
+ * and the CLIP towers against Hugging Face reference embeddings
+ * (tests/fixtures/clip, made by tools/gen_clip_fixtures.py).
+ * Run from the repository root. */
+#include "mmembed/common.h"
+#include "mmembed/model.h"
+#include "mmembed/nn.h"
+#include "mmembed/safetensors.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FIX "tests/fixtures/clip"
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        checks++;                                                            \
+        if (!(cond)) {                                                       \
+            failures++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+/* ============================================================ helpers == */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float frand(void) /* uniform [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / (1u << 24)) * 2.0 - 1.0);
+}
+
+static double cosine(const float *a, const double *b, int n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        ab += a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb);
+}
+
+static double max_abs_diff(const float *a, const double *b, int n)
+{
+    double m = 0;
+    for (int i = 0; i < n; i++)
+        m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
+static int write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+static void *read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc((size_t)len + 1);
+    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
+
+static char tmpdir[64];
+
+static void make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/mm_test_model_XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+}
+
+static void rm_tmp(const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    unlink(p);
+}
+
+/* ============================================================ kernels == */
+
+static void test_kernels(void)
+{
+    /* activations vs libm over [-12, 12]. Tolerance: 4e-7 absolute plus
+     * 4 ulp relative — the vector exp is ~1 ulp, the A&S erf 1.5e-7 abs. */
+    double worst_q = 0, worst_g = 0;
+    enum { N = 24001 };
+    static float xs[N], q[N], g[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = q[i] = g[i] = -12.0f + 24.0f * (float)i / (N - 1);
+    mm_nn_act(q, N, MM_ACT_QUICK_GELU);
+    mm_nn_act(g, N, MM_ACT_GELU);
+    for (int i = 0; i < N; i++) {
+        double x = xs[i];
+        double rq = x / (1.0 + exp(-1.702 * x));
+        double rg = 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+        worst_q = fmax(worst_q, fabs(q[i] - rq) / (4e-7 + 4.8e-7 * fabs(rq)));
+        worst_g = fmax(worst_g, fabs(g[i] - rg) / (4e-7 + 4.8e-7 * fabs(rg)));
+    }
+    CHECK(worst_q <= 1.0, "quick_gelu off by %.2f x tolerance", worst_q);
+    CHECK(worst_g <= 1.0, "gelu off by %.2f x tolerance", worst_g);
+
+    /* softmax, including a tail (n % 8 != 0) and large inputs */
+    float s[13];
+    for (int i = 0; i < 13; i++)
+        s[i] = 50.0f * frand();
+    double ref[13], mx = -1e30, sum = 0;
+    for (int i = 0; i < 13; i++)
+        mx = fmax(mx, s[i]);
+    for (int i = 0; i < 13; i++)
+        sum += ref[i] = exp(s[i] - mx);
+    mm_nn_softmax(s, 13);
+    double err = 0;
+    for (int i = 0; i < 13; i++)
+        err = fmax(err, fabs(s[i] - ref[i] / sum));
+    CHECK(err < 1e-6, "softmax max abs error %g (tolerance 1e-6)", err);
+
+    /* layer norm vs double reference, row length with a tail */
+    enum { M = 3, K = 37 };
+    float x[M * K], y[M * K], w[K], b[K];
+    for (int i = 0; i < M * K; i++)
+        x[i] = 3.0f + frand();
+    for (int i = 0; i < K; i++) {
+        w[i] = 1.0f + 0.1f * frand();
+        b[i] = 0.1f * frand();
+    }
+    mm_nn_layer_norm(y, x, w, b, M, K, 1e-5f);
+    err = 0;
+    for (int r = 0; r < M; r++) {
+        double mean = 0, var = 0;
+        for (int j = 0; j < K; j++)
+            mean += x[r * K + j];
+        mean /= K;
+        for (int j = 0; j < K; j++)
+            var += (x[r * K + j] - mean) * (x[r * K + j] - mean);
+        var /= K;
+        for (int j = 0; j < K; j++) {
+            double e = (x[r * K + j] - mean) / sqrt(var + 1e-5) * w[j] + b[j];
+            err = fmax(err, fabs(y[r * K + j] - e));
+        }
+    }
+    CHECK(err < 1e-5, "layer_norm max abs error %g (tolerance 1e-5)", err);
+
+    /* attention (causal, nq < nk, strided heads) vs a naive loop */
+    enum { NK = 9, NQ = 5, HEADS = 2, HD = 6, DM = HEADS * HD, LD = 3 * DM };
+    float qkv[NK * LD], out[NQ * DM], scratch[NQ * NK];
+    for (int i = 0; i < NK * LD; i++)
+        qkv[i] = frand();
+    const float *qb = qkv + (NK - NQ) * LD; /* queries = the last NQ rows */
+    mm_nn_attention(out, DM, qb, LD, qkv + DM, LD, qkv + 2 * DM, LD, NQ, NK, HEADS, HD, 1, scratch);
+    err = 0;
+    for (int h = 0; h < HEADS; h++)
+        for (int i = 0; i < NQ; i++) {
+            int pos = i + NK - NQ;
+            double sc[NK], m = -1e30, z = 0;
+            for (int j = 0; j <= pos; j++) {
+                double d = 0;
+                for (int t = 0; t < HD; t++)
+                    d += qb[i * LD + h * HD + t] * qkv[j * LD + DM + h * HD + t];
+                sc[j] = d / sqrt((double)HD);
+                m = fmax(m, sc[j]);
+            }
+            for (int j = 0; j <= pos; j++)
+                z += sc[j] = exp(sc[j] - m);
+            for (int t = 0; t < HD; t++) {
+                double o = 0;
+                for (int j = 0; j <= pos; j++)
+                    o += sc[j] / z * qkv[j * LD + 2 * DM + h * HD + t];
+                err = fmax(err, fabs(out[i * DM + h * HD + t] - o));
+            }
+        }
+    CHECK(err < 1e-5, "attention max abs error %g (tolerance 1e-5)", err);
+
+    /* linear with bias and a strided output */
+    float lx[4 * 5], lw[3 * 5], lb[3], ly[4 * 7];
+    for (int i = 0; i < 20; i++)
+        lx[i] = frand();
+    for (int i = 0; i < 15; i++)
+        lw[i] = frand();
+    for (int i = 0; i < 3; i++)
+        lb[i] = frand();
+    mm_nn_linear(ly, 7, lx, 5, lw, lb, 4, 5, 3);
+    err = 0;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 3; j++) {
+            double d = lb[j];
+            for (int k = 0; k < 5; k++)
+                d += (double)lx[i * 5 + k] * lw[j * 5 + k];
+            err = fmax(err, fabs(ly[i * 7 + j] - d));
+        }
+    CHECK(err < 1e-5, "linear max abs error %g (tolerance 1e-5)", err);
+
+    float v[3] = {3, 0, 4};
+    mm_nn_l2_normalize(v, 3);
+    CHECK(fabsf(v[0] - 0.6f) < 1e-7f && fabsf(v[2] - 0.8f) < 1e-7f, "l2_normalize");
+    printf("kernels: quick_gelu %.2f, gelu %.2f of tolerance\n", worst_q, worst_g);
+}
+
+/* ============================================================ safetensors */
+
+/* Writes a safetensors file from a header string and a data block. */
+static int write_st(const char *path, const char *header, const void *data, size_t dlen)
+{
+    size_t hl = strlen(header);
+    unsigned char *buf = malloc(8 + hl + dlen);
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    memcpy(buf + 8 + hl, data, dlen);
+    int rc = write_file(path, buf, 8 + hl + dlen);
+    free(buf);
+    return rc;
+}
+
+static void test_safetensors(void)
+{
+    char path[256], err[MM_ERRLEN];
+    mm_st_t *st;
+    const mm_st_tensor_t *t;
+    /* a: F32 [2,3]; pos: I64 [3]; b: BF16 [2] = {1.0, -2.5}; h: F16 [1] = 0.5 */
+    unsigned char data[24 + 24 + 4 + 2];
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    int64_t pos[3] = {0, 1, 2};
+    uint16_t bf[2] = {0x3f80, 0xc020}, h = 0x3800;
+    memcpy(data, a, 24);
+    memcpy(data + 24, pos, 24);
+    memcpy(data + 48, bf, 4);
+    memcpy(data + 52, &h, 2);
+    snprintf(path, sizeof path, "%s/x.safetensors", tmpdir);
+    write_st(path,
+             "{\"__metadata__\":{\"format\":\"pt\"},"
+             "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+             "\"pos\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[24,48]},"
+             "\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[48,52]},"
+             "\"h\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[52,54]}}   ",
+             data, sizeof data);
+    int rc = mm_st_open(path, &st, err, sizeof err);
+    CHECK(rc == MM_OK, "open crafted file: %s", err);
+    if (rc == MM_OK) {
+        CHECK(mm_st_count(st) == 4, "4 tensors, got %d", mm_st_count(st));
+        CHECK(mm_st_get(st, "a", 2, (int64_t[]){2, 3}, &t, err, sizeof err) == MM_OK, "get a: %s", err);
+        rc = mm_st_get(st, "a", 2, (int64_t[]){3, 2}, &t, err, sizeof err);
+        CHECK(rc == MM_E_INVALID && strstr(err, "a: shape [2, 3]") && strstr(err, "[3, 2]"),
+              "mis-shape error: %d %s", rc, err);
+        rc = mm_st_get(st, "pos", 1, (int64_t[]){3}, &t, err, sizeof err);
+        CHECK(rc == MM_E_UNSUPPORTED && strstr(err, "pos") && strstr(err, "I64"), "dtype error: %d %s", rc, err);
+        rc = mm_st_get(st, "nope", 1, (int64_t[]){3}, &t, err, sizeof err);
+        CHECK(rc == MM_E_NOTFOUND && strstr(err, "nope"), "missing error: %d %s", rc, err);
+        float f[2];
+        t = mm_st_find(st, "b");
+        mm_st_convert(t->dtype, t->data, f, 2);
+        CHECK(f[0] == 1.0f && f[1] == -2.5f, "bf16 convert %g %g", f[0], f[1]);
+        t = mm_st_find(st, "h");
+        mm_st_convert(t->dtype, t->data, f, 1);
+        CHECK(f[0] == 0.5f, "f16 convert %g", f[0]);
+        mm_st_close(st);
+    }
+    /* f16 conversion of every finite half, vector and scalar paths */
+    static uint16_t all[65536];
+    static float conv[65536];
+    for (int i = 0; i < 65536; i++)
+        all[i] = (uint16_t)i;
+    mm_st_convert(MM_ST_F16, all, conv, 65536);
+    int bad = 0;
+    for (int i = 0; i < 65536; i++) {
+        int e = (i >> 10) & 31, m = i & 1023;
+        double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
+        if (i & 0x8000)
+            v = -v;
+        if (e != 31 && conv[i] != (float)v)
+            bad++;
+    }
+    mm_st_convert(MM_ST_F16, all + 1, conv, 7); /* scalar tail path alone */
+    CHECK(bad == 0 && conv[0] == ldexp(1, -24), "f16 conversion: %d wrong", bad);
+
+    /* corrupt: offsets past the data block */
+    write_st(path, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,240]}}", data, 24);
+    rc = mm_st_open(path, &st, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && strstr(err, "a: data_offsets"), "corrupt offsets: %d %s", rc, err);
+    /* corrupt: size disagrees with shape */
+    write_st(path, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,24]}}", data, 24);
+    rc = mm_st_open(path, &st, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && strstr(err, "tensor a"), "corrupt size: %d %s", rc, err);
+    /* corrupt: header length past the end */
+    write_file(path, "\xff\xff\xff\x00\x00\x00\x00\x00{}", 10);
+    rc = mm_st_open(path, &st, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && strstr(err, "header length"), "corrupt header: %d %s", rc, err);
+    rm_tmp("x.safetensors");
+}
+
+/* ============================================================ fixtures == */
+
+typedef struct {
+    int n;
+    int32_t *ids[64];
+    int lens[64];
+    double emb[64][64];
+    int dim;
+} text_ref_t;
+
+static int load_text_ref(text_ref_t *tr)
+{
+    json_object *root = json_object_from_file(FIX "/text_emb.json");
+    if (!root)
+        return -1;
+    tr->n = (int)json_object_array_length(root);
+    if (tr->n > 64)
+        tr->n = 64;
+    for (int i = 0; i < tr->n; i++) {
+        json_object *e = json_object_array_get_idx(root, i), *ids, *emb;
+        json_object_object_get_ex(e, "ids77", &ids);
+        json_object_object_get_ex(e, "embedding", &emb);
+        tr->lens[i] = (int)json_object_array_length(ids);
+        tr->ids[i] = malloc(sizeof(int32_t) * (size_t)tr->lens[i]);
+        for (int j = 0; j < tr->lens[i]; j++)
+            tr->ids[i][j] = json_object_get_int(json_object_array_get_idx(ids, j));
+        tr->dim = (int)json_object_array_length(emb);
+        for (int j = 0; j < tr->dim && j < 64; j++)
+            tr->emb[i][j] = json_object_get_double(json_object_array_get_idx(emb, j));
+    }
+    json_object_put(root);
+    return 0;
+}
+
+typedef struct {
+    int n;
+    float *pixels; /* n * 3*224*224 */
+    double emb[16][64];
+    char file[16][64];
+    int dim;
+} image_ref_t;
+
+static int load_image_ref(image_ref_t *ir)
+{
+    json_object *root = json_object_from_file(FIX "/image_emb.json");
+    if (!root)
+        return -1;
+    const size_t per = 3 * 224 * 224;
+    ir->n = (int)json_object_array_length(root);
+    if (ir->n > 16)
+        ir->n = 16;
+    ir->pixels = malloc(per * sizeof(float) * (size_t)ir->n);
+    for (int i = 0; i < ir->n; i++) {
+        json_object *e = json_object_array_get_idx(root, i), *f, *emb;
+        json_object_object_get_ex(e, "file", &f);
+        json_object_object_get_ex(e, "embedding", &emb);
+        snprintf(ir->file[i], sizeof ir->file[i], "%s", json_object_get_string(f));
+        ir->dim = (int)json_object_array_length(emb);
+        for (int j = 0; j < ir->dim && j < 64; j++)
+            ir->emb[i][j] = json_object_get_double(json_object_array_get_idx(emb, j));
+        char path[256];
+        size_t len;
+        snprintf(path, sizeof path, FIX "/pixels/%s.f16", ir->file[i]);
+        void *raw = read_file(path, &len);
+        if (!raw || len != per * 2) {
+            free(raw);
+            json_object_put(root);
+            return -1;
+        }
+        mm_st_convert(MM_ST_F16, raw, ir->pixels + per * (size_t)i, per);
+        free(raw);
+    }
+    json_object_put(root);
+    return 0;
+}
+
+static void test_fixture(const char *dir, const char *dtype, const text_ref_t *tr, const image_ref_t *ir)
+{
+    char err[MM_ERRLEN];
+    mm_model_t *m;
+    int rc = mm_model_load(dir, &m, err, sizeof err);
+    CHECK(rc == MM_OK, "load %s: %s", dir, err);
+    if (rc)
+        return;
+    const mm_model_info_t *info = mm_model_info(m);
+    CHECK(info->dim == 24 && info->max_tokens == 77 && info->image_size == 224 && info->has_text &&
+          info->has_vision && info->vocab_size == 49408 && info->channels == 3 && !strcmp(info->arch, "clip"),
+          "info of %s", dir);
+    CHECK(!strcmp(info->dtype, dtype), "dtype %s, want %s", info->dtype, dtype);
+    CHECK(!strcmp(info->name, strrchr(dir, '/') + 1), "name %s", info->name);
+    CHECK(mm_model_weight_bytes(m) >= 1790609 * 4, "weight bytes %zu", mm_model_weight_bytes(m));
+    const int D = info->dim;
+    CHECK(tr->dim == D && ir->dim == D, "fixture dims");
+
+    /* text: all sequences in one call, then one at a time */
+    mm_runner_t *r = mm_runner_new(m, 64, 4, 1);
+    CHECK(r != NULL, "runner");
+    if (!r) {
+        mm_model_free(m);
+        return;
+    }
+    float *batched = malloc(sizeof(float) * (size_t)D * 64), single[64];
+    rc = mm_model_encode_text(r, (const int32_t *const *)tr->ids, tr->lens, tr->n, batched);
+    CHECK(rc == MM_OK, "encode_text batch rc %d", rc);
+    double min_cos = 1, max_abs = 0, max_bs = 0;
+    for (int i = 0; i < tr->n; i++) {
+        double c = cosine(batched + (size_t)i * D, tr->emb[i], D);
+        min_cos = fmin(min_cos, c);
+        max_abs = fmax(max_abs, max_abs_diff(batched + (size_t)i * D, tr->emb[i], D));
+        /* tolerance: cosine >= 0.99999 to the f32 HF reference */
+        CHECK(c >= 0.99999, "%s text %d cosine %.7f", dir, i, c);
+        const int32_t *ids1 = tr->ids[i];
+        rc = mm_model_encode_text(r, &ids1, &tr->lens[i], 1, single);
+        CHECK(rc == MM_OK, "encode_text single rc %d", rc);
+        for (int j = 0; j < D; j++)
+            max_bs = fmax(max_bs, fabs(single[j] - batched[(size_t)i * D + j]));
+    }
+    /* Tolerance 1e-5 absolute (outputs are O(1)): our kernels treat every
+     * row alike, but OpenBLAS's sgemm picks micro-kernels by row count, so
+     * a batch and its members round differently at the 1e-6 level. */
+    CHECK(max_bs <= 1e-5, "text batched vs single differ by %g", max_bs);
+    printf("%s text  (%d): min cosine %.9f  max abs diff %.3g  batch-vs-single %.3g\n",
+           dir, tr->n, min_cos, max_abs, max_bs);
+
+    /* images: 12 in one call (3 passes of 4), in one pass (runner of 16), singly */
+    const size_t per = 3 * 224 * 224;
+    float *ib = malloc(sizeof(float) * (size_t)D * (size_t)ir->n);
+    float *ib16 = malloc(sizeof(float) * (size_t)D * (size_t)ir->n);
+    rc = mm_model_encode_image(r, ir->pixels, ir->n, ib);
+    CHECK(rc == MM_OK, "encode_image rc %d", rc);
+    mm_runner_t *r16 = mm_runner_new(m, 1, 16, 1);
+    rc = mm_model_encode_image(r16, ir->pixels, ir->n, ib16);
+    CHECK(rc == MM_OK, "encode_image (16) rc %d", rc);
+    min_cos = 1;
+    max_abs = max_bs = 0;
+    for (int i = 0; i < ir->n; i++) {
+        double c = cosine(ib + (size_t)i * D, ir->emb[i], D);
+        min_cos = fmin(min_cos, c);
+        max_abs = fmax(max_abs, max_abs_diff(ib + (size_t)i * D, ir->emb[i], D));
+        /* tolerance: cosine >= 0.99999 to the f32 HF reference */
+        CHECK(c >= 0.99999, "%s image %s cosine %.7f", dir, ir->file[i], c);
+        rc = mm_model_encode_image(r, ir->pixels + per * (size_t)i, 1, single);
+        CHECK(rc == MM_OK, "encode_image single rc %d", rc);
+        for (int j = 0; j < D; j++) {
+            max_bs = fmax(max_bs, fabs(single[j] - ib[(size_t)i * D + j]));
+            max_bs = fmax(max_bs, fabs(ib16[(size_t)i * D + j] - ib[(size_t)i * D + j]));
+        }
+    }
+    CHECK(max_bs <= 1e-5, "image batched vs single differ by %g (tolerance 1e-5)", max_bs);
+    printf("%s image (%d): min cosine %.9f  max abs diff %.3g  batch-vs-single %.3g\n",
+           dir, ir->n, min_cos, max_abs, max_bs);
+
+    /* input validation */
+    int32_t bad_id = 49408, ok_ids[78] = {0};
+    const int32_t *pb = &bad_id, *pok = ok_ids;
+    int one = 1, zero = 0, toolong = 78;
+    CHECK(mm_model_encode_text(r, &pb, &one, 1, single) == MM_E_INVALID, "id out of range");
+    CHECK(mm_model_encode_text(r, &pok, &zero, 1, single) == MM_E_INVALID, "empty sequence");
+    CHECK(mm_model_encode_text(r, &pok, &toolong, 1, single) == MM_E_TOOBIG, "78 tokens");
+    CHECK(mm_model_encode_text(r, &pok, &one, 0, single) == MM_OK, "n = 0");
+
+    free(batched);
+    free(ib);
+    free(ib16);
+    mm_runner_free(r16);
+    mm_runner_free(r);
+    mm_model_free(m);
+}
+
+/* ============================================================ read-only pack */
+
+/* The pack must be mapped without write permission, shared, and a write from
+ * a (forked) worker must fault rather than corrupt its siblings. */
+static void test_readonly(void)
+{
+    char err[MM_ERRLEN];
+    mm_model_t *m;
+    if (mm_model_load(FIX "/clip-tiny", &m, err, sizeof err)) {
+        CHECK(0, "load: %s", err);
+        return;
+    }
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    void *addr = NULL;
+    int found = 0, writable = 0, shared = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, "memfd:mmembed-weights:clip-tiny"))
+            continue;
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3)
+            continue;
+        found++;
+        writable |= perms[1] == 'w';
+        shared |= perms[3] == 's';
+        addr = (void *)lo;
+        CHECK(hi - lo == mm_model_weight_bytes(m), "mapping size %lu vs %zu", hi - lo, mm_model_weight_bytes(m));
+    }
+    if (f)
+        fclose(f);
+    CHECK(found == 1 && !writable, "weight pack mappings: %d, writable %d", found, writable);
+    if (addr) {
+        /* sealed: not even mprotect can make it writable (shared map only) */
+        int mp = mprotect(addr, 4096, PROT_READ | PROT_WRITE);
+        CHECK(!shared || mp != 0, "mprotect(PROT_WRITE) on the sealed pack succeeded");
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            signal(SIGSEGV, SIG_DFL);
+            *(volatile float *)addr = 1.0f;
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status) && (WTERMSIG(status) == SIGSEGV || WTERMSIG(status) == SIGBUS),
+              "child writing the pack was not killed (status %#x)", status);
+        printf("weight pack: %zu bytes, mapped r--%c, write from child -> signal %d\n",
+               mm_model_weight_bytes(m), shared ? 's' : 'p', WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+    mm_model_free(m);
+}
+
+/* ============================================================ bad folders */
+
+/* Copies clip-tiny's config.json into tmpdir with `edit` applied, and links
+ * the checkpoint next to it. */
+static void make_variant(void (*edit)(json_object *root), int link_weights)
+{
+    json_object *root = json_object_from_file(FIX "/clip-tiny/config.json");
+    edit(root);
+    char p[256], target[PATH_MAX];
+    snprintf(p, sizeof p, "%s/config.json", tmpdir);
+    json_object_to_file(p, root);
+    json_object_put(root);
+    snprintf(p, sizeof p, "%s/model.safetensors", tmpdir);
+    unlink(p);
+    if (link_weights && realpath(FIX "/clip-tiny/model.safetensors", target))
+        CHECK(symlink(target, p) == 0, "symlink: %s", strerror(errno));
+}
+
+static void edit_hidden(json_object *root)
+{
+    json_object *tc;
+    json_object_object_get_ex(root, "text_config", &tc);
+    json_object_object_add(tc, "hidden_size", json_object_new_int(64));
+}
+
+static void edit_layers(json_object *root)
+{
+    json_object *vc;
+    json_object_object_get_ex(root, "vision_config", &vc);
+    json_object_object_add(vc, "num_hidden_layers", json_object_new_int(3));
+}
+
+static void edit_arch(json_object *root)
+{
+    json_object *a = json_object_new_array();
+    json_object_array_add(a, json_object_new_string("BertModel"));
+    json_object_object_add(root, "architectures", a);
+    json_object_object_add(root, "model_type", json_object_new_string("bert"));
+}
+
+static void edit_act(json_object *root)
+{
+    json_object *vc;
+    json_object_object_get_ex(root, "vision_config", &vc);
+    json_object_object_add(vc, "hidden_act", json_object_new_string("silu"));
+}
+
+static void edit_none(json_object *root)
+{
+    (void)root;
+}
+
+static void test_bad_folders(void)
+{
+    char err[MM_ERRLEN];
+    mm_model_t *m = NULL;
+    int rc;
+
+    rc = mm_model_load(tmpdir, &m, err, sizeof err); /* empty directory */
+    CHECK(rc == MM_E_NOTFOUND && m == NULL && strstr(err, "config.json"), "missing config: %d %s", rc, err);
+    printf("missing config.json  -> %d: %s\n", rc, err);
+
+    make_variant(edit_hidden, 1);
+    rc = mm_model_load(tmpdir, &m, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && m == NULL && strstr(err, "text_model.embeddings.token_embedding.weight") &&
+          strstr(err, "[49408, 32]") && strstr(err, "[49408, 64]"), "mis-shape: %d %s", rc, err);
+    printf("wrong hidden_size    -> %d: %s\n", rc, err);
+
+    make_variant(edit_layers, 1);
+    rc = mm_model_load(tmpdir, &m, err, sizeof err);
+    CHECK(rc == MM_E_NOTFOUND && m == NULL && strstr(err, "vision_model.encoder.layers.2."),
+          "missing tensor: %d %s", rc, err);
+    printf("missing tensor       -> %d: %s\n", rc, err);
+
+    make_variant(edit_arch, 1);
+    rc = mm_model_load(tmpdir, &m, err, sizeof err);
+    CHECK(rc == MM_E_UNSUPPORTED && m == NULL && strstr(err, "BertModel") && strstr(err, "bert"),
+          "unsupported arch: %d %s", rc, err);
+    printf("unsupported arch     -> %d: %s\n", rc, err);
+
+    make_variant(edit_act, 1);
+    rc = mm_model_load(tmpdir, &m, err, sizeof err);
+    CHECK(rc == MM_E_UNSUPPORTED && strstr(err, "silu"), "unsupported act: %d %s", rc, err);
+    printf("unsupported act      -> %d: %s\n", rc, err);
+
+    make_variant(edit_none, 0);
+    rc = mm_model_load(tmpdir, &m, err, sizeof err);
+    CHECK(rc == MM_E_NOTFOUND && strstr(err, "model.safetensors"), "no checkpoint: %d %s", rc, err);
+    printf("no checkpoint        -> %d: %s\n", rc, err);
+
+    /* sanity: the unedited copy loads (so the failures above are the edits) */
+    make_variant(edit_none, 1);
+    rc = mm_model_load(tmpdir, &m, err, sizeof err);
+    CHECK(rc == MM_OK, "unedited copy: %s", err);
+    mm_model_free(m);
+
+    rm_tmp("config.json");
+    rm_tmp("model.safetensors");
+}
+
+/* ============================================================ main ===== */
+
+int main(void)
+{
+    make_tmpdir();
+    test_kernels();
+    test_safetensors();
+
+    static text_ref_t tr;
+    static image_ref_t ir;
+    if (load_text_ref(&tr) || load_image_ref(&ir)) {
+        fprintf(stderr, "cannot read fixtures under " FIX " (run from the repository root)\n");
+        return 1;
+    }
+    test_fixture(FIX "/clip-tiny", "f16", &tr, &ir);
+    test_fixture(FIX "/clip-tiny-bf16", "bf16", &tr, &ir);
+    test_readonly();
+    test_bad_folders();
+
+    for (int i = 0; i < tr.n; i++)
+        free(tr.ids[i]);
+    free(ir.pixels);
+    rmdir(tmpdir);
+    printf("test_model: %d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
