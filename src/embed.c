@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "mmembed/base64.h"
+#include "mmembed/cache.h"
 #include "mmembed/conf.h"
 #include "mmembed/http.h"
 #include "mmembed/image.h"
@@ -53,6 +54,10 @@ struct mm_embed {
     int max_vecs;              /* max(max_items, max_frames) + 2 */
     float *vecs;               /* (max_vecs, max_dim) */
     float *pix;                /* (IMG_CHUNK, max_pix) */
+    float *tmp;                /* (max_vecs, max_dim): cache misses' vectors */
+    int *miss;                 /* (max_vecs) */
+    mm_cache_t *cache;         /* shared by all workers; NULL = off */
+    int generation;            /* config generation: part of every cache key */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -141,7 +146,54 @@ void mm_embed_free(mm_embed_t *e)
     free(e->lens);
     free(e->vecs);
     free(e->pix);
+    free(e->tmp);
+    free(e->miss);
     free(e);
+}
+
+void mm_embed_set_cache(mm_embed_t *e, struct mm_cache *c, int generation)
+{
+    e->cache = c;
+    e->generation = generation;
+}
+
+int mm_embed_max_dim(const mm_embed_t *e)
+{
+    int d = 1;
+    for (int i = 0; e && i < e->n; i++) d = MM_MAX(d, e->m[i].info->dim);
+    return d;
+}
+
+void mm_embed_cache_metrics(const mm_embed_t *e, mm_buf_t *b)
+{
+    mm_cache_stats_t s;
+    mm_cache_stats(e ? e->cache : NULL, &s);
+    mm_buf_printf(b, "# HELP mmembed_cache_hits_total Embedding cache hits (all workers).\n"
+                     "# TYPE mmembed_cache_hits_total counter\nmmembed_cache_hits_total %llu\n"
+                     "# HELP mmembed_cache_misses_total Embedding cache misses.\n"
+                     "# TYPE mmembed_cache_misses_total counter\nmmembed_cache_misses_total %llu\n"
+                     "# HELP mmembed_cache_inserts_total Vectors stored in the cache.\n"
+                     "# TYPE mmembed_cache_inserts_total counter\nmmembed_cache_inserts_total %llu\n"
+                     "# HELP mmembed_cache_evictions_total Entries evicted to make room.\n"
+                     "# TYPE mmembed_cache_evictions_total counter\nmmembed_cache_evictions_total %llu\n"
+                     "# HELP mmembed_cache_entries Valid entries / capacity.\n# TYPE mmembed_cache_entries gauge\n"
+                     "mmembed_cache_entries{kind=\"used\"} %llu\nmmembed_cache_entries{kind=\"capacity\"} %llu\n",
+                  (unsigned long long)s.hits, (unsigned long long)s.misses, (unsigned long long)s.inserts,
+                  (unsigned long long)s.evictions, (unsigned long long)s.used, (unsigned long long)s.slots);
+}
+
+/* The cache key of one input: model, config generation, modality, and the
+ * bytes the client sent (so a hit skips decoding and tokenizing's model
+ * work). Vectors are cached raw, before normalize/dimensions, so those
+ * options need not be part of the key. */
+static void input_key(const mm_embed_t *e, const char *model, const char *modality, const void *p, size_t n,
+                      mm_cache_key_t *k)
+{
+    mm_cache_key_init(k, e->cache);
+    mm_cache_key_add_str(k, model);
+    mm_cache_key_add_int(k, e->generation);
+    mm_cache_key_add_str(k, modality);
+    mm_cache_key_add_input(k, p, n);
 }
 
 int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
@@ -162,7 +214,9 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
     e->max_vecs = MM_MAX(e->max_items, e->conf ? e->conf->max_frames : 0) + 2;
     e->vecs = malloc(sizeof(float) * e->max_vecs * e->max_dim);
     e->pix = malloc(sizeof(float) * IMG_CHUNK * e->max_pix);
-    if (!e->ids || !e->idp || !e->lens || !e->vecs || !e->pix)
+    e->tmp = malloc(sizeof(float) * e->max_vecs * e->max_dim);
+    e->miss = malloc(sizeof(int) * e->max_vecs);
+    if (!e->ids || !e->idp || !e->lens || !e->vecs || !e->pix || !e->tmp || !e->miss)
         return mm_errf(err, errlen, MM_E_NOMEM, "no memory for worker scratch");
     return MM_OK;
 }
@@ -231,10 +285,12 @@ static int failf(fail_t *f, int status, const char *code, const char *fmt, ...)
 
 /* Tokenize and encode n texts into out (n, dim). */
 static int encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
-                        float *out, long *tokens, fail_t *f)
+                        float *out, long *tokens, int use_cache, int *hits, fail_t *f)
 {
     if (!m->info->has_text) return failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
     char err[MM_ERRLEN];
+    int d = m->info->dim, nm = 0;
+    mm_cache_key_t k;
     for (int i = 0; i < n; i++) {
         if ((int64_t)lens[i] > e->conf->max_text_bytes)
             return failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, lens[i],
@@ -243,26 +299,56 @@ static int encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, con
         int rc = mm_tokenizer_encode(m->tok, texts[i], lens[i], m->info->max_tokens, ids, e->max_tokens, &e->lens[i],
                                      err, sizeof err);
         if (rc) return failf(f, mm_status_http(rc), NULL, "input %d: %s", i, err);
-        e->idp[i] = ids;
         *tokens += e->lens[i];
+        if (use_cache && e->cache) {
+            input_key(e, m->name, "text", texts[i], lens[i], &k);
+            if (mm_cache_get(e->cache, &k, out + (size_t)i * d, d) == 1) {
+                ++*hits;
+                continue;
+            }
+        }
+        e->idp[nm] = ids;
+        e->lens[nm] = e->lens[i];
+        e->miss[nm++] = i;
     }
-    int rc = mm_model_encode_text(m->runner, e->idp, e->lens, n, out);
+    if (nm == 0) return 0;
+    int rc = mm_model_encode_text(m->runner, e->idp, e->lens, nm, e->tmp);
     if (rc) return failf(f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
+    for (int j = 0; j < nm; j++) {
+        int i = e->miss[j];
+        memcpy(out + (size_t)i * d, e->tmp + (size_t)j * d, sizeof(float) * (size_t)d);
+        if (use_cache && e->cache) {
+            input_key(e, m->name, "text", texts[i], lens[i], &k);
+            mm_cache_put(e->cache, &k, out + (size_t)i * d, d);
+        }
+    }
     return 0;
 }
 
 /* Decode, preprocess and encode n images (chunks of IMG_CHUNK) into out. */
 static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
-                         float *out, fail_t *f)
+                         float *out, int use_cache, int *hits, fail_t *f)
 {
     if (!m->info->has_vision) return failf(f, 422, "no_vision_tower", "model '%s' cannot embed images", m->name);
     size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
     char err[MM_ERRLEN];
-    for (int base = 0; base < n; base += IMG_CHUNK) {
-        int k = MM_MIN(IMG_CHUNK, n - base);
+    int d = m->info->dim, nm = 0;
+    mm_cache_key_t ck;
+    for (int i = 0; i < n; i++) {
+        if (use_cache && e->cache && lens[i]) {
+            input_key(e, m->name, "image", bufs[i], lens[i], &ck);
+            if (mm_cache_get(e->cache, &ck, out + (size_t)i * d, d) == 1) {
+                ++*hits;
+                continue;
+            }
+        }
+        e->miss[nm++] = i;
+    }
+    for (int base = 0; base < nm; base += IMG_CHUNK) {
+        int k = MM_MIN(IMG_CHUNK, nm - base);
         for (int j = 0; j < k; j++) {
             mm_image_t img;
-            int i = base + j;
+            int i = e->miss[base + j];
             if (lens[i] == 0) return failf(f, 400, "empty_image", "image %d is empty", i);
             int rc = mm_image_decode(bufs[i], lens[i], mm_preproc_min_edge(&m->pre), (long)e->conf->max_pixels, &img,
                                      err, sizeof err);
@@ -275,10 +361,24 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
             mm_image_free(&img);
             if (rc) return failf(f, mm_status_http(rc), "invalid_image", "image %d: preprocessing failed", i);
         }
-        int rc = mm_model_encode_image(m->runner, e->pix, k, out + (size_t)base * m->info->dim);
+        int rc = mm_model_encode_image(m->runner, e->pix, k, e->tmp);
         if (rc) return failf(f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
+        for (int j = 0; j < k; j++) {
+            int i = e->miss[base + j];
+            memcpy(out + (size_t)i * d, e->tmp + (size_t)j * d, sizeof(float) * (size_t)d);
+            if (use_cache && e->cache) {
+                input_key(e, m->name, "image", bufs[i], lens[i], &ck);
+                mm_cache_put(e->cache, &ck, out + (size_t)i * d, d);
+            }
+        }
     }
     return 0;
+}
+
+static void set_x_cache(mm_embed_t *e, mm_http_req_t *r, int use_cache, int hits, int n)
+{
+    if (use_cache && e->cache)
+        snprintf(r->headers, sizeof r->headers, "X-Cache: %s\r\n", hits == n ? "hit" : "miss");
 }
 
 static void write_vec(mm_buf_t *b, const float *v, int d)
@@ -532,7 +632,9 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
     entry_t *m = NULL;
     if (!j) goto fail;
     const char *model = NULL, *fmt = NULL;
-    if (jstr(j, "model", &model, &f) || jstr(j, "encoding_format", &fmt, &f)) goto fail;
+    int use_cache = 1, hits = 0;
+    if (jstr(j, "model", &model, &f) || jstr(j, "encoding_format", &fmt, &f) || jbool(j, "cache", &use_cache, &f))
+        goto fail;
     int b64 = 0;
     if (fmt && strcmp(fmt, "base64") == 0) b64 = 1;
     else if (fmt && strcmp(fmt, "float") != 0) {
@@ -633,7 +735,8 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
                 goto fail;
             }
         }
-        if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, &f)) goto fail;
+        if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &f)) goto fail;
+        set_x_cache(e, r, use_cache, hits, n);
     }
     mm_buf_t *b = &r->out;
     mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
@@ -680,8 +783,9 @@ static void h_text(mm_embed_t *e, mm_http_req_t *r)
     json_object *j = read_json(e, r, &f), *arr;
     if (!j) goto fail;
     const char *model = NULL;
-    int normalize = 1;
-    if (jstr(j, "model", &model, &f) || jbool(j, "normalize", &normalize, &f)) goto fail;
+    int normalize = 1, use_cache = 1, hits = 0;
+    if (jstr(j, "model", &model, &f) || jbool(j, "normalize", &normalize, &f) || jbool(j, "cache", &use_cache, &f))
+        goto fail;
     entry_t *m = pick_model(e, model, &f);
     if (!m) goto fail;
     if (!json_object_object_get_ex(j, "texts", &arr) || !json_object_is_type(arr, json_type_array)) {
@@ -717,7 +821,8 @@ static void h_text(mm_embed_t *e, mm_http_req_t *r)
         }
     }
     long tokens = 0;
-    if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, &f)) goto fail;
+    if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &f)) goto fail;
+    set_x_cache(e, r, use_cache, hits, n);
     begin_data(&r->out, m);
     for (int i = 0; i < n; i++) {
         float *vec = e->vecs + (size_t)i * m->info->dim;
@@ -743,7 +848,7 @@ fail:
 
 typedef struct {
     const char *model;
-    int normalize, return_parts;
+    int normalize, return_parts, use_cache;
     double wt, wi;
     int n;                          /* images */
     const unsigned char **bufs;
@@ -794,6 +899,7 @@ static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multi
 {
     memset(q, 0, sizeof *q);
     q->normalize = 1;
+    q->use_cache = 1;
     q->wt = q->wi = 0.5;
     if (is_multipart(r->content_type)) {
         if (read_form(e, r, &q->form, f)) return -1;
@@ -814,6 +920,8 @@ static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multi
             return failf(f, 400, "invalid_parameter", "field 'normalize' must be true or false");
         if ((p = form_field(fm, "return_parts")) && parse_bool(p->data.data ? p->data.data : "", &q->return_parts))
             return failf(f, 400, "invalid_parameter", "field 'return_parts' must be true or false");
+        if ((p = form_field(fm, "cache")) && parse_bool(p->data.data ? p->data.data : "", &q->use_cache))
+            return failf(f, 400, "invalid_parameter", "field 'cache' must be true or false");
         if (form_number(fm, "text_weight", &q->wt, f) || form_number(fm, "image_weight", &q->wi, f)) return -1;
         if (multimodal && (p = form_field(fm, "text"))) {
             q->text = p->data.data ? p->data.data : "";
@@ -829,7 +937,7 @@ static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multi
     if (!(q->json = read_json(e, r, f))) return -1;
     json_object *j = q->json, *arr, *v;
     if (jstr(j, "model", &q->model, f) || jbool(j, "normalize", &q->normalize, f) ||
-        jbool(j, "return_parts", &q->return_parts, f))
+        jbool(j, "return_parts", &q->return_parts, f) || jbool(j, "cache", &q->use_cache, f))
         return -1;
     const char *key = multimodal ? "image" : "images";
     if (!json_object_object_get_ex(j, key, &arr))
@@ -883,7 +991,9 @@ static void h_image(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 413, "too_many_inputs", "%d images; limits.max_items is %d", q.n, e->max_items);
         goto fail;
     }
-    if (encode_images(e, m, q.bufs, q.lens, q.n, e->vecs, &f)) goto fail;
+    int hits = 0;
+    if (encode_images(e, m, q.bufs, q.lens, q.n, e->vecs, q.use_cache, &hits, &f)) goto fail;
+    set_x_cache(e, r, q.use_cache, hits, q.n);
     begin_data(&r->out, m);
     for (int i = 0; i < q.n; i++) {
         float *vec = e->vecs + (size_t)i * m->info->dim;
@@ -930,7 +1040,11 @@ static void h_multimodal(mm_embed_t *e, mm_http_req_t *r)
     long tokens = 0;
     const char *texts[1] = {q.text};
     size_t tl[1] = {q.text_len};
-    if (encode_texts(e, m, texts, tl, 1, tv, &tokens, &f) || encode_images(e, m, q.bufs, q.lens, 1, iv, &f)) goto fail;
+    int hits = 0;
+    if (encode_texts(e, m, texts, tl, 1, tv, &tokens, q.use_cache, &hits, &f) ||
+        encode_images(e, m, q.bufs, q.lens, 1, iv, q.use_cache, &hits, &f))
+        goto fail;
+    set_x_cache(e, r, q.use_cache, hits, 2);
     mm_nn_l2_normalize(tv, d);
     mm_nn_l2_normalize(iv, d);
     for (int i = 0; i < d; i++) fv[i] = (float)(q.wt * tv[i] + q.wi * iv[i]);
@@ -1172,10 +1286,12 @@ int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *
     }
     for (int i = 0; i < nt; i++) tlen[i] = strlen(texts[i]);
     long tokens = 0;
-    if (rc == MM_OK && nt && encode_texts(e, m, texts, tlen, nt, e->vecs, &tokens, &f))
+    int hits = 0;
+    if (rc == MM_OK && nt && encode_texts(e, m, texts, tlen, nt, e->vecs, &tokens, 0, &hits, &f))
         rc = mm_errf(err, errlen, MM_E_INVALID, "%s", f.msg);
     if (rc == MM_OK && ni &&
-        encode_images(e, m, (const unsigned char *const *)bufs, blen, ni, e->vecs + (size_t)nt * m->info->dim, &f))
+        encode_images(e, m, (const unsigned char *const *)bufs, blen, ni, e->vecs + (size_t)nt * m->info->dim, 0, &hits,
+                      &f))
         rc = mm_errf(err, errlen, MM_E_INVALID, "%s", f.msg);
     if (rc == MM_OK) {
         mm_buf_puts(out, "{\"model\":");

@@ -58,6 +58,7 @@ typedef struct {
     /* nginx rate limiting (rendered into the nginx config) */
     double http_rate;                 /* requests/s per key or address; 0 = off */
     int http_burst;
+    int cache_mb;                     /* shared embedding cache size; 0 = off */
     /* models */
     int n_models;
     mm_conf_model_t models[MM_MAX_MODELS];

@@ -22,6 +22,15 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b);
 /* Total bytes of prepared weights (shared by all workers). */
 size_t mm_embed_weight_bytes(const mm_embed_t *e);
 
+struct mm_cache;
+/* Attach the shared embedding cache (NULL = off) and the config generation
+ * that keys its entries (master, before fork). */
+void mm_embed_set_cache(mm_embed_t *e, struct mm_cache *c, int generation);
+/* Largest output dimension of the loaded models (sizes the cache). */
+int mm_embed_max_dim(const mm_embed_t *e);
+/* Append the cache counters to a Prometheus text body. */
+void mm_embed_cache_metrics(const mm_embed_t *e, mm_buf_t *b);
+
 /* Command-line embedding without a server: load the model folder `dir`,
  * embed nt texts then ni image files, append {"model","data":[...]} JSON to
  * out. Returns MM_OK or an error with a message in err. */

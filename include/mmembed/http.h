@@ -24,6 +24,7 @@ typedef struct mm_http_req {
     int status;                 /* set when answered; 0 before */
     int64_t start_us;
     char id_buf[40];
+    char headers[160];          /* extra response header lines ("Name: v\r\n") */
     mm_buf_t out;               /* response body scratch */
 } mm_http_req_t;
 

@@ -134,8 +134,8 @@ void mm_http_respond(mm_http_req_t *r, int status, const char *ctype, const char
     FCGX_Request *f = r->fcgi;
     r->status = status;
     char head[512];
-    int n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-                     status, mm_http_reason(status), ctype, len, headers ? headers : "");
+    int n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+                     status, mm_http_reason(status), ctype, len, headers ? headers : "", r->headers);
     FCGX_PutStr(head, n, f->out);
     if (len) FCGX_PutStr(body, (int)len, f->out);
 }

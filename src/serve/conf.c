@@ -63,6 +63,7 @@ static const key_t_ keys[] = {
     K_PATH("auth.keys_file", keys_file),
     K_FLT("http.rate", http_rate, 0, 1e6),
     K_INT("http.burst", http_burst, 0, 1000000),
+    K_INT("cache.size_mb", cache_mb, 0, 1 << 20),
 };
 
 void mm_conf_defaults(mm_conf_t *c)
@@ -77,6 +78,7 @@ void mm_conf_defaults(mm_conf_t *c)
     c->stop_timeout = 10;
     c->backoff_max = 30;
     c->retry_after = 1;
+    c->cache_mb = 64;
     c->socket_mode = 0660;
     snprintf(c->http_listen, sizeof c->http_listen, "127.0.0.1:8080");
     c->http_tries = 3;

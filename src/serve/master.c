@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mmembed/cache.h"
 #include "mmembed/embed.h"
 #include "mmembed/log.h"
 #include "mmembed/serve.h"
@@ -64,6 +65,7 @@ typedef struct {
 } child_t;
 
 static mm_scoreboard_t *sb;
+static mm_cache_t *cache;      /* shared embedding cache, survives restarts and reloads */
 static child_t children[MM_SB_SLOTS];
 static sock_t socks[2 * MM_MAX_WORKERS];
 static int n_socks;
@@ -473,6 +475,10 @@ static void reload(void)
         return;
     }
     mm_log_open(g->conf.log_file, g->conf.log_level);
+    /* models may have changed: nothing cached under the old config is served
+     * again (the generation is also part of every key) */
+    mm_cache_clear(cache);
+    mm_embed_set_cache(g->embed, cache, g->id);
     gen_t *old = cur;
     cur = g;
     sb->generation = g->id;
@@ -591,6 +597,13 @@ int mm_master_run(const char *path, int daemonize)
         if (conf.pid_file[0]) unlink(conf.pid_file);
         return 1;
     }
+    if (conf.cache_mb > 0) {
+        if (mm_cache_create(&cache, (size_t)conf.cache_mb << 20, mm_embed_max_dim(cur->embed), err, sizeof err))
+            mm_log_warn("embedding cache disabled: %s", err);
+        else
+            mm_log_info("embedding cache: %d MiB shared by all workers", conf.cache_mb);
+    }
+    mm_embed_set_cache(cur->embed, cache, cur->id);
     sb->generation = 1;
     sb->workers = conf.workers;
     for (int i = 0; i < conf.workers; i++) spawn(cur, i, 0);

@@ -172,6 +172,7 @@ static void h_metrics(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     }
     mm_buf_printf(b, "mmembed_request_duration_seconds_sum %.6f\nmmembed_request_duration_seconds_count %llu\n",
                   t.dur_us / 1e6, (unsigned long long)cum);
+    mm_embed_cache_metrics(ctx->embed, b);
     mm_buf_printf(b, "# HELP mmembed_ready 1 once models are loaded and workers are up.\n# TYPE mmembed_ready gauge\n"
                      "mmembed_ready %d\n", pool_ready(ctx));
     mm_http_respond(r, 200, "text/plain; version=0.0.4", NULL, b->data, b->len);
