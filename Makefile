@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 B       ?= build
 OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps run check unit unit-bins integration test-build asan-build clean node-deps
+.PHONY: all deps run check unit unit-bins integration test-build asan-build clean node-deps default-model
 all: $(B)/mmembed
 
 $(B)/obj/%.o: %.c
@@ -41,6 +41,24 @@ unit-bins: $(TESTS:%=$(B)/tests/%)
 
 deps:
 	@tools/deps.sh
+
+# The default model of `make run`: ViT-B/32-shaped CLIP with synthetic weights
+# (no pretrained weights can be downloaded here) and the real CLIP tokenizer.
+DEFAULT_MODEL := models/clip-vit-b32-synthetic
+$(B)/mkclip: tools/mkclip.c
+	@mkdir -p $(dir $@)
+	@$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lm
+
+$(DEFAULT_MODEL)/config.json: $(B)/mkclip tests/fixtures/clip/tokenizer/tokenizer.json
+	@echo "  MODEL   $(DEFAULT_MODEL) (synthetic weights, deterministic)"
+	@$(B)/mkclip $(DEFAULT_MODEL).tmp tests/fixtures/clip/tokenizer/tokenizer.json
+	@rm -rf $(DEFAULT_MODEL) && mv $(DEFAULT_MODEL).tmp $(DEFAULT_MODEL)
+
+default-model: $(DEFAULT_MODEL)/config.json
+
+run: deps
+	@$(MAKE) --no-print-directory all default-model
+	@tools/run.sh
 
 # unit tests: every tests/unit/test_*.c, run from the repository root
 unit: deps

@@ -69,6 +69,7 @@ static int read_synthetic_flag(const char *dir)
     json_object *j = json_object_from_file(p), *v;
     int syn = 0;
     if (j && json_object_object_get_ex(j, "mmembed_synthetic", &v)) syn = json_object_get_boolean(v);
+    if (j && json_object_object_get_ex(j, "_note", &v) && strstr(json_object_get_string(v), "SYNTHETIC")) syn = 1;
     json_object_put(j);
     return syn;
 }
@@ -1148,7 +1149,7 @@ static void h_video(mm_embed_t *e, mm_http_req_t *r)
     mm_video_limits_t lim = {.max_bytes = (long)e->conf->max_body_bytes, .max_seconds = e->conf->max_video_seconds,
                              .max_pixels = (long)e->conf->max_pixels, .max_frames = e->conf->max_frames,
                              .budget_seconds = e->conf->video_budget,
-                             .min_edge_hint = 2 * mm_preproc_min_edge(&m->pre), .threads = 1};
+                             .min_edge_hint = mm_preproc_min_edge(&m->pre), .threads = 1};
     char err[MM_ERRLEN];
     int64_t t0 = mm_now_us();
     int rc = mm_video_sample(file->data.data, file->data.len, frames, &lim, &v, err, sizeof err);
