@@ -558,23 +558,6 @@ int mm_master_run(const char *path, int daemonize)
         return 1;
     }
     mm_log_set_role("master");
-    if (daemonize) {
-        pid_t p = fork();
-        if (p < 0) return 1;
-        if (p > 0) _exit(0);
-        setsid();
-        int nul = open("/dev/null", O_RDWR);
-        if (nul >= 0) {
-            dup2(nul, 0);
-            dup2(nul, 1);
-            if (conf.log_file[0] && strcmp(conf.log_file, "-") != 0) dup2(nul, 2);
-            if (nul > 2) close(nul);
-        }
-    }
-    if (write_pid_file(conf.pid_file) < 0) {
-        mm_log_error("cannot write pid file %s: %s", conf.pid_file, strerror(errno));
-        return 1;
-    }
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) return 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -594,6 +577,26 @@ int mm_master_run(const char *path, int daemonize)
     cur = gen_create(&conf, 1, err, sizeof err);
     if (!cur) {
         mm_log_error("startup failed: %s", err);
+        if (conf.pid_file[0]) unlink(conf.pid_file);
+        return 1;
+    }
+    /* detach only once models and sockets are ready, so `serve -d` exits
+     * non-zero when startup fails */
+    if (daemonize) {
+        pid_t p = fork();
+        if (p < 0) return 1;
+        if (p > 0) _exit(0);
+        setsid();
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            if (conf.log_file[0] && strcmp(conf.log_file, "-") != 0) dup2(nul, 2);
+            if (nul > 2) close(nul);
+        }
+    }
+    if (write_pid_file(conf.pid_file) < 0) {
+        mm_log_error("cannot write pid file %s: %s", conf.pid_file, strerror(errno));
         if (conf.pid_file[0]) unlink(conf.pid_file);
         return 1;
     }

@@ -2,6 +2,7 @@
 config checking, busy rejection, supervision, signals, load."""
 import json
 import os
+import tempfile
 import signal
 import subprocess
 import threading
@@ -312,3 +313,29 @@ def test_load_4x_workers_only_200_or_503():
         # no leaked or missing workers
         wait_until(lambda: len(s.children()) == workers + 1, what="worker count (+ the overflow process)")
         assert s.status()["total_workers"] == workers
+
+
+def test_daemonize_with_pid_file():
+    s = Server(workers=1)
+    try:
+        p = subprocess.run([BIN, "serve", "-c", s.conf_path, "-d"], capture_output=True, text=True, timeout=20)
+        assert p.returncode == 0, p.stderr
+        wait_until(lambda: os.path.exists(s.pid_path), what="pid file")
+        pid = int(open(s.pid_path).read())
+        assert pid != p.returncode and os.path.exists(f"/proc/{pid}")
+        assert os.getsid(pid) == pid          # its own session: detached from the terminal
+        wait_until(lambda: "ready in" in s.log(), what="daemon ready")
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+                   what="daemon exits")
+        wait_until(lambda: not os.path.exists(s.pid_path), what="pid file removed")
+    finally:
+        s.stop()
+    # startup failure (a folder that is not a model) is reported by `serve -d` itself
+    bad = Server(workers=1, models=[{"name": "broken", "path": tempfile.mkdtemp(), "default": True}])
+    try:
+        p = subprocess.run([BIN, "serve", "-c", bad.conf_path, "-d"], capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0
+        assert "config.json" in bad.log(), bad.log()
+    finally:
+        bad.stop()
