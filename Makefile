@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 B       ?= build
 OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps run check unit unit-bins integration test-build asan-build clean node-deps default-model
+.PHONY: all deps run check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model
 all: $(B)/mmembed
 
 $(B)/obj/%.o: %.c
@@ -35,7 +35,8 @@ $(B)/mmembed: $(B)/obj/src/main.o $(B)/libmmembed.a
 
 $(B)/tests/%: tests/unit/%.c $(B)/libmmembed.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) $(LDFLAGS) $(EXTRA_LDFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+	@echo "  TEST    $@"
+	@$(CC) $(CFLAGS) $(EXTRA_CFLAGS) $(LDFLAGS) $(EXTRA_LDFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
 
 unit-bins: $(TESTS:%=$(B)/tests/%)
 
@@ -81,10 +82,32 @@ node-deps: tests/node/node_modules/.package-lock.json
 integration: deps all test-build node-deps
 	@python3 tests/integration/run.py
 
+# The unit and integration tests again, built with ASan+UBSan (leak checks
+# in the unit tests; the server's processes exit through _exit or keep
+# process-lifetime state, so leak checking is off for them).
+asan-check: deps node-deps
+	@$(MAKE) --no-print-directory asan-build
+	@set -e; for t in $(TESTS); do echo "== asan $$t"; build/asan/tests/$$t; done
+	@ASAN_OPTIONS=detect_leaks=0 MMEMBED_BIN=$(CURDIR)/build/asan/mmembed python3 tests/integration/run.py
+
+# libFuzzer harnesses (tests/fuzz): `make fuzz FUZZ_SECONDS=600` for a long
+# run; make check replays the seeds and known crashes and fuzzes each
+# harness for a bounded time.
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	@$(MAKE) --no-print-directory -C tests/fuzz -j2 run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+fuzz-ci: deps
+	@$(MAKE) --no-print-directory -C tests/fuzz -j2 all
+	@$(MAKE) --no-print-directory -C tests/fuzz regress repro
+	@$(MAKE) --no-print-directory -C tests/fuzz -j2 run FUZZ_SECONDS=$(FUZZ_SECONDS)
+
 check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory asan-check
+	@$(MAKE) --no-print-directory fuzz-ci
 
 clean:
 	rm -rf build

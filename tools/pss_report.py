@@ -57,8 +57,11 @@ def rollup_kb(pid):
     return out
 
 
-def report(master):
-    procs = [("master", master)] + [("worker", p) for p in children(master)]
+def report(master, workers=None):
+    """workers: the worker pids (from /status); other children of the master
+    (the overflow process) are listed as "other"."""
+    kids = children(master)
+    procs = [("master", master)] + [("worker" if workers is None or p in workers else "other", p) for p in kids]
     rows = []
     for role, pid in procs:
         size, rss, pss = weights_kb(pid)

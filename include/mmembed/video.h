@@ -72,7 +72,9 @@ void mm_video_init(void);
  * never guessed from a bitrate, and works for streams with no duration in
  * their header, e.g. Matroska/WebM written to a pipe). With m frames whose
  * first starts at t0 and last ends at t0 + D:
- *   - m <= n_frames: every frame is returned once (n = m, no duplicates);
+ *   - m <= n_frames: every frame is returned once (n = m, no duplicates;
+ *     frames of a damaged stream that do not match the packet scan are
+ *     skipped, so n can be smaller);
  *   - otherwise target times t_i = t0 + D * (i + 0.5) / n_frames,
  *     i = 0..n_frames-1, and frame i is the one on screen at t_i: the last
  *     frame with pts <= t_i (what a player shows at t_i). A frame chosen for

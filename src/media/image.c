@@ -67,11 +67,13 @@ static int check_dims(const char *fmt, long long w, long long h, long max_pixels
 {
     if (w <= 0 || h <= 0)
         return mm_errf(err, errlen, MM_E_INVALID, "invalid %s: empty image (%lldx%lld)", fmt, w, h);
-    if (max_pixels > 0 && w * h > max_pixels)
+    /* 32-bit header fields: the product may not fit in long long, so compare
+     * by division (found by tests/fuzz: image-png-dims-overflow) */
+    if (max_pixels > 0 && w > max_pixels / h)
         return mm_errf(err, errlen, MM_E_TOOBIG, "image too large: %lldx%lld pixels (limit %ld)", w,
                        h, max_pixels);
     /* without a caller limit, still refuse what cannot be addressed */
-    if ((unsigned long long)(w * h) > (SIZE_MAX / 8))
+    if ((unsigned long long)w > (SIZE_MAX / 8) / (unsigned long long)h)
         return mm_errf(err, errlen, MM_E_TOOBIG, "image too large: %lldx%lld pixels", w, h);
     return MM_OK;
 }

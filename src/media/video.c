@@ -763,6 +763,11 @@ static void output_size(vs_t *s, const AVFrame *f, int use_sar, int *ow, int *oh
 static int emit(vs_t *s, const AVFrame *f, int64_t pts, mm_video_t *out, char *err,
                 size_t errlen)
 {
+    /* A damaged stream can decode frames whose timestamps the packet scan
+     * never saw; two of them may map to one frame number. Never return the
+     * same frame twice (found by tests/fuzz: video-duplicate-frame-index). */
+    if (out->n > 0 && frame_number(s, pts) <= out->frames[out->n - 1].index)
+        return 0;
     int w, h;
     output_size(s, f, 1, &w, &h);
     if (s->lim.max_pixels > 0 && (long)w * h > s->lim.max_pixels)

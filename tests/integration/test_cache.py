@@ -17,7 +17,7 @@ def test_cache_hits_are_identical_and_keyed_by_everything():
         body = {"input": ["a photo of a cat", "a diagram"], "model": "tiny"}
         a = s.post_json("/v1/embeddings", body)
         b = s.post_json("/v1/embeddings", body)
-        assert a.headers.get("x-cache") == "miss" and b.headers.get("x-cache") == "hit", (a.headers, b.headers)
+        assert a.headers.get("x-cache") == "miss" and b.headers.get("x-cache") == "hit", (a, b, a.headers, b.headers)
         assert a.json()["data"] == b.json()["data"]                      # bit-identical floats
         # the other model never sees this entry
         c = s.post_json("/v1/embeddings", dict(body, model="tiny-bf16"))

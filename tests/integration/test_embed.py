@@ -253,13 +253,17 @@ def test_shared_weights_one_physical_copy():
     import pss_report
     from harness import wait_until
     with Server(workers=4, models=MODELS[:1]) as s:
-        body, ct = multipart({}, [("image", "a.png", img("rgb224.png"), "image/png")])
+        body, ct = multipart({"cache": "false"}, [("image", "a.png", img("rgb224.png"), "image/png")])
 
         def all_touched():
+            # 5 requests per round (2 texts, 3 images) over 4 workers: nginx's round robin
+            # gives every worker both kinds over a few rounds
             for _ in range(8):
-                assert s.post_json("/v1/embeddings", {"input": "a photo of a cat"}).status == 200
-                assert s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct}).status == 200
-            rep = pss_report.report(s.master.pid)
+                for _ in range(2):
+                    assert s.post_json("/v1/embeddings", {"input": "a photo of a cat", "cache": False}).status == 200
+                for _ in range(3):
+                    assert s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct}).status == 200
+            rep = pss_report.report(s.master.pid, s.worker_pids())
             ws = [p["weights_rss_kb"] for p in rep["processes"] if p["role"] == "worker"]
             return rep if len(ws) == 4 and min(ws) >= 0.9 * max(ws) > 0 else None
         rep = wait_until(all_touched, timeout=30, step=0, what="every worker touched the same weights")
