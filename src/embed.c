@@ -37,6 +37,8 @@ typedef struct {
     mm_tokenizer_t *tok;       /* NULL without a text tower */
     mm_preproc_t pre;          /* valid with a vision tower */
     int synthetic;             /* weights are not trained (config.json says so) */
+    int max_tokens;            /* truncation length: config max_tokens, else the model's */
+    char instruction[512];     /* prefix for input_type "query" (config) */
     int is_default;
     mm_runner_t *runner;       /* worker only */
 } entry_t;
@@ -50,7 +52,8 @@ struct mm_embed {
     int max_tokens, max_dim, max_pix;
     int32_t *ids;              /* (max_items, max_tokens) */
     const int32_t **idp;       /* (max_items) */
-    int *lens;                 /* (max_items) */
+    int *lens;                 /* (max_items): tokens per input */
+    int *mlens;                /* (max_items): tokens per cache miss, packed */
     int max_vecs;              /* max(max_items, max_frames) + 2 */
     float *vecs;               /* (max_vecs, max_dim) */
     float *pix;                /* (IMG_CHUNK, max_pix) */
@@ -104,6 +107,7 @@ static int load_entry(entry_t *e, const char *name, const char *dir, char *err, 
                            oh, ow, e->info->image_size);
     }
     e->synthetic = read_synthetic_flag(dir);
+    e->max_tokens = e->info->max_tokens;
     if (e->synthetic)
         mm_log_warn("model '%s' (%s) has SYNTHETIC weights: its vectors are not semantic", name, dir);
     return MM_OK;
@@ -132,6 +136,9 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
             return rc;
         }
         e->m[i].is_default = c->models[i].is_default;
+        e->m[i].max_tokens = e->m[i].info->max_tokens;
+        if (c->models[i].max_tokens > 0) e->m[i].max_tokens = MM_MIN(c->models[i].max_tokens, e->m[i].info->max_tokens);
+        snprintf(e->m[i].instruction, sizeof e->m[i].instruction, "%s", c->models[i].instruction);
         e->n = i + 1;
     }
     *out = e;
@@ -145,6 +152,7 @@ void mm_embed_free(mm_embed_t *e)
     free(e->ids);
     free(e->idp);
     free(e->lens);
+    free(e->mlens);
     free(e->vecs);
     free(e->pix);
     free(e->tmp);
@@ -212,12 +220,13 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
     e->ids = malloc(sizeof(int32_t) * e->max_items * e->max_tokens);
     e->idp = malloc(sizeof(int32_t *) * e->max_items);
     e->lens = malloc(sizeof(int) * e->max_items);
+    e->mlens = malloc(sizeof(int) * e->max_items);
     e->max_vecs = MM_MAX(e->max_items, e->conf ? e->conf->max_frames : 0) + 2;
     e->vecs = malloc(sizeof(float) * e->max_vecs * e->max_dim);
     e->pix = malloc(sizeof(float) * IMG_CHUNK * e->max_pix);
     e->tmp = malloc(sizeof(float) * e->max_vecs * e->max_dim);
     e->miss = malloc(sizeof(int) * e->max_vecs);
-    if (!e->ids || !e->idp || !e->lens || !e->vecs || !e->pix || !e->tmp || !e->miss)
+    if (!e->ids || !e->idp || !e->lens || !e->mlens || !e->vecs || !e->pix || !e->tmp || !e->miss)
         return mm_errf(err, errlen, MM_E_NOMEM, "no memory for worker scratch");
     return MM_OK;
 }
@@ -252,6 +261,18 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
     mm_buf_puts(b, "]");
 }
 
+void mm_embed_models_openai(const mm_embed_t *e, mm_buf_t *b)
+{
+    mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; e && i < e->n; i++) {
+        mm_buf_puts(b, i ? ",{\"id\":" : "{\"id\":");
+        mm_buf_json_str(b, e->m[i].name, strlen(e->m[i].name));
+        mm_buf_printf(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"mmembed\",\"dims\":%d}",
+                      e->m[i].info->dim);
+    }
+    mm_buf_puts(b, "]}\n");
+}
+
 /* ---------------------------------------------------------------- core operations */
 
 static entry_t *find_model(mm_embed_t *e, const char *name)
@@ -284,46 +305,99 @@ static int failf(fail_t *f, int status, const char *code, const char *fmt, ...)
     return -1;
 }
 
+/* Per-request text options: truncate (else 422 when too long) and an
+ * instruction prefix (input_type "query" or an explicit "instruction"). */
+typedef struct {
+    int truncate;
+    const char *prefix;
+    size_t prefix_len;
+} text_opts_t;
+
+static const text_opts_t default_text_opts = {1, "", 0};
+
 /* Tokenize and encode n texts into out (n, dim). */
+static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
+                             float *out, long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f);
+
 static int encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
                         float *out, long *tokens, int use_cache, int *hits, fail_t *f)
 {
+    return encode_texts_opts(e, m, texts, lens, n, out, tokens, use_cache, hits, &default_text_opts, f);
+}
+
+static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
+                             float *out, long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f)
+{
     if (!m->info->has_text) return failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
     char err[MM_ERRLEN];
-    int d = m->info->dim, nm = 0;
+    int d = m->info->dim, nm = 0, rc = 0;
+    char *joined = NULL;
     mm_cache_key_t k;
-    for (int i = 0; i < n; i++) {
-        if ((int64_t)lens[i] > e->conf->max_text_bytes)
-            return failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, lens[i],
-                         (long long)e->conf->max_text_bytes);
+    if (o->prefix_len) {   /* instruction + text, tokenized (and cached) as one string */
+        size_t longest = 0;
+        for (int i = 0; i < n; i++) longest = MM_MAX(longest, lens[i]);
+        if (!(joined = malloc(o->prefix_len + longest + 1))) return failf(f, 500, NULL, "out of memory");
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        const char *txt = texts[i];
+        size_t tl = lens[i];
+        if ((int64_t)tl > e->conf->max_text_bytes) {
+            rc = failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, tl,
+                       (long long)e->conf->max_text_bytes);
+            break;
+        }
+        if (o->prefix_len) {
+            memcpy(joined, o->prefix, o->prefix_len);
+            memcpy(joined + o->prefix_len, txt, tl);
+            txt = joined;
+            tl += o->prefix_len;
+        }
         int32_t *ids = e->ids + (size_t)i * e->max_tokens;
-        int rc = mm_tokenizer_encode(m->tok, texts[i], lens[i], m->info->max_tokens, ids, e->max_tokens, &e->lens[i],
-                                     err, sizeof err);
-        if (rc) return failf(f, mm_status_http(rc), NULL, "input %d: %s", i, err);
+        int trc = mm_tokenizer_encode(m->tok, txt, tl, o->truncate ? m->max_tokens : 0, ids, m->max_tokens,
+                                      &e->lens[i], err, sizeof err);
+        if (trc == MM_E_TOOBIG && !o->truncate) {
+            rc = failf(f, 422, "input_too_long", "input %d is longer than the %d tokens model '%s' takes (truncate is false)",
+                       i, m->max_tokens, m->name);
+            break;
+        }
+        if (trc) {
+            rc = failf(f, mm_status_http(trc), NULL, "input %d: %s", i, err);
+            break;
+        }
         *tokens += e->lens[i];
         if (use_cache && e->cache) {
-            input_key(e, m->name, "text", texts[i], lens[i], &k);
+            input_key(e, m->name, "text", txt, tl, &k);
             if (mm_cache_get(e->cache, &k, out + (size_t)i * d, d) == 1) {
                 ++*hits;
                 continue;
             }
         }
         e->idp[nm] = ids;
-        e->lens[nm] = e->lens[i];
+        e->mlens[nm] = e->lens[i];
         e->miss[nm++] = i;
     }
-    if (nm == 0) return 0;
-    int rc = mm_model_encode_text(m->runner, e->idp, e->lens, nm, e->tmp);
-    if (rc) return failf(f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
-    for (int j = 0; j < nm; j++) {
+    if (rc == 0 && nm > 0) {
+        int mrc = mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
+        if (mrc) rc = failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
+    }
+    for (int j = 0; rc == 0 && j < nm; j++) {
         int i = e->miss[j];
         memcpy(out + (size_t)i * d, e->tmp + (size_t)j * d, sizeof(float) * (size_t)d);
         if (use_cache && e->cache) {
-            input_key(e, m->name, "text", texts[i], lens[i], &k);
+            const char *txt = texts[i];
+            size_t tl = lens[i];
+            if (o->prefix_len) {
+                memcpy(joined, o->prefix, o->prefix_len);
+                memcpy(joined + o->prefix_len, txt, tl);
+                txt = joined;
+                tl += o->prefix_len;
+            }
+            input_key(e, m->name, "text", txt, tl, &k);
             mm_cache_put(e->cache, &k, out + (size_t)i * d, d);
         }
     }
-    return 0;
+    free(joined);
+    return rc;
 }
 
 /* Decode, preprocess and encode n images (chunks of IMG_CHUNK) into out. */
@@ -579,7 +653,13 @@ static int jstr(json_object *j, const char *key, const char **out, fail_t *f)
 static entry_t *pick_model(mm_embed_t *e, const char *name, fail_t *f)
 {
     entry_t *m = find_model(e, name);
-    if (!m) failf(f, 404, "model_not_found", "model '%s' is not served here (see GET /info)", name ? name : "");
+    if (!m) {
+        char names[256] = "";
+        size_t o = 0;
+        for (int i = 0; i < e->n && o < sizeof names - 1; i++)
+            o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", i ? ", " : "", e->m[i].name);
+        failf(f, 404, "model_not_found", "model '%s' is not served here; available: %s", name ? name : "", names);
+    }
     return m;
 }
 
@@ -610,11 +690,38 @@ static int decode_b64_image(const char *s, size_t len, unsigned char **out, size
 
 /* ---------------------------------------------------------------- responses */
 
-static void begin_data(mm_buf_t *b, const entry_t *m)
+static void begin_data(mm_buf_t *b, const entry_t *m, int dim)
 {
     mm_buf_puts(b, "{\"model\":");
     mm_buf_json_str(b, m->name, strlen(m->name));
-    mm_buf_printf(b, ",\"dim\":%d,\"data\":[", m->info->dim);
+    mm_buf_printf(b, ",\"dim\":%d,\"data\":[", dim);
+}
+
+/* Options every text route takes: dimensions (Matryoshka truncation, then
+ * renormalize), normalize, truncate, input_type ("query" applies the model's
+ * instruction) or an explicit instruction. */
+static int text_options(json_object *j, const entry_t *m, int *dims, int *normalize, text_opts_t *o, fail_t *f)
+{
+    json_object *v;
+    *dims = m->info->dim;
+    *o = default_text_opts;
+    if (json_object_object_get_ex(j, "dimensions", &v) && !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+            json_object_get_int64(v) > m->info->dim)
+            return failf(f, 400, "invalid_dimensions", "dimensions must be an integer from 1 to %d for model '%s'",
+                         m->info->dim, m->name);
+        *dims = (int)json_object_get_int64(v);
+    }
+    const char *type = NULL, *instr = NULL;
+    if (jbool(j, "normalize", normalize, f) || jbool(j, "truncate", &o->truncate, f) ||
+        jstr(j, "input_type", &type, f) || jstr(j, "instruction", &instr, f))
+        return -1;
+    if (type && strcmp(type, "query") && strcmp(type, "document") && strcmp(type, "passage"))
+        return failf(f, 400, "invalid_parameter", "input_type must be query, document or passage");
+    if (instr) o->prefix = instr;
+    else if (type && !strcmp(type, "query")) o->prefix = m->instruction;
+    o->prefix_len = strlen(o->prefix);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- /v1/embeddings */
@@ -627,7 +734,7 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         mm_http_error(r, 415, "unsupported_media_type", "send application/json");
         return;
     }
-    json_object *j = read_json(e, r, &f), *input, *v;
+    json_object *j = read_json(e, r, &f), *input;
     const char **texts = NULL;
     size_t *lens = NULL;
     entry_t *m = NULL;
@@ -647,16 +754,9 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
         goto fail;
     }
-    int dims = m->info->dim;
-    if (json_object_object_get_ex(j, "dimensions", &v) && !json_object_is_type(v, json_type_null)) {
-        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
-            json_object_get_int64(v) > m->info->dim) {
-            failf(&f, 400, "invalid_dimensions", "dimensions must be an integer from 1 to %d for model '%s'",
-                  m->info->dim, m->name);
-            goto fail;
-        }
-        dims = (int)json_object_get_int64(v);
-    }
+    int dims, normalize = 1;
+    text_opts_t topt;
+    if (text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
     if (!json_object_object_get_ex(j, "input", &input)) {
         failf(&f, 400, "missing_input", "'input' is required");
         goto fail;
@@ -736,14 +836,14 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
                 goto fail;
             }
         }
-        if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &f)) goto fail;
+        if (encode_texts_opts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &topt, &f)) goto fail;
         set_x_cache(e, r, use_cache, hits, n);
     }
     mm_buf_t *b = &r->out;
     mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
     for (int i = 0; i < n; i++) {
         float *vec = e->vecs + (size_t)i * m->info->dim;
-        mm_nn_l2_normalize(vec, dims);   /* truncation (dimensions) then unit length */
+        if (normalize) mm_nn_l2_normalize(vec, dims);   /* truncation (dimensions) then unit length */
         mm_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
         if (b64) {
             mm_buf_puts(b, "\"");
@@ -784,11 +884,11 @@ static void h_text(mm_embed_t *e, mm_http_req_t *r)
     json_object *j = read_json(e, r, &f), *arr;
     if (!j) goto fail;
     const char *model = NULL;
-    int normalize = 1, use_cache = 1, hits = 0;
-    if (jstr(j, "model", &model, &f) || jbool(j, "normalize", &normalize, &f) || jbool(j, "cache", &use_cache, &f))
-        goto fail;
+    int normalize = 1, use_cache = 1, hits = 0, dims;
+    text_opts_t topt;
+    if (jstr(j, "model", &model, &f) || jbool(j, "cache", &use_cache, &f)) goto fail;
     entry_t *m = pick_model(e, model, &f);
-    if (!m) goto fail;
+    if (!m || text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
     if (!json_object_object_get_ex(j, "texts", &arr) || !json_object_is_type(arr, json_type_array)) {
         failf(&f, 400, "missing_texts", "'texts' must be an array of strings");
         goto fail;
@@ -822,14 +922,14 @@ static void h_text(mm_embed_t *e, mm_http_req_t *r)
         }
     }
     long tokens = 0;
-    if (encode_texts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &f)) goto fail;
+    if (encode_texts_opts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &topt, &f)) goto fail;
     set_x_cache(e, r, use_cache, hits, n);
-    begin_data(&r->out, m);
+    begin_data(&r->out, m, dims);
     for (int i = 0; i < n; i++) {
         float *vec = e->vecs + (size_t)i * m->info->dim;
-        if (normalize) mm_nn_l2_normalize(vec, m->info->dim);
+        if (normalize) mm_nn_l2_normalize(vec, dims);
         mm_buf_printf(&r->out, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, e->lens[i]);
-        write_vec(&r->out, vec, m->info->dim);
+        write_vec(&r->out, vec, dims);
         mm_buf_puts(&r->out, "}");
     }
     mm_buf_printf(&r->out, "],\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
@@ -995,7 +1095,7 @@ static void h_image(mm_embed_t *e, mm_http_req_t *r)
     int hits = 0;
     if (encode_images(e, m, q.bufs, q.lens, q.n, e->vecs, q.use_cache, &hits, &f)) goto fail;
     set_x_cache(e, r, q.use_cache, hits, q.n);
-    begin_data(&r->out, m);
+    begin_data(&r->out, m, m->info->dim);
     for (int i = 0; i < q.n; i++) {
         float *vec = e->vecs + (size_t)i * m->info->dim;
         if (q.normalize) mm_nn_l2_normalize(vec, m->info->dim);

@@ -16,6 +16,8 @@ typedef struct {
     char name[64];
     char path[MM_PATH_MAX];  /* absolute after load */
     char dtype[8];           /* "f32" (compute precision) */
+    int max_tokens;          /* truncation length (0: the model's own) */
+    char instruction[512];   /* prefix for input_type "query" */
     int is_default;
 } mm_conf_model_t;
 

@@ -19,6 +19,8 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen);
 void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r);
 /* Append the models as a JSON array for /info and /health. */
 void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b);
+/* The models in OpenAI's GET /v1/models shape. */
+void mm_embed_models_openai(const mm_embed_t *e, mm_buf_t *b);
 /* Total bytes of prepared weights (shared by all workers). */
 size_t mm_embed_weight_bytes(const mm_embed_t *e);
 

@@ -280,11 +280,20 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
                 size_t cap = k[0] == 'n' ? sizeof m->name : k[0] == 'p' ? sizeof m->path : sizeof m->dtype;
                 if (strlen(v) >= cap) FAIL(s, "models[%d].%s is too long", i, k);
                 memcpy(dst, v, strlen(v) + 1);
+            } else if (strcmp(k, "max_tokens") == 0) {
+                if (t != CONFIG_TYPE_INT || config_setting_get_int(s) < 1 || config_setting_get_int(s) > 1 << 20)
+                    FAIL(s, "models[%d].max_tokens must be a positive integer", i);
+                m->max_tokens = config_setting_get_int(s);
+            } else if (strcmp(k, "instruction") == 0) {
+                if (t != CONFIG_TYPE_STRING) FAIL(s, "models[%d].instruction must be a string", i);
+                if (strlen(config_setting_get_string(s)) >= sizeof m->instruction)
+                    FAIL(s, "models[%d].instruction is too long", i);
+                snprintf(m->instruction, sizeof m->instruction, "%s", config_setting_get_string(s));
             } else if (strcmp(k, "default") == 0) {
                 if (t != CONFIG_TYPE_BOOL) FAIL(s, "models[%d].default must be true or false", i);
                 m->is_default = config_setting_get_bool(s);
             } else {
-                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default)", i, k);
+                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, max_tokens, instruction)", i, k);
             }
         }
         if (!m->name[0]) FAIL(g, "models[%d] needs a name", i);

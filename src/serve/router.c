@@ -22,6 +22,7 @@ static const route_t routes[] = {
     {"/info", MM_ROUTE_INFO, "GET", 1},
     {"/metrics", MM_ROUTE_METRICS, "GET", 1},
     {"/status", MM_ROUTE_STATUS, "GET", 1},
+    {"/v1/models", MM_ROUTE_MODELS, "GET", 1},
     {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0},
     {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0},
     {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0},
@@ -315,6 +316,10 @@ void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     case MM_ROUTE_INFO: h_info(ctx, r); return;
     case MM_ROUTE_METRICS: h_metrics(ctx, r); return;
     case MM_ROUTE_STATUS: h_status(ctx, r); return;
+    case MM_ROUTE_MODELS:
+        mm_embed_models_openai(ctx->embed, &r->out);
+        mm_http_respond_json(r, 200);
+        return;
     default: mm_embed_handle(ctx->embed, r); return;
     }
 }

@@ -102,6 +102,10 @@ class Server:
             items = []
             for m in self.models:
                 d = ' default = true;' if m.get("default") else ""
+                if m.get("instruction"):
+                    d += f' instruction = "{m["instruction"]}";'
+                if m.get("max_tokens"):
+                    d += f' max_tokens = {m["max_tokens"]};'
                 items.append(f'{{ name = "{m["name"]}"; path = "{m["path"]}";{d} }}')
             lines.append("models = (" + ", ".join(items) + ");")
         open(self.conf_path, "w").write("\n".join(lines) + "\n")

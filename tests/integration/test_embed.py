@@ -272,3 +272,34 @@ def test_shared_weights_one_physical_copy():
               f"master+workers {rep['weights_pss_sum_kb']} kB; worker Pss sum {rep['worker_pss_sum_kb']} kB")
         assert rep["weights_pss_sum_kb"] <= touched * 1.01 + 8, rep          # one physical copy
         assert rep["worker_pss_sum_kb"] <= rep["pack_kb"] + 4 * rep["worker_private_max_kb"] + 4 * 8192, rep
+
+
+def test_multi_model_options():
+    models = [dict(MODELS[0], instruction="query: "), dict(MODELS[1], max_tokens=10)]
+    with Server(workers=1, models=models) as s:
+        ml = s.get("/v1/models").json()
+        assert ml["object"] == "list" and [m["id"] for m in ml["data"]] == ["tiny", "tiny-bf16"], ml
+        r = s.post_json("/v1/embeddings", {"input": "x", "model": "nope"})
+        assert r.status == 404 and "available: tiny, tiny-bf16" in r.json()["error"]["message"], r
+        # input_type=query prepends the model's instruction; an explicit instruction wins
+        q = s.post_json("/embed/text", {"texts": ["a cat"], "input_type": "query"}).json()["data"][0]["embedding"]
+        want = s.post_json("/embed/text", {"texts": ["query: a cat"]}).json()["data"][0]["embedding"]
+        assert max(abs(a - b) for a, b in zip(q, want)) < 1e-6
+        i2 = s.post_json("/v1/embeddings", {"input": "a cat", "instruction": "query: "}).json()["data"][0]["embedding"]
+        assert max(abs(a - b) for a, b in zip(i2, want)) < 1e-6
+        doc = s.post_json("/embed/text", {"texts": ["a cat"], "input_type": "document"}).json()["data"][0]["embedding"]
+        assert max(abs(a - b) for a, b in zip(doc, want)) > 1e-3
+        # truncate: the default cuts at the model's max; false answers 422
+        long_text = "word " * 100
+        assert s.post_json("/embed/text", {"texts": [long_text]}).json()["data"][0]["tokens"] == 77
+        r = s.post_json("/embed/text", {"texts": [long_text], "truncate": False})
+        assert r.status == 422 and r.json()["error"]["code"] == "input_too_long", r
+        # a per-model max_tokens in the config
+        d = s.post_json("/embed/text", {"texts": [long_text], "model": "tiny-bf16"}).json()
+        assert d["data"][0]["tokens"] == 10, d["data"][0]["tokens"]
+        # dimensions and normalize on every text route
+        t = s.post_json("/embed/text", {"texts": ["a cat"], "dimensions": 6}).json()
+        assert t["dim"] == 6 and len(t["data"][0]["embedding"]) == 6
+        raw = s.post_json("/v1/embeddings", {"input": "a cat", "normalize": False}).json()["data"][0]["embedding"]
+        assert abs(sum(x * x for x in raw) - 1) > 1e-3
+        assert s.post_json("/embed/text", {"texts": ["a"], "input_type": "poem"}).status == 400
