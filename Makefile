@@ -4,8 +4,8 @@ PKGS    := fcgi libconfig json-c libpng libwebp libwebpdemux libpcre2-8 libutf8p
            libavformat libavcodec libswscale libavutil openblas
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude $(PKG_CFLAGS) -MMD -MP
+OPT     ?= -O2 -g
+CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude $(PKG_CFLAGS) -MMD -MP
 CFLAGS  += -march=x86-64-v3 -fno-math-errno
 LDLIBS  += $(PKG_LIBS) -ljpeg -lgif -lfcgi -lxxhash -lm -lpthread
 
@@ -70,7 +70,7 @@ test-build:
 	@$(MAKE) --no-print-directory B=build/test EXTRA_CFLAGS=-DMM_TEST_HOOKS build/test/mmembed
 
 asan-build:
-	@$(MAKE) --no-print-directory B=build/asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-DMM_TEST_HOOKS -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" build/asan/mmembed unit-bins
 
