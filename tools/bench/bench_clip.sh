@@ -1,0 +1,129 @@
+#!/bin/sh
+# bench_clip.sh — our C CLIP engine vs ONNX Runtime (f32, CPU) on the same
+# ViT-B/32-shaped model, side by side in one run.
+#
+#   usage (from anywhere): tools/bench/bench_clip.sh
+#   knobs (environment):   THREADS=1,2  SECS=3  MIN_RUNS=5  MAX_RUNS=30  GAP_MS=100
+#                          OPENBLAS_CORETYPE=...  (reaches our engine only; note
+#                            that some sandboxes preset it, e.g. to Haswell)
+#                          PY=/usr/bin/python3  (a python3 with torch, for the export)
+#                          CLIP_BENCH=path      (prebuilt clip_bench; default: build it)
+#
+# Steps, each skipped when its output is already there and up to date:
+#   1. build/bench/mkclip (tools/mkclip.c) -> models/clip-vit-b32-synthetic
+#      (synthetic f16 weights with ViT-B/32 shapes and HF tensor names)
+#   2. tools/bench/export_onnx.py (Debian python3-torch) -> models/onnx/
+#      clip-vit-b32-synthetic/{text,vision}.onnx, opset 17, dynamic batch
+#   3. tools/bench/node_modules (npm ci --ignore-scripts: onnxruntime-node
+#      carries its CPU library)
+#   4. build/bench/clip_bench (tools/bench/clip_bench.c + src/nn + src/model),
+#      always rebuilt
+#   5. node tools/bench/ort_bench.js --ours "clip_bench ... --serve":
+#      cross-check (cosine >= 0.9999 between the two engines' outputs on the
+#      same ids / pixels), then each case alternates one run of ours with one
+#      run of ORT until both have MIN_RUNS runs and SECS seconds have passed
+#      (or MAX_RUNS), and the table prints medians.
+# Cases: ms per image (batch 1, 8), per text (16 and 77 tokens; batch 1, 32).
+# Target: ours <= 1.3x ORT.
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+
+THREADS=${THREADS:-1,2}
+SECS=${SECS:-3}
+MIN_RUNS=${MIN_RUNS:-5}
+MAX_RUNS=${MAX_RUNS:-30}
+GAP_MS=${GAP_MS:-100}
+MODEL=models/clip-vit-b32-synthetic
+ONNX=models/onnx/clip-vit-b32-synthetic
+WORK=build/bench/work
+PY=${PY:-/usr/bin/python3}   # Debian's, for python3-torch (not a pyenv python3 on PATH)
+CLIP_BENCH=${CLIP_BENCH:-}    # a prebuilt clip_bench instead of building one
+
+say() { echo "bench_clip: $*" >&2; }
+mkdir -p build/bench "$WORK" models
+
+# 1. synthetic model
+if [ ! -x build/bench/mkclip ] || [ tools/mkclip.c -nt build/bench/mkclip ]; then
+    say "building build/bench/mkclip"
+    cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o build/bench/mkclip tools/mkclip.c -lm
+fi
+if [ ! -f $MODEL/model.safetensors ] || [ build/bench/mkclip -nt $MODEL/model.safetensors ]; then
+    say "writing $MODEL"
+    build/bench/mkclip $MODEL tests/fixtures/clip/tokenizer/tokenizer.json >&2
+fi
+
+# 2. ONNX export
+if ! $PY -c 'import torch' 2>/dev/null; then
+    say "$PY has no torch: apt-get install -y python3-torch"
+    exit 1
+fi
+if [ ! -f $ONNX/vision.onnx ] || [ $MODEL/model.safetensors -nt $ONNX/vision.onnx ] ||
+   [ tools/bench/export_onnx.py -nt $ONNX/vision.onnx ]; then
+    say "exporting $ONNX"
+    $PY tools/bench/export_onnx.py $MODEL $ONNX >&2
+fi
+
+# 3. onnxruntime-node
+if [ ! -d tools/bench/node_modules/onnxruntime-node ]; then
+    say "installing onnxruntime-node"
+    (cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund >&2)
+fi
+
+# 4. our driver, linked against a libmmembed.a that the Makefile builds with
+#    its own flags in a separate B= (so parallel `make`s in build/ are not
+#    disturbed), and the Makefile's LDLIBS
+if [ -n "$CLIP_BENCH" ]; then
+    say "using $CLIP_BENCH"
+    MMFLAGS="prebuilt"
+else
+    CLIP_BENCH=build/bench/clip_bench
+    say "building build/bench/mm/libmmembed.a and $CLIP_BENCH"
+    make -s --no-print-directory B=build/bench/mm build/bench/mm/libmmembed.a >&2
+    printf 'bench-print-%%:\n\t@echo $($*)\n' > build/bench/print.mk
+    MKVAR() { make -s --no-print-directory -f Makefile -f build/bench/print.mk "bench-print-$1"; }
+    CFLAGS_MM=$(MKVAR CFLAGS | sed 's/ -MMD//; s/ -MP//')
+    LDLIBS_MM=$(MKVAR LDLIBS)
+    # shellcheck disable=SC2086
+    cc $CFLAGS_MM -o $CLIP_BENCH tools/bench/clip_bench.c build/bench/mm/libmmembed.a $LDLIBS_MM
+    MMFLAGS=$(for f in $CFLAGS_MM; do case $f in -O*|-march=*|-mtune=*|-ffast-math|-fno-math-errno) printf '%s ' "$f";; esac; done)
+fi
+
+# 5. both, interleaved
+OUT=build/bench/last_run.txt
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+say "running (threads $THREADS, >= $MIN_RUNS runs and >= ${SECS}s per case; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+node tools/bench/ort_bench.js $ONNX $WORK --threads "$THREADS" --secs "$SECS" \
+    --min-runs "$MIN_RUNS" --max-runs "$MAX_RUNS" --gap-ms "$GAP_MS" \
+    --ours "$CLIP_BENCH $MODEL $WORK --serve" | tee $OUT | grep -v '^RESULT' >&2 || true
+if ! grep -q '^CHECK image' $OUT || grep -q '^CHECK FAILED' $OUT || ! grep -q '^RESULT' $OUT; then
+    say "failed (see $OUT)"
+    exit 1
+fi
+
+echo
+echo "CLIP ViT-B/32 shape, f32, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+CORE=$(sed -n 's/^INFO ours READY .* openblas-core //p' $OUT)
+echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?')" \
+     "$(git status --porcelain -- src include 2>/dev/null | grep -q . && echo '(src/ or include/ modified) ')" \
+     "built with ${MMFLAGS}; $(if [ "$CORE" = none ]; then echo 'no OpenBLAS linked (own GEMM kernels)';
+        else echo "OpenBLAS kernels: $CORE${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)}"; fi)"
+echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
+     "intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
+echo "ms per item, median of the runs (min in parentheses); ratio = ours / ORT (medians)"
+awk '
+/^RESULT/ {
+    key = $3 " " $4
+    if (!(key in seen)) { seen[key] = 1; order[n++] = key }
+    med[$2 " " key] = $5; mn[$2 " " key] = $8; runs[$2 " " key] = $7
+}
+END {
+    printf "%-12s %7s %18s %18s %7s %6s\n", "case", "threads", "ours ms", "ORT ms", "ratio", "<=1.3"
+    for (i = 0; i < n; i++) {
+        split(order[i], k, " ")
+        o = med["ours " order[i]]; r = med["ort " order[i]]
+        ratio = (r > 0) ? o / r : 0
+        printf "%-12s %7s %9.2f (%6.2f) %9.2f (%6.2f) %7.2f %6s\n", k[1], k[2], o, mn["ours " order[i]],
+               r, mn["ort " order[i]], ratio, (ratio <= 1.3 ? "yes" : "NO")
+    }
+}' $OUT

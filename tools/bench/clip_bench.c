@@ -1,0 +1,369 @@
+/* clip_bench — the mmembed side of tools/bench/bench_clip.sh: times our C
+ * CLIP engine on the cases that tools/bench/ort_bench.js times with ONNX
+ * Runtime, and writes the inputs both sides use plus our outputs for the
+ * cross-check.
+ *
+ *   usage: clip_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S]
+ *                     [--min-runs N] [--max-runs N] [--no-time | --serve]
+ *
+ * Build: tools/bench/bench_clip.sh builds it against a libmmembed.a made by
+ * the Makefile (its own B=build/bench/mm, the Makefile's CFLAGS and LDLIBS),
+ * so the engine is compiled exactly as for the server.
+ *
+ * Writes into WORK_DIR (little-endian, raw):
+ *   ids77.i32      32 x 77 token ids: <|startoftext|>, random ids below
+ *                  49406, <|endoftext|> (49407) last
+ *   ids16.i32      32 x 16, the same with EOS at position 15
+ *   pixels.f32     8 x C x S x S, uniform in [-2, 2)
+ *   check_lens.i32, check_ids.i32   CHECK_TEXTS sequences of mixed lengths
+ *                  (packed, one batch in our engine)
+ *   check_text.f32 our text embeddings for them (CHECK_TEXTS x dim)
+ *   check_image.f32 our image embeddings for the first CHECK_IMAGES images
+ *                  of pixels.f32 (one batch)
+ *   meta.txt       dim, image size, channels
+ * Then prints one line per case and thread count:
+ *   RESULT ours <case> <threads> <ms per item> <ms per batch> <runs> <min ms per item>
+ *               <CPU ms per item>
+ * where ms per batch is the median wall time over the timed runs (after one warm-up
+ * run; at least --min-runs, then until --secs have passed or --max-runs),
+ * and CPU ms the median process CPU time (all threads): the same format as
+ * ort_bench.js.
+ * With --serve it prints "READY WORK_DIR openblas-core NAME" instead and answers timing
+ * requests on stdin (see serve_loop), for ort_bench.js --ours. */
+#include "mmembed/common.h"
+#include "mmembed/model.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* OpenBLAS, where the engine links it: which kernel family it picked
+ * (weak: the driver also links without it) */
+extern char *openblas_get_corename(void) __attribute__((weak));
+
+enum { CHECK_TEXTS = 6, CHECK_IMAGES = 3, MAX_TEXT = 32, MAX_IMAGE = 8, SOT = 49406, EOT = 49407 };
+
+static const int check_lens[CHECK_TEXTS] = {2, 5, 16, 33, 76, 77};
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static uint32_t next_u32(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+static int write_file(const char *dir, const char *name, const void *p, size_t bytes)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
+        fprintf(stderr, "clip_bench: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* sorts v[0..n) and returns its median */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct {
+    const char *name;
+    int n, len; /* len 0: image */
+} bench_case_t;
+
+static const bench_case_t cases[] = {
+    {"image_b1", 1, 0}, {"image_b8", 8, 0},
+    {"text16_b1", 1, 16}, {"text16_b32", 32, 16},
+    {"text77_b1", 1, 77}, {"text77_b32", 32, 77},
+};
+
+#define NCASES (sizeof cases / sizeof cases[0])
+
+typedef struct {
+    const int32_t *const *p77, *const *p16;
+    const int *l77, *l16;
+    const float *pixels;
+    float *out;
+} inputs_t;
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU time (all threads) of the last run_case, in ms */
+static double last_cpu_ms;
+
+/* one forward pass of case bc; returns its wall time in ms, or -1 */
+static double run_case(mm_runner_t *r, const bench_case_t *bc, const inputs_t *in)
+{
+    double ca = cpu_now(), a = now();
+    int rc;
+    if (bc->len)
+        rc = mm_model_encode_text(r, bc->len == 16 ? in->p16 : in->p77, bc->len == 16 ? in->l16 : in->l77,
+                                  bc->n, in->out);
+    else
+        rc = mm_model_encode_image(r, in->pixels, bc->n, in->out);
+    double b = now();
+    last_cpu_ms = (cpu_now() - ca) * 1e3;
+    if (rc) {
+        fprintf(stderr, "clip_bench: %s: encode failed: %d\n", bc->name, rc);
+        return -1;
+    }
+    return (b - a) * 1e3;
+}
+
+/* --serve: line protocol on stdin/stdout for ort_bench.js --ours, which
+ * alternates our runs with ONNX Runtime's so that both see the same noise:
+ *   "run CASE THREADS K"  -> "TIMES CASE THREADS w1/c1 .. wK/cK" (per run:
+ *                            wall ms / process CPU ms, whole batch; one
+ *                            untimed warm-up first whenever the runner is
+ *                            new or the case has not run on it yet)
+ *   "quit" or EOF         -> exit */
+static int serve_loop(const mm_model_t *m, const inputs_t *in)
+{
+    char line[256], name[64];
+    mm_runner_t *r = NULL;
+    int cur_threads = 0, warmed[NCASES] = {0};
+    while (fgets(line, sizeof line, stdin)) {
+        int th, k;
+        if (!strncmp(line, "quit", 4))
+            break;
+        if (sscanf(line, "run %63s %d %d", name, &th, &k) != 3 || th < 1 || k < 1) {
+            printf("ERROR bad request\n");
+            fflush(stdout);
+            continue;
+        }
+        size_t c = 0;
+        while (c < NCASES && strcmp(cases[c].name, name))
+            c++;
+        if (c == NCASES) {
+            printf("ERROR unknown case %s\n", name);
+            fflush(stdout);
+            continue;
+        }
+        if (!r || th != cur_threads) {
+            mm_runner_free(r);
+            r = mm_runner_new(m, MAX_TEXT, MAX_IMAGE, th);
+            if (!r) {
+                fprintf(stderr, "clip_bench: runner: out of memory\n");
+                return -1;
+            }
+            cur_threads = th;
+            memset(warmed, 0, sizeof warmed);
+        }
+        if (!warmed[c]) {
+            if (run_case(r, &cases[c], in) < 0)
+                return -1;
+            warmed[c] = 1;
+        }
+        printf("TIMES %s %d", name, th);
+        for (int i = 0; i < k; i++) {
+            double ms = run_case(r, &cases[c], in);
+            if (ms < 0)
+                return -1;
+            printf(" %.3f/%.3f", ms, last_cpu_ms);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    mm_runner_free(r);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: clip_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S] "
+                        "[--min-runs N] [--max-runs N] [--no-time | --serve]\n");
+        return 2;
+    }
+    const char *model_dir = argv[1], *work = argv[2];
+    const char *threads_arg = "1,2";
+    double secs = 3.0;
+    int min_runs = 3, max_runs = 50, do_time = 1, serve = 0;
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads_arg = argv[++i];
+        else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
+            secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--min-runs") && i + 1 < argc)
+            min_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-runs") && i + 1 < argc)
+            max_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-time"))
+            do_time = 0;
+        else if (!strcmp(argv[i], "--serve"))
+            serve = 1;
+        else {
+            fprintf(stderr, "clip_bench: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (min_runs < 1)
+        min_runs = 1;
+    if (max_runs < min_runs)
+        max_runs = min_runs;
+
+    char err[MM_ERRLEN];
+    mm_model_t *m;
+    double t0 = now();
+    if (mm_model_load(model_dir, &m, err, sizeof err)) {
+        fprintf(stderr, "clip_bench: %s\n", err);
+        return 1;
+    }
+    const mm_model_info_t *info = mm_model_info(m);
+    fprintf(stderr, "clip_bench: %s loaded in %.0f ms (pack %.1f MB, source %s, dim %d)\n", info->name,
+            (now() - t0) * 1e3, mm_model_weight_bytes(m) / 1e6, info->dtype, info->dim);
+    if (!info->has_text || !info->has_vision || info->max_tokens < 77) {
+        fprintf(stderr, "clip_bench: need a CLIP model with both towers and 77 positions\n");
+        return 1;
+    }
+    const int D = info->dim;
+    const size_t per = (size_t)info->channels * info->image_size * info->image_size;
+
+    /* ---- inputs, shared with ort_bench.js through WORK_DIR */
+    int32_t *ids77 = malloc(sizeof(int32_t) * MAX_TEXT * 77), *ids16 = malloc(sizeof(int32_t) * MAX_TEXT * 16);
+    float *pixels = malloc(sizeof(float) * per * MAX_IMAGE), *out = malloc(sizeof(float) * D * MAX_TEXT);
+    if (!ids77 || !ids16 || !pixels || !out)
+        return 1;
+    for (int s = 0; s < MAX_TEXT; s++) {
+        int32_t *row = ids77 + s * 77;
+        row[0] = SOT;
+        for (int i = 1; i < 76; i++)
+            row[i] = (int32_t)(next_u32() % SOT);
+        row[76] = EOT;
+        memcpy(ids16 + s * 16, row, sizeof(int32_t) * 15);
+        ids16[s * 16 + 15] = EOT;
+    }
+    for (size_t i = 0; i < per * MAX_IMAGE; i++)
+        pixels[i] = (float)(next_u32() >> 8) * (4.0f / 16777216.0f) - 2.0f;
+
+    /* check set: mixed lengths, prefixes of the ids77 rows ending in EOT */
+    int32_t check_ids[CHECK_TEXTS * 77];
+    const int32_t *check_ptr[CHECK_TEXTS];
+    int check_n = 0;
+    for (int s = 0; s < CHECK_TEXTS; s++) {
+        int len = check_lens[s];
+        memcpy(check_ids + check_n, ids77 + (s + 1) * 77, sizeof(int32_t) * (size_t)(len - 1));
+        check_ids[check_n + len - 1] = EOT;
+        check_ptr[s] = check_ids + check_n;
+        check_n += len;
+    }
+    char meta[256];
+    int ml = snprintf(meta, sizeof meta, "dim %d\nimage_size %d\nchannels %d\n", D, info->image_size,
+                      info->channels);
+
+    mm_runner_t *r = mm_runner_new(m, MAX_TEXT, MAX_IMAGE, 1);
+    if (!r) {
+        fprintf(stderr, "clip_bench: runner: out of memory\n");
+        return 1;
+    }
+    float check_text[CHECK_TEXTS * 1024], check_image[CHECK_IMAGES * 1024];
+    if (D > 1024)
+        return 1;
+    int rc = mm_model_encode_text(r, check_ptr, check_lens, CHECK_TEXTS, check_text);
+    if (!rc)
+        rc = mm_model_encode_image(r, pixels, CHECK_IMAGES, check_image);
+    mm_runner_free(r);
+    if (rc) {
+        fprintf(stderr, "clip_bench: encode failed: %d\n", rc);
+        return 1;
+    }
+    if (write_file(work, "ids77.i32", ids77, sizeof(int32_t) * MAX_TEXT * 77) ||
+        write_file(work, "ids16.i32", ids16, sizeof(int32_t) * MAX_TEXT * 16) ||
+        write_file(work, "pixels.f32", pixels, sizeof(float) * per * MAX_IMAGE) ||
+        write_file(work, "check_lens.i32", check_lens, sizeof check_lens) ||
+        write_file(work, "check_ids.i32", check_ids, sizeof(int32_t) * (size_t)check_n) ||
+        write_file(work, "check_text.f32", check_text, sizeof(float) * CHECK_TEXTS * (size_t)D) ||
+        write_file(work, "check_image.f32", check_image, sizeof(float) * CHECK_IMAGES * (size_t)D) ||
+        write_file(work, "meta.txt", meta, (size_t)ml))
+        return 1;
+    fprintf(stderr, "clip_bench: inputs and check outputs written to %s\n", work);
+
+    /* ---- timings */
+    const int32_t *p77[MAX_TEXT], *p16[MAX_TEXT];
+    int l77[MAX_TEXT], l16[MAX_TEXT];
+    for (int s = 0; s < MAX_TEXT; s++) {
+        p77[s] = ids77 + s * 77;
+        p16[s] = ids16 + s * 16;
+        l77[s] = 77;
+        l16[s] = 16;
+    }
+    inputs_t in = {p77, p16, l77, l16, pixels, out};
+    if (serve) {
+        printf("READY %s openblas-core %s\n", work, openblas_get_corename ? openblas_get_corename() : "none");
+        fflush(stdout);
+        if (serve_loop(m, &in))
+            return 1;
+    } else if (do_time) {
+        double *times = malloc(sizeof(double) * (size_t)max_runs);
+        double *cpus = malloc(sizeof(double) * (size_t)max_runs);
+        if (!times || !cpus)
+            return 1;
+        for (const char *tp = threads_arg; *tp;) {
+            int th = atoi(tp);
+            tp = strchr(tp, ',') ? strchr(tp, ',') + 1 : tp + strlen(tp);
+            if (th < 1)
+                continue;
+            r = mm_runner_new(m, MAX_TEXT, MAX_IMAGE, th);
+            if (!r) {
+                fprintf(stderr, "clip_bench: runner: out of memory\n");
+                return 1;
+            }
+            for (size_t c = 0; c < NCASES; c++) {
+                const bench_case_t *bc = &cases[c];
+                int runs = 0;
+                if (run_case(r, bc, &in) < 0) /* warm-up */
+                    return 1;
+                double start = now();
+                while (runs < max_runs) {
+                    double ms = run_case(r, bc, &in);
+                    if (ms < 0)
+                        return 1;
+                    cpus[runs] = last_cpu_ms;
+                    times[runs++] = ms;
+                    if (runs >= min_runs && now() - start >= secs)
+                        break;
+                }
+                double med = median(times, runs), cmed = median(cpus, runs);
+                printf("RESULT ours %s %d %.3f %.3f %d %.3f %.3f\n", bc->name, th, med / bc->n, med, runs,
+                       times[0] / bc->n, cmed / bc->n);
+                fflush(stdout);
+            }
+            mm_runner_free(r);
+        }
+        free(times);
+        free(cpus);
+    }
+    free(ids77);
+    free(ids16);
+    free(pixels);
+    free(out);
+    mm_model_free(m);
+    return 0;
+}
