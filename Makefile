@@ -88,7 +88,7 @@ integration: deps all test-build node-deps
 asan-check: deps node-deps
 	@$(MAKE) --no-print-directory asan-build
 	@set -e; for t in $(TESTS); do echo "== asan $$t"; build/asan/tests/$$t; done
-	@ASAN_OPTIONS=detect_leaks=0 MMEMBED_BIN=$(CURDIR)/build/asan/mmembed python3 tests/integration/run.py
+	@ASAN_OPTIONS=detect_leaks=0 MMEMBED_SANITIZED=1 MMEMBED_BIN=$(CURDIR)/build/asan/mmembed python3 tests/integration/run.py
 
 # libFuzzer harnesses (tests/fuzz): `make fuzz FUZZ_SECONDS=600` for a long
 # run; make check replays the seeds and known crashes and fuzzes each

@@ -271,7 +271,8 @@ def test_shared_weights_one_physical_copy():
         print(f"    pack {rep['pack_kb']} kB, {touched} kB resident in each of 4 workers; weight Pss summed over "
               f"master+workers {rep['weights_pss_sum_kb']} kB; worker Pss sum {rep['worker_pss_sum_kb']} kB")
         assert rep["weights_pss_sum_kb"] <= touched * 1.01 + 8, rep          # one physical copy
-        assert rep["worker_pss_sum_kb"] <= rep["pack_kb"] + 4 * rep["worker_private_max_kb"] + 4 * 8192, rep
+        if not os.environ.get("MMEMBED_SANITIZED"):   # ASan's shadow memory inflates every process
+            assert rep["worker_pss_sum_kb"] <= rep["pack_kb"] + 4 * rep["worker_private_max_kb"] + 4 * 8192, rep
 
 
 def test_multi_model_options():

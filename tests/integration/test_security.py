@@ -129,7 +129,8 @@ def test_hostile_inputs_and_flat_rss():
                     fn()
         grown = rss_kb(pid) - base
         print(f"    worker RSS {base} kB, +{grown} kB after {80 * 12} more bad requests")
-        assert grown < 4096, grown
+        if not os.environ.get("MMEMBED_SANITIZED"):   # ASan's quarantine holds freed memory on purpose
+            assert grown < 4096, grown
         assert pid in s.worker_pids() and s.status()["crashes"] == 0
 
 
