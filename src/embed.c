@@ -24,6 +24,7 @@
 #include "mmembed/preprocess.h"
 #include "mmembed/scoreboard.h"
 #include "mmembed/tokenizer.h"
+#include "mmembed/use.h"
 #include "mmembed/video.h"
 
 #define IMG_CHUNK 8            /* images decoded and encoded per pass */
@@ -32,7 +33,9 @@
 typedef struct {
     char name[64];
     char dir[MM_PATH_MAX];
-    mm_model_t *model;
+    mm_use_t *use;             /* Universal Sentence Encoder Lite (text only), or */
+    mm_model_t *model;         /* a Hugging Face model (CLIP) */
+    mm_model_info_t use_info;
     const mm_model_info_t *info;
     mm_tokenizer_t *tok;       /* NULL without a text tower */
     mm_preproc_t pre;          /* valid with a vision tower */
@@ -77,11 +80,32 @@ static int read_synthetic_flag(const char *dir)
     return syn;
 }
 
+/* A folder converted by tools/use/convert.js says "architecture": "USELite". */
+static int is_use_folder(const char *dir)
+{
+    char p[MM_PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_object *j = json_object_from_file(p), *v;
+    int yes = j && json_object_object_get_ex(j, "architecture", &v) && json_object_is_type(v, json_type_string) &&
+              strcmp(json_object_get_string(v), "USELite") == 0;
+    json_object_put(j);
+    return yes;
+}
+
 static int load_entry(entry_t *e, const char *name, const char *dir, char *err, size_t errlen)
 {
     char path[MM_PATH_MAX + 64], sub[MM_ERRLEN];
     snprintf(e->name, sizeof e->name, "%s", name);
     snprintf(e->dir, sizeof e->dir, "%s", dir);
+    if (is_use_folder(dir)) {
+        int rc = mm_use_load(dir, &e->use, sub, sizeof sub);
+        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+        e->use_info = (mm_model_info_t){.name = e->name, .arch = "use-lite", .dim = mm_use_dim(e->use),
+                                        .max_tokens = mm_use_max_tokens(e->use), .has_text = 1, .dtype = "f32"};
+        e->info = &e->use_info;
+        e->max_tokens = e->info->max_tokens;
+        return MM_OK;
+    }
     int rc = mm_model_load(dir, &e->model, sub, sizeof sub);
     if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
     e->info = mm_model_info(e->model);
@@ -116,6 +140,7 @@ static int load_entry(entry_t *e, const char *name, const char *dir, char *err, 
 static void free_entry(entry_t *e)
 {
     mm_runner_free(e->runner);
+    mm_use_free(e->use);
     mm_tokenizer_free(e->tok);
     mm_model_free(e->model);
     memset(e, 0, sizeof *e);
@@ -214,6 +239,10 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
         e->max_tokens = MM_MAX(e->max_tokens, in->max_tokens);
         e->max_dim = MM_MAX(e->max_dim, in->dim);
         e->max_pix = MM_MAX(e->max_pix, in->channels * in->image_size * in->image_size);
+        if (e->m[i].use) {
+            mm_nn_set_threads(threads);
+            continue;
+        }
         e->m[i].runner = mm_runner_new(e->m[i].model, e->max_items, IMG_CHUNK, threads);
         if (!e->m[i].runner) return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
     }
@@ -234,7 +263,8 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
 size_t mm_embed_weight_bytes(const mm_embed_t *e)
 {
     size_t n = 0;
-    for (int i = 0; e && i < e->n; i++) n += mm_model_weight_bytes(e->m[i].model);
+    for (int i = 0; e && i < e->n; i++)
+        if (e->m[i].model) n += mm_model_weight_bytes(e->m[i].model);
     return n;
 }
 
@@ -251,7 +281,8 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                       m->info->arch, m->info->dim, m->info->has_text ? "\"text\"" : "",
                       m->info->has_text && m->info->has_vision ? "," : "",
                       m->info->has_vision ? "\"image\",\"video\"" : "", m->info->dtype, m->info->max_tokens,
-                      m->info->image_size, m->is_default ? "true" : "false", mm_model_weight_bytes(m->model),
+                      m->info->image_size, m->is_default ? "true" : "false",
+                      m->model ? mm_model_weight_bytes(m->model) : (size_t)0,
                       m->synthetic ? "true" : "false");
         if (m->synthetic)
             mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
@@ -275,9 +306,19 @@ void mm_embed_models_openai(const mm_embed_t *e, mm_buf_t *b)
 
 /* ---------------------------------------------------------------- core operations */
 
-static entry_t *find_model(mm_embed_t *e, const char *name)
+/* Requests that name no model get the default model if it has the
+ * modalities they need, else the first model that has them. */
+static entry_t *find_model(mm_embed_t *e, const char *name, int need_text, int need_vision)
 {
     if (!name || !name[0]) {
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < e->n; i++) {
+                const mm_model_info_t *in = e->m[i].info;
+                if ((pass == 0 && !e->m[i].is_default) || (need_text && !in->has_text) ||
+                    (need_vision && !in->has_vision))
+                    continue;
+                return &e->m[i];
+            }
         for (int i = 0; i < e->n; i++)
             if (e->m[i].is_default) return &e->m[i];
         return e->n ? &e->m[0] : NULL;
@@ -331,42 +372,52 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
     if (!m->info->has_text) return failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
     char err[MM_ERRLEN];
     int d = m->info->dim, nm = 0, rc = 0;
+    /* the texts the model sees: instruction + text, tokenized and cached as one string */
+    const char **eff = calloc((size_t)n, sizeof *eff), **mt = calloc((size_t)n, sizeof *mt);
+    size_t *efl = calloc((size_t)n, sizeof *efl), *mtl = calloc((size_t)n, sizeof *mtl), total = 0;
     char *joined = NULL;
-    mm_cache_key_t k;
-    if (o->prefix_len) {   /* instruction + text, tokenized (and cached) as one string */
-        size_t longest = 0;
-        for (int i = 0; i < n; i++) longest = MM_MAX(longest, lens[i]);
-        if (!(joined = malloc(o->prefix_len + longest + 1))) return failf(f, 500, NULL, "out of memory");
+    for (int i = 0; i < n; i++) total += o->prefix_len + lens[i];
+    if (!eff || !efl || !mt || !mtl || (o->prefix_len && !(joined = malloc(total + 1)))) {
+        rc = failf(f, 500, NULL, "out of memory");
+        goto out;
     }
-    for (int i = 0; i < n && rc == 0; i++) {
-        const char *txt = texts[i];
-        size_t tl = lens[i];
-        if ((int64_t)tl > e->conf->max_text_bytes) {
-            rc = failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, tl,
-                       (long long)e->conf->max_text_bytes);
-            break;
-        }
+    for (int i = 0, off = 0; i < n; i++) {
+        eff[i] = texts[i];
+        efl[i] = lens[i];
         if (o->prefix_len) {
-            memcpy(joined, o->prefix, o->prefix_len);
-            memcpy(joined + o->prefix_len, txt, tl);
-            txt = joined;
-            tl += o->prefix_len;
+            memcpy(joined + off, o->prefix, o->prefix_len);
+            memcpy(joined + off + o->prefix_len, texts[i], lens[i]);
+            eff[i] = joined + off;
+            efl[i] += o->prefix_len;
+            off += (int)efl[i];
+        }
+    }
+    mm_cache_key_t k;
+    for (int i = 0; i < n; i++) {
+        if ((int64_t)lens[i] > e->conf->max_text_bytes) {
+            rc = failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, lens[i],
+                       (long long)e->conf->max_text_bytes);
+            goto out;
         }
         int32_t *ids = e->ids + (size_t)i * e->max_tokens;
-        int trc = mm_tokenizer_encode(m->tok, txt, tl, o->truncate ? m->max_tokens : 0, ids, m->max_tokens,
+        int trc;
+        if (m->use)   /* USE Lite always clips at its 128 positions */
+            trc = mm_use_tokenize(m->use, eff[i], efl[i], ids, e->max_tokens, &e->lens[i], err, sizeof err);
+        else
+            trc = mm_tokenizer_encode(m->tok, eff[i], efl[i], o->truncate ? m->max_tokens : 0, ids, m->max_tokens,
                                       &e->lens[i], err, sizeof err);
         if (trc == MM_E_TOOBIG && !o->truncate) {
             rc = failf(f, 422, "input_too_long", "input %d is longer than the %d tokens model '%s' takes (truncate is false)",
                        i, m->max_tokens, m->name);
-            break;
+            goto out;
         }
         if (trc) {
             rc = failf(f, mm_status_http(trc), NULL, "input %d: %s", i, err);
-            break;
+            goto out;
         }
         *tokens += e->lens[i];
         if (use_cache && e->cache) {
-            input_key(e, m->name, "text", txt, tl, &k);
+            input_key(e, m->name, "text", eff[i], efl[i], &k);
             if (mm_cache_get(e->cache, &k, out + (size_t)i * d, d) == 1) {
                 ++*hits;
                 continue;
@@ -374,28 +425,32 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
         }
         e->idp[nm] = ids;
         e->mlens[nm] = e->lens[i];
+        mt[nm] = eff[i];
+        mtl[nm] = efl[i];
         e->miss[nm++] = i;
     }
-    if (rc == 0 && nm > 0) {
-        int mrc = mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
-        if (mrc) rc = failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
+    if (nm > 0) {
+        int mrc = m->use ? mm_use_embed(m->use, mt, mtl, nm, e->tmp, err, sizeof err)
+                         : mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
+        if (mrc) {
+            rc = m->use ? failf(f, mm_status_http(mrc), NULL, "%s", err)
+                        : failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
+            goto out;
+        }
     }
-    for (int j = 0; rc == 0 && j < nm; j++) {
+    for (int j = 0; j < nm; j++) {
         int i = e->miss[j];
         memcpy(out + (size_t)i * d, e->tmp + (size_t)j * d, sizeof(float) * (size_t)d);
         if (use_cache && e->cache) {
-            const char *txt = texts[i];
-            size_t tl = lens[i];
-            if (o->prefix_len) {
-                memcpy(joined, o->prefix, o->prefix_len);
-                memcpy(joined + o->prefix_len, txt, tl);
-                txt = joined;
-                tl += o->prefix_len;
-            }
-            input_key(e, m->name, "text", txt, tl, &k);
+            input_key(e, m->name, "text", eff[i], efl[i], &k);
             mm_cache_put(e->cache, &k, out + (size_t)i * d, d);
         }
     }
+out:
+    free(eff);
+    free(efl);
+    free(mt);
+    free(mtl);
     free(joined);
     return rc;
 }
@@ -650,9 +705,9 @@ static int jstr(json_object *j, const char *key, const char **out, fail_t *f)
     return 0;
 }
 
-static entry_t *pick_model(mm_embed_t *e, const char *name, fail_t *f)
+static entry_t *pick_model_for(mm_embed_t *e, const char *name, int need_text, int need_vision, fail_t *f)
 {
-    entry_t *m = find_model(e, name);
+    entry_t *m = find_model(e, name, need_text, need_vision);
     if (!m) {
         char names[256] = "";
         size_t o = 0;
@@ -749,7 +804,7 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 400, "invalid_parameter", "encoding_format must be 'float' or 'base64'");
         goto fail;
     }
-    if (!(m = pick_model(e, model, &f))) goto fail;
+    if (!(m = pick_model_for(e, model, 1, 0, &f))) goto fail;
     if (!m->info->has_text) {
         failf(&f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
         goto fail;
@@ -781,6 +836,10 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
     }
     if (n > e->max_items) {
         failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
+        goto fail;
+    }
+    if (ids_mode && !m->model) {
+        failf(&f, 400, "invalid_input", "model '%s' does not take token ids; send strings", m->name);
         goto fail;
     }
     if (ids_mode) {
@@ -887,7 +946,7 @@ static void h_text(mm_embed_t *e, mm_http_req_t *r)
     int normalize = 1, use_cache = 1, hits = 0, dims;
     text_opts_t topt;
     if (jstr(j, "model", &model, &f) || jbool(j, "cache", &use_cache, &f)) goto fail;
-    entry_t *m = pick_model(e, model, &f);
+    entry_t *m = pick_model_for(e, model, 1, 0, &f);
     if (!m || text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
     if (!json_object_object_get_ex(j, "texts", &arr) || !json_object_is_type(arr, json_type_array)) {
         failf(&f, 400, "missing_texts", "'texts' must be an array of strings");
@@ -1083,7 +1142,7 @@ static void h_image(mm_embed_t *e, mm_http_req_t *r)
     fail_t f = {0};
     media_req_t q;
     entry_t *m;
-    if (read_media(e, r, &q, 0, &f) || !(m = pick_model(e, q.model, &f))) goto fail;
+    if (read_media(e, r, &q, 0, &f) || !(m = pick_model_for(e, q.model, 0, 1, &f))) goto fail;
     if (q.n == 0) {
         failf(&f, 400, "missing_images", "no image was sent (multipart file parts or JSON 'images')");
         goto fail;
@@ -1123,7 +1182,7 @@ static void h_multimodal(mm_embed_t *e, mm_http_req_t *r)
     fail_t f = {0};
     media_req_t q;
     entry_t *m;
-    if (read_media(e, r, &q, 1, &f) || !(m = pick_model(e, q.model, &f))) goto fail;
+    if (read_media(e, r, &q, 1, &f) || !(m = pick_model_for(e, q.model, 1, 1, &f))) goto fail;
     if (!q.text || !q.text_len) {
         failf(&f, 400, "missing_text", "a non-empty 'text' is required");
         goto fail;
@@ -1241,7 +1300,8 @@ static void h_video(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 422, "too_many_frames", "max_frames %d is over limits.max_frames (%d)", frames, e->conf->max_frames);
         goto fail;
     }
-    if (!(m = pick_model(e, (p = form_field(&fm, "model")) && p->data.len ? p->data.data : NULL, &f))) goto fail;
+    if (!(m = pick_model_for(e, (p = form_field(&fm, "model")) && p->data.len ? p->data.data : NULL, 0, 1, &f)))
+        goto fail;
     if (!m->info->has_vision) {
         failf(&f, 422, "no_vision_tower", "model '%s' cannot embed video", m->name);
         goto fail;
