@@ -95,13 +95,44 @@ void mm_buf_float(mm_buf_t *b, float v)
         mm_buf_puts(b, "0");   /* JSON has no NaN/Inf; models never produce them on sane input */
         return;
     }
-    char tmp[32];
-    /* %.9g always round-trips a float32; try shorter first */
-    for (int prec = 6; prec <= 9; prec++) {
-        int n = snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
-        if ((float)strtod(tmp, NULL) == v || prec == 9) {
-            mm_buf_append(b, tmp, (size_t)n);
-            return;
+    char tmp[40];
+    double a = fabs((double)v);
+    if (v == 0) {
+        mm_buf_append(b, "0", 1);
+        return;
+    }
+    if (a < 1e-4 || a >= 1e7) {   /* rare for embeddings: the libc way */
+        int n = snprintf(tmp, sizeof tmp, "%.9g", (double)v);
+        mm_buf_append(b, tmp, (size_t)n);
+        return;
+    }
+    /* Nine significant digits always read back as the same float32 (2^-24
+     * ulp > 1e-8 relative). Integer formatting instead of printf: response
+     * bodies are mostly floats, and this is several times faster. */
+    int e = (int)floor(log10(a));
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13};
+    unsigned long long m = (unsigned long long)llround(a * p10[8 - e]);
+    if (m >= 1000000000ULL) {   /* rounding carried into a tenth digit */
+        m = (m + 5) / 10;
+        e++;
+    }
+    char dig[10];
+    for (int i = 8; i >= 0; i--, m /= 10) dig[i] = (char)('0' + m % 10);
+    int nd = 9;
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    char *o = tmp;
+    if (v < 0) *o++ = '-';
+    if (e < 0) {   /* 0.000ddd */
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = -1; i > e; i--) *o++ = '0';
+        for (int i = 0; i < nd; i++) *o++ = dig[i];
+    } else {       /* ddd.ddd */
+        for (int i = 0; i <= e; i++) *o++ = i < nd ? dig[i] : '0';
+        if (nd > e + 1) {
+            *o++ = '.';
+            for (int i = e + 1; i < nd; i++) *o++ = dig[i];
         }
     }
+    mm_buf_append(b, tmp, (size_t)(o - tmp));
 }

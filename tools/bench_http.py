@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""HTTP benchmarks through nginx (not tests): cache-hit latency vs /health,
+a Zipf replay against the shared cache, and video embedding cost.
+
+Usage: tools/bench_http.py [cache|zipf|video|all] [--seconds 10]
+Uses build/test/mmembed (make test-build) and the models of `make run`
+(models/use-lite, models/clip-vit-b32-synthetic)."""
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from harness import Server  # noqa: E402
+
+MODELS = [{"name": "use-lite", "path": os.path.join(ROOT, "models", "use-lite"), "default": True},
+          {"name": "clip-vit-b32", "path": os.path.join(ROOT, "models", "clip-vit-b32-synthetic")}]
+
+
+def wrk(port, path, secs, conns=1, body=None):
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency"]
+    script = None
+    if body is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                     f"wrk.body = {json.dumps(body)}\n")
+        script.close()
+        args += ["-s", script.name]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+    if script:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    return rps, lat.get("50"), lat.get("99")
+
+
+def bench_cache(s, secs):
+    print(f"cache hit vs /health through nginx, 1 connection, {secs}s each (wrk)")
+    rps, p50, p99 = wrk(s.port, "/health", secs)
+    print(f"  GET /health                         {rps:8.0f} req/s  p50 {p50}  p99 {p99}")
+    body = json.dumps({"input": "a photo of a cat on a sofa", "model": "use-lite"})
+    s.request("POST", "/v1/embeddings", body=body.encode(), headers={"Content-Type": "application/json"})
+    rps, p50, p99 = wrk(s.port, "/v1/embeddings", secs, body=body)
+    print(f"  POST /v1/embeddings (cache hit)     {rps:8.0f} req/s  p50 {p50}  p99 {p99}")
+    nb = json.dumps({"input": "a photo of a cat on a sofa", "model": "use-lite", "cache": False})
+    rps, p50, p99 = wrk(s.port, "/v1/embeddings", secs, body=nb)
+    print(f"  POST /v1/embeddings (cache off)     {rps:8.0f} req/s  p50 {p50}  p99 {p99}")
+
+
+def bench_zipf(s, n=10000, keys=2000, threads=4):
+    rng = random.Random(1)
+    weights = [1 / (k + 1) ** 1.1 for k in range(keys)]
+    picks = rng.choices(range(keys), weights=weights, k=n)
+    hits, lock, idx = [0], threading.Lock(), [0]
+
+    def worker():
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        while True:
+            with lock:
+                if idx[0] >= n:
+                    break
+                k = picks[idx[0]]
+                idx[0] += 1
+            while True:
+                c.request("POST", "/v1/embeddings", body=json.dumps({"input": f"query number {k} about things"}),
+                          headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                if r.status != 503:
+                    break
+                time.sleep(0.002)
+            if r.getheader("X-Cache") == "hit":
+                with lock:
+                    hits[0] += 1
+        c.close()
+    t0 = time.time()
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    dt = time.time() - t0
+    print(f"Zipf(1.1) replay: {n} requests over {keys} distinct texts, {threads} clients: hit rate "
+          f"{hits[0] / n:.1%}, {n / dt:.0f} req/s ({dt:.1f}s)")
+
+
+def bench_video(s, runs=10):
+    d = tempfile.mkdtemp()
+    clip = os.path.join(d, "clip.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=10",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", clip], check=True)
+    data = open(clip, "rb").read()
+    b = "----bench"
+    body = (f'--{b}\r\nContent-Disposition: form-data; name="max_frames"\r\n\r\n8\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="cache"\r\n\r\nfalse\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="video"; filename="clip.mp4"\r\n'
+            f"Content-Type: video/mp4\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    times, dec, mod = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = s.request("POST", "/embed/video", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+        times.append((time.perf_counter() - t0) * 1000)
+        j = r.json()
+        dec.append(j["timing_ms"]["decode"])
+        mod.append(j["timing_ms"]["model"])
+    med = sorted(times)[len(times) // 2]
+    hwm = max(int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{p}/status").read()).group(1)) for p in s.worker_pids())
+    print(f"video 10 s 640x360 H.264, 8 frames, ViT-B/32 shape, 1 thread: median {med:.0f} ms end to end "
+          f"(decode {sorted(dec)[runs // 2]:.0f} ms, model {sorted(mod)[runs // 2]:.0f} ms); worker peak RSS {hwm / 1024:.0f} MiB")
+    rss0 = [int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{p}/status").read()).group(1)) for p in s.worker_pids()]
+    for _ in range(int(os.environ.get("BENCH_VIDEO_MORE", "0"))):
+        s.request("POST", "/embed/video", body=body, headers={"Content-Type": f"multipart/form-data; boundary={b}"})
+    rss1 = [int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{p}/status").read()).group(1)) for p in s.worker_pids()]
+    if os.environ.get("BENCH_VIDEO_MORE"):
+        print(f"  worker RSS before/after {os.environ['BENCH_VIDEO_MORE']} more requests: {rss0} -> {rss1} kB")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", nargs="?", default="all")
+    ap.add_argument("--seconds", type=int, default=10)
+    a = ap.parse_args()
+    with Server(workers=2, models=MODELS, extra={"max_requests": "0"}) as s:
+        if a.what in ("cache", "all"):
+            bench_cache(s, a.seconds)
+        if a.what in ("zipf", "all"):
+            bench_zipf(s)
+    if a.what in ("video", "all"):
+        with Server(workers=1, models=MODELS, extra={"max_requests": "0"}) as s:
+            bench_video(s)
+
+
+if __name__ == "__main__":
+    main()
