@@ -1,21 +1,25 @@
 /* bench_model — times CLIP forward passes and checks that forked workers
  * share the weight pack.
  *
- *   usage: bench_model MODEL_DIR [SECONDS_PER_CASE]
+ *   usage: bench_model MODEL_DIR [SECONDS_PER_CASE [ISA]]
+ *          ISA: avx2, avx512 or scalar to force the GEMM micro-kernels
  *   e.g.   build/mkclip /tmp/clip-b32 tests/fixtures/clip/tokenizer/tokenizer.json
  *          build/bench_model /tmp/clip-b32
  *
- * Build (standalone, from the repository root; needs only the nn/ and
- * model/ sources):
+ * Build (standalone, from the repository root; needs only the CLIP engine's
+ * sources, or link build/libmmembed.a and the Makefile's LDLIBS instead):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -march=x86-64-v3 -Iinclude \
- *      $(pkg-config --cflags json-c openblas) -o build/bench_model tools/bench_model.c \
- *      src/common.c src/nn/[a-z]?*.c src/model/[a-z]?*.c $(pkg-config --libs json-c openblas) -lm
+ *      $(pkg-config --cflags json-c) -o build/bench_model tools/bench_model.c src/common.c \
+ *      src/nn/act.c src/nn/attention.c src/nn/matmul.c src/nn/norm.c src/nn/pool.c \
+ *      src/model/clip.c src/model/safetensors.c src/model/weights.c \
+ *      $(pkg-config --libs json-c) -lm -lpthread
  *
  * Prints load time, pack size, then ms per image (batch 1 and 8) and per
- * text (16 and 77 tokens, batch 1 and 32) for 1 and 2 BLAS threads, then
+ * text (16 and 77 tokens, batch 1 and 32) for 1 and 2 threads, then
  * the Pss of the pack in two forked workers. */
 #include "mmembed/common.h"
 #include "mmembed/model.h"
+#include "mmembed/nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +87,10 @@ int main(int argc, char **argv)
         return 2;
     }
     double secs = argc > 2 ? atof(argv[2]) : 2.0;
+    if (argc > 3 && mm_nn_set_isa(argv[3]) != 0) {
+        fprintf(stderr, "bench_model: this CPU cannot run %s kernels\n", argv[3]);
+        return 1;
+    }
     char err[MM_ERRLEN];
     mm_model_t *m;
     double t0 = now();
@@ -92,8 +100,8 @@ int main(int argc, char **argv)
         return 1;
     }
     const mm_model_info_t *info = mm_model_info(m);
-    printf("model %s: load %.0f ms, pack %.1f MB (source %s), dim %d\n", info->name,
-           (now() - t0) * 1e3, mm_model_weight_bytes(m) / 1e6, info->dtype, info->dim);
+    printf("model %s: load %.0f ms, pack %.1f MB (source %s), dim %d, kernels %s\n", info->name,
+           (now() - t0) * 1e3, mm_model_weight_bytes(m) / 1e6, info->dtype, info->dim, mm_nn_isa());
 
     const int S = info->image_size, C = info->channels, D = info->dim;
     const size_t per = (size_t)C * S * S;

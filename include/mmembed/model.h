@@ -61,9 +61,12 @@ size_t mm_model_weight_bytes(const mm_model_t *m);
 
 /* Makes a worker's run state: scratch for up to max_text_batch sequences of
  * max_tokens ids and max_image_batch images per forward pass (larger calls
- * are split into passes of that size). threads >= 1 sets the BLAS thread
- * count, which is process-wide. Returns NULL when out of memory or when a
- * batch size is below 1 for a tower the model has. */
+ * are split into passes of that size). `threads` (1..64; below 1 means 1)
+ * is how many threads its forward passes use, the caller's included; the
+ * thread pool is process-wide and resized on entry to an encode call if
+ * another runner changed it. Create runners after fork(), in the worker.
+ * Returns NULL when out of memory or when a batch size is below 1 for a
+ * tower the model has. */
 mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_image_batch,
                            int threads);
 
@@ -75,14 +78,15 @@ void mm_runner_free(mm_runner_t *r);
  * Sequences are packed without padding. Writes n * dim floats to out.
  * Returns 0, MM_E_UNSUPPORTED (no text tower), MM_E_TOOBIG (a sequence
  * longer than max_tokens) or MM_E_INVALID (empty sequence, id out of
- * range, n < 0). A sequence's result matches its result in any other batch
- * to f32 rounding (~1e-6: BLAS rounds differently for different row counts). */
+ * range, n < 0). A sequence's result is bit-identical whatever batch it
+ * comes in and whatever the thread count. */
 int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n,
                          float *out);
 
 /* Embeds n images given as normalized float pixels, image after image,
  * each channels x image_size x image_size (CHW). Writes n * dim floats.
- * Returns 0, MM_E_UNSUPPORTED (no vision tower) or MM_E_INVALID (n < 0). */
+ * Returns 0, MM_E_UNSUPPORTED (no vision tower) or MM_E_INVALID (n < 0).
+ * Results are bit-identical whatever the batch and thread count. */
 int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out);
 
 #endif

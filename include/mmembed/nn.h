@@ -2,30 +2,79 @@
  * knowledge of models: callers pass every buffer and every shape.
  *
  * Shapes are written (rows, cols); "W (N, K)" means N rows of K floats,
- * the PyTorch nn.Linear layout (out_features, in_features).
- * Kernels are single-threaded except mm_nn_linear / the GEMMs inside
- * mm_nn_attention, which run on OpenBLAS's threads (mm_nn_set_threads). */
+ * the PyTorch nn.Linear layout (out_features, in_features). No BLAS: the
+ * GEMMs are ours, on weights packed once at load (see mm_nn_linear).
+ * mm_nn_linear, mm_nn_layer_norm, mm_nn_bias_act, mm_nn_act and mm_nn_add
+ * use the process's threads (mm_nn_set_threads) when the operands are big
+ * enough to pay for it; splitting never changes a result. The others are
+ * single-threaded. */
 #ifndef MMEMBED_NN_H
 #define MMEMBED_NN_H
 
 #include <stddef.h>
 
-/* Activation functions understood by mm_nn_bias_act. */
+/* Activation functions (mm_nn_bias_act, mm_nn_act, mm_nn_linear). */
 typedef enum {
     MM_ACT_NONE = 0,
     MM_ACT_QUICK_GELU,  /* x * sigmoid(1.702 x)  (CLIP's "quick_gelu") */
     MM_ACT_GELU,        /* 0.5 x (1 + erf(x / sqrt 2))  (HF "gelu", exact erf) */
 } mm_act_t;
 
-/* Sets the number of BLAS threads used by the GEMMs (process-wide: OpenBLAS
- * keeps one pool per process). n < 1 is treated as 1. */
+/* ---- threads (process-wide) ---- */
+
+/* Sets the number of threads the kernels use, the caller included (n < 1
+ * means 1). Helpers are (re)started lazily, so calling this before fork()
+ * and using the kernels in the child is fine. */
 void mm_nn_set_threads(int n);
 
-/* y (M, N) = x (M, K) · W^T + b, with W (N, K) in nn.Linear layout and b (N)
- * or NULL. ldx / ldy are the row strides of x and y in floats (>= K, >= N).
- * y must not alias x or W. */
-void mm_nn_linear(float *y, int ldy, const float *x, int ldx,
-                  const float *w, const float *b, int M, int K, int N);
+/* The count last set by mm_nn_set_threads (1 by default). */
+int mm_nn_threads(void);
+
+/* Runs fn(ctx, part, nparts) for every part in [0, nparts), nparts =
+ * mm_nn_threads(), part 0 on the calling thread, and returns when all have
+ * finished. Called from inside fn (directly or through a parallel kernel)
+ * it runs fn(ctx, 0, 1) inline. One calling thread at a time. */
+typedef void (*mm_nn_task_fn)(void *ctx, int part, int nparts);
+void mm_nn_parallel(mm_nn_task_fn fn, void *ctx);
+
+/* Per-thread kernel scratch: MM_NN_SCRATCH floats for part `part` of the
+ * running mm_nn_parallel job (part 0 outside one). Owned by the pool and
+ * allocated with its threads, so kernels need no allocation. A kernel that
+ * uses it (mm_nn_linear) must not run inside another mm_nn_parallel task. */
+#define MM_NN_SCRATCH (192 * 256)
+float *mm_nn_scratch(int part);
+
+/* Instruction set of the GEMM micro-kernels: chosen at first use from the
+ * CPU ("avx512" with AVX-512F, else "avx2"; "scalar" for builds without
+ * AVX2). mm_nn_set_isa forces "avx2", "avx512", "scalar" or "auto" (for
+ * tests and benchmarks); returns 0, or -1 if the CPU lacks it. */
+const char *mm_nn_isa(void);
+int mm_nn_set_isa(const char *name);
+
+/* ---- kernels ---- */
+
+/* Packed weights: W (N, K) in nn.Linear layout re-laid out for
+ * mm_nn_linear as ceil(N/16) panels of K x 16 floats (k-major, zero-padded
+ * past N). mm_nn_packed_size gives its length in floats; mm_nn_pack_row
+ * writes row n (K floats) into a zeroed packed buffer; mm_nn_pack packs a
+ * whole matrix. Rows [16a, 16b) of a packed W are themselves a packed
+ * (16(b-a), K) matrix starting 16a*K floats in. */
+size_t mm_nn_packed_size(int N, int K);
+void mm_nn_pack_row(float *packed, int K, int n, const float *row);
+void mm_nn_pack(float *packed, const float *w, int N, int K);
+
+/* y (M, N) = act(x (M, K) · W^T + b), W packed (above), b (N) or NULL.
+ * ldx / ldy are row strides in floats (>= K, >= N); y must not alias x.
+ * Each output is one FMA chain over k in order, then + b, so a row's result
+ * is identical whatever M, the rows around it or the thread count.
+ * Parallel (the pool); not to be called from inside an mm_nn_parallel task. */
+void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+                  int M, int K, int N, mm_act_t act);
+
+/* c (M, N) = scale * x (M, K) · w (N, K)^T with row strides ldc, ldx, ldw,
+ * neither packed; single-threaded (for small operands: attention scores). */
+void mm_nn_matmul_nt(float *c, int ldc, const float *x, int ldx, const float *w, int ldw,
+                     int M, int N, int K, float scale);
 
 /* y (M, N) = act(y + b) row by row; b (N) may be NULL. */
 void mm_nn_bias_act(float *y, const float *b, int M, int N, mm_act_t act);
@@ -52,7 +101,9 @@ void mm_nn_softmax(float *x, int n);
  * Scores are scaled by 1/sqrt(head_dim). With causal != 0 the queries are
  * the LAST nq positions of the sequence: query i sees keys
  * j <= i + (nk - nq) (so nq == nk is the usual lower-triangular mask and
- * nq == 1 sees every key). scratch holds nq*nk floats. */
+ * nq == 1 sees every key). scratch holds nq*nk floats. Single-threaded;
+ * heads are independent, so callers may run disjoint head ranges (offset
+ * q, k, v and out by h*head_dim, heads = 1) on different threads. */
 void mm_nn_attention(float *out, int ldo, const float *q, int ldq,
                      const float *k, int ldk, const float *v, int ldv,
                      int nq, int nk, int heads, int head_dim, int causal,

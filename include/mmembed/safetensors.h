@@ -88,16 +88,25 @@ int mm_weights_new(mm_weights_t **out);
  * until then. Returns the region id (>= 0) or MM_E_NOMEM. */
 int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot);
 
+/* Reserves a (rows, cols) matrix in mm_nn_linear's packed layout
+ * (mm_nn_packed_size floats, padding zeroed). Returns the region id or
+ * MM_E_NOMEM. */
+int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const float **slot);
+
 /* Schedules tensor `name` (checked as by mm_st_get) to be converted to f32
- * into `region` starting at float offset `off` — e.g. q, k and v
- * projections side by side in one fused region. Nothing is copied until
- * mm_weights_finish; `st` must stay open until then. Returns 0 or the
- * mm_st_get error (MM_E_INVALID also when the tensor overflows the region). */
+ * into `region`: for a plain region at float offset `off` — e.g. biases of
+ * q, k and v side by side; for a packed region as rows off.. of the matrix,
+ * the tensor read as (shape[0], product of the other dims) — e.g. the q, k
+ * and v weights stacked into one fused matrix, or a conv kernel as its
+ * im2col GEMM operand. Nothing is copied until mm_weights_finish; `st` must
+ * stay open until then. Returns 0 or the mm_st_get error (MM_E_INVALID also
+ * when the tensor does not fit the region). */
 int mm_weights_fill(mm_weights_t *w, int region, size_t off, const mm_st_t *st,
                     const char *name, int ndim, const int64_t *shape,
                     char *err, size_t errlen);
 
-/* mm_weights_reserve of exactly the tensor's size + mm_weights_fill. */
+/* mm_weights_reserve of exactly the tensor's size + mm_weights_fill (plain
+ * layout). */
 int mm_weights_add(mm_weights_t *w, const float **slot, const mm_st_t *st, const char *name,
                    int ndim, const int64_t *shape, char *err, size_t errlen);
 

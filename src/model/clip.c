@@ -8,12 +8,14 @@
  * post_layernorm on the pooled token -> text_projection /
  * visual_projection.
  *
- * Two liberties, both exact:
- *  - q, k and v projections are fused into one (3*dim, dim) GEMM;
+ * Liberties, all exact:
+ *  - q, k and v projections are fused into one (3*dim, dim) GEMM, and fc1's
+ *    bias and activation run in that GEMM's epilogue;
  *  - the last block runs its attention query, output projection and MLP
  *    only for the pooled token (EOS / class), the only row anyone reads.
  * Sequences of a text batch are packed back to back (no padding): dense
- * layers see all rows at once, attention runs per sequence.
+ * layers see all rows at once, attention runs per (sequence, head) on the
+ * nn thread pool.
  *
  * Sections: config, weights, load, run state, forward, public encode API. */
 #include "mmembed/model.h"
@@ -58,17 +60,18 @@ typedef struct {
 
 /* ============================================================ weights = */
 
-/* Pointers into the read-only weight pack. */
+/* Pointers into the read-only weight pack. "packed" matrices are in
+ * mm_nn_linear's panel layout (mm_nn_packed_size floats), the rest plain. */
 typedef struct {
     const float *ln1_w, *ln1_b; /* (dim) layer_norm1 */
-    const float *qkv_w;         /* (3*dim, dim) q_proj | k_proj | v_proj rows */
+    const float *qkv_w;         /* (3*dim, dim) packed: q_proj | k_proj | v_proj rows */
     const float *qkv_b;         /* (3*dim) */
-    const float *o_w;           /* (dim, dim) out_proj */
+    const float *o_w;           /* (dim, dim) packed out_proj */
     const float *o_b;           /* (dim) */
     const float *ln2_w, *ln2_b; /* (dim) layer_norm2 */
-    const float *fc1_w;         /* (hidden, dim) mlp.fc1 */
+    const float *fc1_w;         /* (hidden, dim) packed mlp.fc1 */
     const float *fc1_b;         /* (hidden) */
-    const float *fc2_w;         /* (dim, hidden) mlp.fc2 */
+    const float *fc2_w;         /* (dim, hidden) packed mlp.fc2 */
     const float *fc2_b;         /* (dim) */
 } layer_weights_t;
 
@@ -77,18 +80,18 @@ typedef struct {
     const float *pos_emb;           /* (max_pos, dim) embeddings.position_embedding */
     layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
     const float *ln_w, *ln_b;       /* (dim) final_layer_norm */
-    const float *proj;              /* (proj_dim, dim) text_projection, no bias */
+    const float *proj;              /* (proj_dim, dim) packed text_projection, no bias */
 } text_weights_t;
 
 typedef struct {
-    const float *patch_w;           /* (dim, channels*patch*patch) patch_embedding conv,
-                                       each row flattened (c, ky, kx) */
+    const float *patch_w;           /* (dim, channels*patch*patch) packed patch_embedding
+                                       conv, each row flattened (c, ky, kx) */
     const float *cls;               /* (dim) embeddings.class_embedding */
     const float *pos_emb;           /* (seq, dim) embeddings.position_embedding */
     const float *pre_w, *pre_b;     /* (dim) pre_layrnorm (sic) */
     layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
     const float *post_w, *post_b;   /* (dim) post_layernorm */
-    const float *proj;              /* (proj_dim, dim) visual_projection, no bias */
+    const float *proj;              /* (proj_dim, dim) packed visual_projection, no bias */
 } vision_weights_t;
 
 struct mm_model {
@@ -286,6 +289,26 @@ static int want(loader_t *L, const float **slot, const char *name, int ndim, con
     return mm_weights_add(L->w, slot, L->st, name, ndim, shape, L->err, L->errlen);
 }
 
+/* A weight matrix mm_nn_linear multiplies: stored packed. The tensor is
+ * checked against `shape` and read as (shape[0], rest). */
+static int want_packed(loader_t *L, const float **slot, const char *name, int ndim, const int64_t *shape)
+{
+    const mm_st_tensor_t *t = mm_st_find(L->st, name);
+    if (t && t->dtype != MM_ST_OTHER) {
+        if (L->dtype == MM_ST_OTHER)
+            L->dtype = t->dtype;
+        else if (L->dtype != t->dtype)
+            L->mixed = 1;
+    }
+    int64_t cols = 1;
+    for (int i = 1; i < ndim; i++)
+        cols *= shape[i];
+    int region = mm_weights_reserve_packed(L->w, (int)shape[0], (int)cols, slot);
+    if (region < 0)
+        return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
+    return mm_weights_fill(L->w, region, 0, L->st, name, ndim, shape, L->err, L->errlen);
+}
+
 static int load_layers(loader_t *L, const char *prefix, const tower_config_t *c, layer_weights_t *lw)
 {
     char n[256];
@@ -296,25 +319,25 @@ static int load_layers(loader_t *L, const char *prefix, const tower_config_t *c,
 #define P(s) (snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, l, s), n)
         if ((rc = want(L, &w->ln1_w, P("layer_norm1.weight"), SHAPE(D))) ||
             (rc = want(L, &w->ln1_b, P("layer_norm1.bias"), SHAPE(D))) ||
-            (rc = want(L, &w->o_w, P("self_attn.out_proj.weight"), SHAPE(D, D))) ||
+            (rc = want_packed(L, &w->o_w, P("self_attn.out_proj.weight"), SHAPE(D, D))) ||
             (rc = want(L, &w->o_b, P("self_attn.out_proj.bias"), SHAPE(D))) ||
             (rc = want(L, &w->ln2_w, P("layer_norm2.weight"), SHAPE(D))) ||
             (rc = want(L, &w->ln2_b, P("layer_norm2.bias"), SHAPE(D))) ||
-            (rc = want(L, &w->fc1_w, P("mlp.fc1.weight"), SHAPE(H, D))) ||
+            (rc = want_packed(L, &w->fc1_w, P("mlp.fc1.weight"), SHAPE(H, D))) ||
             (rc = want(L, &w->fc1_b, P("mlp.fc1.bias"), SHAPE(H))) ||
-            (rc = want(L, &w->fc2_w, P("mlp.fc2.weight"), SHAPE(D, H))) ||
+            (rc = want_packed(L, &w->fc2_w, P("mlp.fc2.weight"), SHAPE(D, H))) ||
             (rc = want(L, &w->fc2_b, P("mlp.fc2.bias"), SHAPE(D))))
             return rc;
         /* fused q|k|v: one GEMM instead of three */
         static const char *qkv[3] = {"q_proj", "k_proj", "v_proj"};
-        int rw = mm_weights_reserve(L->w, (size_t)(3 * D * D), &w->qkv_w);
+        int rw = mm_weights_reserve_packed(L->w, (int)(3 * D), (int)D, &w->qkv_w);
         int rb = mm_weights_reserve(L->w, (size_t)(3 * D), &w->qkv_b);
         if (rw < 0 || rb < 0)
             return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
         for (int i = 0; i < 3; i++) {
             char s[64];
             snprintf(s, sizeof s, "self_attn.%s.weight", qkv[i]);
-            if ((rc = mm_weights_fill(L->w, rw, (size_t)(i * D * D), L->st, P(s), SHAPE(D, D), L->err, L->errlen)))
+            if ((rc = mm_weights_fill(L->w, rw, (size_t)(i * D), L->st, P(s), SHAPE(D, D), L->err, L->errlen)))
                 return rc;
             snprintf(s, sizeof s, "self_attn.%s.bias", qkv[i]);
             if ((rc = mm_weights_fill(L->w, rb, (size_t)(i * D), L->st, P(s), SHAPE(D), L->err, L->errlen)))
@@ -339,7 +362,7 @@ static int load_text(loader_t *L, mm_model_t *m)
         (rc = load_layers(L, "text_model", c, w->layers)) ||
         (rc = want(L, &w->ln_w, "text_model.final_layer_norm.weight", SHAPE(D))) ||
         (rc = want(L, &w->ln_b, "text_model.final_layer_norm.bias", SHAPE(D))) ||
-        (rc = want(L, &w->proj, "text_projection.weight", SHAPE(m->cfg.proj_dim, D))))
+        (rc = want_packed(L, &w->proj, "text_projection.weight", SHAPE(m->cfg.proj_dim, D))))
         return rc;
     return MM_OK;
 }
@@ -353,9 +376,9 @@ static int load_vision(loader_t *L, mm_model_t *m)
     w->layers = calloc((size_t)c->n_layers, sizeof(*w->layers));
     if (!w->layers)
         return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
-    /* the conv kernel (dim, C, P, P) is already the (dim, C*P*P) GEMM
+    /* the conv kernel (dim, C, P, P) read as (dim, C*P*P) is the GEMM
      * operand for patches flattened (c, ky, kx) */
-    if ((rc = want(L, &w->patch_w, "vision_model.embeddings.patch_embedding.weight",
+    if ((rc = want_packed(L, &w->patch_w, "vision_model.embeddings.patch_embedding.weight",
                    SHAPE(D, c->channels, c->patch, c->patch))) ||
         (rc = want(L, &w->cls, "vision_model.embeddings.class_embedding", SHAPE(D))) ||
         (rc = want(L, &w->pos_emb, "vision_model.embeddings.position_embedding.weight", SHAPE(c->seq, D))) ||
@@ -364,7 +387,7 @@ static int load_vision(loader_t *L, mm_model_t *m)
         (rc = load_layers(L, "vision_model", c, w->layers)) ||
         (rc = want(L, &w->post_w, "vision_model.post_layernorm.weight", SHAPE(D))) ||
         (rc = want(L, &w->post_b, "vision_model.post_layernorm.bias", SHAPE(D))) ||
-        (rc = want(L, &w->proj, "visual_projection.weight", SHAPE(m->cfg.proj_dim, D))))
+        (rc = want_packed(L, &w->proj, "visual_projection.weight", SHAPE(m->cfg.proj_dim, D))))
         return rc;
     return MM_OK;
 }
@@ -455,6 +478,8 @@ size_t mm_model_weight_bytes(const mm_model_t *m)
 struct mm_runner {
     const mm_model_t *m;
     int max_text, max_image;  /* sequences / images per forward pass */
+    int threads;              /* nn pool size while this runner computes */
+    int maxlen;               /* longest sequence (tokens) of either tower */
     /* token-row buffers, rows = max(max_text*max_pos, max_image*seq),
      * width the larger tower's */
     float *x;        /* (rows, dim) residual stream */
@@ -462,7 +487,7 @@ struct mm_runner {
     float *qkv;      /* (rows, 3*dim) fused projections; (rows, 2*dim) k|v in the last block */
     float *att;      /* (rows, dim) attention output, heads side by side */
     float *mlp;      /* (rows, hidden) */
-    float *scores;   /* (maxlen, maxlen) one head's attention matrix */
+    float *scores;   /* (threads, maxlen, maxlen) one head's attention matrix per thread */
     float *patches;  /* (max_image*n_patches, channels*patch*patch) im2col */
     /* pooled-row buffers for the last block, batch = max(max_text, max_image) */
     float *pin;      /* (batch, dim) gathered normed rows */
@@ -474,6 +499,8 @@ struct mm_runner {
     int *off;        /* (batch) first row of each sequence */
     int *len;        /* (batch) rows of each sequence */
     int *pool;       /* (batch) pooled position within each sequence */
+    const float *kv; /* last block: row 0's key in r->qkv (value = key + dim) */
+    int ldkv;        /* its row stride */
     void *arena;
 };
 
@@ -482,6 +509,7 @@ mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_imag
     const clip_config_t *c = &m->cfg;
     if ((c->has_text && max_text_batch < 1) || (c->has_vision && max_image_batch < 1))
         return NULL;
+    threads = threads < 1 ? 1 : (threads > 64 ? 64 : threads);
     if (!c->has_text)
         max_text_batch = 0;
     if (!c->has_vision)
@@ -509,7 +537,7 @@ mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_imag
 #define FL(n) (((n) + A - 1) / A * A)
     size_t sizes[] = {
         FL(rows * dim), FL(rows * dim), FL(rows * 3 * dim), FL(rows * dim), FL(rows * hid),
-        FL(maxlen * maxlen), FL(npatch * kpatch),
+        FL((size_t)threads * maxlen * maxlen), FL(npatch * kpatch),
         FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim),
         FL(batch * hid), FL(batch), FL(batch), FL(batch), /* ints are float-sized */
     };
@@ -540,8 +568,9 @@ mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_imag
     r->m = m;
     r->max_text = max_text_batch;
     r->max_image = max_image_batch;
-    if (threads >= 1)
-        mm_nn_set_threads(threads);
+    r->threads = threads;
+    r->maxlen = (int)maxlen;
+    mm_nn_set_threads(threads);
     return r;
 }
 
@@ -555,6 +584,39 @@ void mm_runner_free(mm_runner_t *r)
 
 /* ============================================================ forward == */
 
+/* Attention of n sequences x heads, spread over the nn pool: every (sequence,
+ * head) pair is independent. Full layer: queries, keys and values of each
+ * sequence's rows in r->qkv (T, 3*dim), output to r->att. Pooled (last
+ * layer): one query per sequence in r->pq, keys|values at r->kv (row
+ * stride r->ldkv), output to r->patt. */
+typedef struct {
+    mm_runner_t *r;
+    const tower_config_t *c;
+    int n, causal, pooled;
+} attn_job_t;
+
+static void attn_part(void *arg, int part, int nparts)
+{
+    const attn_job_t *j = arg;
+    mm_runner_t *r = j->r;
+    const int D = j->c->dim, H = j->c->n_heads, hd = j->c->head_dim;
+    float *scratch = r->scores + (size_t)part * r->maxlen * r->maxlen;
+    for (int t = part; t < j->n * H; t += nparts) {
+        const int s = t / H, c = (t % H) * hd;
+        if (!j->pooled) {
+            const float *q = r->qkv + (size_t)r->off[s] * 3 * D + c;
+            mm_nn_attention(r->att + (size_t)r->off[s] * D + c, D, q, 3 * D, q + D, 3 * D, q + 2 * D, 3 * D,
+                            r->len[s], r->len[s], 1, hd, j->causal, scratch);
+        } else {
+            /* a causal query at position p sees keys 0..p: pass exactly those */
+            const int nk = j->causal ? r->pool[s] + 1 : r->len[s];
+            const float *kv = r->kv + (size_t)r->off[s] * r->ldkv + c;
+            mm_nn_attention(r->patt + (size_t)s * D + c, D, r->pq + (size_t)s * D + c, D, kv, r->ldkv,
+                            kv + D, r->ldkv, 1, nk, 1, hd, 0, scratch);
+        }
+    }
+}
+
 /* One CLIPEncoderLayer over n packed sequences (T rows in r->x), in place. */
 static void encoder_layer(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
                           int T, int n, int causal)
@@ -562,19 +624,15 @@ static void encoder_layer(mm_runner_t *r, const tower_config_t *c, const layer_w
     const int D = c->dim, H = c->hidden;
     /* residual = x; x = self_attn(layer_norm1(x)); x += residual */
     mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
-    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D);
-    for (int s = 0; s < n; s++) {
-        const float *q = r->qkv + (size_t)r->off[s] * 3 * D;
-        mm_nn_attention(r->att + (size_t)r->off[s] * D, D, q, 3 * D, q + D, 3 * D, q + 2 * D, 3 * D,
-                        r->len[s], r->len[s], c->n_heads, c->head_dim, causal, r->scores);
-    }
-    mm_nn_linear(r->h, D, r->att, D, w->o_w, w->o_b, T, D, D);
+    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
+    attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 0};
+    mm_nn_parallel(attn_part, &aj);
+    mm_nn_linear(r->h, D, r->att, D, w->o_w, w->o_b, T, D, D, MM_ACT_NONE);
     mm_nn_add(r->x, r->h, (size_t)T * D);
     /* residual = x; x = mlp(layer_norm2(x)); x += residual */
     mm_nn_layer_norm(r->h, r->x, w->ln2_w, w->ln2_b, T, D, c->eps);
-    mm_nn_linear(r->mlp, H, r->h, D, w->fc1_w, NULL, T, D, H);
-    mm_nn_bias_act(r->mlp, w->fc1_b, T, H, c->act);
-    mm_nn_linear(r->h, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D);
+    mm_nn_linear(r->mlp, H, r->h, D, w->fc1_w, w->fc1_b, T, D, H, c->act);
+    mm_nn_linear(r->h, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D, MM_ACT_NONE);
     mm_nn_add(r->x, r->h, (size_t)T * D);
 }
 
@@ -587,25 +645,32 @@ static void encoder_layer_pooled(mm_runner_t *r, const tower_config_t *c, const 
     const int D = c->dim, H = c->hidden;
     mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
     /* k|v for all rows: rows D..3D of the fused weight */
-    mm_nn_linear(r->qkv, 2 * D, r->h, D, w->qkv_w + (size_t)D * D, w->qkv_b + D, T, D, 2 * D);
-    for (int s = 0; s < n; s++)
-        memcpy(r->pin + (size_t)s * D, r->h + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
-    mm_nn_linear(r->pq, D, r->pin, D, w->qkv_w, w->qkv_b, n, D, D);
-    for (int s = 0; s < n; s++) {
-        /* a causal query at position p sees keys 0..p: pass exactly those */
-        int nk = causal ? r->pool[s] + 1 : r->len[s];
-        const float *kv = r->qkv + (size_t)r->off[s] * 2 * D;
-        mm_nn_attention(r->patt + (size_t)s * D, D, r->pq + (size_t)s * D, D, kv, 2 * D, kv + D, 2 * D,
-                        1, nk, c->n_heads, c->head_dim, 0, r->scores);
+    if (D % 16 == 0) {
+        /* k|v for all rows: rows D..3D of the packed fused weight are a
+         * packed matrix of their own (whole panels) */
+        mm_nn_linear(r->qkv, 2 * D, r->h, D, w->qkv_w + (size_t)D * D, w->qkv_b + D, T, D, 2 * D, MM_ACT_NONE);
+        for (int s = 0; s < n; s++)
+            memcpy(r->pin + (size_t)s * D, r->h + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
+        mm_nn_linear(r->pq, D, r->pin, D, w->qkv_w, w->qkv_b, n, D, D, MM_ACT_NONE);
+        r->kv = r->qkv;
+        r->ldkv = 2 * D;
+    } else {
+        /* panels straddle q and k: compute q|k|v for all rows, keep q of the pooled */
+        mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
+        for (int s = 0; s < n; s++)
+            memcpy(r->pq + (size_t)s * D, r->qkv + (size_t)(r->off[s] + r->pool[s]) * 3 * D, (size_t)D * sizeof(float));
+        r->kv = r->qkv + D;
+        r->ldkv = 3 * D;
     }
-    mm_nn_linear(r->ph, D, r->patt, D, w->o_w, w->o_b, n, D, D);
+    attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 1};
+    mm_nn_parallel(attn_part, &aj);
+    mm_nn_linear(r->ph, D, r->patt, D, w->o_w, w->o_b, n, D, D, MM_ACT_NONE);
     for (int s = 0; s < n; s++)
         memcpy(r->px + (size_t)s * D, r->x + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
     mm_nn_add(r->px, r->ph, (size_t)n * D);
     mm_nn_layer_norm(r->ph, r->px, w->ln2_w, w->ln2_b, n, D, c->eps);
-    mm_nn_linear(r->pmlp, H, r->ph, D, w->fc1_w, NULL, n, D, H);
-    mm_nn_bias_act(r->pmlp, w->fc1_b, n, H, c->act);
-    mm_nn_linear(r->ph, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D);
+    mm_nn_linear(r->pmlp, H, r->ph, D, w->fc1_w, w->fc1_b, n, D, H, c->act);
+    mm_nn_linear(r->ph, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D, MM_ACT_NONE);
     mm_nn_add(r->px, r->ph, (size_t)n * D);
 }
 
@@ -619,7 +684,7 @@ static void encoder_head(mm_runner_t *r, const tower_config_t *c, const layer_we
         encoder_layer(r, c, &layers[l], T, n, causal);
     encoder_layer_pooled(r, c, &layers[c->n_layers - 1], T, n, causal);
     mm_nn_layer_norm(r->ph, r->px, ln_w, ln_b, n, c->dim, c->eps);
-    mm_nn_linear(out, r->m->cfg.proj_dim, r->ph, c->dim, proj, NULL, n, c->dim, r->m->cfg.proj_dim);
+    mm_nn_linear(out, r->m->cfg.proj_dim, r->ph, c->dim, proj, NULL, n, c->dim, r->m->cfg.proj_dim, MM_ACT_NONE);
 }
 
 /* CLIPTextTransformer on n (<= max_text) validated sequences. */
@@ -679,7 +744,7 @@ static void vision_forward(mm_runner_t *r, const float *pixels, int n, float *ou
             }
     }
     /* patch_embedding (stride-P conv, no bias) as one GEMM */
-    mm_nn_linear(r->h, D, r->patches, (int)K, w->patch_w, NULL, n * c->n_patches, (int)K, D);
+    mm_nn_linear(r->h, D, r->patches, (int)K, w->patch_w, NULL, n * c->n_patches, (int)K, D, MM_ACT_NONE);
 
     /* CLIPVisionEmbeddings: [class, patches] + position */
     for (int b = 0; b < n; b++) {
@@ -714,6 +779,8 @@ int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *l
             if (ids[s][i] < 0 || ids[s][i] >= c->text.vocab)
                 return MM_E_INVALID;
     }
+    if (mm_nn_threads() != r->threads)
+        mm_nn_set_threads(r->threads);
     for (int s = 0; s < n; s += r->max_text) {
         int k = MM_MIN(r->max_text, n - s);
         text_forward(r, ids + s, lens + s, k, out + (size_t)s * c->proj_dim);
@@ -729,6 +796,8 @@ int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out
     if (n < 0)
         return MM_E_INVALID;
     const size_t per = (size_t)c->vision.channels * c->vision.image_size * c->vision.image_size;
+    if (mm_nn_threads() != r->threads)
+        mm_nn_set_threads(r->threads);
     for (int s = 0; s < n; s += r->max_image) {
         int k = MM_MIN(r->max_image, n - s);
         vision_forward(r, pixels + (size_t)s * per, k, out + (size_t)s * c->proj_dim);

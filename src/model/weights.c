@@ -9,12 +9,16 @@
  * Sealing (F_SEAL_WRITE) and mapping PROT_READ turn any stray write from
  * any process into SIGSEGV instead of silent corruption of all workers.
  *
+ * Matrices that mm_nn_linear multiplies are stored in its packed panel
+ * layout (mm_nn_pack_row), so no kernel ever re-lays them out per call.
+ *
  * Two phases: reserve/fill only record what goes where (and check names,
  * shapes and dtypes, so a bad checkpoint fails before anything big is
  * allocated); finish sizes the memfd once and converts straight into it. */
 #include "mmembed/safetensors.h"
 
 #include "mmembed/common.h"
+#include "mmembed/nn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +33,7 @@ typedef struct {
     size_t off;   /* bytes from the pack start */
     size_t n;     /* floats */
     const float **slot; /* set at finish */
+    int rows, cols; /* packed regions: the (rows, cols) matrix mm_nn_linear reads; else 0 */
 } region_t;
 
 typedef struct {
@@ -74,8 +79,19 @@ int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot)
     r->off = w->bytes;
     r->n = n;
     r->slot = slot;
+    r->rows = r->cols = 0;
     w->bytes += (n * sizeof(float) + ALIGN - 1) / ALIGN * ALIGN;
     return w->nr++;
+}
+
+int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const float **slot)
+{
+    int region = mm_weights_reserve(w, mm_nn_packed_size(rows, cols), slot);
+    if (region >= 0) {
+        w->r[region].rows = rows;
+        w->r[region].cols = cols;
+    }
+    return region;
 }
 
 int mm_weights_fill(mm_weights_t *w, int region, size_t off, const mm_st_t *st,
@@ -86,7 +102,18 @@ int mm_weights_fill(mm_weights_t *w, int region, size_t off, const mm_st_t *st,
     int rc = mm_st_get(st, name, ndim, shape, &t, err, errlen);
     if (rc)
         return rc;
-    if (region < 0 || region >= w->nr || off > w->r[region].n || t->numel > w->r[region].n - off)
+    if (region < 0 || region >= w->nr)
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: no such weight region", name);
+    const region_t *r = &w->r[region];
+    int fits;
+    if (r->rows) { /* packed: `off` is the first row; the tensor is (rows, cols...) */
+        size_t cols = t->ndim ? t->numel / (size_t)t->shape[0] : 0;
+        fits = t->ndim >= 1 && cols == (size_t)r->cols && off <= (size_t)r->rows &&
+               (size_t)t->shape[0] <= (size_t)r->rows - off;
+    } else {
+        fits = off <= r->n && t->numel <= r->n - off;
+    }
+    if (!fits)
         return mm_errf(err, errlen, MM_E_INVALID, "%s: does not fit its weight region", name);
     if (w->nf == w->fcap) {
         int cap = w->fcap ? w->fcap * 2 : 256;
@@ -147,11 +174,32 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
         close(fd);
         return mm_errf(err, errlen, MM_E_NOMEM, "weight pack of %zu bytes: mmap: %s", size, strerror(e));
     }
+    /* one row of the widest packed tensor, converted before scattering */
+    size_t maxcols = 0;
+    for (int i = 0; i < w->nr; i++)
+        maxcols = (size_t)w->r[i].cols > maxcols ? (size_t)w->r[i].cols : maxcols;
+    float *row = maxcols ? malloc(maxcols * sizeof(float)) : NULL;
+    if (maxcols && !row) {
+        munmap(rw, size);
+        close(fd);
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    }
     for (int i = 0; i < w->nf; i++) {
         const fill_t *f = &w->f[i];
-        float *dst = (float *)(rw + w->r[f->region].off) + f->off;
-        mm_st_convert(f->t->dtype, f->t->data, dst, f->t->numel);
+        const region_t *r = &w->r[f->region];
+        float *dst = (float *)(rw + r->off);
+        if (!r->rows) {
+            mm_st_convert(f->t->dtype, f->t->data, dst + f->off, f->t->numel);
+            continue;
+        }
+        const size_t esize = f->t->nbytes / (f->t->numel ? f->t->numel : 1);
+        for (int64_t n = 0; n < f->t->shape[0]; n++) {
+            mm_st_convert(f->t->dtype, (const unsigned char *)f->t->data + (size_t)n * r->cols * esize,
+                          row, (size_t)r->cols);
+            mm_nn_pack_row(dst, r->cols, (int)(f->off + (size_t)n), row);
+        }
     }
+    free(row);
     munmap(rw, size);
 
     /* No writable mapping is left, so F_SEAL_WRITE is accepted. Sealing is

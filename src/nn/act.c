@@ -104,7 +104,7 @@ static void bias_act_row(float *y, const float *b, int n, mm_act_t act)
     }
 }
 
-void mm_nn_add(float *y, const float *x, size_t n)
+static void add_serial(float *y, const float *x, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -172,7 +172,7 @@ static void bias_act_row(float *y, const float *b, int n, mm_act_t act)
         y[j] = act1(y[j] + (b ? b[j] : 0.0f), act);
 }
 
-void mm_nn_add(float *y, const float *x, size_t n)
+static void add_serial(float *y, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
@@ -195,20 +195,81 @@ void mm_nn_softmax(float *x, int n)
 
 #endif
 
+/* ============================================================ parallel */
+
+/* Below this many floats a pass is done on the calling thread: waking the
+ * pool costs more than it saves. Splitting never changes a value — every
+ * element goes through the same arithmetic wherever a chunk starts. */
+#define PAR_MIN 65536
+
+typedef struct {
+    float *y;
+    const float *x;
+    size_t rows, cols; /* rows x cols floats; elementwise ops use cols = 1 */
+    mm_act_t act;
+} ew_job_t;
+
+static void range(size_t n, int part, int nparts, size_t *a, size_t *b)
+{
+    *a = n * (size_t)part / (size_t)nparts;
+    *b = n * (size_t)(part + 1) / (size_t)nparts;
+}
+
+static void bias_act_part(void *arg, int part, int nparts)
+{
+    const ew_job_t *j = arg;
+    size_t a, b;
+    range(j->rows, part, nparts, &a, &b);
+    for (size_t i = a; i < b; i++)
+        bias_act_row(j->y + i * j->cols, j->x, (int)j->cols, j->act);
+}
+
+static void act_part(void *arg, int part, int nparts)
+{
+    const ew_job_t *j = arg;
+    size_t a, b;
+    range(j->rows, part, nparts, &a, &b);
+    /* rows of up to 2^20 so the int row length cannot overflow */
+    const size_t chunk = (size_t)1 << 20;
+    for (size_t i = a; i < b; i += chunk)
+        bias_act_row(j->y + i, NULL, (int)(b - i < chunk ? b - i : chunk), j->act);
+}
+
+static void add_part(void *arg, int part, int nparts)
+{
+    const ew_job_t *j = arg;
+    size_t a, b;
+    range(j->rows, part, nparts, &a, &b);
+    add_serial(j->y + a, j->x + a, b - a);
+}
+
 void mm_nn_bias_act(float *y, const float *b, int M, int N, mm_act_t act)
 {
     if (!b && act == MM_ACT_NONE)
         return;
-    for (int i = 0; i < M; i++)
-        bias_act_row(y + (size_t)i * N, b, N, act);
+    ew_job_t j = {.y = y, .x = b, .rows = (size_t)M, .cols = (size_t)N, .act = act};
+    if ((size_t)M * N < PAR_MIN)
+        bias_act_part(&j, 0, 1);
+    else
+        mm_nn_parallel(bias_act_part, &j);
 }
 
 void mm_nn_act(float *x, size_t n, mm_act_t act)
 {
     if (act == MM_ACT_NONE)
         return;
-    /* rows of up to 2^20 so the int row length cannot overflow */
-    const size_t chunk = (size_t)1 << 20;
-    for (size_t i = 0; i < n; i += chunk)
-        bias_act_row(x + i, NULL, (int)(n - i < chunk ? n - i : chunk), act);
+    ew_job_t j = {.y = x, .rows = n, .cols = 1, .act = act};
+    if (n < PAR_MIN)
+        act_part(&j, 0, 1);
+    else
+        mm_nn_parallel(act_part, &j);
+}
+
+void mm_nn_add(float *y, const float *x, size_t n)
+{
+    ew_job_t j = {.y = y, .x = x, .rows = n, .cols = 1};
+    if (n < PAR_MIN)
+        add_part(&j, 0, 1);
+    else
+        mm_nn_parallel(add_part, &j);
 }

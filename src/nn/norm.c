@@ -65,11 +65,29 @@ static void layer_norm_row(float *y, const float *x, const float *w, const float
 
 #endif
 
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    int M, N;
+    float eps;
+} ln_job_t;
+
+static void layer_norm_part(void *arg, int part, int nparts)
+{
+    const ln_job_t *j = arg;
+    int i0 = (int)((long)j->M * part / nparts), i1 = (int)((long)j->M * (part + 1) / nparts);
+    for (int i = i0; i < i1; i++)
+        layer_norm_row(j->y + (size_t)i * j->N, j->x + (size_t)i * j->N, j->w, j->b, j->N, j->eps);
+}
+
 void mm_nn_layer_norm(float *y, const float *x, const float *w, const float *b,
                       int M, int N, float eps)
 {
-    for (int i = 0; i < M; i++)
-        layer_norm_row(y + (size_t)i * N, x + (size_t)i * N, w, b, N, eps);
+    ln_job_t j = {.y = y, .x = x, .w = w, .b = b, .M = M, .N = N, .eps = eps};
+    if ((size_t)M * N < 65536) /* a pool wake-up costs more than it saves */
+        layer_norm_part(&j, 0, 1);
+    else
+        mm_nn_parallel(layer_norm_part, &j);
 }
 
 void mm_nn_l2_normalize(float *x, int n)

@@ -205,24 +205,56 @@ static void test_kernels(void)
         }
     CHECK(err < 1e-5, "attention max abs error %g (tolerance 1e-5)", err);
 
-    /* linear with bias and a strided output */
-    float lx[4 * 5], lw[3 * 5], lb[3], ly[4 * 7];
-    for (int i = 0; i < 20; i++)
-        lx[i] = frand();
-    for (int i = 0; i < 15; i++)
-        lw[i] = frand();
-    for (int i = 0; i < 3; i++)
-        lb[i] = frand();
-    mm_nn_linear(ly, 7, lx, 5, lw, lb, 4, 5, 3);
-    err = 0;
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 3; j++) {
-            double d = lb[j];
-            for (int k = 0; k < 5; k++)
-                d += (double)lx[i * 5 + k] * lw[j * 5 + k];
-            err = fmax(err, fabs(ly[i * 7 + j] - d));
+    /* mm_nn_linear on packed weights with odd sizes (row and panel tails,
+     * several K blocks), bias and a fused activation, for every micro-kernel
+     * ISA this CPU has and 1 or 3 threads; rows must not depend on M */
+    enum { LM = 30, LK = 300, LN = 53 };
+    static float bx[LM * LK], bw[LN * LK], bb[LN], by[LM * LN], by1[LN], bp[64 * LK], lref[LM * LN];
+    for (int i = 0; i < LM * LK; i++)
+        bx[i] = frand();
+    for (int i = 0; i < LN * LK; i++)
+        bw[i] = frand();
+    for (int i = 0; i < LN; i++)
+        bb[i] = frand();
+    CHECK(mm_nn_packed_size(LN, LK) == 64 * LK, "packed size %zu", mm_nn_packed_size(LN, LK));
+    mm_nn_pack(bp, bw, LN, LK);
+    for (int i = 0; i < LM; i++)
+        for (int j = 0; j < LN; j++) {
+            double d = bb[j];
+            for (int k = 0; k < LK; k++)
+                d += (double)bx[i * LK + k] * bw[j * LK + k];
+            lref[i * LN + j] = (float)(d / (1.0 + exp(-1.702 * d)));
         }
-    CHECK(err < 1e-5, "linear max abs error %g (tolerance 1e-5)", err);
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    for (int ii = 0; ii < 3; ii++) {
+        if (mm_nn_set_isa(isas[ii]) != 0)
+            continue;
+        for (int th = 1; th <= 3; th += 2) {
+            mm_nn_set_threads(th);
+            mm_nn_linear(by, LN, bx, LK, bp, bb, LM, LK, LN, MM_ACT_QUICK_GELU);
+            err = 0;
+            for (int i = 0; i < LM * LN; i++)
+                err = fmax(err, fabs(by[i] - lref[i]));
+            /* tolerance 2e-5 absolute: 300-term f32 sums of O(1) products */
+            CHECK(err < 2e-5, "linear (%s, %d threads) max abs error %g (tolerance 2e-5)", isas[ii], th, err);
+            mm_nn_linear(by1, LN, bx + 17 * LK, LK, bp, bb, 1, LK, LN, MM_ACT_QUICK_GELU);
+            CHECK(!memcmp(by1, by + 17 * LN, sizeof by1), "linear (%s): row 17 alone differs from in a batch",
+                  isas[ii]);
+        }
+        printf("kernels: linear %s ok\n", isas[ii]);
+    }
+    mm_nn_set_isa("auto");
+    mm_nn_set_threads(1);
+    mm_nn_matmul_nt(by, 9, bx, LK, bw, LK, 7, 5, 13, 0.5f);
+    err = 0;
+    for (int i = 0; i < 7; i++)
+        for (int j = 0; j < 5; j++) {
+            double d = 0;
+            for (int k = 0; k < 13; k++)
+                d += (double)bx[i * LK + k] * bw[j * LK + k];
+            err = fmax(err, fabs(by[i * 9 + j] - 0.5 * d));
+        }
+    CHECK(err < 1e-5, "matmul_nt max abs error %g (tolerance 1e-5)", err);
 
     float v[3] = {3, 0, 4};
     mm_nn_l2_normalize(v, 3);
@@ -439,10 +471,8 @@ static void test_fixture(const char *dir, const char *dtype, const text_ref_t *t
         for (int j = 0; j < D; j++)
             max_bs = fmax(max_bs, fabs(single[j] - batched[(size_t)i * D + j]));
     }
-    /* Tolerance 1e-5 absolute (outputs are O(1)): our kernels treat every
-     * row alike, but OpenBLAS's sgemm picks micro-kernels by row count, so
-     * a batch and its members round differently at the 1e-6 level. */
-    CHECK(max_bs <= 1e-5, "text batched vs single differ by %g", max_bs);
+    /* identical: every kernel computes a row the same way whatever the batch */
+    CHECK(max_bs == 0.0, "text batched vs single differ by %g", max_bs);
     printf("%s text  (%d): min cosine %.9f  max abs diff %.3g  batch-vs-single %.3g\n",
            dir, tr->n, min_cos, max_abs, max_bs);
 
@@ -470,9 +500,40 @@ static void test_fixture(const char *dir, const char *dtype, const text_ref_t *t
             max_bs = fmax(max_bs, fabs(ib16[(size_t)i * D + j] - ib[(size_t)i * D + j]));
         }
     }
-    CHECK(max_bs <= 1e-5, "image batched vs single differ by %g (tolerance 1e-5)", max_bs);
+    CHECK(max_bs == 0.0, "image batched vs single differ by %g", max_bs);
     printf("%s image (%d): min cosine %.9f  max abs diff %.3g  batch-vs-single %.3g\n",
            dir, ir->n, min_cos, max_abs, max_bs);
+
+    /* 3 threads, and a forked child using the pool the parent started:
+     * identical (threads split output columns, never a sum) */
+    mm_runner_t *r3 = mm_runner_new(m, 64, 16, 3);
+    float *t3 = malloc(sizeof(float) * (size_t)D * 64), *i3 = malloc(sizeof(float) * (size_t)D * 16);
+    rc = mm_model_encode_text(r3, (const int32_t *const *)tr->ids, tr->lens, tr->n, t3);
+    rc |= mm_model_encode_image(r3, ir->pixels, ir->n, i3);
+    CHECK(rc == MM_OK, "3-thread encode rc %d", rc);
+    double d3 = 0;
+    for (int i = 0; i < tr->n * D; i++)
+        d3 = fmax(d3, fabs(t3[i] - batched[i]));
+    for (int i = 0; i < ir->n * D; i++)
+        d3 = fmax(d3, fabs(i3[i] - ib[i]));
+    CHECK(d3 == 0.0, "3 threads vs 1 differ by %g", d3);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        float *tc = malloc(sizeof(float) * (size_t)D * 64);
+        int crc = mm_model_encode_text(r3, (const int32_t *const *)tr->ids, tr->lens, tr->n, tc);
+        double dc = 0;
+        for (int i = 0; i < tr->n * D; i++)
+            dc = fmax(dc, fabs(tc[i] - t3[i]));
+        _exit(crc == MM_OK && dc == 0.0 ? 0 : 1);
+    }
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "forked child with a 3-thread runner: status %#x", status);
+    printf("%s 3 threads vs 1: %.3g; forked child %s\n", dir, d3, status == 0 ? "ok" : "FAILED");
+    free(t3);
+    free(i3);
+    mm_runner_free(r3);
 
     /* input validation */
     int32_t bad_id = 49408, ok_ids[78] = {0};
