@@ -67,7 +67,7 @@ run: deps
 	@tools/run.sh
 
 # unit tests: every tests/unit/test_*.c, run from the repository root
-unit: deps
+unit: deps use-model
 	@$(MAKE) --no-print-directory unit-bins
 	@set -e; for t in $(TESTS); do echo "== $$t"; $(B)/tests/$$t; done
 
