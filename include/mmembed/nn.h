@@ -71,6 +71,12 @@ void mm_nn_pack(float *packed, const float *w, int N, int K);
 void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
                   int M, int K, int N, mm_act_t act);
 
+/* y (M, N) += x (M, K) · W^T + b: a residual connection fused into the GEMM
+ * (the sums start from y instead of 0, saving a pass over y). Same
+ * contract otherwise; no activation. */
+void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+                      int M, int K, int N);
+
 /* c (M, N) = scale * x (M, K) · w (N, K)^T with row strides ldc, ldx, ldw,
  * neither packed; single-threaded (for small operands: attention scores). */
 void mm_nn_matmul_nt(float *c, int ldc, const float *x, int ldx, const float *w, int ldw,

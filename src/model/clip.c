@@ -627,13 +627,11 @@ static void encoder_layer(mm_runner_t *r, const tower_config_t *c, const layer_w
     mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
     attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 0};
     mm_nn_parallel(attn_part, &aj);
-    mm_nn_linear(r->h, D, r->att, D, w->o_w, w->o_b, T, D, D, MM_ACT_NONE);
-    mm_nn_add(r->x, r->h, (size_t)T * D);
+    mm_nn_linear_add(r->x, D, r->att, D, w->o_w, w->o_b, T, D, D);
     /* residual = x; x = mlp(layer_norm2(x)); x += residual */
     mm_nn_layer_norm(r->h, r->x, w->ln2_w, w->ln2_b, T, D, c->eps);
     mm_nn_linear(r->mlp, H, r->h, D, w->fc1_w, w->fc1_b, T, D, H, c->act);
-    mm_nn_linear(r->h, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D, MM_ACT_NONE);
-    mm_nn_add(r->x, r->h, (size_t)T * D);
+    mm_nn_linear_add(r->x, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D);
 }
 
 /* The last CLIPEncoderLayer, computed only where it is read: keys and values
@@ -664,14 +662,12 @@ static void encoder_layer_pooled(mm_runner_t *r, const tower_config_t *c, const 
     }
     attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 1};
     mm_nn_parallel(attn_part, &aj);
-    mm_nn_linear(r->ph, D, r->patt, D, w->o_w, w->o_b, n, D, D, MM_ACT_NONE);
     for (int s = 0; s < n; s++)
         memcpy(r->px + (size_t)s * D, r->x + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
-    mm_nn_add(r->px, r->ph, (size_t)n * D);
+    mm_nn_linear_add(r->px, D, r->patt, D, w->o_w, w->o_b, n, D, D);
     mm_nn_layer_norm(r->ph, r->px, w->ln2_w, w->ln2_b, n, D, c->eps);
     mm_nn_linear(r->pmlp, H, r->ph, D, w->fc1_w, w->fc1_b, n, D, H, c->act);
-    mm_nn_linear(r->ph, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D, MM_ACT_NONE);
-    mm_nn_add(r->px, r->ph, (size_t)n * D);
+    mm_nn_linear_add(r->px, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D);
 }
 
 /* Runs the blocks over the packed rows, then norm + projection of the

@@ -334,6 +334,7 @@ typedef struct {
     const float *x, *wp, *b;
     int ldy, ldx, M, K, N;
     mm_act_t act;
+    int accumulate; /* y += ... : the first K block starts from y, not 0 */
 } linear_job_t;
 
 static void linear_part(void *arg, int part, int nparts)
@@ -355,9 +356,15 @@ static void linear_part(void *arg, int part, int nparts)
 
     for (int m0 = 0; m0 < j->M; m0 += MC) {
         const int m1 = j->M - m0 < MC ? j->M : m0 + MC;
+        if (npart && j->accumulate) /* the partial panel starts from y too */
+            for (int i = m0; i < m1; i++) {
+                float *e = edge + (size_t)(i - m0) * 16;
+                memset(e, 0, 16 * sizeof(float));
+                memcpy(e, j->y + (size_t)i * j->ldy + (size_t)(groups - 1) * 16, (size_t)(j->N % 16) * sizeof(float));
+            }
         for (int k0 = 0; k0 < j->K; k0 += KC) {
             tile_t t = {.pstride = pstride, .act = j->act,
-                        .kc = j->K - k0 < KC ? j->K - k0 : KC, .first = k0 == 0,
+                        .kc = j->K - k0 < KC ? j->K - k0 : KC, .first = k0 == 0 && !j->accumulate,
                         .last = k0 + KC >= j->K};
             /* pack this x block tile by tile, k-major: the micro-kernel then
              * broadcasts from one sequential stream instead of mr rows whose
@@ -401,18 +408,31 @@ static void linear_part(void *arg, int part, int nparts)
     }
 }
 
+static void linear_run(linear_job_t *j)
+{
+    if (j->M <= 0 || j->N <= 0)
+        return;
+    pick_isa();
+    if ((double)j->M * j->N * j->K < 5e5) /* a pool wake-up would cost more than it saves */
+        linear_part(j, 0, 1);
+    else
+        mm_nn_parallel(linear_part, j);
+}
+
 void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
                   int M, int K, int N, mm_act_t act)
 {
-    if (M <= 0 || N <= 0)
-        return;
-    pick_isa();
     linear_job_t j = {.y = y, .x = x, .wp = wp, .b = b, .ldy = ldy, .ldx = ldx,
                       .M = M, .K = K, .N = N, .act = act};
-    if ((double)M * N * K < 5e5) /* a pool wake-up would cost more than it saves */
-        linear_part(&j, 0, 1);
-    else
-        mm_nn_parallel(linear_part, &j);
+    linear_run(&j);
+}
+
+void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+                      int M, int K, int N)
+{
+    linear_job_t j = {.y = y, .x = x, .wp = wp, .b = b, .ldy = ldy, .ldx = ldx,
+                      .M = M, .K = K, .N = N, .act = MM_ACT_NONE, .accumulate = 1};
+    linear_run(&j);
 }
 
 /* ============================================================ x · w^T == */

@@ -1,10 +1,13 @@
-/* A small persistent thread pool for the nn kernels:
- * mm_nn_parallel hands one closure to every thread (the caller included)
- * and returns when all are done.
+/* A small persistent thread pool for the nn kernels: mm_nn_parallel runs
+ * parts 0..n-1 of one closure on the caller and the helpers and returns
+ * when all are done.
  *
- * Dispatch is a generation counter: helpers spin briefly on it, then sleep
- * on a condition variable, so back-to-back kernels (a forward pass issues
- * ~50) do not pay a futex wake each, while an idle worker uses no CPU.
+ * Parts are claimed from an atomic counter rather than owned by a thread:
+ * if a helper is slow to wake (another process holds its core), the caller
+ * runs that part itself instead of waiting for it. Dispatch is a
+ * generation counter: helpers spin briefly on it, then sleep on a condition
+ * variable, so back-to-back kernels (a forward pass issues ~100) do not pay
+ * a futex wake each, while an idle worker uses no CPU.
  * The pool belongs to one process: after fork() the helpers are gone, so a
  * child that sees a different pid starts its own. */
 #include "mmembed/nn.h"
@@ -33,9 +36,11 @@ static struct {
     int wanted;            /* what mm_nn_set_threads asked for */
     pid_t pid;             /* process that owns the helpers */
     atomic_uint gen;       /* bumped once per job */
-    atomic_int pending;    /* helpers still running the current job */
+    atomic_int next;       /* next part to claim */
+    atomic_int finished;   /* parts completed */
     atomic_int stop;
-    mm_nn_task_fn fn;
+    atomic_int nparts;
+    mm_nn_task_fn fn;      /* written before `next` is reset, read after a claim */
     void *ctx;
 } P = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -47,18 +52,34 @@ static struct {
 
 static unsigned start_gen; /* written before pthread_create, read by the new helper */
 
-/* Kernel scratch, one block per part: part 0 (the caller) is static so it
- * always exists; helpers' blocks are allocated before the helper starts
- * (worker lifetime, never during a forward pass). */
+/* Kernel scratch, one block per part: part 0 is static so it always exists;
+ * the others are allocated with the helpers (worker lifetime, never during
+ * a forward pass). A part's block is used only by whoever claimed it. */
 static float scratch0[MM_NN_SCRATCH];
 static float *scratch[MAX_THREADS] = {scratch0};
 static _Thread_local int in_task; /* inside fn: nested mm_nn_parallel runs inline */
 
+/* Claims and runs parts of the current job until none are left. */
+static void run_parts(void)
+{
+    int p, n = atomic_load(&P.nparts);
+    in_task = 1;
+    while ((p = atomic_fetch_add(&P.next, 1)) < n) {
+        P.fn(P.ctx, p, n);
+        if (atomic_fetch_add(&P.finished, 1) + 1 == n) {
+            pthread_mutex_lock(&P.mu);
+            pthread_cond_signal(&P.done);
+            pthread_mutex_unlock(&P.mu);
+        }
+    }
+    in_task = 0;
+}
+
 static void *helper(void *arg)
 {
-    int id = (int)(intptr_t)arg;
+    (void)arg;
     /* the generation at creation time: reading P.gen here instead could
-     * already see the first job's bump and skip that job forever */
+     * already see the first job's bump and miss that job */
     unsigned seen = start_gen;
     for (;;) {
         for (int i = 0; i < SPIN && atomic_load(&P.gen) == seen && !atomic_load(&P.stop); i++)
@@ -72,14 +93,7 @@ static void *helper(void *arg)
         if (atomic_load(&P.stop))
             return NULL;
         seen = atomic_load(&P.gen);
-        in_task = 1;
-        P.fn(P.ctx, id, P.nthreads);
-        in_task = 0;
-        if (atomic_fetch_sub(&P.pending, 1) == 1) {
-            pthread_mutex_lock(&P.mu);
-            pthread_cond_signal(&P.done);
-            pthread_mutex_unlock(&P.mu);
-        }
+        run_parts();
     }
 }
 
@@ -152,21 +166,23 @@ void mm_nn_parallel(mm_nn_task_fn fn, void *ctx)
         fn(ctx, 0, 1);
         return;
     }
+    /* publish the job: fn/ctx/nparts and `finished` before `next` opens it */
     P.fn = fn;
     P.ctx = ctx;
-    atomic_store(&P.pending, P.nthreads - 1);
+    atomic_store(&P.nparts, P.nthreads);
+    atomic_store(&P.finished, 0);
+    atomic_store(&P.next, 0);
     pthread_mutex_lock(&P.mu);
     atomic_fetch_add(&P.gen, 1);
     pthread_cond_broadcast(&P.go);
     pthread_mutex_unlock(&P.mu);
-    in_task = 1;
-    fn(ctx, 0, P.nthreads);
-    in_task = 0;
-    for (int i = 0; i < SPIN && atomic_load(&P.pending) > 0; i++)
+    run_parts();
+    const int n = P.nthreads;
+    for (int i = 0; i < SPIN && atomic_load(&P.finished) < n; i++)
         cpu_relax();
-    if (atomic_load(&P.pending) > 0) {
+    if (atomic_load(&P.finished) < n) {
         pthread_mutex_lock(&P.mu);
-        while (atomic_load(&P.pending) > 0)
+        while (atomic_load(&P.finished) < n)
             pthread_cond_wait(&P.done, &P.mu);
         pthread_mutex_unlock(&P.mu);
     }

@@ -240,6 +240,17 @@ static void test_kernels(void)
             mm_nn_linear(by1, LN, bx + 17 * LK, LK, bp, bb, 1, LK, LN, MM_ACT_QUICK_GELU);
             CHECK(!memcmp(by1, by + 17 * LN, sizeof by1), "linear (%s): row 17 alone differs from in a batch",
                   isas[ii]);
+            /* y += x W^T + b on top of the activations just computed */
+            mm_nn_linear_add(by, LN, bx, LK, bp, bb, LM, LK, LN);
+            err = 0;
+            for (int i = 0; i < LM; i++)
+                for (int jj = 0; jj < LN; jj++) {
+                    double d = bb[jj], a = lref[i * LN + jj];
+                    for (int k = 0; k < LK; k++)
+                        d += (double)bx[i * LK + k] * bw[jj * LK + k];
+                    err = fmax(err, fabs(by[i * LN + jj] - (a + d)));
+                }
+            CHECK(err < 4e-5, "linear_add (%s, %d threads) max abs error %g (tolerance 4e-5)", isas[ii], th, err);
         }
         printf("kernels: linear %s ok\n", isas[ii]);
     }
