@@ -1,0 +1,150 @@
+/* Kernels for the text encoders; see mmembed/textops.h for the contracts.
+ *
+ * Reductions (norm statistics, softmax sums) accumulate in double: the
+ * rows are short, the cost is nil, and it keeps us at or below PyTorch's
+ * own f32 rounding so the reference comparisons measure the model, not
+ * the summation order. */
+#include "mmembed/textops.h"
+
+#include <cblas.h>
+#include <math.h>
+
+void mm_tops_linear(float *y, int ldy, const float *x, int ldx, const float *w,
+                    const float *b, int M, int K, int N)
+{
+    if (M <= 0)
+        return;
+    if (b) {
+        for (int i = 0; i < M; i++) {
+            float *yr = y + (size_t)i * ldy;
+            for (int j = 0; j < N; j++)
+                yr[j] = b[j];
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, w, K,
+                b ? 1.0f : 0.0f, y, ldy);
+}
+
+void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const float *w,
+                           const float *b, int M, int N, float eps)
+{
+    for (int i = 0; i < M; i++) {
+        float *xr = x + (size_t)i * ld;
+        if (r) {
+            const float *rr = r + (size_t)i * ldr;
+            for (int j = 0; j < N; j++)
+                xr[j] += rr[j];
+        }
+        double s = 0;
+        for (int j = 0; j < N; j++)
+            s += xr[j];
+        float mean = (float)(s / N);
+        double v = 0;
+        for (int j = 0; j < N; j++) {
+            double d = (double)xr[j] - mean;
+            v += d * d;
+        }
+        float inv = (float)(1.0 / sqrt(v / N + (double)eps));
+        for (int j = 0; j < N; j++)
+            xr[j] = (xr[j] - mean) * inv * w[j] + b[j];
+    }
+}
+
+void mm_tops_rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
+                     int M, int N, float eps)
+{
+    for (int i = 0; i < M; i++) {
+        const float *xr = x + (size_t)i * ldx;
+        float *yr = y + (size_t)i * ldy;
+        double s = 0;
+        for (int j = 0; j < N; j++)
+            s += (double)xr[j] * xr[j];
+        float inv = (float)(1.0 / sqrt(s / N + (double)eps));
+        for (int j = 0; j < N; j++)
+            yr[j] = w[j] * (xr[j] * inv);
+    }
+}
+
+void mm_tops_act(float *x, size_t n, mm_tops_act_t act)
+{
+    switch (act) {
+    case MM_TOPS_GELU:
+        for (size_t i = 0; i < n; i++)
+            x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        break;
+    case MM_TOPS_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            x[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+        }
+        break;
+    case MM_TOPS_RELU:
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case MM_TOPS_SILU:
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] / (1.0f + expf(-x[i]));
+        break;
+    }
+}
+
+void mm_tops_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N)
+{
+    for (int i = 0; i < M; i++) {
+        const float *g = gu + (size_t)i * ldgu, *u = g + N;
+        float *yr = y + (size_t)i * ldy;
+        for (int j = 0; j < N; j++)
+            yr[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+    }
+}
+
+void mm_tops_rope(float *x, int ld, int M, int heads, int hd, const float *cos,
+                  const float *sin)
+{
+    int half = hd / 2;
+    for (int p = 0; p < M; p++) {
+        const float *c = cos + (size_t)p * half, *s = sin + (size_t)p * half;
+        for (int h = 0; h < heads; h++) {
+            float *a = x + (size_t)p * ld + (size_t)h * hd, *b = a + half;
+            for (int i = 0; i < half; i++) {
+                float x1 = a[i], x2 = b[i];
+                a[i] = x1 * c[i] - x2 * s[i];
+                b[i] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+void mm_tops_attention(float *o, int ldo, const float *q, int ldq, const float *k, int ldk,
+                       const float *v, int ldv, int L, int hd, float scale, int causal,
+                       float *scores)
+{
+    for (int q0 = 0; q0 < L; q0 += MM_TOPS_QBLOCK) {
+        int nq = L - q0 < MM_TOPS_QBLOCK ? L - q0 : MM_TOPS_QBLOCK;
+        /* causal: the block's last row sees keys 0..q0+nq-1, later ones are
+         * never read */
+        int nk = causal ? q0 + nq : L;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale,
+                    q + (size_t)q0 * ldq, ldq, k, ldk, 0.0f, scores, nk);
+        for (int i = 0; i < nq; i++) {
+            float *s = scores + (size_t)i * nk;
+            int n = causal ? q0 + i + 1 : nk;
+            float mx = s[0];
+            for (int j = 1; j < n; j++)
+                mx = s[j] > mx ? s[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < n; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += s[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < n; j++)
+                s[j] *= inv;
+            for (int j = n; j < nk; j++)
+                s[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk,
+                    v, ldv, 0.0f, o + (size_t)q0 * ldo, ldo);
+    }
+}

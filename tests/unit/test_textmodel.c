@@ -1,0 +1,550 @@
+/* Unit tests for model/textmodel.c (BERT and Qwen3 text encoders) against
+ * Hugging Face transformers references (tests/fixtures/{bert,qwen3}, made
+ * by tools/gen_text_fixtures.py), and for the tokenizer ids those
+ * references were made with.
+ *
+ * MM_TM_BENCH=1 adds a speed line for the all-MiniLM-L6-v2 shape (random
+ * weights). Run from the repository root. */
+#include "mmembed/common.h"
+#include "mmembed/textmodel.h"
+#include "mmembed/tokenizer.h"
+
+#include <json-c/json.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BERT_DIR "tests/fixtures/bert/bert-tiny"
+#define BERT_REF "tests/fixtures/bert/bert_ref.json"
+#define QWEN_DIR "tests/fixtures/qwen3/qwen3-tiny"
+#define QWEN_REF "tests/fixtures/qwen3/qwen3_ref.json"
+#define QWEN_TOKS "tests/fixtures/qwen3/qwen3_tokens.json"
+#define QWEN_TOKGZ "tests/fixtures/qwen3/tokenizer.json.gz"
+
+/* Cosine to the reference: f32 rounding in a different summation order
+ * keeps us far above this; a real mistake (wrong norm, mask, rotary
+ * half-split) falls well below it. */
+#define MIN_COSINE 0.99999
+/* Batched vs one at a time: same arithmetic, BLAS blocking aside. */
+#define MAX_BATCH_DIFF 1e-5
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        checks++;                                                            \
+        if (!(cond)) {                                                       \
+            failures++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+/* ============================================================ helpers == */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cosine(const float *a, const float *b, int n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb);
+}
+
+static double maxdiff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+static int get_ints(json_object *o, const char *key, int32_t **out)
+{
+    json_object *a;
+    if (!json_object_object_get_ex(o, key, &a))
+        return -1;
+    int n = (int)json_object_array_length(a);
+    *out = malloc(((size_t)n + 1) * sizeof(int32_t));
+    for (int i = 0; i < n; i++)
+        (*out)[i] = json_object_get_int(json_object_array_get_idx(a, i));
+    return n;
+}
+
+static void get_floats(json_object *o, const char *key, float *out, int n)
+{
+    json_object *a;
+    json_object_object_get_ex(o, key, &a);
+    for (int i = 0; i < n && i < (int)json_object_array_length(a); i++)
+        out[i] = (float)json_object_get_double(json_object_array_get_idx(a, i));
+}
+
+static const char *get_text(json_object *o, size_t *len)
+{
+    json_object *t;
+    json_object_object_get_ex(o, "text", &t);
+    *len = (size_t)json_object_get_string_len(t);
+    return json_object_get_string(t);
+}
+
+/* Printable, shortened copy of a text for messages. */
+static const char *show(const char *s, size_t len)
+{
+    static char buf[64];
+    size_t j = 0;
+    for (size_t i = 0; i < len && j + 5 < sizeof buf; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n' || c == '\t')
+            j += (size_t)snprintf(buf + j, sizeof buf - j, "\\%c", c == '\n' ? 'n' : 't');
+        else
+            buf[j++] = (char)c;
+    }
+    buf[j] = '\0';
+    return buf;
+}
+
+static void print_ids(const char *what, const int32_t *ids, int n)
+{
+    fprintf(stderr, "    %s:", what);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, " %d", ids[i]);
+    fputc('\n', stderr);
+}
+
+/* Checks the tokenizer's ids for every {text, ids} in `refs` (max_len as
+ * given); prints each mismatch. Returns how many texts matched. */
+static int check_tokenizer(const mm_tokenizer_t *tok, json_object *refs, int max_len, int drop_last,
+                           const char *what)
+{
+    int n = (int)json_object_array_length(refs), ok = 0;
+    int32_t ids[4096];
+    char err[MM_ERRLEN];
+    for (int i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(refs, i);
+        size_t len;
+        const char *text = get_text(r, &len);
+        int32_t *want;
+        int nw = get_ints(r, "ids", &want) - drop_last, got = 0;
+        int rc = mm_tokenizer_encode(tok, text, len, max_len, ids, 4096, &got, err, sizeof err);
+        int same = rc == MM_OK && got == nw && !memcmp(ids, want, (size_t)nw * sizeof(int32_t));
+        if (!same && rc == MM_OK && drop_last && got > nw && nw == 200) /* ref truncated to 200 */
+            same = !memcmp(ids, want, (size_t)nw * sizeof(int32_t));
+        CHECK(same, "%s tokenizer: text %d \"%s\": rc %d (%s), %d ids, HF %d", what, i,
+              show(text, len), rc, rc ? err : "", got, nw);
+        if (!same && rc == MM_OK) {
+            print_ids("ours", ids, got);
+            print_ids("HF  ", want, nw);
+        }
+        ok += same;
+        free(want);
+    }
+    return ok;
+}
+
+/* ============================================================== BERT == */
+
+static void test_bert(void)
+{
+    char err[MM_ERRLEN] = "";
+    mm_tm_t *m = NULL;
+    CHECK(mm_tm_is_supported(BERT_DIR) == 1, "bert-tiny supported");
+    int rc = mm_tm_load(BERT_DIR, &m, err, sizeof err);
+    CHECK(rc == MM_OK, "load bert-tiny: %d %s", rc, err);
+    if (rc)
+        return;
+    const mm_tm_info_t *in = mm_tm_info(m);
+    CHECK(!strcmp(in->arch, "bert") && in->dim == 32 && in->max_tokens == 64 && in->vocab_size == 263 &&
+              in->pooling == MM_TM_POOL_MEAN && in->append_eos_id == -1 && !strcmp(in->dtype, "f32") &&
+              !strcmp(in->name, "bert-tiny"),
+          "bert info: %s dim %d max %d vocab %d pool %d eos %d %s %s", in->arch, in->dim, in->max_tokens,
+          in->vocab_size, in->pooling, in->append_eos_id, in->dtype, in->name);
+
+    json_object *refs = json_object_from_file(BERT_REF);
+    CHECK(refs != NULL, "read %s", BERT_REF);
+    if (!refs) {
+        mm_tm_free(m);
+        return;
+    }
+    int n = (int)json_object_array_length(refs), D = in->dim;
+
+    /* tokenizer ids, [CLS] ... [SEP], truncated to 64 like the reference */
+    mm_tokenizer_t *tok = NULL;
+    rc = mm_tokenizer_load(BERT_DIR "/tokenizer.json", &tok, err, sizeof err);
+    CHECK(rc == MM_OK, "bert tokenizer: %s", err);
+    if (tok) {
+        int ok = check_tokenizer(tok, refs, 64, 0, "bert");
+        printf("bert tokenizer: %d/%d texts give HF's ids\n", ok, n);
+        mm_tokenizer_free(tok);
+    }
+
+    int32_t **ids = calloc((size_t)n, sizeof(*ids));
+    int *lens = calloc((size_t)n, sizeof(int));
+    float *mean = malloc((size_t)n * D * sizeof(float)), *cls = malloc((size_t)n * D * sizeof(float));
+    float *one = malloc((size_t)n * D * sizeof(float)), *all = malloc((size_t)n * D * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(refs, i);
+        lens[i] = get_ints(r, "ids", &ids[i]);
+        get_floats(r, "mean", mean + (size_t)i * D, D);
+        get_floats(r, "cls", cls + (size_t)i * D, D);
+    }
+
+    mm_tm_runner_t *run = mm_tm_runner_new(m, 4, 1); /* 4: the batch run takes several passes */
+    CHECK(run != NULL, "runner");
+    double worst[2] = {1, 1}, wdiff = 0;
+    for (int pass = 0; pass < 2 && run; pass++) {
+        const float *want = pass ? cls : mean;
+        mm_tm_set_pooling(m, pass ? MM_TM_POOL_CLS : MM_TM_POOL_MEAN);
+        for (int i = 0; i < n; i++) {
+            rc = mm_tm_encode(run, (const int32_t *const *)&ids[i], &lens[i], 1, one + (size_t)i * D);
+            double c = cosine(one + (size_t)i * D, want + (size_t)i * D, D);
+            worst[pass] = fmin(worst[pass], c);
+            CHECK(rc == MM_OK && c >= MIN_COSINE, "bert %s text %d: rc %d cosine %.9f",
+                  pass ? "cls" : "mean", i, rc, c);
+        }
+        rc = mm_tm_encode(run, (const int32_t *const *)ids, lens, n, all);
+        double d = maxdiff(one, all, (size_t)n * D);
+        wdiff = fmax(wdiff, d);
+        CHECK(rc == MM_OK && d <= MAX_BATCH_DIFF, "bert batch of %d vs singles: rc %d max |diff| %.3g", n, rc, d);
+        double ad = maxdiff(one, want, (size_t)n * D);
+        printf("bert-tiny %s pooling: min cosine %.9f, max |diff| %.3g over %d texts; batch vs single %.3g\n",
+               pass ? "cls " : "mean", worst[pass], ad, n, d);
+    }
+    mm_tm_set_pooling(m, MM_TM_POOL_MEAN);
+
+    /* input checks: nothing runs on bad input */
+    if (run) {
+        int32_t bad[2] = {2, 263};
+        const int32_t *bp = bad;
+        int bl = 2, zero = 0, big = 65;
+        int32_t longer[65] = {0};
+        const int32_t *lp = longer;
+        CHECK(mm_tm_encode(run, &bp, &bl, 1, one) == MM_E_INVALID, "id out of range");
+        CHECK(mm_tm_encode(run, &bp, &zero, 1, one) == MM_E_INVALID, "empty sequence");
+        CHECK(mm_tm_encode(run, &lp, &big, 1, one) == MM_E_TOOBIG, "65 > max_tokens");
+        CHECK(mm_tm_encode(run, &bp, &bl, 0, one) == MM_OK, "n = 0");
+    }
+    mm_tm_runner_free(run);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    free(lens);
+    free(mean);
+    free(cls);
+    free(one);
+    free(all);
+    json_object_put(refs);
+    mm_tm_free(m);
+}
+
+/* A folder with bert-tiny's checkpoint and an edited config.json (or
+ * modules): loading must fail and name what is wrong. */
+static void expect_load_error(const char *config_edit_from, const char *config_edit_to,
+                              int want_rc, const char *want_in_err)
+{
+    char dir[] = "/tmp/mmembed-tm-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char path[256], cwd[512], src[1024];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL, "getcwd");
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(src, sizeof src, "%s/" BERT_DIR "/model.safetensors", cwd);
+    CHECK(symlink(src, path) == 0, "symlink");
+    FILE *f = fopen(BERT_DIR "/config.json", "r");
+    char cfg[8192];
+    size_t len = f ? fread(cfg, 1, sizeof cfg - 1, f) : 0;
+    if (f)
+        fclose(f);
+    cfg[len] = '\0';
+    char *at = strstr(cfg, config_edit_from);
+    CHECK(at != NULL, "config has %s", config_edit_from);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "w");
+    if (f && at) {
+        fprintf(f, "%.*s%s%s", (int)(at - cfg), cfg, config_edit_to, at + strlen(config_edit_from));
+        fclose(f);
+    }
+    char err[MM_ERRLEN] = "";
+    mm_tm_t *m = NULL;
+    int rc = mm_tm_load(dir, &m, err, sizeof err);
+    CHECK(rc == want_rc && !m && strstr(err, want_in_err), "edited config (%s): rc %d, err \"%s\", want %d \"%s\"",
+          config_edit_to, rc, err, want_rc, want_in_err);
+    mm_tm_free(m);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_bert_errors(void)
+{
+    expect_load_error("\"intermediate_size\": 64", "\"intermediate_size\": 65", MM_E_INVALID,
+                      "encoder.layer.0.intermediate.dense.weight");
+    expect_load_error("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3", MM_E_NOTFOUND,
+                      "encoder.layer.2.");
+    expect_load_error("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\"", MM_E_UNSUPPORTED, "mish");
+    expect_load_error("\"model_type\": \"bert\"", "\"model_type\": \"roberta\"", MM_E_UNSUPPORTED, "roberta");
+    char err[MM_ERRLEN];
+    mm_tm_t *m = NULL;
+    CHECK(mm_tm_load("/nonexistent", &m, err, sizeof err) == MM_E_NOTFOUND && !m, "missing folder");
+    CHECK(mm_tm_is_supported("tests/fixtures/clip/clip-tiny") == 0, "clip is not a text model");
+}
+
+/* ============================================================= Qwen3 == */
+
+static void test_qwen3(void)
+{
+    char err[MM_ERRLEN] = "";
+    mm_tm_t *m = NULL;
+    CHECK(mm_tm_is_supported(QWEN_DIR) == 1, "qwen3-tiny supported");
+    int rc = mm_tm_load(QWEN_DIR, &m, err, sizeof err);
+    CHECK(rc == MM_OK, "load qwen3-tiny: %d %s", rc, err);
+    if (rc)
+        return;
+    const mm_tm_info_t *in = mm_tm_info(m);
+    CHECK(!strcmp(in->arch, "qwen3") && in->dim == 16 && in->max_tokens == 512 && in->vocab_size == 151669 &&
+              in->pooling == MM_TM_POOL_LAST && in->append_eos_id == 151643 && !strcmp(in->dtype, "bf16"),
+          "qwen3 info: %s dim %d max %d vocab %d pool %d eos %d %s", in->arch, in->dim, in->max_tokens,
+          in->vocab_size, in->pooling, in->append_eos_id, in->dtype);
+    /* bf16 embedding table kept as is: 151669 x 16 x 2 bytes + small f32 rest */
+    printf("qwen3-tiny: weights %zu bytes (embedding table stays bf16)\n", mm_tm_weight_bytes(m));
+    CHECK(mm_tm_weight_bytes(m) < (size_t)151669 * 16 * 2 + 65536, "table kept in bf16: %zu",
+          mm_tm_weight_bytes(m));
+
+    json_object *refs = json_object_from_file(QWEN_REF), *toks = json_object_from_file(QWEN_TOKS);
+    CHECK(refs && toks, "read qwen3 references");
+
+    /* the real Qwen3 tokenizer, stored gzipped */
+    char tdir[] = "/tmp/mmembed-qwen3tok-XXXXXX", tpath[128], cmd[512];
+    if (refs && toks && mkdtemp(tdir)) {
+        snprintf(tpath, sizeof tpath, "%s/tokenizer.json", tdir);
+        snprintf(cmd, sizeof cmd, "gzip -dc " QWEN_TOKGZ " > %s", tpath);
+        CHECK(system(cmd) == 0, "gunzip %s", QWEN_TOKGZ);
+        mm_tokenizer_t *tok = NULL;
+        double t0 = now();
+        rc = mm_tokenizer_load(tpath, &tok, err, sizeof err);
+        double tl = now() - t0;
+        CHECK(rc == MM_OK, "qwen3 tokenizer: %s", err);
+        if (tok) {
+            CHECK(mm_tokenizer_num_special(tok) == 0, "qwen3 tokenizer adds %d special tokens",
+                  mm_tokenizer_num_special(tok));
+            CHECK(mm_tokenizer_token_id(tok, "<|endoftext|>") == 151643, "<|endoftext|> id");
+            int ok = check_tokenizer(tok, toks, 0, 0, "qwen3");
+            int nt = (int)json_object_array_length(toks);
+            printf("qwen3 tokenizer (loaded in %.2f s): %d/%d texts give HF's ids\n", tl, ok, nt);
+            /* the model references: tokenizer ids (first 200) + <|endoftext|> */
+            ok = check_tokenizer(tok, refs, 0, 1, "qwen3 ref");
+            printf("qwen3 model references: %d/%d texts' ids match ours + <|endoftext|>\n", ok,
+                   (int)json_object_array_length(refs));
+            mm_tokenizer_free(tok);
+        }
+        unlink(tpath);
+        rmdir(tdir);
+    }
+
+    int n = refs ? (int)json_object_array_length(refs) : 0, D = in->dim;
+    int32_t **ids = calloc((size_t)n + 1, sizeof(*ids));
+    int *lens = calloc((size_t)n + 1, sizeof(int));
+    float *last = malloc(((size_t)n + 1) * D * sizeof(float)), *one = malloc(((size_t)n + 1) * D * sizeof(float));
+    float *all = malloc(((size_t)n + 1) * D * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(refs, i);
+        lens[i] = get_ints(r, "ids", &ids[i]);
+        get_floats(r, "last", last + (size_t)i * D, D);
+        CHECK(ids[i][lens[i] - 1] == 151643, "ref %d ends in <|endoftext|>", i);
+    }
+    mm_tm_runner_t *run = mm_tm_runner_new(m, 3, 1);
+    CHECK(run != NULL, "runner");
+    double worst = 1;
+    for (int i = 0; i < n && run; i++) {
+        rc = mm_tm_encode(run, (const int32_t *const *)&ids[i], &lens[i], 1, one + (size_t)i * D);
+        double c = cosine(one + (size_t)i * D, last + (size_t)i * D, D);
+        worst = fmin(worst, c);
+        CHECK(rc == MM_OK && c >= MIN_COSINE, "qwen3 text %d (%d ids): rc %d cosine %.9f", i, lens[i], rc, c);
+    }
+    /* The reference model's rotary inv_freq went through bf16 (the generator
+     * calls m.to(bfloat16) then m.to(float32) in place, and inv_freq is a
+     * buffer), while we use f32 inv_freq as a float32 from_pretrained does:
+     * that alone costs ~1e-4 per position (1.7e-3 at 52 tokens; rounding
+     * inv_freq to bf16 here gives <= 6e-7 on every text). A one-token text
+     * has no rotation, so it pins everything else tightly. */
+    if (run && n && lens[0] == 1) {
+        double d0 = maxdiff(one, last, (size_t)D);
+        CHECK(d0 <= 2e-6, "qwen3 one-token text (no rotary): max |diff| %.3g", d0);
+        printf("qwen3-tiny one-token text (no rotary): max |diff| %.3g\n", d0);
+    }
+    if (run && n) {
+        rc = mm_tm_encode(run, (const int32_t *const *)ids, lens, n, all);
+        double d = maxdiff(one, all, (size_t)n * D);
+        CHECK(rc == MM_OK && d <= MAX_BATCH_DIFF, "qwen3 batch vs singles: rc %d max |diff| %.3g", rc, d);
+        printf("qwen3-tiny last-token: min cosine %.9f, max |diff| %.3g over %d texts (up to %d ids); "
+               "batch vs single %.3g\n", worst, maxdiff(one, last, (size_t)n * D), n, 52, d);
+    }
+    mm_tm_runner_free(run);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    free(lens);
+    free(last);
+    free(one);
+    free(all);
+    json_object_put(refs);
+    json_object_put(toks);
+    mm_tm_free(m);
+}
+
+/* ============================================================= bench == */
+
+/* Writes an all-MiniLM-L6-v2-shaped BertModel with random f32 weights. */
+static int write_minilm(const char *dir)
+{
+    const int V = 30522, H = 384, L = 6, F = 1536, P = 512;
+    char path[256];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "{\"architectures\":[\"BertModel\"],\"model_type\":\"bert\",\"vocab_size\":%d,"
+               "\"hidden_size\":%d,\"num_hidden_layers\":%d,\"num_attention_heads\":12,"
+               "\"intermediate_size\":%d,\"max_position_embeddings\":%d,\"type_vocab_size\":2,"
+               "\"hidden_act\":\"gelu\",\"layer_norm_eps\":1e-12}\n", V, H, L, F, P);
+    fclose(f);
+
+    struct { char name[96]; int r, c; } t[8 + 16 * 6];
+    int nt = 0;
+#define T(nm, rr, cc) do { snprintf(t[nt].name, sizeof t[nt].name, "%s", nm); t[nt].r = rr; t[nt].c = cc; nt++; } while (0)
+    T("embeddings.word_embeddings.weight", V, H);
+    T("embeddings.position_embeddings.weight", P, H);
+    T("embeddings.token_type_embeddings.weight", 2, H);
+    T("embeddings.LayerNorm.weight", H, 0);
+    T("embeddings.LayerNorm.bias", H, 0);
+    for (int l = 0; l < L; l++) {
+        static const struct { const char *n; int r, c; } lt[] = {
+            {"attention.self.query.weight", 1, 1}, {"attention.self.query.bias", 1, 0},
+            {"attention.self.key.weight", 1, 1}, {"attention.self.key.bias", 1, 0},
+            {"attention.self.value.weight", 1, 1}, {"attention.self.value.bias", 1, 0},
+            {"attention.output.dense.weight", 1, 1}, {"attention.output.dense.bias", 1, 0},
+            {"attention.output.LayerNorm.weight", 1, 0}, {"attention.output.LayerNorm.bias", 1, 0},
+            {"intermediate.dense.weight", 2, 1}, {"intermediate.dense.bias", 2, 0},
+            {"output.dense.weight", 1, 2}, {"output.dense.bias", 1, 0},
+            {"output.LayerNorm.weight", 1, 0}, {"output.LayerNorm.bias", 1, 0}};
+        for (size_t k = 0; k < MM_ARRAY_LEN(lt); k++) {
+            char nm[96];
+            snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, lt[k].n);
+            T(nm, lt[k].r == 2 ? F : H, lt[k].c == 2 ? F : lt[k].c ? H : 0);
+        }
+    }
+#undef T
+    size_t cap = 1 << 16, hl = 0, off = 0;
+    char *hdr = malloc(cap);
+    hl += (size_t)snprintf(hdr + hl, cap - hl, "{");
+    for (int i = 0; i < nt; i++) {
+        size_t n = (size_t)t[i].r * (t[i].c ? t[i].c : 1);
+        if (t[i].c)
+            hl += (size_t)snprintf(hdr + hl, cap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],"
+                                   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", t[i].name, t[i].r, t[i].c,
+                                   off, off + n * 4);
+        else
+            hl += (size_t)snprintf(hdr + hl, cap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],"
+                                   "\"data_offsets\":[%zu,%zu]}", i ? "," : "", t[i].name, t[i].r, off, off + n * 4);
+        off += n * 4;
+    }
+    hl += (size_t)snprintf(hdr + hl, cap - hl, "}");
+    while (hl % 8)
+        hdr[hl++] = ' ';
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    f = fopen(path, "wb");
+    uint64_t h64 = hl;
+    fwrite(&h64, 8, 1, f);
+    fwrite(hdr, 1, hl, f);
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < nt; i++) {
+        size_t n = (size_t)t[i].r * (t[i].c ? t[i].c : 1);
+        int is_ln_w = strstr(t[i].name, "LayerNorm.weight") != NULL;
+        for (size_t j = 0; j < n; j++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            float v = is_ln_w ? 1.0f : (float)((s >> 40) * (1.0 / (1u << 24)) - 0.5) * 0.1f;
+            fwrite(&v, 4, 1, f);
+        }
+    }
+    fclose(f);
+    free(hdr);
+    return 0;
+}
+
+static void bench_minilm(void)
+{
+    char dir[] = "/tmp/mmembed-minilm-XXXXXX";
+    if (!mkdtemp(dir) || write_minilm(dir)) {
+        CHECK(0, "write MiniLM-shaped model");
+        return;
+    }
+    char err[MM_ERRLEN] = "", path[256];
+    mm_tm_t *m = NULL;
+    int rc = mm_tm_load(dir, &m, err, sizeof err);
+    CHECK(rc == MM_OK, "load MiniLM shape: %s", err);
+    const char *th = getenv("MM_TM_THREADS");
+    int threads = th ? atoi(th) : 1;
+    for (int b = 1; m && b <= 32; b *= 32) {
+        mm_tm_runner_t *r = mm_tm_runner_new(m, b, threads);
+        int32_t ids[32][16];
+        const int32_t *ip[32];
+        int lens[32];
+        for (int i = 0; i < 32; i++) {
+            ids[i][0] = 101;
+            for (int j = 1; j < 15; j++)
+                ids[i][j] = 1000 + (i * 131 + j * 17) % 20000;
+            ids[i][15] = 102;
+            ip[i] = ids[i];
+            lens[i] = 16;
+        }
+        float *out = malloc(32 * 384 * sizeof(float));
+        mm_tm_encode(r, ip, lens, b, out); /* warm up */
+        int iters = 0;
+        double t0 = now(), t;
+        do {
+            mm_tm_encode(r, ip, lens, b, out);
+            iters++;
+        } while ((t = now() - t0) < 1.0);
+        printf("bench all-MiniLM-L6-v2 shape (random f32 weights), %d BLAS thread(s): batch %2d x 16 tokens: "
+               "%.1f sentences/s (%.3f ms per call)\n", threads, b, iters * b / t, t / iters * 1e3);
+        free(out);
+        mm_tm_runner_free(r);
+    }
+    mm_tm_free(m);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    double t0 = now();
+    test_bert();
+    test_bert_errors();
+    test_qwen3();
+    if (getenv("MM_TM_BENCH") && atoi(getenv("MM_TM_BENCH")))
+        bench_minilm();
+    mm_tokenizer_thread_cleanup();
+    printf("test_textmodel: %d checks, %d failures (%.2f s)\n", checks, failures, now() - t0);
+    return failures ? 1 : 0;
+}
