@@ -119,11 +119,15 @@ def test_video_limits_and_bad_input():
         ff("-f", "lavfi", "-i", "color=c=red:size=64x64:rate=5:duration=20", "-c:v", "libx264", long_)
         big = os.path.join(d, "big.mp4")
         ff("-f", "lavfi", "-i", "color=c=red:size=1600x1200:rate=5:duration=1", "-c:v", "libx264", big)
+        ten_hours = os.path.join(d, "ten_hours.mkv")   # a 1.4 kB file whose second frame is at 10 h
+        ff("-f", "lavfi", "-i", "color=c=red:size=64x64:rate=1:duration=2", "-vf", "setpts='if(eq(N,1),36000/TB,PTS)'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-f", "matroska", ten_hours)
         audio = os.path.join(d, "a.m4a")
         ff("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", audio)
         cases = [
             ("too many frames", post_video(s, okb, max_frames=9), 422),
             ("too long", post_video(s, open(long_, "rb").read()), 422),
+            ("declares ten hours", post_video(s, open(ten_hours, "rb").read(), name="t.mkv"), 422),
             ("too many pixels", post_video(s, open(big, "rb").read()), 413),
             ("audio only", post_video(s, open(audio, "rb").read(), name="a.m4a"), 422),
             ("random bytes", post_video(s, os.urandom(5000)), 415),
