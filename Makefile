@@ -105,7 +105,7 @@ fuzz: deps
 fuzz-ci: deps
 	@$(MAKE) --no-print-directory -C tests/fuzz -j2 all
 	@$(MAKE) --no-print-directory -C tests/fuzz regress repro
-	@$(MAKE) --no-print-directory -C tests/fuzz -j2 run FUZZ_SECONDS=$(FUZZ_SECONDS)
+	@$(MAKE) --no-print-directory -C tests/fuzz -j2 run FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_ARGS=-seed=1
 
 check: deps
 	@$(MAKE) --no-print-directory all
