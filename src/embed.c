@@ -23,6 +23,7 @@
 #include "mmembed/nn.h"
 #include "mmembed/preprocess.h"
 #include "mmembed/scoreboard.h"
+#include "mmembed/textmodel.h"
 #include "mmembed/tokenizer.h"
 #include "mmembed/use.h"
 #include "mmembed/video.h"
@@ -34,7 +35,9 @@ typedef struct {
     char name[64];
     char dir[MM_PATH_MAX];
     mm_use_t *use;             /* Universal Sentence Encoder Lite (text only), or */
-    mm_model_t *model;         /* a Hugging Face model (CLIP) */
+    mm_model_t *model;         /* a Hugging Face CLIP model, or */
+    mm_tm_t *tm;               /* a Hugging Face text encoder (BERT, Qwen3) */
+    mm_tm_runner_t *tmr;       /* worker only */
     mm_model_info_t use_info;
     const mm_model_info_t *info;
     mm_tokenizer_t *tok;       /* NULL without a text tower */
@@ -106,6 +109,19 @@ static int load_entry(entry_t *e, const char *name, const char *dir, char *err, 
         e->max_tokens = e->info->max_tokens;
         return MM_OK;
     }
+    if (mm_tm_is_supported(dir)) {
+        int rc = mm_tm_load(dir, &e->tm, sub, sizeof sub);
+        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+        const mm_tm_info_t *ti = mm_tm_info(e->tm);
+        e->use_info = (mm_model_info_t){.name = e->name, .arch = ti->arch, .dim = ti->dim, .max_tokens = ti->max_tokens,
+                                        .vocab_size = ti->vocab_size, .has_text = 1, .dtype = ti->dtype};
+        e->info = &e->use_info;
+        e->max_tokens = ti->max_tokens;
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        rc = mm_tokenizer_load(path, &e->tok, sub, sizeof sub);
+        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+        return MM_OK;
+    }
     int rc = mm_model_load(dir, &e->model, sub, sizeof sub);
     if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
     e->info = mm_model_info(e->model);
@@ -140,6 +156,8 @@ static int load_entry(entry_t *e, const char *name, const char *dir, char *err, 
 static void free_entry(entry_t *e)
 {
     mm_runner_free(e->runner);
+    mm_tm_runner_free(e->tmr);
+    mm_tm_free(e->tm);
     mm_use_free(e->use);
     mm_tokenizer_free(e->tok);
     mm_model_free(e->model);
@@ -243,6 +261,11 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
             mm_nn_set_threads(threads);
             continue;
         }
+        if (e->m[i].tm) {
+            if (!(e->m[i].tmr = mm_tm_runner_new(e->m[i].tm, e->max_items, threads)))
+                return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
+            continue;
+        }
         e->m[i].runner = mm_runner_new(e->m[i].model, e->max_items, IMG_CHUNK, threads);
         if (!e->m[i].runner) return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
     }
@@ -263,8 +286,10 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
 size_t mm_embed_weight_bytes(const mm_embed_t *e)
 {
     size_t n = 0;
-    for (int i = 0; e && i < e->n; i++)
+    for (int i = 0; e && i < e->n; i++) {
         if (e->m[i].model) n += mm_model_weight_bytes(e->m[i].model);
+        if (e->m[i].tm) n += mm_tm_weight_bytes(e->m[i].tm);
+    }
     return n;
 }
 
@@ -282,7 +307,7 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                       m->info->has_text && m->info->has_vision ? "," : "",
                       m->info->has_vision ? "\"image\",\"video\"" : "", m->info->dtype, m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
-                      m->model ? mm_model_weight_bytes(m->model) : (size_t)0,
+                      m->model ? mm_model_weight_bytes(m->model) : m->tm ? mm_tm_weight_bytes(m->tm) : (size_t)0,
                       m->synthetic ? "true" : "false");
         if (m->synthetic)
             mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
@@ -401,11 +426,23 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
         }
         int32_t *ids = e->ids + (size_t)i * e->max_tokens;
         int trc;
+        int eos = m->tm ? mm_tm_info(m->tm)->append_eos_id : -1;
+        if (eos >= 0 && mm_tokenizer_eos_id(m->tok) == eos) eos = -1;   /* the tokenizer adds it already */
+        int room = m->max_tokens - (eos >= 0);   /* keep a place for an appended end-of-text token */
         if (m->use)   /* USE Lite always clips at its 128 positions */
             trc = mm_use_tokenize(m->use, eff[i], efl[i], ids, e->max_tokens, &e->lens[i], err, sizeof err);
-        else
-            trc = mm_tokenizer_encode(m->tok, eff[i], efl[i], o->truncate ? m->max_tokens : 0, ids, m->max_tokens,
-                                      &e->lens[i], err, sizeof err);
+        else if (eos >= 0 && o->truncate) {   /* no post-processor: truncation is plain cutting */
+            trc = mm_tokenizer_encode(m->tok, eff[i], efl[i], 0, ids, e->max_tokens, &e->lens[i], err, sizeof err);
+            if (trc == MM_E_TOOBIG) {   /* longer than our buffer: tokenize a prefix that surely suffices */
+                size_t cut = MM_MIN(efl[i], (size_t)room * 64);
+                while (cut > 0 && cut < efl[i] && ((unsigned char)eff[i][cut] & 0xC0) == 0x80) cut--;   /* whole chars */
+                trc = mm_tokenizer_encode(m->tok, eff[i], cut, 0, ids, e->max_tokens, &e->lens[i], err, sizeof err);
+            }
+            if (!trc && e->lens[i] > room) e->lens[i] = room;
+        } else
+            trc = mm_tokenizer_encode(m->tok, eff[i], efl[i], o->truncate ? room : 0, ids, room, &e->lens[i], err,
+                                      sizeof err);
+        if (!trc && eos >= 0) ids[e->lens[i]++] = eos;
         if (trc == MM_E_TOOBIG && !o->truncate) {
             rc = failf(f, 422, "input_too_long", "input %d is longer than the %d tokens model '%s' takes (truncate is false)",
                        i, m->max_tokens, m->name);
@@ -431,7 +468,8 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
     }
     if (nm > 0) {
         int mrc = m->use ? mm_use_embed(m->use, mt, mtl, nm, e->tmp, err, sizeof err)
-                         : mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
+                  : m->tm  ? mm_tm_encode(m->tmr, e->idp, e->mlens, nm, e->tmp)
+                           : mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
         if (mrc) {
             rc = m->use ? failf(f, mm_status_http(mrc), NULL, "%s", err)
                         : failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
@@ -838,7 +876,7 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
         goto fail;
     }
-    if (ids_mode && !m->model) {
+    if (ids_mode && !m->model && !m->tm) {
         failf(&f, 400, "invalid_input", "model '%s' does not take token ids; send strings", m->name);
         goto fail;
     }
@@ -870,7 +908,8 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
             e->lens[i] = len;
             tokens += len;
         }
-        int rc = mm_model_encode_text(m->runner, e->idp, e->lens, n, e->vecs);
+        int rc = m->tm ? mm_tm_encode(m->tmr, e->idp, e->lens, n, e->vecs)
+                       : mm_model_encode_text(m->runner, e->idp, e->lens, n, e->vecs);
         if (rc) {
             failf(&f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
             goto fail;
