@@ -87,8 +87,24 @@ def gen_bert(outdir):
     vocab = bert_vocab()
     vf = os.path.join(outdir, "bert_vocab.txt")
     open(vf, "w", encoding="utf-8").write("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=vf, do_lower_case=True)
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...): build the
+    # WordPiece pipeline with `tokenizers` and wrap it
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    tk = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                    max_input_chars_per_word=100))
+    tk.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                               lowercase=True)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tk.decoder = decoders.WordPiece()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", mask_token="[MASK]", model_max_length=64,
+                                  model_input_names=["input_ids", "token_type_ids", "attention_mask"])
     assert tok.convert_tokens_to_ids("[CLS]") == 2, tok.convert_tokens_to_ids("[CLS]")
+    probe = tok("The cat sits on the mat")["input_ids"]
+    assert probe[0] == 2 and probe[-1] == 3 and 1 not in probe, probe   # real words, no [UNK]
     tok.save_pretrained(d)
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, hidden_act="gelu",
@@ -154,7 +170,9 @@ def gen_qwen3(qtok_dir, outdir):
     m = Qwen3Model(cfg).eval()
     noise_(m, 0.05, bf16=True)
     m.to(torch.bfloat16).save_pretrained(d, safe_serialization=True)
-    m = m.to(torch.float32)
+    # reference from a fresh float32 load (an in-place .to() would also round
+    # rope's inv_freq buffer to bf16)
+    m = Qwen3Model.from_pretrained(d, dtype=torch.float32).eval()
     refs = []
     with torch.no_grad():
         for t in QWEN_TEXTS:
@@ -227,7 +245,8 @@ def main():
     os.makedirs(outdir, exist_ok=True)
     st = gen_bert(outdir)
     gen_qwen3(qtok, outdir)
-    gen_clip_extra(clip_dir, outdir)
+    if "--text-only" not in sys.argv:
+        gen_clip_extra(clip_dir, outdir)
     meta = {"transformers": transformers.__version__, "torch": torch.__version__, "seed": SEED,
             "sentence_transformers_check": st}
     json.dump(meta, open(os.path.join(outdir, "meta.json"), "w"), indent=1)
