@@ -7,7 +7,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT     ?= -O2 -g
 CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude $(PKG_CFLAGS) -MMD -MP
 CFLAGS  += -march=x86-64-v3 -fno-math-errno
-LDLIBS  += $(PKG_LIBS) -ldnnl -ljpeg -lgif -lfcgi -lxxhash -lm -lpthread
+LDLIBS  += $(PKG_LIBS) -ldnnl -lgomp -ljpeg -lgif -lfcgi -lxxhash -lm -lpthread
 
 SRCS    := $(shell find src -name '*.c' ! -name main.c | sort)
 TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))

@@ -1,8 +1,7 @@
 /* bench_model — times CLIP forward passes and checks that forked workers
  * share the weight pack.
  *
- *   usage: bench_model MODEL_DIR [SECONDS_PER_CASE [ISA]]
- *          ISA: avx2, avx512 or scalar to force the GEMM micro-kernels
+ *   usage: bench_model MODEL_DIR [SECONDS_PER_CASE]
  *   e.g.   build/mkclip /tmp/clip-b32 tests/fixtures/clip/tokenizer/tokenizer.json
  *          build/bench_model /tmp/clip-b32
  *
@@ -87,10 +86,6 @@ int main(int argc, char **argv)
         return 2;
     }
     double secs = argc > 2 ? atof(argv[2]) : 2.0;
-    if (argc > 3 && mm_nn_set_isa(argv[3]) != 0) {
-        fprintf(stderr, "bench_model: this CPU cannot run %s kernels\n", argv[3]);
-        return 1;
-    }
     char err[MM_ERRLEN];
     mm_model_t *m;
     double t0 = now();
@@ -100,8 +95,8 @@ int main(int argc, char **argv)
         return 1;
     }
     const mm_model_info_t *info = mm_model_info(m);
-    printf("model %s: load %.0f ms, pack %.1f MB (source %s), dim %d, kernels %s\n", info->name,
-           (now() - t0) * 1e3, mm_model_weight_bytes(m) / 1e6, info->dtype, info->dim, mm_nn_isa());
+    printf("model %s: load %.0f ms, pack %.1f MB (source %s), dim %d, GEMM oneDNN\n", info->name,
+           (now() - t0) * 1e3, mm_model_weight_bytes(m) / 1e6, info->dtype, info->dim);
 
     const int S = info->image_size, C = info->channels, D = info->dim;
     const size_t per = (size_t)C * S * S;

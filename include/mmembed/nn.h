@@ -2,8 +2,9 @@
  * knowledge of models: callers pass every buffer and every shape.
  *
  * Shapes are written (rows, cols); "W (N, K)" means N rows of K floats,
- * the PyTorch nn.Linear layout (out_features, in_features). No BLAS: the
- * GEMMs are ours, on weights packed once at load (see mm_nn_linear).
+ * the PyTorch nn.Linear layout (out_features, in_features). Every matrix
+ * product runs on oneDNN's matmul primitive (src/nn/matmul.c), dense
+ * layers on weights laid out once at load (see mm_nn_linear).
  * mm_nn_linear, mm_nn_layer_norm, mm_nn_bias_act, mm_nn_act and mm_nn_add
  * use the process's threads (mm_nn_set_threads) when the operands are big
  * enough to pay for it; splitting never changes a result. The others are
@@ -37,50 +38,44 @@ int mm_nn_threads(void);
 typedef void (*mm_nn_task_fn)(void *ctx, int part, int nparts);
 void mm_nn_parallel(mm_nn_task_fn fn, void *ctx);
 
-/* Per-thread kernel scratch: MM_NN_SCRATCH floats for part `part` of the
- * running mm_nn_parallel job (part 0 outside one). Owned by the pool and
- * allocated with its threads, so kernels need no allocation. A kernel that
- * uses it (mm_nn_linear) must not run inside another mm_nn_parallel task. */
-#define MM_NN_SCRATCH (192 * 256)
-float *mm_nn_scratch(int part);
-
-/* Instruction set of the GEMM micro-kernels: chosen at first use from the
- * CPU ("avx512" with AVX-512F, else "avx2"; "scalar" for builds without
- * AVX2). mm_nn_set_isa forces "avx2", "avx512", "scalar" or "auto" (for
- * tests and benchmarks); returns 0, or -1 if the CPU lacks it. */
-const char *mm_nn_isa(void);
-int mm_nn_set_isa(const char *name);
-
 /* ---- kernels ---- */
 
-/* Packed weights: W (N, K) in nn.Linear layout re-laid out for
- * mm_nn_linear as ceil(N/16) panels of K x 16 floats (k-major, zero-padded
- * past N). mm_nn_packed_size gives its length in floats; mm_nn_pack_row
- * writes row n (K floats) into a zeroed packed buffer; mm_nn_pack packs a
- * whole matrix. Rows [16a, 16b) of a packed W are themselves a packed
- * (16(b-a), K) matrix starting 16a*K floats in. */
+/* Packed weights: W (N, K) in nn.Linear layout stored transposed, as a
+ * plain row-major (K, N) matrix: the layout oneDNN's f32 matmul reads
+ * without re-laying it out per call. mm_nn_packed_size gives its length in
+ * floats; mm_nn_pack_row writes row n (K floats) of W into it (column n);
+ * mm_nn_pack packs a whole matrix. Packing calls no oneDNN (the master
+ * packs before forking workers). */
 size_t mm_nn_packed_size(int N, int K);
-void mm_nn_pack_row(float *packed, int K, int n, const float *row);
+void mm_nn_pack_row(float *packed, int N, int K, int n, const float *row);
 void mm_nn_pack(float *packed, const float *w, int N, int K);
 
 /* y (M, N) = act(x (M, K) · W^T + b), W packed (above), b (N) or NULL.
  * ldx / ldy are row strides in floats (>= K, >= N); y must not alias x.
- * Each output is one FMA chain over k in order, then + b, so a row's result
- * is identical whatever M, the rows around it or the thread count.
- * Parallel (the pool); not to be called from inside an mm_nn_parallel task. */
+ * One oneDNN matmul with bias and activation fused; threads split the
+ * columns, so a result does not depend on the thread count. oneDNN picks
+ * its blocking by M, so a row's result may differ with M (batching) in the
+ * last bits (relative ~1e-7), not more. Parallel (the pool); not to be
+ * called from inside an mm_nn_parallel task. */
 void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
                   int M, int K, int N, mm_act_t act);
 
-/* y (M, N) += x (M, K) · W^T + b: a residual connection fused into the GEMM
- * (the sums start from y instead of 0, saving a pass over y). Same
- * contract otherwise; no activation. */
+/* y (M, N) += x (M, K) · W^T + b: the residual connection fused into the
+ * matmul (a sum post-op, saving a pass over y). Same contract otherwise;
+ * no activation. */
 void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
                       int M, int K, int N);
 
-/* c (M, N) = scale * x (M, K) · w (N, K)^T with row strides ldc, ldx, ldw,
- * neither packed; single-threaded (for small operands: attention scores). */
+/* c (M, N) = scale * x (M, K) · w (N, K)^T, row strides ldc, ldx, ldw,
+ * neither packed (attention scores; the USE model's plain weights). One
+ * oneDNN matmul in the calling thread; safe to call from pool tasks. */
 void mm_nn_matmul_nt(float *c, int ldc, const float *x, int ldx, const float *w, int ldw,
                      int M, int N, int K, float scale);
+
+/* c (M, N) = x (M, K) · w (K, N), row strides ldc, ldx, ldw (attention's
+ * P V). Same contract as mm_nn_matmul_nt. */
+void mm_nn_matmul_nn(float *c, int ldc, const float *x, int ldx, const float *w, int ldw,
+                     int M, int N, int K);
 
 /* y (M, N) = act(y + b) row by row; b (N) may be NULL. */
 void mm_nn_bias_act(float *y, const float *b, int M, int N, mm_act_t act);

@@ -61,7 +61,7 @@ typedef struct {
 /* ============================================================ weights = */
 
 /* Pointers into the read-only weight pack. "packed" matrices are in
- * mm_nn_linear's panel layout (mm_nn_packed_size floats), the rest plain. */
+ * mm_nn_linear's layout (mm_nn_packed_size floats), the rest plain. */
 typedef struct {
     const float *ln1_w, *ln1_b; /* (dim) layer_norm1 */
     const float *qkv_w;         /* (3*dim, dim) packed: q_proj | k_proj | v_proj rows */
@@ -484,13 +484,12 @@ struct mm_runner {
      * width the larger tower's */
     float *x;        /* (rows, dim) residual stream */
     float *h;        /* (rows, dim) normed input / sublayer output */
-    float *qkv;      /* (rows, 3*dim) fused projections; (rows, 2*dim) k|v in the last block */
+    float *qkv;      /* (rows, 3*dim) fused projections */
     float *att;      /* (rows, dim) attention output, heads side by side */
     float *mlp;      /* (rows, hidden) */
     float *scores;   /* (threads, maxlen, maxlen) one head's attention matrix per thread */
     float *patches;  /* (max_image*n_patches, channels*patch*patch) im2col */
     /* pooled-row buffers for the last block, batch = max(max_text, max_image) */
-    float *pin;      /* (batch, dim) gathered normed rows */
     float *pq;       /* (batch, dim) their queries */
     float *patt;     /* (batch, dim) their attention output */
     float *px;       /* (batch, dim) their residual stream */
@@ -538,7 +537,7 @@ mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_imag
     size_t sizes[] = {
         FL(rows * dim), FL(rows * dim), FL(rows * 3 * dim), FL(rows * dim), FL(rows * hid),
         FL((size_t)threads * maxlen * maxlen), FL(npatch * kpatch),
-        FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim),
+        FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim),
         FL(batch * hid), FL(batch), FL(batch), FL(batch), /* ints are float-sized */
     };
 #undef FL
@@ -556,7 +555,7 @@ mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_imag
     }
     float *p = r->arena;
     float **bufs[] = {&r->x, &r->h, &r->qkv, &r->att, &r->mlp, &r->scores, &r->patches,
-                      &r->pin, &r->pq, &r->patt, &r->px, &r->ph, &r->pmlp};
+                      &r->pq, &r->patt, &r->px, &r->ph, &r->pmlp};
     size_t i = 0;
     for (; i < MM_ARRAY_LEN(bufs); i++) {
         *bufs[i] = p;
@@ -642,24 +641,14 @@ static void encoder_layer_pooled(mm_runner_t *r, const tower_config_t *c, const 
 {
     const int D = c->dim, H = c->hidden;
     mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
-    /* k|v for all rows: rows D..3D of the fused weight */
-    if (D % 16 == 0) {
-        /* k|v for all rows: rows D..3D of the packed fused weight are a
-         * packed matrix of their own (whole panels) */
-        mm_nn_linear(r->qkv, 2 * D, r->h, D, w->qkv_w + (size_t)D * D, w->qkv_b + D, T, D, 2 * D, MM_ACT_NONE);
-        for (int s = 0; s < n; s++)
-            memcpy(r->pin + (size_t)s * D, r->h + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
-        mm_nn_linear(r->pq, D, r->pin, D, w->qkv_w, w->qkv_b, n, D, D, MM_ACT_NONE);
-        r->kv = r->qkv;
-        r->ldkv = 2 * D;
-    } else {
-        /* panels straddle q and k: compute q|k|v for all rows, keep q of the pooled */
-        mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
-        for (int s = 0; s < n; s++)
-            memcpy(r->pq + (size_t)s * D, r->qkv + (size_t)(r->off[s] + r->pool[s]) * 3 * D, (size_t)D * sizeof(float));
-        r->kv = r->qkv + D;
-        r->ldkv = 3 * D;
-    }
+    /* q|k|v for all rows (k and v are read everywhere), q kept for the
+     * pooled rows only: splitting the fused weight would save 1/12 of
+     * this layer's products but needs a column slice of the packed W */
+    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
+    for (int s = 0; s < n; s++)
+        memcpy(r->pq + (size_t)s * D, r->qkv + (size_t)(r->off[s] + r->pool[s]) * 3 * D, (size_t)D * sizeof(float));
+    r->kv = r->qkv + D;
+    r->ldkv = 3 * D;
     attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 1};
     mm_nn_parallel(attn_part, &aj);
     for (int s = 0; s < n; s++)

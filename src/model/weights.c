@@ -9,8 +9,9 @@
  * Sealing (F_SEAL_WRITE) and mapping PROT_READ turn any stray write from
  * any process into SIGSEGV instead of silent corruption of all workers.
  *
- * Matrices that mm_nn_linear multiplies are stored in its packed panel
- * layout (mm_nn_pack_row), so no kernel ever re-lays them out per call.
+ * Matrices that mm_nn_linear multiplies are stored in its packed layout
+ * (mm_nn_pack_row: transposed, the layout oneDNN's matmul reads), so no
+ * kernel ever re-lays them out per call.
  *
  * Two phases: reserve/fill only record what goes where (and check names,
  * shapes and dtypes, so a bad checkpoint fails before anything big is
@@ -196,7 +197,7 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
         for (int64_t n = 0; n < f->t->shape[0]; n++) {
             mm_st_convert(f->t->dtype, (const unsigned char *)f->t->data + (size_t)n * r->cols * esize,
                           row, (size_t)r->cols);
-            mm_nn_pack_row(dst, r->cols, (int)(f->off + (size_t)n), row);
+            mm_nn_pack_row(dst, r->rows, r->cols, (int)(f->off + (size_t)n), row);
         }
     }
     free(row);

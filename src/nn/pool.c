@@ -52,11 +52,6 @@ static struct {
 
 static unsigned start_gen; /* written before pthread_create, read by the new helper */
 
-/* Kernel scratch, one block per part: part 0 is static so it always exists;
- * the others are allocated with the helpers (worker lifetime, never during
- * a forward pass). A part's block is used only by whoever claimed it. */
-static float scratch0[MM_NN_SCRATCH];
-static float *scratch[MAX_THREADS] = {scratch0};
 static _Thread_local int in_task; /* inside fn: nested mm_nn_parallel runs inline */
 
 /* Claims and runs parts of the current job until none are left. */
@@ -131,8 +126,6 @@ static void ensure_pool(void)
     start_gen = atomic_load(&P.gen);
     int n = 1;
     for (; n < P.wanted; n++) {
-        if (!scratch[n] && !(scratch[n] = malloc(MM_NN_SCRATCH * sizeof(float))))
-            break; /* run with what we have */
         if (pthread_create(&P.th[n], NULL, helper, (void *)(intptr_t)n) != 0)
             break;
     }
@@ -143,11 +136,6 @@ void mm_nn_set_threads(int n)
 {
     P.wanted = n < 1 ? 1 : (n > MAX_THREADS ? MAX_THREADS : n);
     ensure_pool();
-}
-
-float *mm_nn_scratch(int part)
-{
-    return part >= 0 && part < MAX_THREADS ? scratch[part] : NULL;
 }
 
 int mm_nn_threads(void)
