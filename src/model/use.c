@@ -70,17 +70,17 @@
  * the score GEMM's alpha (same product up to rounding).
  *
  * Weights: convert.js stores dense kernels transposed to (out, in), the
- * nn.Linear layout; this file calls cblas_sgemm directly (kernels in nn/
- * could take over; nothing here depends on their threading).
+ * nn.Linear layout, used as they are: every product is an nn/ oneDNN
+ * matmul on plain operands (mm_nn_matmul_nt / _nn, single-threaded).
  *
  * Sections: config, load, forward, public API. */
 #include "mmembed/use.h"
 
 #include "mmembed/common.h"
+#include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
 #include "mmembed/unigram.h"
 
-#include <cblas.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>
@@ -343,7 +343,7 @@ int mm_use_max_tokens(const mm_use_t *m)
 /* y (M, N) = x (M, K) W^T + b, W (N, K). */
 static void linear(float *y, const float *x, const float *w, const float *b, int M, int K, int N)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    mm_nn_matmul_nt(y, N, x, K, w, K, M, N, K, 1.0f);
     if (b)
         for (int i = 0; i < M; i++) {
             float *r = y + (size_t)i * N;
@@ -404,11 +404,9 @@ static void attention(const layer_cfg_t *lc, const float *qkv, float *att, float
     const int d = lc->d_in, ld = 3 * d, hd = lc->head_dim;
     for (int hh = 0; hh < lc->heads; hh++) {
         const float *q = qkv + (size_t)r0 * ld + hh * hd, *k = q + d, *v = q + 2 * d;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, lc->q_scale, q, ld, k, ld, 0.0f,
-                    scores, T);
+        mm_nn_matmul_nt(scores, T, q, ld, k, ld, T, T, hd, lc->q_scale);
         softmax_rows(scores, T, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, scores, T, v, ld, 0.0f,
-                    att + (size_t)r0 * d + hh * hd, d);
+        mm_nn_matmul_nn(att + (size_t)r0 * d + hh * hd, d, scores, T, v, ld, T, hd, T);
     }
 }
 

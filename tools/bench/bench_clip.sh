@@ -106,7 +106,7 @@ echo "CLIP ViT-B/32 shape, f32, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f
 CORE=$(sed -n 's/^INFO ours READY .* openblas-core //p' $OUT)
 echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?')" \
      "$(git status --porcelain -- src include 2>/dev/null | grep -q . && echo '(src/ or include/ modified) ')" \
-     "built with ${MMFLAGS}; $(if [ "$CORE" = none ]; then echo 'no OpenBLAS linked (own GEMM kernels)';
+     "built with ${MMFLAGS}; $(if [ "$CORE" = none ]; then echo 'GEMM: oneDNN matmul';
         else echo "OpenBLAS kernels: $CORE${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)}"; fi)"
 echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
      "intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
