@@ -126,6 +126,32 @@ static void process_state(void)
     S.pid = me;
 }
 
+/* Thread exit (a pool helper stopped by mm_nn_set_threads): its stream
+ * and memory objects go with it. */
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+static void thread_exit(void *arg)
+{
+    (void)arg;
+    if (T.pid != getpid())
+        return;
+    for (int i = 0; i < MAX_PRIMS; i++) {
+        dnnl_memory_t *m[4] = {&T.b[i].src, &T.b[i].wei, &T.b[i].bias, &T.b[i].dst};
+        for (int j = 0; j < 4; j++)
+            if (*m[j])
+                dnnl_memory_destroy(*m[j]);
+    }
+    dnnl_stream_destroy(T.stream);
+    memset(&T, 0, sizeof T);
+}
+
+static void make_exit_key(void)
+{
+    if (pthread_key_create(&exit_key, thread_exit) != 0)
+        die("pthread_key_create", dnnl_out_of_memory);
+}
+
 /* The calling thread's stream and bindings. First thing before any oneDNN
  * call of the thread: primitives size their thread teams when made. */
 static void thread_state(void)
@@ -133,13 +159,15 @@ static void thread_state(void)
     pid_t me = getpid();
     if (T.pid == me)
         return;
-    memset(&T, 0, sizeof T);
+    memset(&T, 0, sizeof T); /* a forked child's copy names the parent's objects */
     omp_set_num_threads(1);
     pthread_mutex_lock(&S.mu);
     process_state();
     pthread_mutex_unlock(&S.mu);
     CK(dnnl_stream_create(&T.stream, S.eng, dnnl_stream_default_flags));
     T.pid = me;
+    pthread_once(&exit_once, make_exit_key);
+    pthread_setspecific(exit_key, &T); /* non-NULL, so thread_exit runs */
 }
 
 static void md_strided(dnnl_memory_desc_t *md, int64_t d0, int64_t d1, int64_t s0, int64_t s1)
