@@ -41,7 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_PRIMS 96
+#define MAX_PRIMS 1024 /* distinct (shape, post-ops) keys per process: ~40 per CLIP/USE model */
 #define RT DNNL_RUNTIME_DIM_VAL
 #define NBLOCK 64 /* columns per unit of the split across threads */
 
