@@ -339,3 +339,22 @@ def test_daemonize_with_pid_file():
         assert "config.json" in bad.log(), bad.log()
     finally:
         bad.stop()
+
+
+def test_queue_depth_holds_one_then_rejects():
+    with Server(workers=1, extra={"queue_depth": "1"}) as s:
+        out = {}
+
+        def go(k, ms):
+            out[k] = s.request("POST", f"/__test/sleep?ms={ms}", body=b"{}")
+        a = threading.Thread(target=go, args=("a", 800))
+        a.start()
+        wait_until(lambda: s.status()["busy_workers"] == 1, what="busy")
+        b = threading.Thread(target=go, args=("b", 10))   # waits in the worker's queue
+        b.start()
+        time.sleep(0.2)
+        c = s.request("POST", "/__test/sleep?ms=10", body=b"{}")   # queue full: 503 at once
+        assert c.status == 503 and c.headers.get("retry-after") == "1", c
+        a.join()
+        b.join()
+        assert out["a"].status == 200 and out["b"].status == 200, out
