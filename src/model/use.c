@@ -493,6 +493,24 @@ int mm_use_tokenize(const mm_use_t *m, const char *text, size_t len, int32_t *id
     return rc;
 }
 
+/* Per-thread scratch, kept between calls: it only grows (bounded by
+ * max(CHUNK_ROWS, max_tokens) rows and max_items texts), so a worker stops
+ * allocating after its first requests of each size. */
+static _Thread_local struct {
+    int32_t *ids;
+    int *tlens;
+    float *buf;
+    size_t ids_cap, tlens_cap, buf_cap;
+} S_;
+
+static void *grow(void *p, size_t *cap, size_t need)
+{
+    if (need <= *cap) return p;
+    void *q = realloc(p, need);
+    if (q) *cap = need;
+    return q;
+}
+
 int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens, int n, float *out,
                  char *err, size_t errlen)
 {
@@ -506,8 +524,10 @@ int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens
     /* Tokenize everything first: errors come before any compute, and the
      * scratch is sized for the rows actually run (a short text costs a few
      * KB of scratch, not the 1,024-row maximum). */
-    int32_t *ids = malloc((size_t)n * T * sizeof *ids);
-    int *tlens = malloc((size_t)n * sizeof *tlens);
+    int32_t *ids = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *ids);
+    if (ids) S_.ids = ids;
+    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
+    if (tlens) S_.tlens = tlens;
     if (!ids || !tlens) {
         rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
         goto out;
@@ -536,7 +556,8 @@ int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens
     }
     size_t nf = (size_t)rows * (3 * (size_t)maxw + 4 * (size_t)maxin + (size_t)maxffn + (size_t)c->hidden) +
                 (size_t)T * T;
-    buf = malloc(nf * sizeof *buf);
+    buf = grow(S_.buf, &S_.buf_cap, nf * sizeof *buf);
+    if (buf) S_.buf = buf;
     if (!buf) {
         rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
         goto out;
@@ -562,8 +583,5 @@ int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens
         r0 += (size_t)R;
     }
 out:
-    free(ids);
-    free(tlens);
-    free(buf);
     return rc;
 }
