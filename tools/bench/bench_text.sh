@@ -1,0 +1,109 @@
+#!/bin/sh
+# bench_text.sh — our C BERT encoder vs ONNX Runtime (f32, CPU) on the
+# all-MiniLM-L6-v2 shape (6 layers, hidden 384, 12 heads, FFN 1536, mean
+# pooling; random weights), engine only: token ids in, pooled vectors out.
+#
+#   usage (from anywhere): tools/bench/bench_text.sh
+#   knobs (environment):   THREADS=1,2  SECS=3  MIN_RUNS=5  MAX_RUNS=40  GAP_MS=100
+#                          OPENBLAS_CORETYPE=...  (reaches our engine only: our
+#                            BERT GEMMs are OpenBLAS cblas_sgemm; some sandboxes
+#                            preset it, e.g. to Haswell. Compare with
+#                            `env -u OPENBLAS_CORETYPE tools/bench/bench_text.sh`)
+#                          PY=/usr/bin/python3  (a python3 with torch, for the export)
+#
+# Steps, each skipped when its output is already there and up to date:
+#   1. tools/bench/export_bert.py -> models/bench-minilm (config.json,
+#      model.safetensors, f32 HF names) and models/onnx/minilm.onnx
+#   2. tools/bench/node_modules (npm ci --ignore-scripts)
+#   3. build/bench/text_bench (tools/bench/text_bench.c + libmmembed.a built
+#      by the Makefile in B=build/bench/mm with its CFLAGS/LDLIBS), always
+#   4. node tools/bench/ort_text_bench.js --ours "text_bench ... --serve":
+#      cross-check (cosine >= 0.9999 per sequence: mixed lengths 2..64, our
+#      packed batch vs ORT's padded batch with attention_mask), then per case
+#      one run of ours alternates with one run of ORT until both have
+#      MIN_RUNS runs and SECS seconds have passed (or MAX_RUNS).
+# Cases: 16-token sequences ([CLS] 14 random ids [SEP]), batch 1 and 32.
+# Table: sentences/s = batch / median wall time of one batch.
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+
+THREADS=${THREADS:-1,2}
+SECS=${SECS:-3}
+MIN_RUNS=${MIN_RUNS:-5}
+MAX_RUNS=${MAX_RUNS:-40}
+GAP_MS=${GAP_MS:-100}
+MODEL=models/bench-minilm
+ONNX=models/onnx/minilm.onnx
+WORK=build/bench/text_work
+PY=${PY:-/usr/bin/python3}
+
+say() { echo "bench_text: $*" >&2; }
+mkdir -p build/bench "$WORK" models/onnx
+
+# 1. model + ONNX export
+if [ ! -f $MODEL/model.safetensors ] || [ ! -f $ONNX ] ||
+   [ tools/bench/export_bert.py -nt $ONNX ] || [ tools/bench/export_bert.py -nt $MODEL/model.safetensors ]; then
+    if ! $PY -c 'import torch' 2>/dev/null; then
+        say "$PY has no torch: apt-get install -y python3-torch"
+        exit 1
+    fi
+    say "writing $MODEL and $ONNX"
+    $PY tools/bench/export_bert.py $MODEL $ONNX 2>&1 | grep -v -e UserWarning -e _jit_pass >&2 || true
+    [ -f $ONNX ] || { say "export failed"; exit 1; }
+fi
+
+# 2. onnxruntime-node
+if [ ! -d tools/bench/node_modules/onnxruntime-node ]; then
+    say "installing onnxruntime-node"
+    (cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund >&2)
+fi
+
+# 3. our driver
+TEXT_BENCH=build/bench/text_bench
+say "building build/bench/mm/libmmembed.a and $TEXT_BENCH"
+make -s --no-print-directory B=build/bench/mm build/bench/mm/libmmembed.a >&2
+printf 'bench-print-%%:\n\t@echo $($*)\n' > build/bench/print.mk
+MKVAR() { make -s --no-print-directory -f Makefile -f build/bench/print.mk "bench-print-$1"; }
+CFLAGS_MM=$(MKVAR CFLAGS | sed 's/ -MMD//; s/ -MP//')
+LDLIBS_MM=$(MKVAR LDLIBS)
+# shellcheck disable=SC2086
+cc $CFLAGS_MM -o $TEXT_BENCH tools/bench/text_bench.c build/bench/mm/libmmembed.a $LDLIBS_MM
+MMFLAGS=$(for f in $CFLAGS_MM; do case $f in -O*|-march=*|-mtune=*|-ffast-math|-fno-math-errno) printf '%s ' "$f";; esac; done)
+
+# 4. both, interleaved
+OUT=build/bench/last_text_run.txt
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+say "running (threads $THREADS, >= $MIN_RUNS runs and >= ${SECS}s per case;" \
+    "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>}; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+node tools/bench/ort_text_bench.js $ONNX $WORK --threads "$THREADS" --secs "$SECS" \
+    --min-runs "$MIN_RUNS" --max-runs "$MAX_RUNS" --gap-ms "$GAP_MS" \
+    --ours "$TEXT_BENCH $MODEL $WORK --serve" | tee $OUT | grep -v '^RESULT' >&2 || true
+if ! grep -q '^CHECK text' $OUT || grep -q '^CHECK FAILED' $OUT || ! grep -q '^RESULT' $OUT; then
+    say "failed (see $OUT)"
+    exit 1
+fi
+
+echo
+echo "BERT all-MiniLM-L6-v2 shape (random weights), f32, 16 tokens, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+CORE=$(sed -n 's/^INFO ours READY .* openblas-core //p' $OUT)
+echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?') built with ${MMFLAGS};" \
+     "OpenBLAS kernels: $CORE (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>})"
+echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
+     "intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
+echo "sentences/s from the median batch time (fastest run in parentheses); ratio = ours / ORT sentences/s (>1: ours faster)"
+awk '
+/^RESULT/ {
+    key = $3 " " $4
+    if (!(key in seen)) { seen[key] = 1; order[n++] = key }
+    med[$2 " " key] = $5; mn[$2 " " key] = $8; runs[$2 " " key] = $7
+}
+END {
+    printf "%-14s %7s %20s %20s %7s\n", "case", "threads", "ours sent/s", "ORT sent/s", "ratio"
+    for (i = 0; i < n; i++) {
+        split(order[i], k, " ")
+        o = med["ours " order[i]]; r = med["ort " order[i]]
+        printf "%-14s %7s %10.1f (%7.1f) %10.1f (%7.1f) %7.2f\n", "text16_" k[1], k[2],
+               1000 / o, 1000 / mn["ours " order[i]], 1000 / r, 1000 / mn["ort " order[i]], (o > 0 ? r / o : 0)
+    }
+}' $OUT

@@ -1,0 +1,315 @@
+/* text_bench — the mmembed side of tools/bench/bench_text.sh: times our C
+ * BERT encoder (include/mmembed/textmodel.h, the engine only: token ids in,
+ * pooled vectors out, no tokenizer, no HTTP) on the cases that
+ * tools/bench/ort_text_bench.js times with ONNX Runtime, and writes the
+ * inputs both sides use plus our outputs for the cross-check.
+ *
+ *   usage: text_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S]
+ *                     [--min-runs N] [--max-runs N] [--no-time | --serve]
+ *
+ * Build: tools/bench/bench_text.sh builds it against a libmmembed.a made by
+ * the Makefile (B=build/bench/mm, the Makefile's CFLAGS and LDLIBS).
+ *
+ * Writes into WORK_DIR (little-endian, raw):
+ *   ids16.i32       32 x 16 token ids: [CLS]=101, 14 random ids in
+ *                   [1000, vocab), [SEP]=102
+ *   check_lens.i32, check_ids.i32   CHECK_TEXTS sequences of mixed lengths
+ *                   (packed; one batch in our engine, one padded batch
+ *                   with attention_mask in ORT)
+ *   check_out.f32   our pooled vectors for them (CHECK_TEXTS x dim)
+ *   meta.txt        dim
+ * Then, per case and thread count (after one warm-up run, at least
+ * --min-runs runs, then until --secs have passed or --max-runs):
+ *   RESULT ours <case> <threads> <ms per item> <ms per batch> <runs> <min ms per item>
+ *               <CPU ms per item>
+ * With --serve it prints "READY WORK_DIR openblas-core NAME" instead and
+ * answers "run CASE THREADS K" with "TIMES CASE THREADS w1/c1 .. wK/cK"
+ * (wall ms / process CPU ms per run, whole batch), "quit" or EOF to stop:
+ * the protocol of tools/bench/clip_bench.c. */
+#include "mmembed/common.h"
+#include "mmembed/textmodel.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+extern char *openblas_get_corename(void) __attribute__((weak));
+
+enum { MAX_BATCH = 32, LEN = 16, CHECK_TEXTS = 6, CLS = 101, SEP = 102, MAX_CHECK_LEN = 64 };
+
+static const int check_lens[CHECK_TEXTS] = {2, 5, 9, 16, 33, 64};
+
+typedef struct {
+    const char *name;
+    int n;
+} bench_case_t;
+
+static const bench_case_t cases[] = {{"b1", 1}, {"b32", 32}};
+#define NCASES (sizeof cases / sizeof cases[0])
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t next_u32(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+
+static int write_file(const char *dir, const char *name, const void *p, size_t bytes)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
+        fprintf(stderr, "text_bench: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static const int32_t *ptrs[MAX_BATCH];
+static int lens[MAX_BATCH];
+static float *out;
+static double last_cpu_ms;
+
+/* one forward pass of case bc; wall ms, or -1 */
+static double run_case(mm_tm_runner_t *r, const bench_case_t *bc)
+{
+    double ca = cpu_now(), a = now();
+    int rc = mm_tm_encode(r, ptrs, lens, bc->n, out);
+    double b = now();
+    last_cpu_ms = (cpu_now() - ca) * 1e3;
+    if (rc) {
+        fprintf(stderr, "text_bench: %s: encode failed: %d\n", bc->name, rc);
+        return -1;
+    }
+    return (b - a) * 1e3;
+}
+
+static int serve_loop(const mm_tm_t *m)
+{
+    char line[256], name[64];
+    mm_tm_runner_t *r = NULL;
+    int cur_threads = 0, warmed[NCASES] = {0};
+    while (fgets(line, sizeof line, stdin)) {
+        int th, k;
+        if (!strncmp(line, "quit", 4))
+            break;
+        if (sscanf(line, "run %63s %d %d", name, &th, &k) != 3 || th < 1 || k < 1) {
+            printf("ERROR bad request\n");
+            fflush(stdout);
+            continue;
+        }
+        size_t c = 0;
+        while (c < NCASES && strcmp(cases[c].name, name))
+            c++;
+        if (c == NCASES) {
+            printf("ERROR unknown case %s\n", name);
+            fflush(stdout);
+            continue;
+        }
+        if (!r || th != cur_threads) {
+            mm_tm_runner_free(r);
+            r = mm_tm_runner_new(m, MAX_BATCH, th);
+            if (!r) {
+                fprintf(stderr, "text_bench: runner: out of memory\n");
+                return -1;
+            }
+            cur_threads = th;
+            memset(warmed, 0, sizeof warmed);
+        }
+        if (!warmed[c]) {
+            if (run_case(r, &cases[c]) < 0)
+                return -1;
+            warmed[c] = 1;
+        }
+        printf("TIMES %s %d", name, th);
+        for (int i = 0; i < k; i++) {
+            double ms = run_case(r, &cases[c]);
+            if (ms < 0)
+                return -1;
+            printf(" %.3f/%.3f", ms, last_cpu_ms);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    mm_tm_runner_free(r);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: text_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S] "
+                        "[--min-runs N] [--max-runs N] [--no-time | --serve]\n");
+        return 2;
+    }
+    const char *model_dir = argv[1], *work = argv[2], *threads_arg = "1,2";
+    double secs = 3.0;
+    int min_runs = 3, max_runs = 50, do_time = 1, serve = 0;
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads_arg = argv[++i];
+        else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
+            secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--min-runs") && i + 1 < argc)
+            min_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-runs") && i + 1 < argc)
+            max_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-time"))
+            do_time = 0;
+        else if (!strcmp(argv[i], "--serve"))
+            serve = 1;
+        else {
+            fprintf(stderr, "text_bench: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (min_runs < 1)
+        min_runs = 1;
+    if (max_runs < min_runs)
+        max_runs = min_runs;
+
+    char err[MM_ERRLEN];
+    mm_tm_t *m;
+    double t0 = now();
+    if (mm_tm_load(model_dir, &m, err, sizeof err)) {
+        fprintf(stderr, "text_bench: %s\n", err);
+        return 1;
+    }
+    const mm_tm_info_t *info = mm_tm_info(m);
+    fprintf(stderr, "text_bench: %s loaded in %.0f ms (%s, %d layers, %d heads, dim %d, %s, pooling %d, %.1f MB)\n",
+            info->name, (now() - t0) * 1e3, info->arch, info->layers, info->heads, info->dim, info->dtype,
+            info->pooling, mm_tm_weight_bytes(m) / 1e6);
+    if (info->max_tokens < MAX_CHECK_LEN || info->vocab_size <= 1000) {
+        fprintf(stderr, "text_bench: need >= %d positions and a vocabulary > 1000\n", MAX_CHECK_LEN);
+        return 1;
+    }
+    const int D = info->dim;
+
+    /* ---- inputs, shared with ort_text_bench.js through WORK_DIR */
+    static int32_t ids[MAX_BATCH * LEN];
+    for (int s = 0; s < MAX_BATCH; s++) {
+        int32_t *row = ids + s * LEN;
+        row[0] = CLS;
+        for (int i = 1; i < LEN - 1; i++)
+            row[i] = 1000 + (int32_t)(next_u32() % (uint32_t)(info->vocab_size - 1000));
+        row[LEN - 1] = SEP;
+        ptrs[s] = row;
+        lens[s] = LEN;
+    }
+    static int32_t check_ids[CHECK_TEXTS * MAX_CHECK_LEN];
+    const int32_t *check_ptr[CHECK_TEXTS];
+    int check_n = 0;
+    for (int s = 0; s < CHECK_TEXTS; s++) {
+        int len = check_lens[s];
+        int32_t *row = check_ids + check_n;
+        row[0] = CLS;
+        for (int i = 1; i < len - 1; i++)
+            row[i] = 1000 + (int32_t)(next_u32() % (uint32_t)(info->vocab_size - 1000));
+        row[len - 1] = SEP;
+        check_ptr[s] = row;
+        check_n += len;
+    }
+    out = malloc(sizeof(float) * (size_t)D * MAX_BATCH);
+    float *check_out = malloc(sizeof(float) * (size_t)D * CHECK_TEXTS);
+    if (!out || !check_out)
+        return 1;
+    mm_tm_runner_t *r = mm_tm_runner_new(m, MAX_BATCH, 1);
+    if (!r) {
+        fprintf(stderr, "text_bench: runner: out of memory\n");
+        return 1;
+    }
+    int rc = mm_tm_encode(r, check_ptr, check_lens, CHECK_TEXTS, check_out);
+    mm_tm_runner_free(r);
+    if (rc) {
+        fprintf(stderr, "text_bench: check encode failed: %d\n", rc);
+        return 1;
+    }
+    char meta[64];
+    int ml = snprintf(meta, sizeof meta, "dim %d\n", D);
+    if (write_file(work, "ids16.i32", ids, sizeof ids) ||
+        write_file(work, "check_lens.i32", check_lens, sizeof check_lens) ||
+        write_file(work, "check_ids.i32", check_ids, sizeof(int32_t) * (size_t)check_n) ||
+        write_file(work, "check_out.f32", check_out, sizeof(float) * (size_t)D * CHECK_TEXTS) ||
+        write_file(work, "meta.txt", meta, (size_t)ml))
+        return 1;
+    fprintf(stderr, "text_bench: inputs and check outputs written to %s\n", work);
+
+    if (serve) {
+        printf("READY %s openblas-core %s\n", work, openblas_get_corename ? openblas_get_corename() : "none");
+        fflush(stdout);
+        if (serve_loop(m))
+            return 1;
+    } else if (do_time) {
+        double *times = malloc(sizeof(double) * (size_t)max_runs);
+        double *cpus = malloc(sizeof(double) * (size_t)max_runs);
+        if (!times || !cpus)
+            return 1;
+        for (const char *tp = threads_arg; *tp;) {
+            int th = atoi(tp);
+            tp = strchr(tp, ',') ? strchr(tp, ',') + 1 : tp + strlen(tp);
+            if (th < 1)
+                continue;
+            r = mm_tm_runner_new(m, MAX_BATCH, th);
+            if (!r)
+                return 1;
+            for (size_t c = 0; c < NCASES; c++) {
+                const bench_case_t *bc = &cases[c];
+                int runs = 0;
+                if (run_case(r, bc) < 0)
+                    return 1;
+                double start = now();
+                while (runs < max_runs) {
+                    double ms = run_case(r, bc);
+                    if (ms < 0)
+                        return 1;
+                    cpus[runs] = last_cpu_ms;
+                    times[runs++] = ms;
+                    if (runs >= min_runs && now() - start >= secs)
+                        break;
+                }
+                double med = median(times, runs), cmed = median(cpus, runs);
+                printf("RESULT ours %s %d %.3f %.3f %d %.3f %.3f\n", bc->name, th, med / bc->n, med, runs,
+                       times[0] / bc->n, cmed / bc->n);
+                fflush(stdout);
+            }
+            mm_tm_runner_free(r);
+        }
+        free(times);
+        free(cpus);
+    }
+    free(check_out);
+    free(out);
+    mm_tm_free(m);
+    return 0;
+}
