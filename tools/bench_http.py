@@ -2,7 +2,7 @@
 """HTTP benchmarks through nginx (not tests): cache-hit latency vs /health,
 a Zipf replay against the shared cache, and video embedding cost.
 
-Usage: tools/bench_http.py [cache|zipf|video|all] [--seconds 10]
+Usage: tools/bench_http.py [cache|zipf|text|video|all] [--seconds 10]
 Uses build/test/mmembed (make test-build) and the models of `make run`
 (models/use-lite, models/clip-vit-b32-synthetic)."""
 import argparse
@@ -123,6 +123,26 @@ def bench_video(s, runs=10):
         print(f"  worker RSS before/after {os.environ['BENCH_VIDEO_MORE']} more requests: {rss0} -> {rss1} kB")
 
 
+def bench_text(secs):
+    """Sentences/s through nginx (cache off), 1 worker, 1 connection: USE-Lite and the
+    all-MiniLM-L6-v2 shape (models/bench-minilm from tools/bench/export_bert.py, with the
+    WordPiece tokenizer of the BERT fixture copied in: ids only need to be in range)."""
+    minilm = os.path.join(ROOT, "models", "bench-minilm")
+    if not os.path.exists(os.path.join(minilm, "tokenizer.json")):
+        import shutil
+        shutil.copy(os.path.join(ROOT, "tests", "fixtures", "bert", "bert-tiny", "tokenizer.json"), minilm)
+    models = [MODELS[0], {"name": "minilm", "path": minilm}]
+    sent = "the quick brown fox jumps over the lazy dog near the river bank today"
+    print(f"text through nginx, 1 worker x 1 thread, cache off, 1 connection, {secs}s each (wrk)")
+    with Server(workers=1, models=models, extra={"max_requests": "0"}) as s:
+        for model in ("use-lite", "minilm"):
+            for batch in (1, 32):
+                body = json.dumps({"input": [f"{sent} {i}" for i in range(batch)] if batch > 1 else sent,
+                                   "model": model, "cache": False})
+                rps, p50, p99 = wrk(s.port, "/v1/embeddings", secs, body=body)
+                print(f"  {model:9s} batch {batch:2d}: {rps * batch:8.0f} sentences/s  p50 {p50}  p99 {p99}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="?", default="all")
@@ -133,6 +153,8 @@ def main():
             bench_cache(s, a.seconds)
         if a.what in ("zipf", "all"):
             bench_zipf(s)
+    if a.what in ("text", "all"):
+        bench_text(a.seconds)
     if a.what in ("video", "all"):
         with Server(workers=1, models=MODELS, extra={"max_requests": "0"}) as s:
             bench_video(s)
