@@ -46,6 +46,7 @@ typedef struct {
     int max_tokens;            /* truncation length: config max_tokens, else the model's */
     char instruction[512];     /* prefix for input_type "query" (config) */
     int is_default;
+    int default_for;           /* MM_MOD_* bits from the config */
     mm_runner_t *runner;       /* worker only */
 } entry_t;
 
@@ -179,6 +180,15 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
             return rc;
         }
         e->m[i].is_default = c->models[i].is_default;
+        e->m[i].default_for = c->models[i].default_for;
+        if (((e->m[i].default_for & MM_MOD_TEXT) && !e->m[i].info->has_text) ||
+            ((e->m[i].default_for & (MM_MOD_IMAGE | MM_MOD_VIDEO)) && !e->m[i].info->has_vision)) {
+            int rc = mm_errf(err, errlen, MM_E_INVALID, "model '%s' is default_for a modality it cannot embed",
+                             e->m[i].name);
+            e->n = i + 1;
+            mm_embed_free(e);
+            return rc;
+        }
         e->m[i].max_tokens = e->m[i].info->max_tokens;
         if (c->models[i].max_tokens > 0) e->m[i].max_tokens = MM_MIN(c->models[i].max_tokens, e->m[i].info->max_tokens);
         snprintf(e->m[i].instruction, sizeof e->m[i].instruction, "%s", c->models[i].instruction);
@@ -331,11 +341,14 @@ void mm_embed_models_openai(const mm_embed_t *e, mm_buf_t *b)
 
 /* ---------------------------------------------------------------- core operations */
 
-/* Requests that name no model get the default model if it has the
- * modalities they need, else the first model that has them. */
-static entry_t *find_model(mm_embed_t *e, const char *name, int need_text, int need_vision)
+/* Requests that name no model get the model configured as default_for
+ * their modality, else the default model if it has the modalities they
+ * need, else the first model that has them. */
+static entry_t *find_model(mm_embed_t *e, const char *name, int need_text, int need_vision, int want)
 {
     if (!name || !name[0]) {
+        for (int i = 0; want && i < e->n; i++)
+            if (e->m[i].default_for & want) return &e->m[i];
         for (int pass = 0; pass < 2; pass++)
             for (int i = 0; i < e->n; i++) {
                 const mm_model_info_t *in = e->m[i].info;
@@ -743,9 +756,9 @@ static int jstr(json_object *j, const char *key, const char **out, fail_t *f)
     return 0;
 }
 
-static entry_t *pick_model_for(mm_embed_t *e, const char *name, int need_text, int need_vision, fail_t *f)
+static entry_t *pick_model_for(mm_embed_t *e, const char *name, int need_text, int need_vision, int want, fail_t *f)
 {
-    entry_t *m = find_model(e, name, need_text, need_vision);
+    entry_t *m = find_model(e, name, need_text, need_vision, want);
     if (!m) {
         char names[256] = "";
         size_t o = 0;
@@ -842,7 +855,7 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 400, "invalid_parameter", "encoding_format must be 'float' or 'base64'");
         goto fail;
     }
-    if (!(m = pick_model_for(e, model, 1, 0, &f))) goto fail;
+    if (!(m = pick_model_for(e, model, 1, 0, MM_MOD_TEXT, &f))) goto fail;
     if (!m->info->has_text) {
         failf(&f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
         goto fail;
@@ -985,7 +998,7 @@ static void h_text(mm_embed_t *e, mm_http_req_t *r)
     int normalize = 1, use_cache = 1, hits = 0, dims;
     text_opts_t topt;
     if (jstr(j, "model", &model, &f) || jbool(j, "cache", &use_cache, &f)) goto fail;
-    entry_t *m = pick_model_for(e, model, 1, 0, &f);
+    entry_t *m = pick_model_for(e, model, 1, 0, MM_MOD_TEXT, &f);
     if (!m || text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
     if (!json_object_object_get_ex(j, "texts", &arr) || !json_object_is_type(arr, json_type_array)) {
         failf(&f, 400, "missing_texts", "'texts' must be an array of strings");
@@ -1181,7 +1194,7 @@ static void h_image(mm_embed_t *e, mm_http_req_t *r)
     fail_t f = {0};
     media_req_t q;
     entry_t *m;
-    if (read_media(e, r, &q, 0, &f) || !(m = pick_model_for(e, q.model, 0, 1, &f))) goto fail;
+    if (read_media(e, r, &q, 0, &f) || !(m = pick_model_for(e, q.model, 0, 1, MM_MOD_IMAGE, &f))) goto fail;
     if (q.n == 0) {
         failf(&f, 400, "missing_images", "no image was sent (multipart file parts or JSON 'images')");
         goto fail;
@@ -1221,7 +1234,7 @@ static void h_multimodal(mm_embed_t *e, mm_http_req_t *r)
     fail_t f = {0};
     media_req_t q;
     entry_t *m;
-    if (read_media(e, r, &q, 1, &f) || !(m = pick_model_for(e, q.model, 1, 1, &f))) goto fail;
+    if (read_media(e, r, &q, 1, &f) || !(m = pick_model_for(e, q.model, 1, 1, 0, &f))) goto fail;
     if (!q.text || !q.text_len) {
         failf(&f, 400, "missing_text", "a non-empty 'text' is required");
         goto fail;
@@ -1339,7 +1352,7 @@ static void h_video(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 422, "too_many_frames", "max_frames %d is over limits.max_frames (%d)", frames, e->conf->max_frames);
         goto fail;
     }
-    if (!(m = pick_model_for(e, (p = form_field(&fm, "model")) && p->data.len ? p->data.data : NULL, 0, 1, &f)))
+    if (!(m = pick_model_for(e, (p = form_field(&fm, "model")) && p->data.len ? p->data.data : NULL, 0, 1, MM_MOD_VIDEO, &f)))
         goto fail;
     if (!m->info->has_vision) {
         failf(&f, 422, "no_vision_tower", "model '%s' cannot embed video", m->name);

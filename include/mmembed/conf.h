@@ -12,11 +12,14 @@
 #define MM_MAX_KEYS 64
 #define MM_KEY_MAX 128
 
+enum { MM_MOD_TEXT = 1, MM_MOD_IMAGE = 2, MM_MOD_VIDEO = 4 };
+
 typedef struct {
     char name[64];
     char path[MM_PATH_MAX];  /* absolute after load */
     char dtype[8];           /* "f32" (compute precision) */
     int max_tokens;          /* truncation length (0: the model's own) */
+    int default_for;         /* MM_MOD_* bits: the default model for these modalities */
     char instruction[512];   /* prefix for input_type "query" */
     int is_default;
 } mm_conf_model_t;

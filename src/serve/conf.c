@@ -289,11 +289,25 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
                 if (strlen(config_setting_get_string(s)) >= sizeof m->instruction)
                     FAIL(s, "models[%d].instruction is too long", i);
                 snprintf(m->instruction, sizeof m->instruction, "%s", config_setting_get_string(s));
+            } else if (strcmp(k, "default_for") == 0) {
+                if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+                    FAIL(s, "models[%d].default_for must be a list such as [\"text\", \"image\"]", i);
+                for (int e = 0; e < config_setting_length(s); e++) {
+                    const char *v = config_setting_get_string_elem(s, e);
+                    int bit = !v ? 0 : !strcmp(v, "text") ? MM_MOD_TEXT : !strcmp(v, "image") ? MM_MOD_IMAGE
+                                   : !strcmp(v, "video") ? MM_MOD_VIDEO : 0;
+                    if (!bit) FAIL(s, "models[%d].default_for: each entry is \"text\", \"image\" or \"video\"", i);
+                    for (int j = 0; j < i; j++)
+                        if (c->models[j].default_for & bit)
+                            FAIL(s, "models[%d].default_for: '%s' already has a default model ('%s')", i, v,
+                                 c->models[j].name);
+                    m->default_for |= bit;
+                }
             } else if (strcmp(k, "default") == 0) {
                 if (t != CONFIG_TYPE_BOOL) FAIL(s, "models[%d].default must be true or false", i);
                 m->is_default = config_setting_get_bool(s);
             } else {
-                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, max_tokens, instruction)", i, k);
+                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, instruction)", i, k);
             }
         }
         if (!m->name[0]) FAIL(g, "models[%d] needs a name", i);

@@ -104,6 +104,8 @@ class Server:
                 d = ' default = true;' if m.get("default") else ""
                 if m.get("instruction"):
                     d += f' instruction = "{m["instruction"]}";'
+                if m.get("default_for"):
+                    d += " default_for = [" + ", ".join(f'"{x}"' for x in m["default_for"]) + "];"
                 if m.get("max_tokens"):
                     d += f' max_tokens = {m["max_tokens"]};'
                 items.append(f'{{ name = "{m["name"]}"; path = "{m["path"]}";{d} }}')

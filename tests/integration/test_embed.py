@@ -276,7 +276,7 @@ def test_shared_weights_one_physical_copy():
 
 
 def test_multi_model_options():
-    models = [dict(MODELS[0], instruction="query: "), dict(MODELS[1], max_tokens=10)]
+    models = [dict(MODELS[0], instruction="query: "), dict(MODELS[1], max_tokens=10, default_for=["image", "video"])]
     with Server(workers=1, models=models) as s:
         ml = s.get("/v1/models").json()
         assert ml["object"] == "list" and [m["id"] for m in ml["data"]] == ["tiny", "tiny-bf16"], ml
@@ -304,3 +304,7 @@ def test_multi_model_options():
         raw = s.post_json("/v1/embeddings", {"input": "a cat", "normalize": False}).json()["data"][0]["embedding"]
         assert abs(sum(x * x for x in raw) - 1) > 1e-3
         assert s.post_json("/embed/text", {"texts": ["a"], "input_type": "poem"}).status == 400
+        # default_for: images go to tiny-bf16 while text stays on the default model
+        body, ct = multipart({}, [("image", "a.png", img("rgb224.png"), "image/png")])
+        assert s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct}).json()["model"] == "tiny-bf16"
+        assert s.post_json("/embed/text", {"texts": ["a"]}).json()["model"] == "tiny"
