@@ -52,6 +52,8 @@
 #include "mmembed/textops.h"
 
 #include <cblas.h>
+
+#include "mmembed/nn.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -656,6 +658,54 @@ static int walk_all(walk_t *w, mm_tm_t *m)
     return m->c.arch == ARCH_BERT ? walk_bert(w, m) : walk_qwen3(w, m);
 }
 
+/* The dense weights were written as HF's (N, K) rows; the matmuls read
+ * them in nn's packed layout (through oneDNN, like every model's dense
+ * layers): rewrite each once, in the writable view, before sealing. */
+typedef struct {
+    const float *w; /* (N, K) as written by the walk */
+    int N, K;
+} lin_t;
+
+static int pack_linears(mm_tm_t *m, char *rw, const char *ro)
+{
+    const tm_config_t *c = &m->c;
+    const int H = c->hidden, F = c->inter, D = c->head_dim;
+    const int NQKV = c->arch == ARCH_BERT ? 3 * H : (c->heads + 2 * c->kv_heads) * D;
+    const int QO = c->arch == ARCH_BERT ? H : c->heads * D;
+    size_t most = (size_t)MM_MAX(MM_MAX(NQKV, 2 * F), H) * (size_t)MM_MAX(MM_MAX(H, F), QO);
+    float *tmp = malloc(most * sizeof(float));
+    if (!tmp)
+        return MM_E_NOMEM;
+    for (int l = 0; l < c->layers; l++) {
+        lin_t lin[4];
+        if (c->arch == ARCH_BERT) {
+            const bert_layer_t *L = &m->bl[l];
+            lin[0] = (lin_t){L->wqkv, NQKV, H};
+            lin[1] = (lin_t){L->wo, H, H};
+            lin[2] = (lin_t){L->wi, F, H};
+            lin[3] = (lin_t){L->wout, H, F};
+        } else {
+            const qwen3_layer_t *L = &m->ql[l];
+            lin[0] = (lin_t){L->wqkv, NQKV, H};
+            lin[1] = (lin_t){L->wo, H, QO};
+            lin[2] = (lin_t){L->wgu, 2 * F, H};
+            lin[3] = (lin_t){L->wdown, H, F};
+        }
+        for (int i = 0; i < 4; i++) {
+            float *p = (float *)(rw + ((const char *)lin[i].w - ro));
+            size_t n = (size_t)lin[i].N * (size_t)lin[i].K;
+            if (mm_nn_packed_size(lin[i].N, lin[i].K) != n) {   /* the pack must fit in place */
+                free(tmp);
+                return MM_ERR;
+            }
+            mm_nn_pack(tmp, p, lin[i].N, lin[i].K);
+            memcpy(p, tmp, n * sizeof(float));
+        }
+    }
+    free(tmp);
+    return MM_OK;
+}
+
 /* Sizes, fills and maps the shared weight block (see the file comment). */
 static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
 {
@@ -690,6 +740,8 @@ static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
     w.ro = ro;
     w.off = 0;
     rc = walk_all(&w, m);
+    if (rc == MM_OK && pack_linears(m, rw, ro) != MM_OK)
+        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory while packing weights");
     munmap(rw, size);
     /* Future-write seal: no process can map the block writable again or
      * write() to it; the read-only mapping stays valid. */
@@ -872,7 +924,7 @@ static void bert_forward(mm_tm_runner_t *r, const int32_t *const *ids, const int
     for (int l = 0; l < c->layers; l++) {
         const bert_layer_t *L = &m->bl[l];
         /* BertSelfAttention */
-        mm_tops_linear(r->qkv, 3 * H, x, H, L->wqkv, L->bqkv, T, H, 3 * H);
+        mm_nn_linear(r->qkv, 3 * H, x, H, L->wqkv, L->bqkv, T, H, 3 * H, MM_ACT_NONE);
         for (int s = 0; s < n; s++) {
             const float *q = r->qkv + (size_t)r->start[s] * 3 * H;
             float *o = r->att + (size_t)r->start[s] * H;
@@ -881,15 +933,15 @@ static void bert_forward(mm_tm_runner_t *r, const int32_t *const *ids, const int
                                   q + 2 * H + h * D, 3 * H, lens[s], D, scale, 0, r->scores);
         }
         /* BertSelfOutput: LayerNorm(dense(a) + x) */
-        mm_tops_linear(r->y, H, r->att, H, L->wo, L->bo, T, H, H);
+        mm_nn_linear(r->y, H, r->att, H, L->wo, L->bo, T, H, H, MM_ACT_NONE);
         mm_tops_add_layernorm(x, H, r->y, H, L->ln1_w, L->ln1_b, T, H, c->eps);
         /* BertIntermediate + BertOutput, FF_BLOCK rows at a time */
         for (int t0 = 0; t0 < T; t0 += FF_BLOCK) {
             int nt = MM_MIN(FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
-            mm_tops_linear(r->ff, F, xb, H, L->wi, L->bi, nt, H, F);
+            mm_nn_linear(r->ff, F, xb, H, L->wi, L->bi, nt, H, F, MM_ACT_NONE);
             mm_tops_act(r->ff, (size_t)nt * F, c->act);
-            mm_tops_linear(yb, H, r->ff, F, L->wout, L->bout, nt, F, H);
+            mm_nn_linear(yb, H, r->ff, F, L->wout, L->bout, nt, F, H, MM_ACT_NONE);
             mm_tops_add_layernorm(xb, H, yb, H, L->ln2_w, L->ln2_b, nt, H, c->eps);
         }
     }
@@ -912,7 +964,7 @@ static void qwen3_forward(mm_tm_runner_t *r, const int32_t *const *ids, const in
         const qwen3_layer_t *L = &m->ql[l];
         /* Qwen3Attention */
         mm_tops_rmsnorm(r->y, H, x, H, L->in_norm, T, H, c->eps);
-        mm_tops_linear(r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld);
+        mm_nn_linear(r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE);
         for (int t = 0; t < T; t++) {
             float *row = r->qkv + (size_t)t * ld;
             mm_tops_rmsnorm(row, D, row, D, L->q_norm, c->heads, D, c->eps);
@@ -928,7 +980,7 @@ static void qwen3_forward(mm_tm_runner_t *r, const int32_t *const *ids, const in
                                   q + Q + KV + kvh * D, ld, lens[s], D, scale, 1, r->scores);
             }
         }
-        mm_tops_linear(r->y, H, r->att, Q, L->wo, L->bo, T, Q, H);
+        mm_nn_linear(r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE);
         for (size_t i = 0; i < (size_t)T * H; i++)
             x[i] += r->y[i];
         /* Qwen3MLP, FF_BLOCK rows at a time */
@@ -936,9 +988,9 @@ static void qwen3_forward(mm_tm_runner_t *r, const int32_t *const *ids, const in
             int nt = MM_MIN(FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
             mm_tops_rmsnorm(yb, H, xb, H, L->post_norm, nt, H, c->eps);
-            mm_tops_linear(r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F);
+            mm_nn_linear(r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F, MM_ACT_NONE);
             mm_tops_swiglu(r->ff2, F, r->ff, 2 * F, nt, F);
-            mm_tops_linear(yb, H, r->ff2, F, L->wdown, NULL, nt, F, H);
+            mm_nn_linear(yb, H, r->ff2, F, L->wdown, NULL, nt, F, H, MM_ACT_NONE);
             for (size_t i = 0; i < (size_t)nt * H; i++)
                 xb[i] += yb[i];
         }
@@ -1003,7 +1055,7 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
         return NULL;
     }
     if (threads >= 1)
-        openblas_set_num_threads(threads);
+        openblas_set_num_threads(threads), mm_nn_set_threads(threads);
     return r;
 }
 
