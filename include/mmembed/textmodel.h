@@ -88,8 +88,9 @@ int mm_tm_set_pooling(mm_tm_t *m, int pooling);
  * min(max_batch * max_tokens, 4096)) tokens per pass. Scratch is about
  * tokens * (2 hidden + 2 q_dim + 2 kv_dim) floats plus 512 rows of the
  * FFN width: ~280 MB of address space for Qwen3-0.6B at 8192 tokens, of
- * which a pass touches only the rows it uses. threads >= 1 sets OpenBLAS's
- * thread count (process-wide). Returns NULL when out of memory or
+ * which a pass touches only the rows it uses. threads >= 1 sets the thread
+ * count of nn's pool (dense layers) and OpenBLAS's (attention products),
+ * both process-wide. Returns NULL when out of memory or
  * max_batch < 1. */
 mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads);
 

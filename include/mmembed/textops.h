@@ -4,8 +4,9 @@
  * I/O; every buffer and shape comes from the caller.
  *
  * Shapes are written (rows, cols); "W (N, K)" is the nn.Linear layout
- * (out_features, in_features). Only mm_tops_linear and the GEMMs inside
- * mm_tops_attention use threads (OpenBLAS's pool). */
+ * (out_features, in_features). Dense layers go through nn's oneDNN linear
+ * (mmembed/nn.h); only the small GEMMs inside mm_tops_attention use
+ * OpenBLAS. */
 #ifndef MMEMBED_TEXTOPS_H
 #define MMEMBED_TEXTOPS_H
 
@@ -14,11 +15,6 @@
 /* Query rows per block in mm_tops_attention: the score scratch it needs is
  * MM_TOPS_QBLOCK x (longest sequence) floats. */
 #define MM_TOPS_QBLOCK 64
-
-/* y (M, N) = x (M, K) · W^T + b with W (N, K), b (N) or NULL; ldx / ldy are
- * row strides in floats. y must not alias x or W. */
-void mm_tops_linear(float *y, int ldy, const float *x, int ldx, const float *w,
-                    const float *b, int M, int K, int N);
 
 /* In place, rows of N floats at stride ld: x = LayerNorm(x + r) * w + b
  * (biased variance, eps inside the root, like torch.nn.LayerNorm). r (M, N)

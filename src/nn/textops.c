@@ -55,22 +55,6 @@ static inline __m256 erf8(__m256 x)
 #define TOPS_SIMD 1
 #endif
 
-void mm_tops_linear(float *y, int ldy, const float *x, int ldx, const float *w,
-                    const float *b, int M, int K, int N)
-{
-    if (M <= 0)
-        return;
-    if (b) {
-        for (int i = 0; i < M; i++) {
-            float *yr = y + (size_t)i * ldy;
-            for (int j = 0; j < N; j++)
-                yr[j] = b[j];
-        }
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, w, K,
-                b ? 1.0f : 0.0f, y, ldy);
-}
-
 void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const float *w,
                            const float *b, int M, int N, float eps)
 {
