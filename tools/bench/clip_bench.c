@@ -39,6 +39,9 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_NAME "clip_bench"
+#include "bench_util.h"
+
 /* OpenBLAS, where the engine links it: which kernel family it picked
  * (weak: the driver also links without it) */
 extern char *openblas_get_corename(void) __attribute__((weak));
@@ -47,46 +50,7 @@ enum { CHECK_TEXTS = 6, CHECK_IMAGES = 3, MAX_TEXT = 32, MAX_IMAGE = 8, SOT = 49
 
 static const int check_lens[CHECK_TEXTS] = {2, 5, 16, 33, 76, 77};
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static uint64_t rng = 0x243f6a8885a308d3ull;
-static uint32_t next_u32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 32);
-}
-
-static int write_file(const char *dir, const char *name, const void *p, size_t bytes)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
-        fprintf(stderr, "clip_bench: cannot write %s\n", path);
-        return -1;
-    }
-    return 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* sorts v[0..n) and returns its median */
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 typedef struct {
     const char *name;
@@ -107,13 +71,6 @@ typedef struct {
     const float *pixels;
     float *out;
 } inputs_t;
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* CPU time (all threads) of the last run_case, in ms */
 static double last_cpu_ms;
@@ -255,13 +212,13 @@ int main(int argc, char **argv)
         int32_t *row = ids77 + s * 77;
         row[0] = SOT;
         for (int i = 1; i < 76; i++)
-            row[i] = (int32_t)(next_u32() % SOT);
+            row[i] = (int32_t)(bench_u32(&rng) % SOT);
         row[76] = EOT;
         memcpy(ids16 + s * 16, row, sizeof(int32_t) * 15);
         ids16[s * 16 + 15] = EOT;
     }
     for (size_t i = 0; i < per * MAX_IMAGE; i++)
-        pixels[i] = (float)(next_u32() >> 8) * (4.0f / 16777216.0f) - 2.0f;
+        pixels[i] = (float)(bench_u32(&rng) >> 8) * (4.0f / 16777216.0f) - 2.0f;
 
     /* check set: mixed lengths, prefixes of the ids77 rows ending in EOT */
     int32_t check_ids[CHECK_TEXTS * 77];

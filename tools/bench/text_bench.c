@@ -35,6 +35,9 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_NAME "text_bench"
+#include "bench_util.h"
+
 extern char *openblas_get_corename(void) __attribute__((weak));
 
 enum { MAX_BATCH = 32, LEN = 16, CHECK_TEXTS = 6, CLS = 101, SEP = 102, MAX_CHECK_LEN = 64 };
@@ -49,52 +52,7 @@ typedef struct {
 static const bench_case_t cases[] = {{"b1", 1}, {"b32", 32}};
 #define NCASES (sizeof cases / sizeof cases[0])
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t next_u32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 32);
-}
-
-static int write_file(const char *dir, const char *name, const void *p, size_t bytes)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
-        fprintf(stderr, "text_bench: cannot write %s\n", path);
-        return -1;
-    }
-    return 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static const int32_t *ptrs[MAX_BATCH];
 static int lens[MAX_BATCH];
@@ -222,7 +180,7 @@ int main(int argc, char **argv)
         int32_t *row = ids + s * LEN;
         row[0] = CLS;
         for (int i = 1; i < LEN - 1; i++)
-            row[i] = 1000 + (int32_t)(next_u32() % (uint32_t)(info->vocab_size - 1000));
+            row[i] = 1000 + (int32_t)(bench_u32(&rng) % (uint32_t)(info->vocab_size - 1000));
         row[LEN - 1] = SEP;
         ptrs[s] = row;
         lens[s] = LEN;
@@ -235,7 +193,7 @@ int main(int argc, char **argv)
         int32_t *row = check_ids + check_n;
         row[0] = CLS;
         for (int i = 1; i < len - 1; i++)
-            row[i] = 1000 + (int32_t)(next_u32() % (uint32_t)(info->vocab_size - 1000));
+            row[i] = 1000 + (int32_t)(bench_u32(&rng) % (uint32_t)(info->vocab_size - 1000));
         row[len - 1] = SEP;
         check_ptr[s] = row;
         check_n += len;

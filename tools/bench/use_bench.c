@@ -30,6 +30,9 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_NAME "use_bench"
+#include "bench_util.h"
+
 enum { NSENT = 32, MAX_THREADS = 16, MAX_TOK = 128 };
 
 static const char *const sentences[NSENT] = {
@@ -78,27 +81,6 @@ static const mm_use_t *model;
 static size_t slens[NSENT];
 static float *out;
 static int dim;
-
-static double clk(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int write_file(const char *dir, const char *name, const void *p, size_t bytes)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(p, 1, bytes, f) != bytes || fclose(f) != 0) {
-        fprintf(stderr, "use_bench: cannot write %s\n", path);
-        if (f)
-            fclose(f);
-        return -1;
-    }
-    return 0;
-}
 
 /* embed sentences [lo, hi) into out */
 static int embed_range(int lo, int hi)
