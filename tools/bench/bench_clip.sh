@@ -41,6 +41,7 @@ PY=${PY:-/usr/bin/python3}   # Debian's, for python3-torch (not a pyenv python3 
 CLIP_BENCH=${CLIP_BENCH:-}    # a prebuilt clip_bench instead of building one
 
 say() { echo "bench_clip: $*" >&2; }
+. tools/bench/lib.sh
 mkdir -p build/bench "$WORK" models
 
 # 1. synthetic model
@@ -65,10 +66,7 @@ if [ ! -f $ONNX/vision.onnx ] || [ $MODEL/model.safetensors -nt $ONNX/vision.onn
 fi
 
 # 3. onnxruntime-node
-if [ ! -d tools/bench/node_modules/onnxruntime-node ]; then
-    say "installing onnxruntime-node"
-    (cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund >&2)
-fi
+bench_ensure_ort
 
 # 4. our driver, linked against a libmmembed.a that the Makefile builds with
 #    its own flags in a separate B= (so parallel `make`s in build/ are not
@@ -78,28 +76,13 @@ if [ -n "$CLIP_BENCH" ]; then
     MMFLAGS="prebuilt"
 else
     CLIP_BENCH=build/bench/clip_bench
-    say "building build/bench/mm/libmmembed.a and $CLIP_BENCH"
-    make -s --no-print-directory B=build/bench/mm build/bench/mm/libmmembed.a >&2
-    printf 'bench-print-%%:\n\t@echo $($*)\n' > build/bench/print.mk
-    MKVAR() { make -s --no-print-directory -f Makefile -f build/bench/print.mk "bench-print-$1"; }
-    CFLAGS_MM=$(MKVAR CFLAGS | sed 's/ -MMD//; s/ -MP//')
-    LDLIBS_MM=$(MKVAR LDLIBS)
-    # shellcheck disable=SC2086
-    cc $CFLAGS_MM -o $CLIP_BENCH tools/bench/clip_bench.c build/bench/mm/libmmembed.a $LDLIBS_MM
-    MMFLAGS=$(for f in $CFLAGS_MM; do case $f in -O*|-march=*|-mtune=*|-ffast-math|-fno-math-errno) printf '%s ' "$f";; esac; done)
+    bench_build_driver clip_bench
 fi
 
 # 5. both, interleaved
 OUT=build/bench/last_run.txt
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-say "running (threads $THREADS, >= $MIN_RUNS runs and >= ${SECS}s per case; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-node tools/bench/ort_bench.js $ONNX $WORK --threads "$THREADS" --secs "$SECS" \
-    --min-runs "$MIN_RUNS" --max-runs "$MAX_RUNS" --gap-ms "$GAP_MS" \
-    --ours "$CLIP_BENCH $MODEL $WORK --serve" | tee $OUT | grep -v '^RESULT' >&2 || true
-if ! grep -q '^CHECK image' $OUT || grep -q '^CHECK FAILED' $OUT || ! grep -q '^RESULT' $OUT; then
-    say "failed (see $OUT)"
-    exit 1
-fi
+bench_run tools/bench/ort_bench.js $ONNX $WORK $CLIP_BENCH $MODEL $OUT image
 
 echo
 echo "CLIP ViT-B/32 shape, f32, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"

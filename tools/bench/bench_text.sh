@@ -39,6 +39,7 @@ WORK=build/bench/text_work
 PY=${PY:-/usr/bin/python3}
 
 say() { echo "bench_text: $*" >&2; }
+. tools/bench/lib.sh
 mkdir -p build/bench "$WORK" models/onnx
 
 # 1. model + ONNX export
@@ -54,35 +55,16 @@ if [ ! -f $MODEL/model.safetensors ] || [ ! -f $ONNX ] ||
 fi
 
 # 2. onnxruntime-node
-if [ ! -d tools/bench/node_modules/onnxruntime-node ]; then
-    say "installing onnxruntime-node"
-    (cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund >&2)
-fi
+bench_ensure_ort
 
 # 3. our driver
 TEXT_BENCH=build/bench/text_bench
-say "building build/bench/mm/libmmembed.a and $TEXT_BENCH"
-make -s --no-print-directory B=build/bench/mm build/bench/mm/libmmembed.a >&2
-printf 'bench-print-%%:\n\t@echo $($*)\n' > build/bench/print.mk
-MKVAR() { make -s --no-print-directory -f Makefile -f build/bench/print.mk "bench-print-$1"; }
-CFLAGS_MM=$(MKVAR CFLAGS | sed 's/ -MMD//; s/ -MP//')
-LDLIBS_MM=$(MKVAR LDLIBS)
-# shellcheck disable=SC2086
-cc $CFLAGS_MM -o $TEXT_BENCH tools/bench/text_bench.c build/bench/mm/libmmembed.a $LDLIBS_MM
-MMFLAGS=$(for f in $CFLAGS_MM; do case $f in -O*|-march=*|-mtune=*|-ffast-math|-fno-math-errno) printf '%s ' "$f";; esac; done)
+bench_build_driver text_bench
 
 # 4. both, interleaved
 OUT=build/bench/last_text_run.txt
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-say "running (threads $THREADS, >= $MIN_RUNS runs and >= ${SECS}s per case;" \
-    "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>}; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-node tools/bench/ort_text_bench.js $ONNX $WORK --threads "$THREADS" --secs "$SECS" \
-    --min-runs "$MIN_RUNS" --max-runs "$MAX_RUNS" --gap-ms "$GAP_MS" \
-    --ours "$TEXT_BENCH $MODEL $WORK --serve" | tee $OUT | grep -v '^RESULT' >&2 || true
-if ! grep -q '^CHECK text' $OUT || grep -q '^CHECK FAILED' $OUT || ! grep -q '^RESULT' $OUT; then
-    say "failed (see $OUT)"
-    exit 1
-fi
+bench_run tools/bench/ort_text_bench.js $ONNX $WORK $TEXT_BENCH $MODEL $OUT text
 
 echo
 echo "BERT all-MiniLM-L6-v2 shape (random weights), f32, 16 tokens, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,41 @@
+# Shared steps of tools/bench/bench_{clip,text,use}.sh (sourced; `say` is
+# defined by the caller).
+
+# onnxruntime-node into tools/bench/node_modules (--ignore-scripts: the CPU
+# library ships in the package)
+bench_ensure_ort() {
+    if [ ! -d tools/bench/node_modules/onnxruntime-node ]; then
+        say "installing onnxruntime-node"
+        (cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund >&2)
+    fi
+}
+
+# bench_build_driver NAME: build/bench/NAME from tools/bench/NAME.c, linked
+# against a libmmembed.a the Makefile builds with its own flags in a separate
+# B= (parallel `make`s in build/ are not disturbed) and the Makefile's LDLIBS.
+# Sets MMFLAGS (the optimisation flags used, for the report).
+bench_build_driver() {
+    say "building build/bench/mm/libmmembed.a and build/bench/$1"
+    make -s --no-print-directory B=build/bench/mm build/bench/mm/libmmembed.a >&2
+    printf 'bench-print-%%:\n\t@echo $($*)\n' > build/bench/print.mk
+    CFLAGS_MM=$(make -s --no-print-directory -f Makefile -f build/bench/print.mk bench-print-CFLAGS | sed 's/ -MMD//; s/ -MP//')
+    LDLIBS_MM=$(make -s --no-print-directory -f Makefile -f build/bench/print.mk bench-print-LDLIBS)
+    # shellcheck disable=SC2086
+    cc $CFLAGS_MM -o build/bench/$1 tools/bench/$1.c build/bench/mm/libmmembed.a $LDLIBS_MM
+    MMFLAGS=$(for f in $CFLAGS_MM; do case $f in -O*|-march=*|-mtune=*|-ffast-math|-fno-math-errno) printf '%s ' "$f";; esac; done)
+}
+
+# bench_run ORT_SCRIPT ONNX WORK DRIVER MODEL OUT CHECK_LABEL: both engines,
+# interleaved; the raw lines go to OUT; fails unless the cross-check passed
+# and results came out.
+bench_run() {
+    say "running (threads $THREADS, >= $MIN_RUNS runs and >= ${SECS}s per case;" \
+        "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>}; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    node "$1" "$2" "$3" --threads "$THREADS" --secs "$SECS" \
+        --min-runs "$MIN_RUNS" --max-runs "$MAX_RUNS" --gap-ms "$GAP_MS" \
+        --ours "$4 $5 $3 --serve" | tee "$6" | grep -v '^RESULT' >&2 || true
+    if ! grep -q "^CHECK $7" "$6" || grep -q '^CHECK FAILED' "$6" || ! grep -q '^RESULT' "$6"; then
+        say "failed (see $6)"
+        exit 1
+    fi
+}
