@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mmembed/nn.h"
+
 typedef struct mm_model mm_model_t;
 typedef struct mm_runner mm_runner_t;
 
@@ -34,6 +36,7 @@ typedef struct {
     int channels;       /* vision num_channels (3) */
     int has_text, has_vision;
     const char *dtype;  /* source checkpoint dtype: "f32", "f16", "bf16" or "mixed" */
+    const char *compute; /* dense layers' dtype: "f32", "bf16" or "q8" (mm_model_load_as) */
 } mm_model_info_t;
 
 /* Loads the model in directory `dir`: parses config.json, maps the
@@ -47,6 +50,11 @@ typedef struct {
  * activation or dtype), MM_E_INVALID (bad config value, mis-shaped tensor,
  * corrupt file), MM_E_NOMEM or MM_ERR. */
 int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen);
+
+/* mm_model_load with the dense layers packed in `dtype` (f32, bf16, q8;
+ * see mm_dtype_t in mmembed/nn.h and mm_nn_resolve_dtype for what the CPU
+ * supports). */
+int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *err, size_t errlen);
 
 /* Unmaps the weights and frees the model (NULL is fine). Every runner made
  * from it must be freed first. */

@@ -40,30 +40,78 @@ void mm_nn_parallel(mm_nn_task_fn fn, void *ctx);
 
 /* ---- kernels ---- */
 
-/* Packed weights: W (N, K) in nn.Linear layout stored transposed, as a
- * plain row-major (K, N) matrix: the layout oneDNN's f32 matmul reads
- * without re-laying it out per call. mm_nn_packed_size gives its length in
- * floats; mm_nn_pack_row writes row n (K floats) of W into it (column n);
- * mm_nn_pack packs a whole matrix. Packing calls no oneDNN (the master
- * packs before forking workers). */
-size_t mm_nn_packed_size(int N, int K);
-void mm_nn_pack_row(float *packed, int N, int K, int n, const float *row);
-void mm_nn_pack(float *packed, const float *w, int N, int K);
+/* ---- dense-layer weights: dtypes, packing, CPU dispatch ---- */
 
-/* y (M, N) = act(x (M, K) · W^T + b), W packed (above), b (N) or NULL.
- * ldx / ldy are row strides in floats (>= K, >= N); y must not alias x.
- * One oneDNN matmul with bias and activation fused; threads split the
- * columns, so a result does not depend on the thread count. oneDNN picks
- * its blocking by M, so a row's result may differ with M (batching) in the
- * last bits (relative ~1e-7), not more. Parallel (the pool); not to be
- * called from inside an mm_nn_parallel task. */
-void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+/* What a dense layer's weights are stored and multiplied in:
+ *   MM_DT_F32   f32 weights, f32 products
+ *   MM_DT_BF16  bf16 weights; activations rounded to bf16 per call, f32
+ *               accumulation (oneDNN brgemm: AMX or AVX512-BF16)
+ *   MM_DT_Q8    int8 weights with one f32 scale per output channel;
+ *               activations quantized per call to 8 bits with one scale per
+ *               row (token); int32 accumulation, dequantized in f32 */
+typedef enum { MM_DT_F32 = 0, MM_DT_BF16, MM_DT_Q8 } mm_dtype_t;
+
+const char *mm_dtype_name(mm_dtype_t dt);
+
+/* "f32" / "bf16" / "q8" -> 0; anything else -> -1. */
+int mm_dtype_parse(const char *s, mm_dtype_t *dt);
+
+/* What the CPU can do, read once with cpuid (and capped by the MMEMBED_CPU
+ * environment variable: "avx2", "avx512", "avx512_bf16" or "amx", which
+ * also caps oneDNN's kernels, so a fallback path can be forced and tested
+ * on any machine). */
+typedef struct {
+    int avx2, avx512, avx512_bf16, avx512_vnni, amx; /* usable features */
+    const char *isa;    /* best of "amx", "avx512_bf16", "avx512", "avx2", "none" */
+    const char *forced; /* the MMEMBED_CPU value, or NULL */
+} mm_cpu_t;
+
+/* Detects on first call (call it before any other nn function so the cap
+ * reaches oneDNN first). */
+const mm_cpu_t *mm_nn_cpu(void);
+
+/* The dtype to run for a model whose requested dtype is `want` ("f32",
+ * "bf16", "q8" or "auto") and whose dense weights take f32_bytes in f32:
+ * bf16 needs AMX or AVX512-BF16 and q8 needs AVX512-VNNI (or AMX), else
+ * f32; auto picks bf16 where it is native, q8 where f32 would not fit in
+ * half the available memory, else f32. Writes a one-line reason to why.
+ * Returns -1 for an unknown name. */
+int mm_nn_resolve_dtype(const char *want, size_t f32_bytes, mm_dtype_t *out, char *why, size_t whylen);
+
+/* Packed weights of one dense layer W (N, K) (nn.Linear layout), a
+ * self-describing blob: a 64-byte header (dtype, shape, layout), then
+ *   f32:  W transposed, a plain row-major (K, N) matrix (what oneDNN's f32
+ *         matmul streams without re-laying it out);
+ *   bf16: W in oneDNN's blocked layout for its brgemm kernels;
+ *   q8:   int8 W in the blocked layout, N f32 scales, N int32 column sums.
+ * mm_nn_lin_bytes gives the blob's size (a multiple of 64) and
+ * mm_nn_lin_pack writes it from W (N, K) f32; dst must be 64-byte aligned.
+ * Packing runs oneDNN reorders single-threaded (no OpenMP team is started,
+ * so the master may pack and then fork). */
+size_t mm_nn_lin_bytes(int N, int K, mm_dtype_t dt);
+void mm_nn_lin_pack(void *dst, const float *w, int N, int K, mm_dtype_t dt);
+
+/* The dtype a packed blob holds. */
+mm_dtype_t mm_nn_lin_dtype(const void *wp);
+
+/* y (M, N) = act(x (M, K) · W^T + b), W packed (above) in any dtype, b (N)
+ * or NULL. ldx / ldy are row strides in floats (>= K, >= N); y must not
+ * alias x. f32: one oneDNN matmul with bias and activation fused. bf16/q8:
+ * x is converted once per call, rows run in chunks of at most 64 through
+ * primitives made once per (shape, chunk rows), then bias, activation and
+ * the residual add are applied in f32 (or fused when the output is dense
+ * and unsplit). Threads split the columns, so a result does not depend on
+ * the thread count. oneDNN picks its blocking by M, so a row's result may
+ * differ with M (batching) in the last bits (relative ~1e-7 in f32), not
+ * more. Parallel (the pool); not to be called from inside an mm_nn_parallel
+ * task. */
+void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const void *wp, const float *b,
                   int M, int K, int N, mm_act_t act);
 
 /* y (M, N) += x (M, K) · W^T + b: the residual connection fused into the
  * matmul (a sum post-op, saving a pass over y). Same contract otherwise;
  * no activation. */
-void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const void *wp, const float *b,
                       int M, int K, int N);
 
 /* c (M, N) = scale * x (M, K) · w (N, K)^T, row strides ldc, ldx, ldw,
@@ -79,6 +127,11 @@ void mm_nn_matmul_nn(float *c, int ldc, const float *x, int ldx, const float *w,
 
 /* y (M, N) = act(y + b) row by row; b (N) may be NULL. */
 void mm_nn_bias_act(float *y, const float *b, int M, int N, mm_act_t act);
+
+/* y[j] = act(acc[j] + b[j]) (+ y[j] when add) for one row of n floats; b
+ * may be NULL; acc may equal y only without add. The epilogue of the bf16
+ * and q8 dense layers. */
+void mm_nn_bias_act_row(float *y, const float *acc, const float *b, int n, mm_act_t act, int add);
 
 /* In place, elementwise: x[i] = act(x[i]) for n floats. */
 void mm_nn_act(float *x, size_t n, mm_act_t act);

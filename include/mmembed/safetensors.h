@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mmembed/nn.h"
+
 /* ===================================================== checkpoint ==== */
 
 /* Element types the kernels can consume (converted to f32 at load). Every
@@ -88,10 +90,14 @@ int mm_weights_new(mm_weights_t **out);
  * until then. Returns the region id (>= 0) or MM_E_NOMEM. */
 int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot);
 
-/* Reserves a (rows, cols) matrix in mm_nn_linear's packed layout
- * (mm_nn_packed_size floats, padding zeroed). Returns the region id or
+/* The dtype packed regions are stored and multiplied in (default f32); set
+ * before reserving them. */
+void mm_weights_set_dtype(mm_weights_t *w, mm_dtype_t dt);
+
+/* Reserves a (rows, cols) matrix W as an mm_nn_linear blob in the pack's
+ * dtype (mm_nn_lin_bytes; unfilled rows are zero). Returns the region id or
  * MM_E_NOMEM. */
-int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const float **slot);
+int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const void **slot);
 
 /* Schedules tensor `name` (checked as by mm_st_get) to be converted to f32
  * into `region`: for a plain region at float offset `off` — e.g. biases of

@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mmembed/nn.h"
+
 typedef struct mm_tm mm_tm_t;
 typedef struct mm_tm_runner mm_tm_runner_t;
 
@@ -50,6 +52,7 @@ typedef struct {
                          * <|endoftext|> 151643) */
     int layers, heads;
     const char *dtype;  /* checkpoint dtype: "f32", "f16", "bf16" or "mixed" */
+    const char *compute; /* dense layers' dtype: "f32", "bf16" or "q8" */
 } mm_tm_info_t;
 
 /* 1 if dir/config.json names an architecture this module runs
@@ -68,6 +71,9 @@ int mm_tm_is_supported(const char *dir);
  * position type, dtype), MM_E_INVALID (bad config value, mis-shaped
  * tensor), MM_E_NOMEM or MM_ERR. */
 int mm_tm_load(const char *dir, mm_tm_t **out, char *err, size_t errlen);
+
+/* mm_tm_load with the dense layers packed in `dtype` (mm_dtype_t). */
+int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, size_t errlen);
 
 /* Unmaps the weights and frees the model (NULL is fine). Free its runners
  * first. */

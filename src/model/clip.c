@@ -60,18 +60,18 @@ typedef struct {
 
 /* ============================================================ weights = */
 
-/* Pointers into the read-only weight pack. "packed" matrices are in
- * mm_nn_linear's layout (mm_nn_packed_size floats), the rest plain. */
+/* Pointers into the read-only weight pack. "packed" matrices are
+ * mm_nn_linear blobs in the model's compute dtype, the rest plain f32. */
 typedef struct {
     const float *ln1_w, *ln1_b; /* (dim) layer_norm1 */
-    const float *qkv_w;         /* (3*dim, dim) packed: q_proj | k_proj | v_proj rows */
+    const void *qkv_w;          /* (3*dim, dim) packed: q_proj | k_proj | v_proj rows */
     const float *qkv_b;         /* (3*dim) */
-    const float *o_w;           /* (dim, dim) packed out_proj */
+    const void *o_w;            /* (dim, dim) packed out_proj */
     const float *o_b;           /* (dim) */
     const float *ln2_w, *ln2_b; /* (dim) layer_norm2 */
-    const float *fc1_w;         /* (hidden, dim) packed mlp.fc1 */
+    const void *fc1_w;          /* (hidden, dim) packed mlp.fc1 */
     const float *fc1_b;         /* (hidden) */
-    const float *fc2_w;         /* (dim, hidden) packed mlp.fc2 */
+    const void *fc2_w;          /* (dim, hidden) packed mlp.fc2 */
     const float *fc2_b;         /* (dim) */
 } layer_weights_t;
 
@@ -80,18 +80,18 @@ typedef struct {
     const float *pos_emb;           /* (max_pos, dim) embeddings.position_embedding */
     layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
     const float *ln_w, *ln_b;       /* (dim) final_layer_norm */
-    const float *proj;              /* (proj_dim, dim) packed text_projection, no bias */
+    const void *proj;               /* (proj_dim, dim) packed text_projection, no bias */
 } text_weights_t;
 
 typedef struct {
-    const float *patch_w;           /* (dim, channels*patch*patch) packed patch_embedding
+    const void *patch_w;            /* (dim, channels*patch*patch) packed patch_embedding
                                        conv, each row flattened (c, ky, kx) */
     const float *cls;               /* (dim) embeddings.class_embedding */
     const float *pos_emb;           /* (seq, dim) embeddings.position_embedding */
     const float *pre_w, *pre_b;     /* (dim) pre_layrnorm (sic) */
     layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
     const float *post_w, *post_b;   /* (dim) post_layernorm */
-    const float *proj;              /* (proj_dim, dim) packed visual_projection, no bias */
+    const void *proj;               /* (proj_dim, dim) packed visual_projection, no bias */
 } vision_weights_t;
 
 struct mm_model {
@@ -103,6 +103,7 @@ struct mm_model {
     mm_model_info_t info;
     char name[128];
     char dtype[8];
+    mm_dtype_t compute;  /* of the dense layers */
 };
 
 /* ============================================================ config parsing */
@@ -291,7 +292,7 @@ static int want(loader_t *L, const float **slot, const char *name, int ndim, con
 
 /* A weight matrix mm_nn_linear multiplies: stored packed. The tensor is
  * checked against `shape` and read as (shape[0], rest). */
-static int want_packed(loader_t *L, const float **slot, const char *name, int ndim, const int64_t *shape)
+static int want_packed(loader_t *L, const void **slot, const char *name, int ndim, const int64_t *shape)
 {
     const mm_st_tensor_t *t = mm_st_find(L->st, name);
     if (t && t->dtype != MM_ST_OTHER) {
@@ -394,6 +395,11 @@ static int load_vision(loader_t *L, mm_model_t *m)
 
 int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
 {
+    return mm_model_load_as(dir, MM_DT_F32, out, err, errlen);
+}
+
+int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *err, size_t errlen)
+{
     *out = NULL;
     mm_model_t *m = calloc(1, sizeof(*m));
     mm_st_t *st = NULL;
@@ -409,6 +415,8 @@ int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
         mm_errf(err, errlen, rc, "out of memory");
         goto fail;
     }
+    mm_weights_set_dtype(w, dtype);
+    m->compute = dtype;
     loader_t L = {.w = w, .st = st, .err = err, .errlen = errlen, .dtype = MM_ST_OTHER};
     if (m->cfg.has_text && (rc = load_text(&L, m)))
         goto fail;
@@ -443,6 +451,7 @@ int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
     i->image_size = m->cfg.has_vision ? m->cfg.vision.image_size : 0;
     i->channels = m->cfg.has_vision ? m->cfg.vision.channels : 0;
     i->dtype = m->dtype;
+    i->compute = mm_dtype_name(m->compute);
     *out = m;
     return MM_OK;
 

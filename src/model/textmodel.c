@@ -149,6 +149,7 @@ struct mm_tm {
     size_t bytes;
     char name[128];
     char dtype[8];
+    mm_dtype_t compute;      /* of the dense layers */
 };
 
 struct mm_tm_runner {
@@ -465,6 +466,8 @@ typedef struct {
     char *base;          /* where to write; NULL: sizing pass */
     const char *ro;      /* the read-only mapping of the same bytes */
     size_t off;          /* bytes laid out so far */
+    size_t last;         /* where the last region began */
+    mm_dtype_t dt;       /* of the dense layers' packed blobs */
     unsigned dtypes;     /* bit per source dtype seen */
     char *err;
     size_t errlen;
@@ -474,6 +477,7 @@ typedef struct {
 static const float *walk_begin(walk_t *w)
 {
     w->off = (w->off + 63) & ~(size_t)63;
+    w->last = w->off;
     return w->base ? (const float *)(w->ro + w->off) : NULL;
 }
 
@@ -528,6 +532,16 @@ static int walk_one(walk_t *w, const float **dst, int ndim, int64_t d0, int64_t 
     return MM_OK;
 }
 
+/* Ends a dense layer's region, just written as W (N, K) in f32: it must
+ * also hold the packed blob that pack_linears rewrites it into. Returns 0. */
+static int walk_room(walk_t *w, int64_t N, int64_t K)
+{
+    size_t need = w->last + mm_nn_lin_bytes((int)N, (int)K, w->dt);
+    if (w->off < need)
+        w->off = need;
+    return MM_OK;
+}
+
 /* The token embedding table, copied in its checkpoint dtype. */
 static int walk_table(walk_t *w, const void **dst, mm_st_dtype_t *dt, int64_t d0, int64_t d1,
                       const char *name)
@@ -575,19 +589,23 @@ static int walk_bert(walk_t *w, mm_tm_t *m)
         L->wqkv = walk_begin(w);
         if ((rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.query.weight", l)) ||
             (rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.key.weight", l)) ||
-            (rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.value.weight", l)))
+            (rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.value.weight", l)) ||
+            (rc = walk_room(w, 3 * H, H)))
             return rc;
         L->bqkv = walk_begin(w);
         if ((rc = walk_part(w, 1, H, 0, "encoder.layer.%d.attention.self.query.bias", l)) ||
             (rc = walk_part(w, 1, H, 0, "encoder.layer.%d.attention.self.key.bias", l)) ||
             (rc = walk_part(w, 1, H, 0, "encoder.layer.%d.attention.self.value.bias", l)) ||
             (rc = walk_one(w, &L->wo, 2, H, H, "encoder.layer.%d.attention.output.dense.weight", l)) ||
+            (rc = walk_room(w, H, H)) ||
             (rc = walk_one(w, &L->bo, 1, H, 0, "encoder.layer.%d.attention.output.dense.bias", l)) ||
             (rc = walk_one(w, &L->ln1_w, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.weight", l)) ||
             (rc = walk_one(w, &L->ln1_b, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.bias", l)) ||
             (rc = walk_one(w, &L->wi, 2, F, H, "encoder.layer.%d.intermediate.dense.weight", l)) ||
+            (rc = walk_room(w, F, H)) ||
             (rc = walk_one(w, &L->bi, 1, F, 0, "encoder.layer.%d.intermediate.dense.bias", l)) ||
             (rc = walk_one(w, &L->wout, 2, H, F, "encoder.layer.%d.output.dense.weight", l)) ||
+            (rc = walk_room(w, H, F)) ||
             (rc = walk_one(w, &L->bout, 1, H, 0, "encoder.layer.%d.output.dense.bias", l)) ||
             (rc = walk_one(w, &L->ln2_w, 1, H, 0, "encoder.layer.%d.output.LayerNorm.weight", l)) ||
             (rc = walk_one(w, &L->ln2_b, 1, H, 0, "encoder.layer.%d.output.LayerNorm.bias", l)))
@@ -611,7 +629,8 @@ static int walk_qwen3(walk_t *w, mm_tm_t *m)
         L->wqkv = walk_begin(w);
         if ((rc = walk_part(w, 2, Q, H, "layers.%d.self_attn.q_proj.weight", l)) ||
             (rc = walk_part(w, 2, KV, H, "layers.%d.self_attn.k_proj.weight", l)) ||
-            (rc = walk_part(w, 2, KV, H, "layers.%d.self_attn.v_proj.weight", l)))
+            (rc = walk_part(w, 2, KV, H, "layers.%d.self_attn.v_proj.weight", l)) ||
+            (rc = walk_room(w, Q + 2 * KV, H)))
             return rc;
         L->bqkv = NULL;
         L->bo = NULL;
@@ -626,12 +645,15 @@ static int walk_qwen3(walk_t *w, mm_tm_t *m)
         if ((rc = walk_one(w, &L->q_norm, 1, D, 0, "layers.%d.self_attn.q_norm.weight", l)) ||
             (rc = walk_one(w, &L->k_norm, 1, D, 0, "layers.%d.self_attn.k_norm.weight", l)) ||
             (rc = walk_one(w, &L->wo, 2, H, Q, "layers.%d.self_attn.o_proj.weight", l)) ||
+            (rc = walk_room(w, H, Q)) ||
             (rc = walk_one(w, &L->post_norm, 1, H, 0, "layers.%d.post_attention_layernorm.weight", l)))
             return rc;
         L->wgu = walk_begin(w);
         if ((rc = walk_part(w, 2, F, H, "layers.%d.mlp.gate_proj.weight", l)) ||
             (rc = walk_part(w, 2, F, H, "layers.%d.mlp.up_proj.weight", l)) ||
-            (rc = walk_one(w, &L->wdown, 2, H, F, "layers.%d.mlp.down_proj.weight", l)))
+            (rc = walk_room(w, 2 * F, H)) ||
+            (rc = walk_one(w, &L->wdown, 2, H, F, "layers.%d.mlp.down_proj.weight", l)) ||
+            (rc = walk_room(w, H, F)))
             return rc;
     }
     return walk_one(w, &m->qw.norm, 1, H, 0, "norm.weight");
@@ -658,9 +680,9 @@ static int walk_all(walk_t *w, mm_tm_t *m)
     return m->c.arch == ARCH_BERT ? walk_bert(w, m) : walk_qwen3(w, m);
 }
 
-/* The dense weights were written as HF's (N, K) rows; the matmuls read
- * them in nn's packed layout (through oneDNN, like every model's dense
- * layers): rewrite each once, in the writable view, before sealing. */
+/* The dense weights were written as HF's (N, K) rows in f32; the matmuls
+ * read them as nn's packed blobs in the model's compute dtype: rewrite
+ * each once, in the writable view, before sealing (walk_room left room). */
 typedef struct {
     const float *w; /* (N, K) as written by the walk */
     int N, K;
@@ -692,14 +714,9 @@ static int pack_linears(mm_tm_t *m, char *rw, const char *ro)
             lin[3] = (lin_t){L->wdown, H, F};
         }
         for (int i = 0; i < 4; i++) {
-            float *p = (float *)(rw + ((const char *)lin[i].w - ro));
-            size_t n = (size_t)lin[i].N * (size_t)lin[i].K;
-            if (mm_nn_packed_size(lin[i].N, lin[i].K) != n) {   /* the pack must fit in place */
-                free(tmp);
-                return MM_ERR;
-            }
-            mm_nn_pack(tmp, p, lin[i].N, lin[i].K);
-            memcpy(p, tmp, n * sizeof(float));
+            char *p = rw + ((const char *)lin[i].w - ro);
+            memcpy(tmp, p, (size_t)lin[i].N * (size_t)lin[i].K * sizeof(float));
+            mm_nn_lin_pack(p, tmp, lin[i].N, lin[i].K, m->compute);
         }
     }
     free(tmp);
@@ -709,7 +726,7 @@ static int pack_linears(mm_tm_t *m, char *rw, const char *ro)
 /* Sizes, fills and maps the shared weight block (see the file comment). */
 static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
 {
-    walk_t w = {.st = st, .err = err, .errlen = errlen};
+    walk_t w = {.st = st, .err = err, .errlen = errlen, .dt = m->compute};
     w.prefix = find_prefix(st, m->c.arch == ARCH_BERT ? "embeddings.word_embeddings.weight"
                                                       : "embed_tokens.weight");
     int rc = walk_all(&w, m);
@@ -797,10 +814,16 @@ int mm_tm_is_supported(const char *dir)
 
 int mm_tm_load(const char *dir, mm_tm_t **out, char *err, size_t errlen)
 {
+    return mm_tm_load_as(dir, MM_DT_F32, out, err, errlen);
+}
+
+int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, size_t errlen)
+{
     *out = NULL;
     mm_tm_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    m->compute = dtype;
     mm_st_t *st = NULL;
     int rc, max_seq = 0;
     if ((rc = parse_config(dir, &m->c, err, errlen)))
@@ -844,6 +867,7 @@ int mm_tm_load(const char *dir, mm_tm_t **out, char *err, size_t errlen)
     in->layers = c->layers;
     in->heads = c->heads;
     in->dtype = m->dtype;
+    in->compute = mm_dtype_name(m->compute);
     if (c->arch == ARCH_QWEN3 && build_rope(m)) {
         rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
         goto fail;

@@ -9,9 +9,9 @@
  * Sealing (F_SEAL_WRITE) and mapping PROT_READ turn any stray write from
  * any process into SIGSEGV instead of silent corruption of all workers.
  *
- * Matrices that mm_nn_linear multiplies are stored in its packed layout
- * (mm_nn_pack_row: transposed, the layout oneDNN's matmul reads), so no
- * kernel ever re-lays them out per call.
+ * Matrices that mm_nn_linear multiplies are stored as its packed blobs
+ * (mm_nn_lin_pack) in the pack's dtype: f32 transposed, or bf16 / int8 in
+ * oneDNN's blocked layout, so no kernel ever re-lays them out per call.
  *
  * Two phases: reserve/fill only record what goes where (and check names,
  * shapes and dtypes, so a bad checkpoint fails before anything big is
@@ -33,7 +33,8 @@
 typedef struct {
     size_t off;   /* bytes from the pack start */
     size_t n;     /* floats */
-    const float **slot; /* set at finish */
+    const float **slot; /* set at finish (plain regions) */
+    const void **bslot; /* set at finish (packed regions) */
     int rows, cols; /* packed regions: the (rows, cols) matrix mm_nn_linear reads; else 0 */
 } region_t;
 
@@ -49,12 +50,18 @@ struct mm_weights {
     fill_t *f;
     int nf, fcap;
     size_t bytes; /* running end of the layout */
+    mm_dtype_t dtype; /* of the packed regions */
 };
 
 int mm_weights_new(mm_weights_t **out)
 {
     *out = calloc(1, sizeof(**out));
     return *out ? MM_OK : MM_E_NOMEM;
+}
+
+void mm_weights_set_dtype(mm_weights_t *w, mm_dtype_t dt)
+{
+    w->dtype = dt;
 }
 
 void mm_weights_free(mm_weights_t *w)
@@ -66,7 +73,7 @@ void mm_weights_free(mm_weights_t *w)
     free(w);
 }
 
-int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot)
+static int reserve_bytes(mm_weights_t *w, size_t bytes)
 {
     if (w->nr == w->rcap) {
         int cap = w->rcap ? w->rcap * 2 : 256;
@@ -77,18 +84,26 @@ int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot)
         w->rcap = cap;
     }
     region_t *r = &w->r[w->nr];
+    memset(r, 0, sizeof *r);
     r->off = w->bytes;
-    r->n = n;
-    r->slot = slot;
-    r->rows = r->cols = 0;
-    w->bytes += (n * sizeof(float) + ALIGN - 1) / ALIGN * ALIGN;
+    r->n = bytes / sizeof(float);
+    w->bytes += (bytes + ALIGN - 1) / ALIGN * ALIGN;
     return w->nr++;
 }
 
-int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const float **slot)
+int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot)
 {
-    int region = mm_weights_reserve(w, mm_nn_packed_size(rows, cols), slot);
+    int region = reserve_bytes(w, n * sizeof(float));
+    if (region >= 0)
+        w->r[region].slot = slot;
+    return region;
+}
+
+int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const void **slot)
+{
+    int region = reserve_bytes(w, mm_nn_lin_bytes(rows, cols, w->dtype));
     if (region >= 0) {
+        w->r[region].bslot = slot;
         w->r[region].rows = rows;
         w->r[region].cols = cols;
     }
@@ -175,12 +190,13 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
         close(fd);
         return mm_errf(err, errlen, MM_E_NOMEM, "weight pack of %zu bytes: mmap: %s", size, strerror(e));
     }
-    /* one row of the widest packed tensor, converted before scattering */
-    size_t maxcols = 0;
+    /* plain regions straight in; each packed matrix assembled in f32 (N, K)
+     * from its fills, then packed into its blob */
+    size_t most = 0;
     for (int i = 0; i < w->nr; i++)
-        maxcols = (size_t)w->r[i].cols > maxcols ? (size_t)w->r[i].cols : maxcols;
-    float *row = maxcols ? malloc(maxcols * sizeof(float)) : NULL;
-    if (maxcols && !row) {
+        most = MM_MAX(most, (size_t)w->r[i].rows * (size_t)w->r[i].cols);
+    float *mat = most ? malloc(most * sizeof(float)) : NULL;
+    if (most && !mat) {
         munmap(rw, size);
         close(fd);
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
@@ -188,19 +204,21 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
     for (int i = 0; i < w->nf; i++) {
         const fill_t *f = &w->f[i];
         const region_t *r = &w->r[f->region];
-        float *dst = (float *)(rw + r->off);
-        if (!r->rows) {
-            mm_st_convert(f->t->dtype, f->t->data, dst + f->off, f->t->numel);
-            continue;
-        }
-        const size_t esize = f->t->nbytes / (f->t->numel ? f->t->numel : 1);
-        for (int64_t n = 0; n < f->t->shape[0]; n++) {
-            mm_st_convert(f->t->dtype, (const unsigned char *)f->t->data + (size_t)n * r->cols * esize,
-                          row, (size_t)r->cols);
-            mm_nn_pack_row(dst, r->rows, r->cols, (int)(f->off + (size_t)n), row);
-        }
+        if (!r->rows)
+            mm_st_convert(f->t->dtype, f->t->data, (float *)(rw + r->off) + f->off, f->t->numel);
     }
-    free(row);
+    for (int ri = 0; ri < w->nr; ri++) {
+        const region_t *r = &w->r[ri];
+        if (!r->rows)
+            continue;
+        memset(mat, 0, (size_t)r->rows * (size_t)r->cols * sizeof(float));
+        for (int i = 0; i < w->nf; i++)
+            if (w->f[i].region == ri)
+                mm_st_convert(w->f[i].t->dtype, w->f[i].t->data, mat + w->f[i].off * (size_t)r->cols,
+                              w->f[i].t->numel);
+        mm_nn_lin_pack(rw + r->off, mat, r->rows, r->cols, w->dtype);
+    }
+    free(mat);
     munmap(rw, size);
 
     /* No writable mapping is left, so F_SEAL_WRITE is accepted. Sealing is
@@ -214,9 +232,13 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
     if (ro == MAP_FAILED)
         return mm_errf(err, errlen, MM_ERR, "weight pack: read-only mmap: %s", strerror(e));
 
-    for (int i = 0; i < w->nr; i++)
+    for (int i = 0; i < w->nr; i++) {
+        const unsigned char *at = (const unsigned char *)ro + w->r[i].off;
         if (w->r[i].slot)
-            *w->r[i].slot = (const float *)((const unsigned char *)ro + w->r[i].off);
+            *w->r[i].slot = (const float *)at;
+        if (w->r[i].bslot)
+            *w->r[i].bslot = at;
+    }
     *base = ro;
     *bytes = size;
     return MM_OK;

@@ -113,6 +113,29 @@ static void add_serial(float *y, const float *x, size_t n)
         y[i] += x[i];
 }
 
+void mm_nn_bias_act_row(float *y, const float *acc, const float *b, int n, mm_act_t act, int add)
+{
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(acc + j);
+        if (b)
+            v = _mm256_add_ps(v, _mm256_loadu_ps(b + j));
+        v = act8(v, act);
+        if (add)
+            v = _mm256_add_ps(v, _mm256_loadu_ps(y + j));
+        _mm256_storeu_ps(y + j, v);
+    }
+    if (j < n) {
+        float tmp[8] = {0};
+        int r = n - j;
+        for (int i = 0; i < r; i++)
+            tmp[i] = acc[j + i] + (b ? b[j + i] : 0.0f);
+        _mm256_storeu_ps(tmp, act8(_mm256_loadu_ps(tmp), act));
+        for (int i = 0; i < r; i++)
+            y[j + i] = add ? y[j + i] + tmp[i] : tmp[i];
+    }
+}
+
 void mm_nn_softmax(float *x, int n)
 {
     if (n <= 0)
@@ -176,6 +199,14 @@ static void add_serial(float *y, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
+}
+
+void mm_nn_bias_act_row(float *y, const float *acc, const float *b, int n, mm_act_t act, int add)
+{
+    for (int j = 0; j < n; j++) {
+        float v = act1(acc[j] + (b ? b[j] : 0.0f), act);
+        y[j] = add ? y[j] + v : v;
+    }
 }
 
 void mm_nn_softmax(float *x, int n)

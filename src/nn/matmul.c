@@ -34,6 +34,8 @@
 #include "mmembed/nn.h"
 
 #include <dnnl.h>
+#include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -41,20 +43,29 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_PRIMS 1024 /* distinct (shape, post-ops) keys per process: ~40 per CLIP/USE model */
+#define MAX_PRIMS 4096 /* distinct keys per process: ~40 per f32 model, up to 64 row counts per bf16/q8 shape */
+#define HASH_SLOTS 8192 /* open addressing over the table, > 2 x MAX_PRIMS */
 #define RT DNNL_RUNTIME_DIM_VAL
 #define NBLOCK 64 /* columns per unit of the split across threads */
+#define MCHUNK 64 /* bf16/q8: rows per primitive call (brgemm takes no run-time M in oneDNN 2.6) */
 
-enum { K_LINEAR, K_NT, K_NN };
+enum { K_LINEAR, K_NT, K_NN, K_BLOCKED };
 
-/* One primitive and the key it was made for. */
+/* One primitive and the key it was made for (the fields up to prim; keys
+ * are compared and hashed as those bytes, so they are zeroed first). */
 typedef struct {
     int kind;
     int K, N, ldw, ldx, ldy;  /* K_LINEAR: the shape but M */
     int act, add, bias;
     float scale;              /* K_NT */
+    int M, dt, tag;           /* K_BLOCKED: chunk rows, dtype, weights' format tag */
+} pkey_t;
+
+typedef struct {
+    pkey_t k;
     dnnl_primitive_t prim;
-    dnnl_memory_desc_t wmd, bmd; /* K_LINEAR: fixed weights and bias */
+    dnnl_memory_desc_t amd, wmd, bmd, cmd; /* K_LINEAR: fixed weights and bias; K_BLOCKED: all four */
+    size_t sbytes;                         /* its scratchpad */
 } prim_t;
 
 static struct {
@@ -63,18 +74,21 @@ static struct {
     dnnl_engine_t eng;
     prim_t p[MAX_PRIMS];
     int n;
+    short slot[HASH_SLOTS]; /* index + 1 of the primitive hashed there; 0 = empty */
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* A thread's bindings of one primitive: memory objects for the last
  * concrete shape it ran (dims[] and strides, compared before each call). */
 typedef struct {
-    dnnl_memory_t src, wei, bias, dst;
+    dnnl_memory_t src, wei, bias, dst, scr;
     long shape[8];
 } bind_t;
 
 static _Thread_local struct {
     pid_t pid;
     dnnl_stream_t stream;
+    void *scr;     /* the thread's scratchpad, grown to the largest asked */
+    size_t scrcap;
     bind_t b[MAX_PRIMS];
 } T;
 
@@ -92,25 +106,6 @@ static void die(const char *what, dnnl_status_t st)
             die(#call, st_);                      \
     } while (0)
 
-/* ============================================================ packing == */
-
-size_t mm_nn_packed_size(int N, int K)
-{
-    return (size_t)N * (size_t)K;
-}
-
-void mm_nn_pack_row(float *packed, int N, int K, int n, const float *row)
-{
-    for (int k = 0; k < K; k++)
-        packed[(size_t)k * N + n] = row[k];
-}
-
-void mm_nn_pack(float *packed, const float *w, int N, int K)
-{
-    for (int n = 0; n < N; n++)
-        mm_nn_pack_row(packed, N, K, n, w + (size_t)n * K);
-}
-
 /* ============================================================ state ==== */
 
 /* The engine and the table of this process (under S.mu). */
@@ -122,6 +117,8 @@ static void process_state(void)
     /* a forked child: the parent's objects are only memory here; start
      * afresh rather than share JIT state made by another process */
     S.n = 0;
+    memset(S.slot, 0, sizeof S.slot);
+    (void)mm_nn_cpu(); /* a MMEMBED_CPU cap must reach oneDNN before its first primitive */
     CK(dnnl_engine_create(&S.eng, dnnl_cpu, 0));
     S.pid = me;
 }
@@ -137,12 +134,13 @@ static void thread_exit(void *arg)
     if (T.pid != getpid())
         return;
     for (int i = 0; i < MAX_PRIMS; i++) {
-        dnnl_memory_t *m[4] = {&T.b[i].src, &T.b[i].wei, &T.b[i].bias, &T.b[i].dst};
-        for (int j = 0; j < 4; j++)
+        dnnl_memory_t *m[5] = {&T.b[i].src, &T.b[i].wei, &T.b[i].bias, &T.b[i].dst, &T.b[i].scr};
+        for (int j = 0; j < 5; j++)
             if (*m[j])
                 dnnl_memory_destroy(*m[j]);
     }
     dnnl_stream_destroy(T.stream);
+    free(T.scr);
     memset(&T, 0, sizeof T);
 }
 
@@ -176,74 +174,120 @@ static void md_strided(dnnl_memory_desc_t *md, int64_t d0, int64_t d1, int64_t s
     CK(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides));
 }
 
+/* Scratchpads are the caller's (dnnl_scratchpad_mode_user): a thread's own
+ * buffer is passed on every call. oneDNN's library-managed scratchpad is
+ * shared between threads unless it is built for concurrent execution, and
+ * the bf16 brgemm kernels accumulate in it, so two threads running one
+ * primitive would overwrite each other's partial sums. */
 static dnnl_primitive_t make_prim(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *w,
                                   const dnnl_memory_desc_t *b, const dnnl_memory_desc_t *c,
-                                  dnnl_primitive_attr_t attr)
+                                  dnnl_primitive_attr_t attr, size_t *scratch_bytes)
 {
     dnnl_matmul_desc_t md;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t p;
+    CK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     CK(dnnl_matmul_desc_init(&md, a, w, b, c));
     CK(dnnl_primitive_desc_create(&pd, &md, attr, S.eng, NULL));
+    *scratch_bytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
     CK(dnnl_primitive_create(&p, pd));
     CK(dnnl_primitive_desc_destroy(pd));
     return p;
 }
 
-/* Finds or makes the primitive for key `k`; returns its index. */
-static int lookup(const prim_t *k)
+static unsigned key_hash(const pkey_t *k)
 {
-    pthread_mutex_lock(&S.mu);
-    process_state();
-    int i = 0;
-    for (; i < S.n; i++) {
-        const prim_t *p = &S.p[i];
-        if (p->kind == k->kind && p->K == k->K && p->N == k->N && p->ldw == k->ldw && p->ldx == k->ldx &&
-            p->ldy == k->ldy && p->act == k->act && p->add == k->add && p->bias == k->bias &&
-            p->scale == k->scale)
-            break;
-    }
-    if (i < S.n) {
-        pthread_mutex_unlock(&S.mu);
-        return i;
-    }
-    if (S.n == MAX_PRIMS)
-        die("primitive table", dnnl_out_of_memory);
-    prim_t *p = &S.p[i];
-    *p = *k;
+    const unsigned char *p = (const unsigned char *)k;
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < sizeof *k; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static dnnl_data_type_t src_type(int dt)
+{
+    return dt == MM_DT_BF16 ? dnnl_bf16 : dt == MM_DT_Q8 ? dnnl_u8 : dnnl_f32;
+}
+
+static dnnl_data_type_t wei_type(int dt)
+{
+    return dt == MM_DT_BF16 ? dnnl_bf16 : dt == MM_DT_Q8 ? dnnl_s8 : dnnl_f32;
+}
+
+static dnnl_data_type_t acc_type(int dt)
+{
+    return dt == MM_DT_Q8 ? dnnl_s32 : dnnl_f32;
+}
+
+/* Makes primitive p for its key (under S.mu). */
+static void make(prim_t *p)
+{
+    const pkey_t *k = &p->k;
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po;
     CK(dnnl_primitive_attr_create(&attr));
     CK(dnnl_post_ops_create(&po));
-    dnnl_memory_desc_t a, c;
+    /* matmul adds the bias, then the post-ops run in order */
+    if (k->add)
+        CK(dnnl_post_ops_append_sum(po, 1.0f));
+    if (k->act == MM_ACT_GELU)
+        CK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f));
+    else if (k->act == MM_ACT_QUICK_GELU) /* x * sigmoid(alpha x) */
+        CK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f));
+    CK(dnnl_primitive_attr_set_post_ops(attr, po));
     if (k->kind == K_LINEAR) {
-        md_strided(&a, RT, k->K, k->ldx, 1);
+        md_strided(&p->amd, RT, k->K, k->ldx, 1);
         md_strided(&p->wmd, k->K, k->N, k->ldw, 1);
         md_strided(&p->bmd, 1, k->N, k->N, 1);
-        md_strided(&c, RT, k->N, k->ldy, 1);
-        /* matmul adds the bias, then the post-ops run in order */
-        if (k->add)
-            CK(dnnl_post_ops_append_sum(po, 1.0f));
-        if (k->act == MM_ACT_GELU)
-            CK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f));
-        else if (k->act == MM_ACT_QUICK_GELU) /* x * sigmoid(alpha x) */
-            CK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f));
-        CK(dnnl_primitive_attr_set_post_ops(attr, po));
-        p->prim = make_prim(&a, &p->wmd, k->bias ? &p->bmd : NULL, &c, attr);
+        md_strided(&p->cmd, RT, k->N, k->ldy, 1);
+        p->prim = make_prim(&p->amd, &p->wmd, k->bias ? &p->bmd : NULL, &p->cmd, attr, &p->sbytes);
+    } else if (k->kind == K_BLOCKED) {
+        /* dense src and dst: oneDNN 2.6's brgemm takes no row strides */
+        dnnl_dims_t a = {k->M, k->K}, w = {k->K, k->N}, b = {1, k->N}, c = {k->M, k->N};
+        CK(dnnl_memory_desc_init_by_tag(&p->amd, 2, a, src_type(k->dt), dnnl_ab));
+        CK(dnnl_memory_desc_init_by_tag(&p->wmd, 2, w, wei_type(k->dt), (dnnl_format_tag_t)k->tag));
+        CK(dnnl_memory_desc_init_by_tag(&p->bmd, 2, b, dnnl_f32, dnnl_ab));
+        CK(dnnl_memory_desc_init_by_tag(&p->cmd, 2, c, acc_type(k->dt), dnnl_ab));
+        p->prim = make_prim(&p->amd, &p->wmd, k->bias ? &p->bmd : NULL, &p->cmd, attr, &p->sbytes);
     } else {
         dnnl_memory_desc_t w;
-        md_strided(&a, RT, RT, RT, 1);
+        md_strided(&p->amd, RT, RT, RT, 1);
         if (k->kind == K_NT) /* w (N, K) read as its transpose (K, N) */
             md_strided(&w, RT, RT, 1, RT);
         else
             md_strided(&w, RT, RT, RT, 1);
-        md_strided(&c, RT, RT, RT, 1);
+        md_strided(&p->cmd, RT, RT, RT, 1);
         if (k->scale != 1.0f)
             CK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->scale));
-        p->prim = make_prim(&a, &w, NULL, &c, attr);
+        p->prim = make_prim(&p->amd, &w, NULL, &p->cmd, attr, &p->sbytes);
     }
     CK(dnnl_post_ops_destroy(po));
     CK(dnnl_primitive_attr_destroy(attr));
+}
+
+/* Finds or makes the primitive for key `k`; returns its index. */
+static int lookup(const pkey_t *k)
+{
+    pthread_mutex_lock(&S.mu);
+    process_state();
+    unsigned h = key_hash(k) % HASH_SLOTS;
+    for (;; h = (h + 1) % HASH_SLOTS) {
+        int i = S.slot[h] - 1;
+        if (i < 0)
+            break;
+        if (!memcmp(&S.p[i].k, k, sizeof *k)) {
+            pthread_mutex_unlock(&S.mu);
+            return i;
+        }
+    }
+    if (S.n == MAX_PRIMS)
+        die("primitive table", dnnl_out_of_memory);
+    int i = S.n;
+    prim_t *p = &S.p[i];
+    memset(p, 0, sizeof *p);
+    p->k = *k;
+    make(p);
+    S.slot[h] = (short)(i + 1);
     S.n++;
     pthread_mutex_unlock(&S.mu);
     return i;
@@ -265,13 +309,34 @@ static void rebind(bind_t *b, const long shape[8], const dnnl_memory_desc_t *a, 
     memcpy(b->shape, shape, sizeof b->shape);
 }
 
-static void execute(int i, bind_t *b, const float *x, const float *w, const float *bias, float *y)
+static void execute(int i, bind_t *b, const void *x, const void *w, const float *bias, void *y)
 {
+    const size_t sb = S.p[i].sbytes;
+    dnnl_exec_arg_t args[5];
+    int nargs = 0;
+    if (sb) {
+        if (sb > T.scrcap) {
+            free(T.scr);
+            T.scr = aligned_alloc(64, (sb + 63) / 64 * 64);
+            if (!T.scr)
+                die("scratchpad allocation", dnnl_out_of_memory);
+            T.scrcap = sb;
+        }
+        if (!b->scr) {
+            dnnl_memory_desc_t smd;
+            dnnl_dims_t d = {(dnnl_dim_t)sb};
+            CK(dnnl_memory_desc_init_by_tag(&smd, 1, d, dnnl_u8, dnnl_a));
+            CK(dnnl_memory_create(&b->scr, &smd, S.eng, DNNL_MEMORY_NONE));
+        }
+        CK(dnnl_memory_set_data_handle(b->scr, T.scr));
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, b->scr};
+    }
     CK(dnnl_memory_set_data_handle(b->src, (void *)x));
     CK(dnnl_memory_set_data_handle(b->wei, (void *)w));
     CK(dnnl_memory_set_data_handle(b->dst, y));
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_WEIGHTS, b->wei}, {DNNL_ARG_DST, b->dst}};
-    int nargs = 3;
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, b->src};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, b->wei};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, b->dst};
     if (bias) {
         CK(dnnl_memory_set_data_handle(b->bias, (void *)bias));
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, b->bias};
@@ -280,24 +345,193 @@ static void execute(int i, bind_t *b, const float *x, const float *w, const floa
     CK(dnnl_stream_wait(T.stream));
 }
 
+/* ============================================================ packing == */
+
+#define LIN_MAGIC 0x4e494c4du /* "MLIN" */
+
+/* The blob header (64 bytes; offsets in bytes from the header). */
+typedef struct {
+    uint32_t magic;
+    int32_t dtype, N, K;
+    int32_t tag;    /* dnnl_format_tag_t of the weights (f32: plain (K, N), 0) */
+    int32_t split;  /* 1: column ranges starting at multiples of NBLOCK are again (K, n) matrices of tag */
+    uint64_t data;  /* the weights */
+    uint64_t scale; /* q8: N floats */
+    uint64_t csum;  /* q8: N int32: 128 x the column sums of the int8 weights */
+    uint8_t pad[16];
+} lin_hdr_t;
+
+_Static_assert(sizeof(lin_hdr_t) == 64, "the blob header is one cache line");
+
+static size_t up64(size_t n)
+{
+    return (n + 63) / 64 * 64;
+}
+
+/* The blocked layout oneDNN's matmul wants for weights (K, N) of dtype dt
+ * (asked with format "any" at a 64-row problem, then matched against the
+ * brgemm tags), or plain ab if it is none of those. */
+static dnnl_format_tag_t choose_tag(int dt, int K, int N)
+{
+    static const dnnl_format_tag_t bf16[] = {dnnl_BA16a64b2a, dnnl_BA16a48b2a, dnnl_BA16a32b2a, dnnl_BA16a16b2a};
+    static const dnnl_format_tag_t s8[] = {dnnl_BA16a64b4a, dnnl_BA16a48b4a, dnnl_BA16a32b4a, dnnl_BA16a16b4a};
+    thread_state();
+    dnnl_memory_desc_t a, w, c;
+    dnnl_dims_t ad = {MCHUNK, K}, wd = {K, N}, cd = {MCHUNK, N};
+    CK(dnnl_memory_desc_init_by_tag(&a, 2, ad, src_type(dt), dnnl_ab));
+    CK(dnnl_memory_desc_init_by_tag(&w, 2, wd, wei_type(dt), dnnl_format_tag_any));
+    CK(dnnl_memory_desc_init_by_tag(&c, 2, cd, acc_type(dt), dnnl_ab));
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_desc_t pd;
+    CK(dnnl_matmul_desc_init(&md, &a, &w, NULL, &c));
+    CK(dnnl_primitive_desc_create(&pd, &md, NULL, S.eng, NULL));
+    const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_format_tag_t tag = dnnl_ab;
+    for (int i = 0; i < 4; i++) {
+        dnnl_memory_desc_t t;
+        CK(dnnl_memory_desc_init_by_tag(&t, 2, wd, wei_type(dt), dt == MM_DT_BF16 ? bf16[i] : s8[i]));
+        if (dnnl_memory_desc_equal(&t, want)) {
+            tag = dt == MM_DT_BF16 ? bf16[i] : s8[i];
+            break;
+        }
+    }
+    CK(dnnl_primitive_desc_destroy(pd));
+    return tag;
+}
+
+static size_t md_bytes(int dt, int K, int N, dnnl_format_tag_t tag)
+{
+    dnnl_memory_desc_t m;
+    dnnl_dims_t d = {K, N};
+    CK(dnnl_memory_desc_init_by_tag(&m, 2, d, wei_type(dt), tag));
+    return dnnl_memory_desc_get_size(&m);
+}
+
+/* Bytes from the weights' start to column c0 (a multiple of NBLOCK when
+ * the blob is split): the (K, c0) matrix of the same layout before it. */
+static size_t col_offset(const lin_hdr_t *h, int c0)
+{
+    if (c0 == 0)
+        return 0;
+    return md_bytes(h->dtype, h->K, c0, (dnnl_format_tag_t)h->tag);
+}
+
+static void layout(lin_hdr_t *h, int N, int K, mm_dtype_t dt)
+{
+    memset(h, 0, sizeof *h);
+    h->magic = LIN_MAGIC;
+    h->dtype = (int32_t)dt;
+    h->N = N;
+    h->K = K;
+    h->data = sizeof *h;
+    if (dt == MM_DT_F32) {
+        h->split = 1;
+        h->scale = h->csum = h->data + up64((size_t)N * K * sizeof(float));
+        return;
+    }
+    h->tag = (int32_t)choose_tag(dt, K, N);
+    h->split = (h->tag == dnnl_BA16a64b2a || h->tag == dnnl_BA16a64b4a) && N % NBLOCK == 0;
+    h->scale = h->data + up64(md_bytes(dt, K, N, (dnnl_format_tag_t)h->tag));
+    h->csum = h->scale + (dt == MM_DT_Q8 ? up64((size_t)N * sizeof(float)) : 0);
+}
+
+size_t mm_nn_lin_bytes(int N, int K, mm_dtype_t dt)
+{
+    lin_hdr_t h;
+    layout(&h, N, K, dt);
+    return h.csum + (dt == MM_DT_Q8 ? up64((size_t)N * sizeof(int32_t)) : 0);
+}
+
+mm_dtype_t mm_nn_lin_dtype(const void *wp)
+{
+    return (mm_dtype_t)((const lin_hdr_t *)wp)->dtype;
+}
+
+/* dst (layout of h) = src, a (K, N) matrix given as W (N, K) (format ba). */
+static void reorder(const lin_hdr_t *h, void *dst, const void *src, dnnl_data_type_t st)
+{
+    dnnl_memory_desc_t smd, dmd;
+    dnnl_dims_t d = {h->K, h->N};
+    CK(dnnl_memory_desc_init_by_tag(&smd, 2, d, st, dnnl_ba));
+    CK(dnnl_memory_desc_init_by_tag(&dmd, 2, d, wei_type(h->dtype), (dnnl_format_tag_t)h->tag));
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t p;
+    dnnl_memory_t ms, md;
+    CK(dnnl_reorder_primitive_desc_create(&pd, &smd, S.eng, &dmd, S.eng, NULL));
+    CK(dnnl_primitive_create(&p, pd));
+    CK(dnnl_memory_create(&ms, &smd, S.eng, (void *)src));
+    CK(dnnl_memory_create(&md, &dmd, S.eng, dst));
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+    CK(dnnl_primitive_execute(p, T.stream, 2, args));
+    CK(dnnl_stream_wait(T.stream));
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(p);
+    dnnl_primitive_desc_destroy(pd);
+}
+
+void mm_nn_lin_pack(void *dst, const float *w, int N, int K, mm_dtype_t dt)
+{
+    lin_hdr_t *h = dst;
+    layout(h, N, K, dt);
+    char *data = (char *)dst + h->data;
+    if (dt == MM_DT_F32) {
+        float *p = (float *)data;
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++)
+                p[(size_t)k * N + n] = w[(size_t)n * K + k];
+        return;
+    }
+    if (dt == MM_DT_BF16) {
+        reorder(h, data, w, dnnl_f32); /* rounds to nearest even */
+        return;
+    }
+    /* q8: per output channel n, scale = max |W[n, :]| / 127, W / scale rounded */
+    int8_t *q = malloc((size_t)N * K);
+    if (!q)
+        die("packing allocation", dnnl_out_of_memory);
+    float *sc = (float *)((char *)dst + h->scale);
+    int32_t *cs = (int32_t *)((char *)dst + h->csum);
+    for (int n = 0; n < N; n++) {
+        const float *row = w + (size_t)n * K;
+        float amax = 0.0f;
+        for (int k = 0; k < K; k++)
+            amax = fmaxf(amax, fabsf(row[k]));
+        const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+        int32_t sum = 0;
+        for (int k = 0; k < K; k++) {
+            int v = (int)lrintf(row[k] / s);
+            v = v > 127 ? 127 : v < -127 ? -127 : v;
+            q[(size_t)n * K + k] = (int8_t)v;
+            sum += v;
+        }
+        sc[n] = s;
+        cs[n] = 128 * sum;
+    }
+    reorder(h, data, q, dnnl_s8);
+    free(q);
+}
+
 /* ============================================================ linear === */
 
 typedef struct {
     float *y;
-    const float *x, *wp, *b;
+    const float *x, *b;
+    const lin_hdr_t *h;
     int ldy, ldx, M, K, N;
     mm_act_t act;
     int add;
+    const void *xs;     /* bf16/q8: x converted, dense (M, K) */
+    const float *xsc;   /* q8: per-row scales of xs */
+    int rowsplit;       /* bf16/q8: threads take row chunks, not column blocks */
 } linear_job_t;
 
-/* Columns [c0, c1) of y: a (K, c1 - c0) slice of the packed W, row stride N. */
-static void linear_cols(const linear_job_t *j, int c0, int c1)
+/* f32: columns [c0, c1) of y: a (K, c1 - c0) slice of the packed W, row
+ * stride N. */
+static void linear_cols_f32(const linear_job_t *j, int c0, int c1)
 {
-    if (c0 >= c1)
-        return;
-    prim_t key = {.kind = K_LINEAR, .K = j->K, .N = c1 - c0, .ldw = j->N, .ldx = j->ldx, .ldy = j->ldy,
-                  .act = j->act, .add = j->add, .bias = j->b != NULL, .scale = 1.0f};
-    thread_state();
+    pkey_t key = {.kind = K_LINEAR, .K = j->K, .N = c1 - c0, .ldw = j->N, .ldx = j->ldx, .ldy = j->ldy,
+                 .act = j->act, .add = j->add, .bias = j->b != NULL, .scale = 1.0f};
     int i = lookup(&key);
     bind_t *b = &T.b[i];
     const long shape[8] = {j->M};
@@ -307,7 +541,106 @@ static void linear_cols(const linear_job_t *j, int c0, int c1)
         md_strided(&c, j->M, c1 - c0, j->ldy, 1);
         rebind(b, shape, &a, &S.p[i].wmd, &S.p[i].bmd, &c);
     }
-    execute(i, b, j->x, j->wp + c0, j->b ? j->b + c0 : NULL, j->y + c0);
+    const float *w = (const float *)((const char *)j->h + j->h->data);
+    execute(i, b, j->x, w + c0, j->b ? j->b + c0 : NULL, j->y + c0);
+}
+
+/* A thread's output scratch for the bf16/q8 epilogue (grown, never shrunk). */
+static _Thread_local struct {
+    float *p;
+    size_t cap;
+} Y;
+
+static float *scratch(size_t n)
+{
+    if (n > Y.cap) {
+        free(Y.p);
+        Y.p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        if (!Y.p)
+            die("scratch allocation", dnnl_out_of_memory);
+        Y.cap = n;
+    }
+    return Y.p;
+}
+
+/* bf16/q8: columns [c0, c1) of rows [r0, r1), in chunks of MCHUNK rows.
+ * When those columns are whole rows of a dense y (bf16), the primitive
+ * writes y with the bias and the residual add fused; otherwise it writes a
+ * dense scratch (oneDNN 2.6's brgemm takes no output row stride) and the
+ * epilogue adds them in f32. Both do the same f32 additions in the same
+ * order, and the activation is always ours, so which path a row takes (it
+ * depends on the thread split) never changes its value. */
+static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
+{
+    const lin_hdr_t *h = j->h;
+    const int n = c1 - c0, dt = h->dtype;
+    const int direct = dt == MM_DT_BF16 && n == j->N && j->ldy == j->N;
+    const size_t esz = dt == MM_DT_BF16 ? 2 : 1;
+    const char *w = (const char *)h + h->data + col_offset(h, c0);
+    const float *wsc = dt == MM_DT_Q8 ? (const float *)((const char *)h + h->scale) + c0 : NULL;
+    const int32_t *csum = dt == MM_DT_Q8 ? (const int32_t *)((const char *)h + h->csum) + c0 : NULL;
+    const float *bias = j->b ? j->b + c0 : NULL;
+    float *acc = direct ? NULL : scratch((size_t)MCHUNK * (size_t)n);
+    for (int m0 = r0; m0 < r1; m0 += MCHUNK) {
+        const int mc = r1 - m0 < MCHUNK ? r1 - m0 : MCHUNK;
+        pkey_t key = {.kind = K_BLOCKED, .K = j->K, .N = n, .M = mc, .dt = dt, .tag = h->tag,
+                      .add = direct && j->add, .bias = direct && j->b};
+        int i = lookup(&key);
+        bind_t *b = &T.b[i];
+        if (!b->src) {
+            const long shape[8] = {0};
+            rebind(b, shape, &S.p[i].amd, &S.p[i].wmd, &S.p[i].bmd, &S.p[i].cmd);
+        }
+        const char *xs = (const char *)j->xs + (size_t)m0 * (size_t)j->K * esz;
+        float *yrow = j->y + (size_t)m0 * (size_t)j->ldy + c0;
+        if (direct) {
+            execute(i, b, xs, w, bias, yrow);
+            if (j->act != MM_ACT_NONE)
+                for (int r = 0; r < mc; r++)
+                    mm_nn_bias_act_row(yrow + (size_t)r * j->ldy, yrow + (size_t)r * j->ldy, NULL, n, j->act, 0);
+            continue;
+        }
+        execute(i, b, xs, w, NULL, acc);
+        for (int r = 0; r < mc; r++) {
+            float *a = acc + (size_t)r * n;
+            if (dt == MM_DT_Q8) { /* s32 -> f32 in place: sx * sw * (acc - 128 colsum) */
+                const int32_t *ai = (const int32_t *)a;
+                const float sx = j->xsc[m0 + r];
+                for (int c = 0; c < n; c++)
+                    a[c] = sx * wsc[c] * (float)(ai[c] - csum[c]);
+            }
+            mm_nn_bias_act_row(yrow + (size_t)r * j->ldy, a, bias, n, j->act, j->add);
+        }
+    }
+}
+
+/* A part of a bf16/q8 product: whole row chunks when there are enough of
+ * them for every thread (each part streams all of W), else column blocks
+ * (each part streams its slice of W for every row). */
+static void blocked_part(void *arg, int part, int nparts)
+{
+    const linear_job_t *j = arg;
+    thread_state();
+    if (j->rowsplit) {
+        const int chunks = (j->M + MCHUNK - 1) / MCHUNK;
+        const int a = (int)((long)chunks * part / nparts), b = (int)((long)chunks * (part + 1) / nparts);
+        if (a < b)
+            blocked_range(j, 0, j->N, a * MCHUNK, b * MCHUNK < j->M ? b * MCHUNK : j->M);
+        return;
+    }
+    const int blocks = (j->N + NBLOCK - 1) / NBLOCK;
+    const int b0 = (int)((long)blocks * part / nparts), b1 = (int)((long)blocks * (part + 1) / nparts);
+    const int c1 = b1 * NBLOCK < j->N ? b1 * NBLOCK : j->N;
+    if (b0 * NBLOCK < c1)
+        blocked_range(j, b0 * NBLOCK, c1, 0, j->M);
+}
+
+static void linear_cols(const linear_job_t *j, int c0, int c1)
+{
+    if (c0 >= c1)
+        return;
+    thread_state();
+    linear_cols_f32(j, c0, c1);
 }
 
 static void linear_part(void *arg, int part, int nparts)
@@ -319,28 +652,99 @@ static void linear_part(void *arg, int part, int nparts)
     linear_cols(j, b0 * NBLOCK, c1);
 }
 
-static void linear_run(const linear_job_t *j)
+/* The calling thread's converted activations (grown, never shrunk). */
+static _Thread_local struct {
+    void *p;
+    float *sc;
+    size_t cap, sccap;
+} X;
+
+/* Rounds x (M, K, row stride ldx) to bf16, or quantizes it to u8 with one
+ * scale per row (q = round(x / s) + 128, s = max|x| / 127), into X. */
+static void convert_src(linear_job_t *j)
+{
+    const int dt = j->h->dtype;
+    const size_t esz = dt == MM_DT_BF16 ? 2 : 1, n = (size_t)j->M * (size_t)j->K;
+    if (n * esz > X.cap) {
+        free(X.p);
+        X.p = aligned_alloc(64, (n * esz + 63) / 64 * 64);
+        if (!X.p)
+            die("scratch allocation", dnnl_out_of_memory);
+        X.cap = n * esz;
+    }
+    if (dt == MM_DT_BF16) {
+        uint16_t *o = X.p;
+        for (int m = 0; m < j->M; m++) {
+            const float *xr = j->x + (size_t)m * j->ldx;
+            uint16_t *orow = o + (size_t)m * j->K;
+            for (int k = 0; k < j->K; k++) { /* round to nearest even (inputs are finite) */
+                uint32_t u;
+                memcpy(&u, &xr[k], 4);
+                orow[k] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            }
+        }
+    } else {
+        if ((size_t)j->M > X.sccap) {
+            free(X.sc);
+            X.sc = malloc((size_t)j->M * sizeof(float));
+            if (!X.sc)
+                die("scratch allocation", dnnl_out_of_memory);
+            X.sccap = (size_t)j->M;
+        }
+        uint8_t *o = X.p;
+        for (int m = 0; m < j->M; m++) {
+            const float *xr = j->x + (size_t)m * j->ldx;
+            uint8_t *orow = o + (size_t)m * j->K;
+            float amax = 0.0f;
+            for (int k = 0; k < j->K; k++)
+                amax = fmaxf(amax, fabsf(xr[k]));
+            const float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+            for (int k = 0; k < j->K; k++) /* x / s in [-127, 127]: + 128.5, truncated = rounded */
+                orow[k] = (uint8_t)(int)(xr[k] * inv + 128.5f);
+            X.sc[m] = s;
+        }
+        j->xsc = X.sc;
+    }
+    j->xs = X.p;
+}
+
+static void linear_run(linear_job_t *j)
 {
     if (j->M <= 0 || j->N <= 0)
         return;
-    if ((double)j->M * j->N * j->K < 5e5 || j->N <= NBLOCK) /* a pool wake-up would cost more */
-        linear_cols(j, 0, j->N);
-    else
-        mm_nn_parallel(linear_part, (void *)j);
+    if (j->h->magic != LIN_MAGIC || j->h->N != j->N || j->h->K != j->K)
+        die("linear: weights packed for another shape", dnnl_invalid_arguments);
+    const int small = (double)j->M * j->N * j->K < 5e5; /* a pool wake-up would cost more */
+    if (j->h->dtype == MM_DT_F32) {
+        if (small || j->N <= NBLOCK)
+            linear_cols(j, 0, j->N);
+        else
+            mm_nn_parallel(linear_part, (void *)j);
+        return;
+    }
+    convert_src(j);
+    const int chunks = (j->M + MCHUNK - 1) / MCHUNK, P = mm_nn_threads();
+    if (small || P == 1 || (chunks == 1 && (!j->h->split || j->N <= NBLOCK))) {
+        thread_state();
+        blocked_range(j, 0, j->N, 0, j->M);
+        return;
+    }
+    j->rowsplit = chunks >= P || !j->h->split || j->N <= NBLOCK;
+    mm_nn_parallel(blocked_part, (void *)j);
 }
 
-void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+void mm_nn_linear(float *y, int ldy, const float *x, int ldx, const void *wp, const float *b,
                   int M, int K, int N, mm_act_t act)
 {
-    linear_job_t j = {.y = y, .x = x, .wp = wp, .b = b, .ldy = ldy, .ldx = ldx,
+    linear_job_t j = {.y = y, .x = x, .h = wp, .b = b, .ldy = ldy, .ldx = ldx,
                       .M = M, .K = K, .N = N, .act = act};
     linear_run(&j);
 }
 
-void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const float *wp, const float *b,
+void mm_nn_linear_add(float *y, int ldy, const float *x, int ldx, const void *wp, const float *b,
                       int M, int K, int N)
 {
-    linear_job_t j = {.y = y, .x = x, .wp = wp, .b = b, .ldy = ldy, .ldx = ldx,
+    linear_job_t j = {.y = y, .x = x, .h = wp, .b = b, .ldy = ldy, .ldx = ldx,
                       .M = M, .K = K, .N = N, .act = MM_ACT_NONE, .add = 1};
     linear_run(&j);
 }
@@ -354,7 +758,7 @@ static void strided(int kind, float *c, int ldc, const float *x, int ldx, const 
 {
     if (M <= 0 || N <= 0)
         return;
-    prim_t key = {.kind = kind, .scale = scale};
+    pkey_t key = {.kind = kind, .scale = scale};
     thread_state();
     int i = lookup(&key);
     bind_t *b = &T.b[i];

@@ -113,6 +113,66 @@ static void rm_tmp(const char *name)
 
 /* ============================================================ kernels == */
 
+/* bf16 and q8 dense layers against a double reference: shapes that take
+ * the blocked brgemm path (N a multiple of 64, split over threads, more
+ * rows than one chunk) and odd ones (plain layout, a row tail), bias,
+ * GELU and the fused residual add; threads and row chunks must not change
+ * a result. */
+static void test_linear_dtypes(void)
+{
+    static const int shapes[][3] = {{150, 256, 384}, {7, 300, 153}, {1, 64, 128}, {70, 37, 24}};
+    static const mm_dtype_t dts[] = {MM_DT_BF16, MM_DT_Q8};
+    static const double min_cos[] = {0.9999, 0.999}; /* per output matrix */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+        float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K), *b = malloc(sizeof(float) * N);
+        float *y = malloc(sizeof(float) * M * N), *y3 = malloc(sizeof(float) * M * N);
+        double *ref = malloc(sizeof(double) * M * N), *refadd = malloc(sizeof(double) * M * N);
+        for (int i = 0; i < M * K; i++)
+            x[i] = frand();
+        for (int i = 0; i < N * K; i++)
+            w[i] = frand() * 0.1f;
+        for (int i = 0; i < N; i++)
+            b[i] = frand();
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double d = b[j];
+                for (int k = 0; k < K; k++)
+                    d += (double)x[i * K + k] * w[j * K + k];
+                ref[i * N + j] = 0.5 * d * (1.0 + erf(d / sqrt(2.0)));
+                refadd[i * N + j] = ref[i * N + j] + d;
+            }
+        for (size_t di = 0; di < 2; di++) {
+            size_t bytes = mm_nn_lin_bytes(N, K, dts[di]);
+            void *blob = aligned_alloc(64, bytes);
+            mm_nn_lin_pack(blob, w, N, K, dts[di]);
+            CHECK(mm_nn_lin_dtype(blob) == dts[di], "blob dtype");
+            mm_nn_set_threads(1);
+            mm_nn_linear(y, N, x, K, blob, b, M, K, N, MM_ACT_GELU);
+            double c = cosine(y, ref, M * N);
+            CHECK(c >= min_cos[di], "%s linear %dx%dx%d cosine %.6f (min %.4f)", mm_dtype_name(dts[di]), M, K, N, c,
+                  min_cos[di]);
+            mm_nn_set_threads(3);
+            mm_nn_linear(y3, N, x, K, blob, b, M, K, N, MM_ACT_GELU);
+            CHECK(!memcmp(y, y3, sizeof(float) * M * N), "%s linear %dx%dx%d: 3 threads differ from 1",
+                  mm_dtype_name(dts[di]), M, K, N);
+            /* the last row alone (another chunk size) */
+            mm_nn_linear(y3, N, x + (size_t)(M - 1) * K, K, blob, b, 1, K, N, MM_ACT_GELU);
+            double d1 = 0;
+            for (int j = 0; j < N; j++)
+                d1 = fmax(d1, fabs(y3[j] - y[(size_t)(M - 1) * N + j]));
+            CHECK(d1 < 1e-5, "%s linear: last row alone differs by %g", mm_dtype_name(dts[di]), d1);
+            mm_nn_linear_add(y, N, x, K, blob, b, M, K, N);
+            c = cosine(y, refadd, M * N);
+            CHECK(c >= min_cos[di], "%s linear_add %dx%dx%d cosine %.6f", mm_dtype_name(dts[di]), M, K, N, c);
+            printf("kernels: %s linear %dx%dx%d cosine %.6f\n", mm_dtype_name(dts[di]), M, K, N, c);
+            free(blob);
+        }
+        mm_nn_set_threads(1);
+        free(x), free(w), free(b), free(y), free(y3), free(ref), free(refadd);
+    }
+}
+
 static void test_kernels(void)
 {
     /* activations vs libm over [-12, 12]. Tolerance: 4e-7 absolute plus
@@ -209,15 +269,17 @@ static void test_kernels(void)
      * ends off a 64-column block), bias and a fused activation, with 1 or 3
      * threads; a row alone must match it in a batch to rounding */
     enum { LM = 30, LK = 300, LN = 153 };
-    static float bx[LM * LK], bw[LN * LK], bb[LN], by[LM * LN], by1[LN], bp[LN * LK], lref[LM * LN];
+    static float bx[LM * LK], bw[LN * LK], bb[LN], by[LM * LN], by1[LN], lref[LM * LN];
+    static _Alignas(64) unsigned char bp[64 + LN * LK * 4 + 64];
     for (int i = 0; i < LM * LK; i++)
         bx[i] = frand();
     for (int i = 0; i < LN * LK; i++)
         bw[i] = frand();
     for (int i = 0; i < LN; i++)
         bb[i] = frand();
-    CHECK(mm_nn_packed_size(LN, LK) == LN * LK, "packed size %zu", mm_nn_packed_size(LN, LK));
-    mm_nn_pack(bp, bw, LN, LK);
+    CHECK(mm_nn_lin_bytes(LN, LK, MM_DT_F32) <= sizeof bp, "packed size %zu", mm_nn_lin_bytes(LN, LK, MM_DT_F32));
+    mm_nn_lin_pack(bp, bw, LN, LK, MM_DT_F32);
+    CHECK(mm_nn_lin_dtype(bp) == MM_DT_F32, "blob dtype");
     for (int i = 0; i < LM; i++)
         for (int j = 0; j < LN; j++) {
             double d = bb[j];
@@ -261,6 +323,7 @@ static void test_kernels(void)
         }
         printf("kernels: linear (oneDNN) ok\n");
     }
+    test_linear_dtypes();
     mm_nn_set_threads(1);
     mm_nn_matmul_nt(by, 9, bx, LK, bw, LK, 7, 5, 13, 0.5f);
     err = 0;
