@@ -4,6 +4,8 @@
 #
 #   usage (from anywhere): tools/bench/bench_clip.sh
 #   knobs (environment):   THREADS=1,2  SECS=3  MIN_RUNS=5  MAX_RUNS=30  GAP_MS=100
+#                          DTYPES=f32,bf16,q8  (our dense-layer dtypes, each
+#                            timed against the same ORT f32 runs)
 #                          OPENBLAS_CORETYPE=...  (reaches our engine only; note
 #                            that some sandboxes preset it, e.g. to Haswell)
 #                          PY=/usr/bin/python3  (a python3 with torch, for the export)
@@ -24,12 +26,14 @@
 #      run of ORT until both have MIN_RUNS runs and SECS seconds have passed
 #      (or MAX_RUNS), and the table prints medians.
 # Cases: ms per image (batch 1, 8), per text (16 and 77 tokens; batch 1, 32).
-# Target: ours <= 1.3x ORT.
+# Targets (issue 6): f32 <= 1.1x ORT; bf16 <= 1/3 of ORT for images (batch 1
+# and 8) and text16 batch 32, <= 1/2 for text77 batch 1.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 THREADS=${THREADS:-1,2}
+DTYPES=${DTYPES:-f32,bf16,q8}
 SECS=${SECS:-3}
 MIN_RUNS=${MIN_RUNS:-5}
 MAX_RUNS=${MAX_RUNS:-30}
@@ -85,28 +89,42 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 bench_run tools/bench/ort_bench.js $ONNX $WORK $CLIP_BENCH $MODEL $OUT image
 
 echo
-echo "CLIP ViT-B/32 shape, f32, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "CLIP ViT-B/32 shape, ORT f32 vs ours in $DTYPES, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 CORE=$(sed -n 's/^INFO ours READY .* openblas-core //p' $OUT)
 echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?')" \
      "$(git status --porcelain -- src include 2>/dev/null | grep -q . && echo '(src/ or include/ modified) ')" \
-     "built with ${MMFLAGS}; $(if [ "$CORE" = none ]; then echo 'GEMM: oneDNN matmul';
-        else echo "OpenBLAS kernels: $CORE${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)}"; fi)"
+     "built with ${MMFLAGS}; GEMM: oneDNN matmul (bf16/q8: brgemm, blocked weights)"
 echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
-     "intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
-echo "ms per item, median of the runs (min in parentheses); ratio = ours / ORT (medians)"
-awk '
+     "f32, intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
+echo "ms per item, median of the runs; ratio = ours / ORT (medians); target from issue 6 in brackets"
+awk -v dts="$DTYPES" '
 /^RESULT/ {
     key = $3 " " $4
     if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-    med[$2 " " key] = $5; mn[$2 " " key] = $8; runs[$2 " " key] = $7
+    med[$2 " " key] = $5
+}
+function target(dt, c) {
+    if (dt == "f32") return 1.1
+    if (dt != "bf16") return 0
+    if (c == "image_b1" || c == "image_b8" || c == "text16_b32") return 1 / 3
+    if (c == "text77_b1") return 0.5
+    return 0
 }
 END {
-    printf "%-12s %7s %18s %18s %7s %6s\n", "case", "threads", "ours ms", "ORT ms", "ratio", "<=1.3"
+    nd = split(dts, d, ",")
+    printf "%-11s %3s %8s", "case", "thr", "ORT"
+    for (i = 1; i <= nd; i++) printf " %8s %13s", d[i], "ratio"
+    printf "\n"
     for (i = 0; i < n; i++) {
         split(order[i], k, " ")
-        o = med["ours " order[i]]; r = med["ort " order[i]]
-        ratio = (r > 0) ? o / r : 0
-        printf "%-12s %7s %9.2f (%6.2f) %9.2f (%6.2f) %7.2f %6s\n", k[1], k[2], o, mn["ours " order[i]],
-               r, mn["ort " order[i]], ratio, (ratio <= 1.3 ? "yes" : "NO")
+        r = med["ort " order[i]]
+        printf "%-11s %3s %8.2f", k[1], k[2], r
+        for (j = 1; j <= nd; j++) {
+            o = med["ours-" d[j] " " order[i]]
+            ratio = (r > 0) ? o / r : 0
+            t = target(d[j], k[1])
+            printf " %8.2f %5.2f %7s", o, ratio, t ? sprintf("[%s%.2f]", ratio <= t ? "ok" : "NO", t) : ""
+        }
+        printf "\n"
     }
 }' $OUT

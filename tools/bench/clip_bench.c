@@ -5,6 +5,11 @@
  *
  *   usage: clip_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S]
  *                     [--min-runs N] [--max-runs N] [--no-time | --serve]
+ *                     [--dtypes f32,bf16,q8]
+ *
+ * --dtypes loads the model once per dtype (f32 always first: the check
+ * outputs are its); --serve requests may name one ("run CASE TH K bf16"),
+ * and stderr gets each dtype's worst cosine to f32 on the check inputs.
  *
  * Build: tools/bench/bench_clip.sh builds it against a libmmembed.a made by
  * the Makefile (its own B=build/bench/mm, the Makefile's CFLAGS and LDLIBS),
@@ -33,6 +38,7 @@
 #include "mmembed/common.h"
 #include "mmembed/model.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,21 +102,25 @@ static double run_case(mm_runner_t *r, const bench_case_t *bc, const inputs_t *i
 
 /* --serve: line protocol on stdin/stdout for ort_bench.js --ours, which
  * alternates our runs with ONNX Runtime's so that both see the same noise:
- *   "run CASE THREADS K"  -> "TIMES CASE THREADS w1/c1 .. wK/cK" (per run:
+ *   "run CASE THREADS K [DTYPE]"
+ *                         -> "TIMES CASE THREADS w1/c1 .. wK/cK" (per run:
  *                            wall ms / process CPU ms, whole batch; one
  *                            untimed warm-up first whenever the runner is
  *                            new or the case has not run on it yet)
  *   "quit" or EOF         -> exit */
-static int serve_loop(const mm_model_t *m, const inputs_t *in)
+#define MAX_DT 3
+
+static int serve_loop(mm_model_t *const *models, const char *const *dts, int ndt, const inputs_t *in)
 {
-    char line[256], name[64];
-    mm_runner_t *r = NULL;
-    int cur_threads = 0, warmed[NCASES] = {0};
+    char line[256], name[64], dt[16];
+    mm_runner_t *r[MAX_DT] = {0};
+    int cur_threads = 0, warmed[MAX_DT][NCASES] = {{0}};
     while (fgets(line, sizeof line, stdin)) {
         int th, k;
         if (!strncmp(line, "quit", 4))
             break;
-        if (sscanf(line, "run %63s %d %d", name, &th, &k) != 3 || th < 1 || k < 1) {
+        snprintf(dt, sizeof dt, "%s", dts[0]);
+        if (sscanf(line, "run %63s %d %d %15s", name, &th, &k, dt) < 3 || th < 1 || k < 1) {
             printf("ERROR bad request\n");
             fflush(stdout);
             continue;
@@ -118,29 +128,34 @@ static int serve_loop(const mm_model_t *m, const inputs_t *in)
         size_t c = 0;
         while (c < NCASES && strcmp(cases[c].name, name))
             c++;
-        if (c == NCASES) {
-            printf("ERROR unknown case %s\n", name);
+        int d = 0;
+        while (d < ndt && strcmp(dts[d], dt))
+            d++;
+        if (c == NCASES || d == ndt) {
+            printf("ERROR unknown case %s or dtype %s\n", name, dt);
             fflush(stdout);
             continue;
         }
-        if (!r || th != cur_threads) {
-            mm_runner_free(r);
-            r = mm_runner_new(m, MAX_TEXT, MAX_IMAGE, th);
-            if (!r) {
-                fprintf(stderr, "clip_bench: runner: out of memory\n");
-                return -1;
+        if (th != cur_threads) {
+            for (int i = 0; i < ndt; i++) {
+                mm_runner_free(r[i]);
+                r[i] = NULL;
             }
             cur_threads = th;
             memset(warmed, 0, sizeof warmed);
         }
-        if (!warmed[c]) {
-            if (run_case(r, &cases[c], in) < 0)
+        if (!r[d] && !(r[d] = mm_runner_new(models[d], MAX_TEXT, MAX_IMAGE, th))) {
+            fprintf(stderr, "clip_bench: runner: out of memory\n");
+            return -1;
+        }
+        if (!warmed[d][c]) {
+            if (run_case(r[d], &cases[c], in) < 0)
                 return -1;
-            warmed[c] = 1;
+            warmed[d][c] = 1;
         }
         printf("TIMES %s %d", name, th);
         for (int i = 0; i < k; i++) {
-            double ms = run_case(r, &cases[c], in);
+            double ms = run_case(r[d], &cases[c], in);
             if (ms < 0)
                 return -1;
             printf(" %.3f/%.3f", ms, last_cpu_ms);
@@ -148,8 +163,26 @@ static int serve_loop(const mm_model_t *m, const inputs_t *in)
         printf("\n");
         fflush(stdout);
     }
-    mm_runner_free(r);
+    for (int i = 0; i < ndt; i++)
+        mm_runner_free(r[i]);
     return 0;
+}
+
+/* Worst cosine between n D-vectors of a and b. */
+static double worst_cos(const float *a, const float *b, int n, int D)
+{
+    double w = 1;
+    for (int i = 0; i < n; i++) {
+        double ab = 0, aa = 0, bb = 0;
+        for (int j = 0; j < D; j++) {
+            ab += (double)a[i * D + j] * b[i * D + j];
+            aa += (double)a[i * D + j] * a[i * D + j];
+            bb += (double)b[i * D + j] * b[i * D + j];
+        }
+        double c = ab / sqrt(aa * bb);
+        w = c < w ? c : w;
+    }
+    return w;
 }
 
 int main(int argc, char **argv)
@@ -163,6 +196,7 @@ int main(int argc, char **argv)
     const char *threads_arg = "1,2";
     double secs = 3.0;
     int min_runs = 3, max_runs = 50, do_time = 1, serve = 0;
+    const char *dtypes_arg = "f32";
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads_arg = argv[++i];
@@ -176,6 +210,8 @@ int main(int argc, char **argv)
             do_time = 0;
         else if (!strcmp(argv[i], "--serve"))
             serve = 1;
+        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
+            dtypes_arg = argv[++i];
         else {
             fprintf(stderr, "clip_bench: unknown argument %s\n", argv[i]);
             return 2;
@@ -187,15 +223,34 @@ int main(int argc, char **argv)
         max_runs = min_runs;
 
     char err[MM_ERRLEN];
-    mm_model_t *m;
-    double t0 = now();
-    if (mm_model_load(model_dir, &m, err, sizeof err)) {
-        fprintf(stderr, "clip_bench: %s\n", err);
-        return 1;
+    mm_model_t *models[MAX_DT], *m;
+    const char *dts[MAX_DT] = {"f32"};
+    int ndt = 1;
+    char dtbuf[64];
+    snprintf(dtbuf, sizeof dtbuf, "%s", dtypes_arg);
+    for (char *save = NULL, *t = strtok_r(dtbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        mm_dtype_t dt;
+        if (mm_dtype_parse(t, &dt)) {
+            fprintf(stderr, "clip_bench: unknown dtype %s\n", t);
+            return 2;
+        }
+        if (dt != MM_DT_F32 && ndt < MAX_DT)
+            dts[ndt++] = mm_dtype_name(dt);
     }
+    for (int d = 0; d < ndt; d++) {
+        mm_dtype_t dt;
+        mm_dtype_parse(dts[d], &dt);
+        double t0 = now();
+        if (mm_model_load_as(model_dir, dt, &models[d], err, sizeof err)) {
+            fprintf(stderr, "clip_bench: %s\n", err);
+            return 1;
+        }
+        const mm_model_info_t *mi = mm_model_info(models[d]);
+        fprintf(stderr, "clip_bench: %s (%s) loaded in %.0f ms (pack %.1f MB, source %s, dim %d)\n", mi->name,
+                dts[d], (now() - t0) * 1e3, mm_model_weight_bytes(models[d]) / 1e6, mi->dtype, mi->dim);
+    }
+    m = models[0];
     const mm_model_info_t *info = mm_model_info(m);
-    fprintf(stderr, "clip_bench: %s loaded in %.0f ms (pack %.1f MB, source %s, dim %d)\n", info->name,
-            (now() - t0) * 1e3, mm_model_weight_bytes(m) / 1e6, info->dtype, info->dim);
     if (!info->has_text || !info->has_vision || info->max_tokens < 77) {
         fprintf(stderr, "clip_bench: need a CLIP model with both towers and 77 positions\n");
         return 1;
@@ -251,6 +306,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "clip_bench: encode failed: %d\n", rc);
         return 1;
     }
+    for (int d = 1; d < ndt; d++) { /* fidelity of each dtype to f32 on the check inputs */
+        float t2[CHECK_TEXTS * 1024], i2[CHECK_IMAGES * 1024];
+        mm_runner_t *r2 = mm_runner_new(models[d], MAX_TEXT, MAX_IMAGE, 1);
+        if (!r2 || mm_model_encode_text(r2, check_ptr, check_lens, CHECK_TEXTS, t2) ||
+            mm_model_encode_image(r2, pixels, CHECK_IMAGES, i2)) {
+            fprintf(stderr, "clip_bench: %s encode failed\n", dts[d]);
+            return 1;
+        }
+        mm_runner_free(r2);
+        fprintf(stderr, "clip_bench: FIDELITY %s vs f32: text worst cosine %.6f, image worst cosine %.6f\n", dts[d],
+                worst_cos(t2, check_text, CHECK_TEXTS, D), worst_cos(i2, check_image, CHECK_IMAGES, D));
+    }
     if (write_file(work, "ids77.i32", ids77, sizeof(int32_t) * MAX_TEXT * 77) ||
         write_file(work, "ids16.i32", ids16, sizeof(int32_t) * MAX_TEXT * 16) ||
         write_file(work, "pixels.f32", pixels, sizeof(float) * per * MAX_IMAGE) ||
@@ -275,7 +342,7 @@ int main(int argc, char **argv)
     if (serve) {
         printf("READY %s openblas-core %s\n", work, openblas_get_corename ? openblas_get_corename() : "none");
         fflush(stdout);
-        if (serve_loop(m, &in))
+        if (serve_loop(models, dts, ndt, &in))
             return 1;
     } else if (do_time) {
         double *times = malloc(sizeof(double) * (size_t)max_runs);
@@ -321,6 +388,7 @@ int main(int argc, char **argv)
     free(ids16);
     free(pixels);
     free(out);
-    mm_model_free(m);
+    for (int d = 0; d < ndt; d++)
+        mm_model_free(models[d]);
     return 0;
 }

@@ -31,9 +31,11 @@ bench_build_driver() {
 bench_run() {
     say "running (threads $THREADS, >= $MIN_RUNS runs and >= ${SECS}s per case;" \
         "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>}; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    # DTYPES=f32,bf16,q8: our engine once per dtype (RESULT ours-<dtype>)
     node "$1" "$2" "$3" --threads "$THREADS" --secs "$SECS" \
         --min-runs "$MIN_RUNS" --max-runs "$MAX_RUNS" --gap-ms "$GAP_MS" \
-        --ours "$4 $5 $3 --serve" | tee "$6" | grep -v '^RESULT' >&2 || true
+        ${DTYPES:+--variants "$DTYPES"} \
+        --ours "$4 $5 $3 --serve${DTYPES:+ --dtypes $DTYPES}" | tee "$6" | grep -v '^RESULT' >&2 || true
     if ! grep -q "^CHECK $7" "$6" || grep -q '^CHECK FAILED' "$6" || ! grep -q '^RESULT' "$6"; then
         say "failed (see $6)"
         exit 1

@@ -12,6 +12,8 @@
 //   --max-runs N       ... and at most N runs
 //   --ours "CMD ..."   also time our engine: start CMD (the C driver with
 //                      --serve), then alternate its runs with ORT's
+//   --variants a,b     time our engine once per variant (its dtypes: f32,bf16,q8),
+//                      each run named "ours-<variant>" in RESULT lines
 //   --gap-ms G         pause between the two engines' runs (default 100: lets
 //                      the other side's spinning threads go to sleep)
 //   --check-only       only the cross-check
@@ -34,7 +36,8 @@ function parseArgs(argv, usageLine) {
       '[--ours "CMD ARGS"] [--gap-ms G] [--check-only]\n');
     process.exit(2);
   };
-  const a = { threads: [1, 2], secs: 3, minRuns: 3, maxRuns: 50, ours: null, gapMs: 100, checkOnly: false, pos: [] };
+  const a = { threads: [1, 2], secs: 3, minRuns: 3, maxRuns: 50, ours: null, gapMs: 100, checkOnly: false, pos: [],
+    variants: [] };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i];
     const next = () => { if (i + 1 >= argv.length) usage(); return argv[++i]; };
@@ -44,6 +47,7 @@ function parseArgs(argv, usageLine) {
     else if (v === '--max-runs') a.maxRuns = Number(next());
     else if (v === '--ours') a.ours = next();
     else if (v === '--gap-ms') a.gapMs = Number(next());
+    else if (v === '--variants') a.variants = next().split(',').filter(Boolean);
     else if (v === '--check-only') a.checkOnly = true;
     else if (v.startsWith('--')) usage();
     else a.pos.push(v);
@@ -156,8 +160,8 @@ function startOurs(cmdline) {
       if (!l || !l.startsWith('READY')) throw new Error(dead || `our engine: unexpected "${l}"`);
       console.log(`INFO ours ${l}`);
     },
-    async run(c, th, k) {
-      child.stdin.write(`run ${c.name} ${th} ${k}\n`);
+    async run(c, th, k, variant) {
+      child.stdin.write(`run ${c.name} ${th} ${k}${variant ? ` ${variant}` : ''}\n`);
       const l = await nextLine();
       if (!l || !l.startsWith('TIMES')) throw new Error(dead || `our engine: unexpected "${l}"`);
       return l.split(' ').slice(3).map((x) => x.split('/').map(Number));
@@ -199,19 +203,22 @@ async function benchMain(spec) {
     for (const c of spec.cases) {
       const once = () => timed(() => spec.run(sessions[th], c, state));
       await once(); // warm-up (ours warms up on its first request)
-      const tOrt = [], tOurs = [];
+      const variants = a.variants.length ? a.variants : [null];
+      const tOrt = [], tOurs = variants.map(() => []);
       const start = Date.now();
       for (;;) {
         if (ours) {
-          await sleep(a.gapMs);
-          tOurs.push(...(await ours.run(c, th, 1)));
+          for (let v = 0; v < variants.length; v++) {
+            await sleep(a.gapMs);
+            tOurs[v].push(...(await ours.run(c, th, 1, variants[v])));
+          }
           await sleep(a.gapMs);
         }
         tOrt.push(await once());
         const runs = tOrt.length;
         if (runs >= a.maxRuns || (runs >= a.minRuns && (Date.now() - start) / 1e3 >= a.secs)) break;
       }
-      if (ours) result('ours', c, th, tOurs);
+      if (ours) variants.forEach((v, i) => result(v ? `ours-${v}` : 'ours', c, th, tOurs[i]));
       result('ort', c, th, tOrt);
     }
   }
