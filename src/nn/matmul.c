@@ -34,6 +34,9 @@
 #include "mmembed/nn.h"
 
 #include <dnnl.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <omp.h>
@@ -545,6 +548,86 @@ static void linear_cols_f32(const linear_job_t *j, int c0, int c1)
     execute(i, b, j->x, w + c0, j->b ? j->b + c0 : NULL, j->y + c0);
 }
 
+/* One row of n floats to bf16, rounded to nearest even (inputs finite). */
+static void row_to_bf16(uint16_t *o, const float *x, int n)
+{
+    int k = 0;
+#ifdef __AVX2__
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
+    for (; k + 16 <= n; k += 16) {
+        __m256i a = _mm256_castps_si256(_mm256_loadu_ps(x + k));
+        __m256i b = _mm256_castps_si256(_mm256_loadu_ps(x + k + 8));
+        a = _mm256_srli_epi32(_mm256_add_epi32(a, _mm256_add_epi32(half, _mm256_and_si256(_mm256_srli_epi32(a, 16), one))), 16);
+        b = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(half, _mm256_and_si256(_mm256_srli_epi32(b, 16), one))), 16);
+        /* packus works per 128-bit lane: a0-3 b0-3 | a4-7 b4-7 -> reorder the quadwords */
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xd8);
+        _mm256_storeu_si256((__m256i *)(o + k), p);
+    }
+#endif
+    for (; k < n; k++) {
+        uint32_t u;
+        memcpy(&u, &x[k], 4);
+        o[k] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+/* One row of n floats to u8: q = round(x / s) + 128 with s = max|x| / 127
+ * (so q is in [1, 255]); returns s. */
+static float row_to_u8(uint8_t *o, const float *x, int n)
+{
+    int k = 0;
+    float amax = 0.0f;
+#ifdef __AVX2__
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (; k + 8 <= n; k += 8)
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+    float t[8];
+    _mm256_storeu_ps(t, m);
+    for (int i = 0; i < 8; i++)
+        amax = t[i] > amax ? t[i] : amax;
+#endif
+    for (; k < n; k++) {
+        float v = x[k] < 0 ? -x[k] : x[k];
+        amax = v > amax ? v : amax;
+    }
+    const float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+    k = 0;
+#ifdef __AVX2__
+    const __m256 vi = _mm256_set1_ps(inv), off = _mm256_set1_ps(128.5f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (; k + 32 <= n; k += 32) {
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) /* x / s in [-127, 127]: + 128.5, truncated = rounded */
+            q[i] = _mm256_cvttps_epi32(_mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8 * i), vi, off));
+        __m256i w = _mm256_packus_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(o + k), _mm256_permutevar8x32_epi32(w, order));
+    }
+#endif
+    for (; k < n; k++)
+        o[k] = (uint8_t)(int)(x[k] * inv + 128.5f);
+    return s;
+}
+
+/* q8 accumulators to f32 in place: a = sx * sw * (acc - 128 colsum). */
+static void dequant_row(float *a, float sx, const float *sw, const int32_t *csum, int n)
+{
+    int32_t *ai = (int32_t *)a;
+    int c = 0;
+#ifdef __AVX2__
+    const __m256 vs = _mm256_set1_ps(sx);
+    for (; c + 8 <= n; c += 8) {
+        __m256i v = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ai + c)),
+                                     _mm256_loadu_si256((const __m256i *)(csum + c)));
+        _mm256_storeu_ps(a + c, _mm256_mul_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(sw + c)), _mm256_cvtepi32_ps(v)));
+    }
+#endif
+    for (; c < n; c++) {
+        int32_t v = ai[c] - csum[c];
+        a[c] = sx * sw[c] * (float)v;
+    }
+}
+
 /* A thread's output scratch for the bf16/q8 epilogue (grown, never shrunk). */
 static _Thread_local struct {
     float *p;
@@ -603,12 +686,8 @@ static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
         execute(i, b, xs, w, NULL, acc);
         for (int r = 0; r < mc; r++) {
             float *a = acc + (size_t)r * n;
-            if (dt == MM_DT_Q8) { /* s32 -> f32 in place: sx * sw * (acc - 128 colsum) */
-                const int32_t *ai = (const int32_t *)a;
-                const float sx = j->xsc[m0 + r];
-                for (int c = 0; c < n; c++)
-                    a[c] = sx * wsc[c] * (float)(ai[c] - csum[c]);
-            }
+            if (dt == MM_DT_Q8)
+                dequant_row(a, j->xsc[m0 + r], wsc, csum, n);
             mm_nn_bias_act_row(yrow + (size_t)r * j->ldy, a, bias, n, j->act, j->add);
         }
     }
@@ -673,16 +752,8 @@ static void convert_src(linear_job_t *j)
         X.cap = n * esz;
     }
     if (dt == MM_DT_BF16) {
-        uint16_t *o = X.p;
-        for (int m = 0; m < j->M; m++) {
-            const float *xr = j->x + (size_t)m * j->ldx;
-            uint16_t *orow = o + (size_t)m * j->K;
-            for (int k = 0; k < j->K; k++) { /* round to nearest even (inputs are finite) */
-                uint32_t u;
-                memcpy(&u, &xr[k], 4);
-                orow[k] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-            }
-        }
+        for (int m = 0; m < j->M; m++)
+            row_to_bf16((uint16_t *)X.p + (size_t)m * j->K, j->x + (size_t)m * j->ldx, j->K);
     } else {
         if ((size_t)j->M > X.sccap) {
             free(X.sc);
@@ -691,18 +762,8 @@ static void convert_src(linear_job_t *j)
                 die("scratch allocation", dnnl_out_of_memory);
             X.sccap = (size_t)j->M;
         }
-        uint8_t *o = X.p;
-        for (int m = 0; m < j->M; m++) {
-            const float *xr = j->x + (size_t)m * j->ldx;
-            uint8_t *orow = o + (size_t)m * j->K;
-            float amax = 0.0f;
-            for (int k = 0; k < j->K; k++)
-                amax = fmaxf(amax, fabsf(xr[k]));
-            const float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / s;
-            for (int k = 0; k < j->K; k++) /* x / s in [-127, 127]: + 128.5, truncated = rounded */
-                orow[k] = (uint8_t)(int)(xr[k] * inv + 128.5f);
-            X.sc[m] = s;
-        }
+        for (int m = 0; m < j->M; m++)
+            X.sc[m] = row_to_u8((uint8_t *)X.p + (size_t)m * j->K, j->x + (size_t)m * j->ldx, j->K);
         j->xsc = X.sc;
     }
     j->xs = X.p;
