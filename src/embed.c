@@ -28,6 +28,10 @@
 #include "mmembed/use.h"
 #include "mmembed/video.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <time.h>
+
 #define IMG_CHUNK 8            /* images decoded and encoded per pass */
 #define JSON_MAX_DEPTH 16
 
@@ -43,6 +47,10 @@ typedef struct {
     mm_tokenizer_t *tok;       /* NULL without a text tower */
     mm_preproc_t pre;          /* valid with a vision tower */
     int synthetic;             /* weights are not trained (config.json says so) */
+    const char *compute;       /* dense layers' dtype as run: "f32", "bf16", "q8" */
+    char dtype_want[8];        /* as configured: f32, bf16, q8, auto */
+    char dtype_why[200];       /* why `compute` (CPU features, config, memory) */
+    double load_ms;            /* master: time to read, convert and pack the weights */
     int max_tokens;            /* truncation length: config max_tokens, else the model's */
     char instruction[512];     /* prefix for input_type "query" (config) */
     int is_default;
@@ -96,22 +104,64 @@ static int is_use_folder(const char *dir)
     return yes;
 }
 
-static int load_entry(entry_t *e, const char *name, const char *dir, char *err, size_t errlen)
+/* Bytes the dense weights would take in f32, estimated from the checkpoint
+ * files (16-bit checkpoints double), for dtype "auto". */
+static size_t f32_estimate(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t total = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        char p[MM_PATH_MAX + 300];
+        struct stat st;
+        if (n > 12 && !strcmp(de->d_name + n - 12, ".safetensors")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            if (stat(p, &st) == 0)
+                total += (size_t)st.st_size * 2;
+        }
+    }
+    if (d)
+        closedir(d);
+    return total;
+}
+
+static double ms_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int load_entry(entry_t *e, const char *name, const char *dir, const char *dtype, char *err, size_t errlen)
 {
     char path[MM_PATH_MAX + 64], sub[MM_ERRLEN];
     snprintf(e->name, sizeof e->name, "%s", name);
     snprintf(e->dir, sizeof e->dir, "%s", dir);
+    snprintf(e->dtype_want, sizeof e->dtype_want, "%s", dtype);
+    const double t0 = ms_now();
+    e->load_ms = 0;
     if (is_use_folder(dir)) {
+        /* USE-Lite's products are (tokens x 512) by small plain matrices:
+         * oneDNN f32 on plain weights; no packed dtypes */
+        e->compute = "f32";
+        snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(dtype, "f32") ?
+                 "USE-Lite always runs f32 (small model; no packed bf16/q8 path)" : "f32 as configured");
         int rc = mm_use_load(dir, &e->use, sub, sizeof sub);
         if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
         e->use_info = (mm_model_info_t){.name = e->name, .arch = "use-lite", .dim = mm_use_dim(e->use),
                                         .max_tokens = mm_use_max_tokens(e->use), .has_text = 1, .dtype = "f32"};
         e->info = &e->use_info;
         e->max_tokens = e->info->max_tokens;
+        e->load_ms = ms_now() - t0;
         return MM_OK;
     }
+    mm_dtype_t dt;
+    if (mm_nn_resolve_dtype(dtype, f32_estimate(dir), &dt, e->dtype_why, sizeof e->dtype_why))
+        return mm_errf(err, errlen, MM_E_INVALID, "model '%s': unknown dtype '%s'", name, dtype);
+    e->compute = mm_dtype_name(dt);
     if (mm_tm_is_supported(dir)) {
-        int rc = mm_tm_load(dir, &e->tm, sub, sizeof sub);
+        int rc = mm_tm_load_as(dir, dt, &e->tm, sub, sizeof sub);
         if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
         const mm_tm_info_t *ti = mm_tm_info(e->tm);
         e->use_info = (mm_model_info_t){.name = e->name, .arch = ti->arch, .dim = ti->dim, .max_tokens = ti->max_tokens,
@@ -121,9 +171,10 @@ static int load_entry(entry_t *e, const char *name, const char *dir, char *err, 
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
         rc = mm_tokenizer_load(path, &e->tok, sub, sizeof sub);
         if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
+        e->load_ms = ms_now() - t0;
         return MM_OK;
     }
-    int rc = mm_model_load(dir, &e->model, sub, sizeof sub);
+    int rc = mm_model_load_as(dir, dt, &e->model, sub, sizeof sub);
     if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
     e->info = mm_model_info(e->model);
     if (e->info->has_text) {
@@ -149,6 +200,7 @@ static int load_entry(entry_t *e, const char *name, const char *dir, char *err, 
     }
     e->synthetic = read_synthetic_flag(dir);
     e->max_tokens = e->info->max_tokens;
+    e->load_ms = ms_now() - t0;
     if (e->synthetic)
         mm_log_warn("model '%s' (%s) has SYNTHETIC weights: its vectors are not semantic", name, dir);
     return MM_OK;
@@ -174,11 +226,16 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
     e->conf = c;
     mm_video_init();
     for (int i = 0; i < c->n_models; i++) {
-        int rc = load_entry(&e->m[i], c->models[i].name, c->models[i].path, err, errlen);
+        int rc = load_entry(&e->m[i], c->models[i].name, c->models[i].path, c->models[i].dtype, err, errlen);
         if (rc) {
+            e->n = i + 1;
             mm_embed_free(e);
             return rc;
         }
+        mm_log_info("model '%s': %s, dense layers in %s (%s); weights prepared in %.0f ms, %zu MiB shared",
+                    e->m[i].name, e->m[i].info->arch, e->m[i].compute, e->m[i].dtype_why, e->m[i].load_ms,
+                    (e->m[i].model ? mm_model_weight_bytes(e->m[i].model)
+                     : e->m[i].tm ? mm_tm_weight_bytes(e->m[i].tm) : (size_t)0) >> 20);
         e->m[i].is_default = c->models[i].is_default;
         e->m[i].default_for = c->models[i].default_for;
         if (((e->m[i].default_for & MM_MOD_TEXT) && !e->m[i].info->has_text) ||
@@ -310,12 +367,16 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
         const entry_t *m = &e->m[i];
         mm_buf_printf(b, "%s{\"name\":", i ? "," : "");
         mm_buf_json_str(b, m->name, strlen(m->name));
-        mm_buf_printf(b, ",\"arch\":\"%s\",\"dims\":%d,\"modalities\":[%s%s%s],\"dtype\":\"f32\","
-                         "\"source_dtype\":\"%s\",\"max_tokens\":%d,\"image_size\":%d,\"default\":%s,"
-                         "\"weight_bytes\":%zu,\"synthetic\":%s",
+        mm_buf_printf(b, ",\"arch\":\"%s\",\"dims\":%d,\"modalities\":[%s%s%s],\"dtype\":\"%s\","
+                         "\"dtype_requested\":\"%s\",\"dtype_reason\":",
                       m->info->arch, m->info->dim, m->info->has_text ? "\"text\"" : "",
                       m->info->has_text && m->info->has_vision ? "," : "",
-                      m->info->has_vision ? "\"image\",\"video\"" : "", m->info->dtype, m->info->max_tokens,
+                      m->info->has_vision ? "\"image\",\"video\"" : "", m->compute, m->dtype_want);
+        mm_buf_json_str(b, m->dtype_why, strlen(m->dtype_why));
+        mm_buf_printf(b, ",\"cpu\":\"%s\",\"load_ms\":%.0f,"
+                         "\"source_dtype\":\"%s\",\"max_tokens\":%d,\"image_size\":%d,\"default\":%s,"
+                         "\"weight_bytes\":%zu,\"synthetic\":%s",
+                      mm_nn_cpu()->isa, m->load_ms, m->info->dtype, m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
                       m->model ? mm_model_weight_bytes(m->model) : m->tm ? mm_tm_weight_bytes(m->tm) : (size_t)0,
                       m->synthetic ? "true" : "false");
@@ -1472,7 +1533,8 @@ int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *
     e->conf = &conf;
     const char *slash = strrchr(dir, '/');
     const char *name = slash && slash[1] ? slash + 1 : dir;
-    int rc = load_entry(&e->m[0], name, dir, err, errlen);
+    const char *dt = getenv("MMEMBED_DTYPE"); /* the CLI's dtype (f32, bf16, q8, auto) */
+    int rc = load_entry(&e->m[0], name, dir, dt && *dt ? dt : "f32", err, errlen);
     if (rc == MM_OK) {
         e->n = 1;
         rc = mm_embed_init_child(e, 1, err, errlen);

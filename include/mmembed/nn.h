@@ -70,6 +70,10 @@ typedef struct {
  * reaches oneDNN first). */
 const mm_cpu_t *mm_nn_cpu(void);
 
+/* Whether dt runs natively here: bf16 on AMX or AVX512-BF16, q8 on AMX or
+ * AVX512-VNNI (f32 always). */
+int mm_nn_dtype_native(mm_dtype_t dt);
+
 /* The dtype to run for a model whose requested dtype is `want` ("f32",
  * "bf16", "q8" or "auto") and whose dense weights take f32_bytes in f32:
  * bf16 needs AMX or AVX512-BF16 and q8 needs AVX512-VNNI (or AMX), else
@@ -90,6 +94,10 @@ int mm_nn_resolve_dtype(const char *want, size_t f32_bytes, mm_dtype_t *out, cha
  * so the master may pack and then fork). */
 size_t mm_nn_lin_bytes(int N, int K, mm_dtype_t dt);
 void mm_nn_lin_pack(void *dst, const float *w, int N, int K, mm_dtype_t dt);
+
+/* Whether oneDNN can multiply dtype dt on this CPU (as capped); packing
+ * and running an unsupported dtype is a programming error (abort). */
+int mm_nn_lin_supported(mm_dtype_t dt);
 
 /* The dtype a packed blob holds. */
 mm_dtype_t mm_nn_lin_dtype(const void *wp);

@@ -401,6 +401,9 @@ int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
 int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (!mm_nn_lin_supported(dtype))
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: dtype %s is not supported on this CPU", dir,
+                       mm_dtype_name(dtype));
     mm_model_t *m = calloc(1, sizeof(*m));
     mm_st_t *st = NULL;
     mm_weights_t *w = NULL;

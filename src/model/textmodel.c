@@ -820,6 +820,9 @@ int mm_tm_load(const char *dir, mm_tm_t **out, char *err, size_t errlen)
 int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (!mm_nn_lin_supported(dtype))
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: dtype %s is not supported on this CPU", dir,
+                       mm_dtype_name(dtype));
     mm_tm_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");

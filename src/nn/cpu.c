@@ -122,10 +122,20 @@ static size_t mem_available(void)
     return (size_t)kb * 1024;
 }
 
+int mm_nn_dtype_native(mm_dtype_t dt)
+{
+    const mm_cpu_t *c = mm_nn_cpu();
+    if (dt == MM_DT_BF16)
+        return (c->amx || c->avx512_bf16) && mm_nn_lin_supported(dt);
+    if (dt == MM_DT_Q8) /* without VNNI oneDNN's int8 GEMM saturates pairs of products to 16 bits */
+        return (c->amx || c->avx512_vnni) && mm_nn_lin_supported(dt);
+    return 1;
+}
+
 int mm_nn_resolve_dtype(const char *want, size_t f32_bytes, mm_dtype_t *out, char *why, size_t whylen)
 {
     const mm_cpu_t *c = mm_nn_cpu();
-    const int bf16 = c->amx || c->avx512_bf16, q8 = c->amx || c->avx512_vnni;
+    const int bf16 = mm_nn_dtype_native(MM_DT_BF16), q8 = mm_nn_dtype_native(MM_DT_Q8);
     const char *forced = c->forced ? " (capped by MMEMBED_CPU)" : "";
     mm_dtype_t dt;
     if (!strcmp(want, "auto")) {

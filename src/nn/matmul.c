@@ -402,6 +402,25 @@ static dnnl_format_tag_t choose_tag(int dt, int K, int N)
     return tag;
 }
 
+int mm_nn_lin_supported(mm_dtype_t dt)
+{
+    if (dt == MM_DT_F32)
+        return 1;
+    thread_state();
+    dnnl_memory_desc_t a, w, c;
+    dnnl_dims_t ad = {MCHUNK, 64}, wd = {64, 64}, cd = {MCHUNK, 64};
+    CK(dnnl_memory_desc_init_by_tag(&a, 2, ad, src_type(dt), dnnl_ab));
+    CK(dnnl_memory_desc_init_by_tag(&w, 2, wd, wei_type(dt), dnnl_format_tag_any));
+    CK(dnnl_memory_desc_init_by_tag(&c, 2, cd, acc_type(dt), dnnl_ab));
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_desc_t pd;
+    CK(dnnl_matmul_desc_init(&md, &a, &w, NULL, &c));
+    if (dnnl_primitive_desc_create(&pd, &md, NULL, S.eng, NULL) != dnnl_success)
+        return 0;
+    CK(dnnl_primitive_desc_destroy(pd));
+    return 1;
+}
+
 static size_t md_bytes(int dt, int K, int N, dnnl_format_tag_t tag)
 {
     dnnl_memory_desc_t m;

@@ -1,6 +1,7 @@
 /* Configuration: a table of keys (name, type, where it goes, range) drives
  * parsing, validation and unknown-key detection, in php-fpm's spirit. */
 #include "mmembed/conf.h"
+#include "mmembed/nn.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -315,8 +316,9 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
             if (!isalnum((unsigned char)*p) && !strchr("-_./:", *p))
                 FAIL(g, "models[%d].name '%s' may only hold letters, digits and -_./:", i, m->name);
         if (!m->path[0]) FAIL(g, "models[%d] ('%s') needs a path", i, m->name);
-        if (strcmp(m->dtype, "f32") != 0)
-            FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32)", i, m->dtype);
+        mm_dtype_t dt;
+        if (strcmp(m->dtype, "auto") != 0 && mm_dtype_parse(m->dtype, &dt) != 0)
+            FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32, bf16, q8, auto)", i, m->dtype);
         if (absolutize(m->path, sizeof m->path) < 0) FAIL(g, "models[%d].path too long", i);
         struct stat st;
         if (stat(m->path, &st) < 0 || !S_ISDIR(st.st_mode))
