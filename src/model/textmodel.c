@@ -468,6 +468,9 @@ typedef struct {
     size_t off;          /* bytes laid out so far */
     size_t last;         /* where the last region began */
     mm_dtype_t dt;       /* of the dense layers' packed blobs */
+    int lin;             /* inside a dense layer: parts go to tmp, packed at its end */
+    float *tmp;          /* that layer's W (N, K) in f32 */
+    size_t tmp_n, tmp_cap; /* floats in / room of tmp */
     unsigned dtypes;     /* bit per source dtype seen */
     char *err;
     size_t errlen;
@@ -506,9 +509,47 @@ static int walk_part(walk_t *w, int ndim, int64_t d0, int64_t d1, const char *fm
     va_end(ap);
     if (rc)
         return rc;
+    if (w->lin) {
+        if (w->base) {
+            if (w->tmp_n + t->numel > w->tmp_cap) {
+                size_t cap = (w->tmp_n + t->numel) * 2;
+                float *p = realloc(w->tmp, cap * sizeof(float));
+                if (!p)
+                    return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+                w->tmp = p;
+                w->tmp_cap = cap;
+            }
+            mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
+        }
+        w->tmp_n += t->numel;
+        return MM_OK;
+    }
     if (w->base)
         mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
     w->off += t->numel * sizeof(float);
+    return MM_OK;
+}
+
+/* Starts a dense layer's region: its parts (W's rows, walk_part) are
+ * gathered in f32 and walk_lin_end packs them into an mm_nn_linear blob in
+ * the model's compute dtype, which is all the region holds. */
+static const float *walk_lin_begin(walk_t *w)
+{
+    const float *p = walk_begin(w);
+    w->lin = 1;
+    w->tmp_n = 0;
+    return p;
+}
+
+static int walk_lin_end(walk_t *w, int64_t N, int64_t K)
+{
+    w->lin = 0;
+    if (w->tmp_n != (size_t)N * (size_t)K)
+        return mm_errf(w->err, w->errlen, MM_E_INVALID, "dense layer of %zu weights, expected %lld x %lld",
+                       w->tmp_n, (long long)N, (long long)K);
+    if (w->base)
+        mm_nn_lin_pack(w->base + w->last, w->tmp, (int)N, (int)K, w->dt);
+    w->off = w->last + mm_nn_lin_bytes((int)N, (int)K, w->dt);
     return MM_OK;
 }
 
@@ -529,16 +570,6 @@ static int walk_one(walk_t *w, const float **dst, int ndim, int64_t d0, int64_t 
     if (w->base)
         mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
     w->off += t->numel * sizeof(float);
-    return MM_OK;
-}
-
-/* Ends a dense layer's region, just written as W (N, K) in f32: it must
- * also hold the packed blob that pack_linears rewrites it into. Returns 0. */
-static int walk_room(walk_t *w, int64_t N, int64_t K)
-{
-    size_t need = w->last + mm_nn_lin_bytes((int)N, (int)K, w->dt);
-    if (w->off < need)
-        w->off = need;
     return MM_OK;
 }
 
@@ -586,26 +617,29 @@ static int walk_bert(walk_t *w, mm_tm_t *m)
         return rc;
     for (int l = 0; l < c->layers; l++) {
         bert_layer_t *L = &m->bl[l];
-        L->wqkv = walk_begin(w);
+        L->wqkv = walk_lin_begin(w);
         if ((rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.query.weight", l)) ||
             (rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.key.weight", l)) ||
             (rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.value.weight", l)) ||
-            (rc = walk_room(w, 3 * H, H)))
+            (rc = walk_lin_end(w, 3 * H, H)))
             return rc;
         L->bqkv = walk_begin(w);
         if ((rc = walk_part(w, 1, H, 0, "encoder.layer.%d.attention.self.query.bias", l)) ||
             (rc = walk_part(w, 1, H, 0, "encoder.layer.%d.attention.self.key.bias", l)) ||
             (rc = walk_part(w, 1, H, 0, "encoder.layer.%d.attention.self.value.bias", l)) ||
-            (rc = walk_one(w, &L->wo, 2, H, H, "encoder.layer.%d.attention.output.dense.weight", l)) ||
-            (rc = walk_room(w, H, H)) ||
+            (L->wo = walk_lin_begin(w), 0) ||
+            (rc = walk_part(w, 2, H, H, "encoder.layer.%d.attention.output.dense.weight", l)) ||
+            (rc = walk_lin_end(w, H, H)) ||
             (rc = walk_one(w, &L->bo, 1, H, 0, "encoder.layer.%d.attention.output.dense.bias", l)) ||
             (rc = walk_one(w, &L->ln1_w, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.weight", l)) ||
             (rc = walk_one(w, &L->ln1_b, 1, H, 0, "encoder.layer.%d.attention.output.LayerNorm.bias", l)) ||
-            (rc = walk_one(w, &L->wi, 2, F, H, "encoder.layer.%d.intermediate.dense.weight", l)) ||
-            (rc = walk_room(w, F, H)) ||
+            (L->wi = walk_lin_begin(w), 0) ||
+            (rc = walk_part(w, 2, F, H, "encoder.layer.%d.intermediate.dense.weight", l)) ||
+            (rc = walk_lin_end(w, F, H)) ||
             (rc = walk_one(w, &L->bi, 1, F, 0, "encoder.layer.%d.intermediate.dense.bias", l)) ||
-            (rc = walk_one(w, &L->wout, 2, H, F, "encoder.layer.%d.output.dense.weight", l)) ||
-            (rc = walk_room(w, H, F)) ||
+            (L->wout = walk_lin_begin(w), 0) ||
+            (rc = walk_part(w, 2, H, F, "encoder.layer.%d.output.dense.weight", l)) ||
+            (rc = walk_lin_end(w, H, F)) ||
             (rc = walk_one(w, &L->bout, 1, H, 0, "encoder.layer.%d.output.dense.bias", l)) ||
             (rc = walk_one(w, &L->ln2_w, 1, H, 0, "encoder.layer.%d.output.LayerNorm.weight", l)) ||
             (rc = walk_one(w, &L->ln2_b, 1, H, 0, "encoder.layer.%d.output.LayerNorm.bias", l)))
@@ -626,11 +660,11 @@ static int walk_qwen3(walk_t *w, mm_tm_t *m)
         qwen3_layer_t *L = &m->ql[l];
         if ((rc = walk_one(w, &L->in_norm, 1, H, 0, "layers.%d.input_layernorm.weight", l)))
             return rc;
-        L->wqkv = walk_begin(w);
+        L->wqkv = walk_lin_begin(w);
         if ((rc = walk_part(w, 2, Q, H, "layers.%d.self_attn.q_proj.weight", l)) ||
             (rc = walk_part(w, 2, KV, H, "layers.%d.self_attn.k_proj.weight", l)) ||
             (rc = walk_part(w, 2, KV, H, "layers.%d.self_attn.v_proj.weight", l)) ||
-            (rc = walk_room(w, Q + 2 * KV, H)))
+            (rc = walk_lin_end(w, Q + 2 * KV, H)))
             return rc;
         L->bqkv = NULL;
         L->bo = NULL;
@@ -644,16 +678,18 @@ static int walk_qwen3(walk_t *w, mm_tm_t *m)
         }
         if ((rc = walk_one(w, &L->q_norm, 1, D, 0, "layers.%d.self_attn.q_norm.weight", l)) ||
             (rc = walk_one(w, &L->k_norm, 1, D, 0, "layers.%d.self_attn.k_norm.weight", l)) ||
-            (rc = walk_one(w, &L->wo, 2, H, Q, "layers.%d.self_attn.o_proj.weight", l)) ||
-            (rc = walk_room(w, H, Q)) ||
+            (L->wo = walk_lin_begin(w), 0) ||
+            (rc = walk_part(w, 2, H, Q, "layers.%d.self_attn.o_proj.weight", l)) ||
+            (rc = walk_lin_end(w, H, Q)) ||
             (rc = walk_one(w, &L->post_norm, 1, H, 0, "layers.%d.post_attention_layernorm.weight", l)))
             return rc;
-        L->wgu = walk_begin(w);
+        L->wgu = walk_lin_begin(w);
         if ((rc = walk_part(w, 2, F, H, "layers.%d.mlp.gate_proj.weight", l)) ||
             (rc = walk_part(w, 2, F, H, "layers.%d.mlp.up_proj.weight", l)) ||
-            (rc = walk_room(w, 2 * F, H)) ||
-            (rc = walk_one(w, &L->wdown, 2, H, F, "layers.%d.mlp.down_proj.weight", l)) ||
-            (rc = walk_room(w, H, F)))
+            (rc = walk_lin_end(w, 2 * F, H)) ||
+            (L->wdown = walk_lin_begin(w), 0) ||
+            (rc = walk_part(w, 2, H, F, "layers.%d.mlp.down_proj.weight", l)) ||
+            (rc = walk_lin_end(w, H, F)))
             return rc;
     }
     return walk_one(w, &m->qw.norm, 1, H, 0, "norm.weight");
@@ -678,49 +714,6 @@ static const char *find_prefix(const mm_st_t *st, const char *probe)
 static int walk_all(walk_t *w, mm_tm_t *m)
 {
     return m->c.arch == ARCH_BERT ? walk_bert(w, m) : walk_qwen3(w, m);
-}
-
-/* The dense weights were written as HF's (N, K) rows in f32; the matmuls
- * read them as nn's packed blobs in the model's compute dtype: rewrite
- * each once, in the writable view, before sealing (walk_room left room). */
-typedef struct {
-    const float *w; /* (N, K) as written by the walk */
-    int N, K;
-} lin_t;
-
-static int pack_linears(mm_tm_t *m, char *rw, const char *ro)
-{
-    const tm_config_t *c = &m->c;
-    const int H = c->hidden, F = c->inter, D = c->head_dim;
-    const int NQKV = c->arch == ARCH_BERT ? 3 * H : (c->heads + 2 * c->kv_heads) * D;
-    const int QO = c->arch == ARCH_BERT ? H : c->heads * D;
-    size_t most = (size_t)MM_MAX(MM_MAX(NQKV, 2 * F), H) * (size_t)MM_MAX(MM_MAX(H, F), QO);
-    float *tmp = malloc(most * sizeof(float));
-    if (!tmp)
-        return MM_E_NOMEM;
-    for (int l = 0; l < c->layers; l++) {
-        lin_t lin[4];
-        if (c->arch == ARCH_BERT) {
-            const bert_layer_t *L = &m->bl[l];
-            lin[0] = (lin_t){L->wqkv, NQKV, H};
-            lin[1] = (lin_t){L->wo, H, H};
-            lin[2] = (lin_t){L->wi, F, H};
-            lin[3] = (lin_t){L->wout, H, F};
-        } else {
-            const qwen3_layer_t *L = &m->ql[l];
-            lin[0] = (lin_t){L->wqkv, NQKV, H};
-            lin[1] = (lin_t){L->wo, H, QO};
-            lin[2] = (lin_t){L->wgu, 2 * F, H};
-            lin[3] = (lin_t){L->wdown, H, F};
-        }
-        for (int i = 0; i < 4; i++) {
-            char *p = rw + ((const char *)lin[i].w - ro);
-            memcpy(tmp, p, (size_t)lin[i].N * (size_t)lin[i].K * sizeof(float));
-            mm_nn_lin_pack(p, tmp, lin[i].N, lin[i].K, m->compute);
-        }
-    }
-    free(tmp);
-    return MM_OK;
 }
 
 /* Sizes, fills and maps the shared weight block (see the file comment). */
@@ -757,8 +750,7 @@ static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
     w.ro = ro;
     w.off = 0;
     rc = walk_all(&w, m);
-    if (rc == MM_OK && pack_linears(m, rw, ro) != MM_OK)
-        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory while packing weights");
+    free(w.tmp);
     munmap(rw, size);
     /* Future-write seal: no process can map the block writable again or
      * write() to it; the read-only mapping stays valid. */

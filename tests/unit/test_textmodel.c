@@ -657,6 +657,87 @@ static void test_qwen3(void)
     mm_tm_free(m);
 }
 
+/* ============================================================ dtypes == */
+
+/* bf16 and q8 against the Hugging Face f32 references: every text's cosine
+ * (bf16 >= 0.999, q8 >= 0.995), the text -> text ranking (every pair of
+ * candidates the reference separates by >= 0.01 keeps its order), a batch
+ * equal to singles within rounding, 3 threads equal to 1. Under
+ * MMEMBED_CPU=avx2 the dtypes resolve to f32. */
+static void test_dtypes(const char *dir, const char *ref, const char *key, int dim)
+{
+    static const char *names[] = {"bf16", "q8"};
+    static const double bound[] = {0.999, 0.995};
+    json_object *refs = json_object_from_file(ref);
+    CHECK(refs != NULL, "read %s", ref);
+    if (!refs)
+        return;
+    const int n = (int)json_object_array_length(refs), D = dim;
+    int32_t **ids = calloc((size_t)n, sizeof(*ids));
+    int *lens = calloc((size_t)n, sizeof(int));
+    float *want = malloc(sizeof(float) * n * D), *got = malloc(sizeof(float) * n * D);
+    float *got3 = malloc(sizeof(float) * n * D), *one = malloc(sizeof(float) * D);
+    for (int i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(refs, i);
+        lens[i] = get_ints(r, "ids", &ids[i]);
+        get_floats(r, key, want + (size_t)i * D, D);
+    }
+    for (int di = 0; di < 2; di++) {
+        char why[256], err[MM_ERRLEN] = "";
+        mm_dtype_t dt;
+        CHECK(mm_nn_resolve_dtype(names[di], 1 << 20, &dt, why, sizeof why) == 0, "resolve");
+        CHECK((dt != MM_DT_F32) == mm_nn_dtype_native(di ? MM_DT_Q8 : MM_DT_BF16), "%s resolved to %s (%s)",
+              names[di], mm_dtype_name(dt), why);
+        mm_tm_t *m = NULL;
+        int rc = mm_tm_load_as(dir, dt, &m, err, sizeof err);
+        CHECK(rc == MM_OK, "load %s as %s: %s", dir, names[di], err);
+        if (rc)
+            continue;
+        if (!strcmp(key, "cls"))
+            mm_tm_set_pooling(m, MM_TM_POOL_CLS);
+        CHECK(!strcmp(mm_tm_info(m)->compute, mm_dtype_name(dt)), "compute %s", mm_tm_info(m)->compute);
+        mm_tm_runner_t *r1 = mm_tm_runner_new(m, 8, 1), *r3 = mm_tm_runner_new(m, 8, 3);
+        rc = mm_tm_encode(r1, (const int32_t *const *)ids, lens, n, got) |
+             mm_tm_encode(r3, (const int32_t *const *)ids, lens, n, got3);
+        CHECK(rc == MM_OK, "%s encode rc %d", names[di], rc);
+        double worst = 1, single = 0;
+        for (int i = 0; i < n; i++) {
+            worst = fmin(worst, cosine(got + (size_t)i * D, want + (size_t)i * D, D));
+            rc = mm_tm_encode(r1, (const int32_t *const *)&ids[i], &lens[i], 1, one);
+            single = fmax(single, maxdiff(one, got + (size_t)i * D, (size_t)D));
+        }
+        int pairs = 0, flips = 0;
+        for (int q = 0; q < n; q++)
+            for (int x = 0; x < n; x++)
+                for (int y = x + 1; y < n; y++) {
+                    if (x == q || y == q)
+                        continue;
+                    double w = cosine(want + (size_t)q * D, want + (size_t)x * D, D) -
+                               cosine(want + (size_t)q * D, want + (size_t)y * D, D);
+                    if (fabs(w) < 0.01)
+                        continue;
+                    double g = cosine(got + (size_t)q * D, got + (size_t)x * D, D) -
+                               cosine(got + (size_t)q * D, got + (size_t)y * D, D);
+                    pairs++;
+                    flips += (w > 0) != (g > 0);
+                }
+        CHECK(worst >= bound[di], "%s %s worst cosine %.6f (min %.3f)", dir, names[di], worst, bound[di]);
+        CHECK(flips == 0 && pairs > 1000, "%s %s: %d of %d pairs reordered", dir, names[di], flips, pairs);
+        CHECK(single <= 1e-5, "%s %s: batch vs single max |diff| %.3g", dir, names[di], single);
+        CHECK(!memcmp(got, got3, sizeof(float) * (size_t)n * D), "%s %s: 3 threads differ from 1", dir, names[di]);
+        printf("%s %s (%s): worst cosine to HF f32 %.6f over %d texts; %d of %d text->text pairs apart by >= 0.01 "
+               "reordered; batch vs single %.3g; pack %zu bytes\n", dir, mm_dtype_name(dt), names[di], worst, n,
+               flips, pairs, single, mm_tm_weight_bytes(m));
+        mm_tm_runner_free(r1);
+        mm_tm_runner_free(r3);
+        mm_tm_free(m);
+    }
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids), free(lens), free(want), free(got), free(got3), free(one);
+    json_object_put(refs);
+}
+
 /* ============================================================= bench == */
 
 /* Writes an all-MiniLM-L6-v2-shaped BertModel with random f32 weights. */
@@ -792,6 +873,8 @@ int main(void)
     test_bert_errors();
     test_bert_sharded_f16();
     test_qwen3();
+    test_dtypes(BERT_DIR, BERT_REF, "mean", 32);
+    test_dtypes(QWEN_DIR, QWEN_REF, "last", 16);
     if (getenv("MM_TM_BENCH") && atoi(getenv("MM_TM_BENCH")))
         bench_minilm();
     mm_tokenizer_thread_cleanup();
