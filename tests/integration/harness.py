@@ -108,6 +108,8 @@ class Server:
                     d += " default_for = [" + ", ".join(f'"{x}"' for x in m["default_for"]) + "];"
                 if m.get("max_tokens"):
                     d += f' max_tokens = {m["max_tokens"]};'
+                if m.get("dtype"):
+                    d += f' dtype = "{m["dtype"]}";'
                 items.append(f'{{ name = "{m["name"]}"; path = "{m["path"]}";{d} }}')
             lines.append("models = (" + ", ".join(items) + ");")
         open(self.conf_path, "w").write("\n".join(lines) + "\n")

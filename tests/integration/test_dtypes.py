@@ -1,0 +1,91 @@
+"""Per-model dtypes through nginx and the master: the same CLIP and BERT
+fixtures served in f32, bf16, q8 and auto side by side (each packed once by
+the master, shared by the workers), against the Hugging Face f32
+references; and the CPU fallback forced with MMEMBED_CPU=avx2, where the
+bf16/q8 models must run (and say they run) f32."""
+import json
+import os
+import subprocess
+import tempfile
+
+from harness import BIN, ROOT, Server
+from test_embed import FX, TINY, cos, img, load, multipart
+
+BERT = os.path.join(ROOT, "tests", "fixtures", "bert", "bert-tiny")
+BOUND = {"f32": 0.99999, "bf16": 0.999, "q8": 0.995}
+
+
+def models():
+    m = [{"name": f"clip-{d}", "path": TINY, "dtype": d} for d in ("f32", "bf16", "q8", "auto")]
+    m[0]["default"] = True
+    m += [{"name": f"bert-{d}", "path": BERT, "dtype": d} for d in ("bf16", "q8")]
+    return m
+
+
+def embed_all(s, model, texts, files):
+    t = s.post_json("/embed/text", {"texts": texts, "model": model, "normalize": False, "cache": False})
+    assert t.status == 200, t
+    body, ct = multipart({"model": model, "cache": "false"}, files)
+    i = s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct})
+    assert i.status == 200, i
+    return [x["embedding"] for x in t.json()["data"]], [x["embedding"] for x in i.json()["data"]]
+
+
+def test_dtypes_served_side_by_side():
+    tref = [r for r in load("text_emb.json") if r["text"]][:24]
+    iref = load("image_emb.json")
+    bref = [r for r in json.load(open(os.path.join(ROOT, "tests", "fixtures", "bert", "bert_ref.json"))) if r["text"]]
+    files = [("image", x["file"], img(x["file"]), "application/octet-stream") for x in iref]
+    with Server(workers=2, models=models()) as s:
+        info = {m["name"]: m for m in s.get("/info").json()["models"]}
+        cpu = info["clip-f32"]["cpu"]
+        native = cpu in ("amx", "avx512_bf16")   # this machine: AVX512-BF16 and VNNI
+        for d in ("bf16", "q8"):
+            assert info[f"clip-{d}"]["dtype"] == (d if native else "f32"), info[f"clip-{d}"]
+            assert info[f"clip-{d}"]["dtype_requested"] == d and info[f"clip-{d}"]["dtype_reason"]
+        assert info["clip-auto"]["dtype"] == ("bf16" if native else "f32"), info["clip-auto"]
+        assert info["clip-auto"]["dtype_reason"].startswith("auto:"), info["clip-auto"]
+        # packs: bf16 and q8 are smaller than f32 (dense layers in 2 and 1 bytes per weight)
+        if native:
+            assert info["clip-q8"]["weight_bytes"] < info["clip-bf16"]["weight_bytes"] < info["clip-f32"]["weight_bytes"]
+        texts = [r["text"] for r in tref]
+        for d in ("f32", "bf16", "q8", "auto"):
+            tv, iv = embed_all(s, f"clip-{d}", texts, files)
+            b = BOUND[info[f"clip-{d}"]["dtype"]]
+            tw = min(cos(a, r["embedding"]) for a, r in zip(tv, tref))
+            iw = min(cos(a, r["embedding"]) for a, r in zip(iv, iref))
+            # images end to end (our decode) vs HF from PIL pixels: 0.999 at f32 already
+            assert tw >= b and iw >= min(b, 0.999), (d, tw, iw)
+            print(f"    clip-{d} ({info[f'clip-{d}']['dtype']}): worst cosine to HF text {tw:.6f}, image {iw:.6f}")
+        for d in ("bf16", "q8"):
+            r = s.post_json("/embed/text", {"texts": [x["text"] for x in bref], "model": f"bert-{d}",
+                                             "normalize": False, "cache": False})
+            assert r.status == 200, r
+            w = min(cos(a["embedding"], x["mean"]) for a, x in zip(r.json()["data"], bref))
+            assert w >= BOUND[info[f"bert-{d}"]["dtype"]], (d, w)
+            print(f"    bert-{d}: worst cosine to HF {w:.6f}")
+    # unknown dtype: refused by check-config
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as f:
+        f.write('models = ({ name = "x"; path = "%s"; dtype = "f16"; });\n' % TINY)
+        f.flush()
+        p = subprocess.run([BIN, "check-config", "-c", f.name], capture_output=True, text=True)
+        assert p.returncode != 0 and "dtype 'f16' is not supported" in p.stdout + p.stderr, p
+
+
+def test_forced_cpu_fallback():
+    """MMEMBED_CPU=avx2: no AVX512-BF16 / VNNI as far as mmembed and oneDNN know."""
+    tref = [r for r in load("text_emb.json") if r["text"]][:16]
+    with Server(workers=1, models=models(), env={"MMEMBED_CPU": "avx2"}) as s:
+        info = {m["name"]: m for m in s.get("/info").json()["models"]}
+        assert info["clip-f32"]["cpu"] == "avx2", info["clip-f32"]
+        for name in ("clip-bf16", "clip-q8", "clip-auto", "bert-bf16", "bert-q8"):
+            assert info[name]["dtype"] == "f32", info[name]
+            assert "MMEMBED_CPU" in info[name]["dtype_reason"], info[name]
+        texts = [r["text"] for r in tref]
+        base = s.post_json("/embed/text", {"texts": texts, "model": "clip-f32", "cache": False}).json()["data"]
+        for name in ("clip-bf16", "clip-q8"):
+            got = s.post_json("/embed/text", {"texts": texts, "model": name, "cache": False}).json()["data"]
+            assert max(abs(x - y) for a, b in zip(got, base) for x, y in zip(a["embedding"], b["embedding"])) < 1e-6
+        worst = min(cos(a["embedding"], r["embedding"]) for a, r in zip(base, tref))
+        assert worst >= 0.99999, worst
+        print(f"    forced avx2: bf16/q8 models run f32; worst cosine to HF {worst:.7f}")
