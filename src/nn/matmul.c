@@ -497,11 +497,13 @@ void mm_nn_lin_pack(void *dst, const float *w, int N, int K, mm_dtype_t dt)
     lin_hdr_t *h = dst;
     layout(h, N, K, dt);
     char *data = (char *)dst + h->data;
-    if (dt == MM_DT_F32) {
+    if (dt == MM_DT_F32) { /* transposed in 32 x 32 tiles (a plain loop misses the cache on every write) */
         float *p = (float *)data;
-        for (int n = 0; n < N; n++)
-            for (int k = 0; k < K; k++)
-                p[(size_t)k * N + n] = w[(size_t)n * K + k];
+        for (int n0 = 0; n0 < N; n0 += 32)
+            for (int k0 = 0; k0 < K; k0 += 32)
+                for (int n = n0; n < N && n < n0 + 32; n++)
+                    for (int k = k0; k < K && k < k0 + 32; k++)
+                        p[(size_t)k * N + n] = w[(size_t)n * K + k];
         return;
     }
     if (dt == MM_DT_BF16) {

@@ -35,7 +35,7 @@ typedef struct {
 static const key_t_ keys[] = {
     K_STR("listen", listen),
     K_STR("overflow_listen", overflow_listen),
-    K_INT("workers", workers, 1, MM_MAX_WORKERS),
+    K_INT("workers", workers, 0, MM_MAX_WORKERS),
     K_INT("threads", threads, 1, 256),
     K_STR("user", user),
     K_STR("group", group),
@@ -71,7 +71,7 @@ void mm_conf_defaults(mm_conf_t *c)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->listen, sizeof c->listen, "/tmp/mmembed-%%d.sock");
-    c->workers = 2;
+    c->workers = 0; /* auto: cores / threads (mm_conf_load) */
     c->threads = 1;
     c->request_timeout = 60;
     c->max_requests = 10000;
@@ -394,6 +394,12 @@ int mm_conf_load(const char *path, mm_conf_t *c, char *err, size_t errlen)
     if (rc) return rc;
 
     if (c->keys_file[0] && (rc = load_keys_file(c, err, errlen)) != MM_OK) return rc;
+    /* workers = 0: as many as fit the cores at `threads` each, so the pool
+     * never oversubscribes the CPU by default */
+    if (c->workers == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = (int)MM_MAX(1, MM_MIN((cores > 0 ? cores : 1) / c->threads, MM_MAX_WORKERS));
+    }
     /* cross-key checks */
     if (c->default_frames > c->max_frames) {
         snprintf(err, errlen, "%s:0: limits.default_frames (%d) exceeds limits.max_frames (%d)",

@@ -612,6 +612,12 @@ int mm_master_run(const char *path, int daemonize)
     for (int i = 0; i < conf.workers; i++) spawn(cur, i, 0);
     if (cur->overflow_sock >= 0) spawn(cur, -1, 1);
     sb->ready = 1;
+    {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        if (cores > 0 && (long)conf.workers * conf.threads > cores)
+            mm_log_warn("%d workers x %d threads exceed the %ld cores: they will compete for them", conf.workers,
+                        conf.threads, cores);
+    }
     mm_log_info("mmembed %s: %d workers on %s, %zu bytes of shared weights, ready in %.0f ms", MM_VERSION,
                 conf.workers, conf.listen, mm_embed_weight_bytes(cur->embed), (mm_now_us() - t0) / 1e3);
 
