@@ -5,6 +5,9 @@
 #
 #   usage (from anywhere): tools/bench/bench_text.sh
 #   knobs (environment):   THREADS=1,2  SECS=3  MIN_RUNS=5  MAX_RUNS=40  GAP_MS=100
+#                          DTYPES=f32,bf16,q8 (our dense-layer dtypes, each timed
+#                            against the same ORT f32 runs; targets from issue 6:
+#                            f32 <= 1.1x ORT's time, bf16 <= 1/3 at batch 32)
 #                          OPENBLAS_CORETYPE=...  (reaches our engine only: our
 #                            BERT GEMMs are OpenBLAS cblas_sgemm; some sandboxes
 #                            preset it, e.g. to Haswell. Compare with
@@ -29,6 +32,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 THREADS=${THREADS:-1,2}
+DTYPES=${DTYPES:-f32,bf16,q8}
 SECS=${SECS:-3}
 MIN_RUNS=${MIN_RUNS:-5}
 MAX_RUNS=${MAX_RUNS:-40}
@@ -67,25 +71,37 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 bench_run tools/bench/ort_text_bench.js $ONNX $WORK $TEXT_BENCH $MODEL $OUT text
 
 echo
-echo "BERT all-MiniLM-L6-v2 shape (random weights), f32, 16 tokens, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-CORE=$(sed -n 's/^INFO ours READY .* openblas-core //p' $OUT)
-echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?') built with ${MMFLAGS};" \
-     "OpenBLAS kernels: $CORE (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>})"
+echo "BERT all-MiniLM-L6-v2 shape (random weights), 16 tokens, ORT f32 vs ours in $DTYPES, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?') built with ${MMFLAGS}"
 echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
-     "intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
-echo "sentences/s from the median batch time (fastest run in parentheses); ratio = ours / ORT sentences/s (>1: ours faster)"
-awk '
+     "f32, intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
+echo "sentences/s from the median batch time; time ratio = ours / ORT (< 1: ours faster); target in brackets"
+awk -v dts="$DTYPES" '
 /^RESULT/ {
     key = $3 " " $4
     if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-    med[$2 " " key] = $5; mn[$2 " " key] = $8; runs[$2 " " key] = $7
+    med[$2 " " key] = $5
+}
+function target(dt, c) {
+    if (dt == "f32") return 1.1
+    if (dt == "bf16" && c == "b32") return 1 / 3
+    return 0
 }
 END {
-    printf "%-14s %7s %20s %20s %7s\n", "case", "threads", "ours sent/s", "ORT sent/s", "ratio"
+    nd = split(dts, d, ",")
+    printf "%-14s %3s %9s", "case", "thr", "ORT"
+    for (i = 1; i <= nd; i++) printf " %9s %13s", d[i], "time ratio"
+    printf "\n"
     for (i = 0; i < n; i++) {
         split(order[i], k, " ")
-        o = med["ours " order[i]]; r = med["ort " order[i]]
-        printf "%-14s %7s %10.1f (%7.1f) %10.1f (%7.1f) %7.2f\n", "text16_" k[1], k[2],
-               1000 / o, 1000 / mn["ours " order[i]], 1000 / r, 1000 / mn["ort " order[i]], (o > 0 ? r / o : 0)
+        r = med["ort " order[i]]
+        printf "%-14s %3s %9.1f", "text16_" k[1], k[2], 1000 / r
+        for (j = 1; j <= nd; j++) {
+            o = med["ours-" d[j] " " order[i]]
+            ratio = (r > 0) ? o / r : 0
+            t = target(d[j], k[1])
+            printf " %9.1f %5.2f %7s", (o > 0 ? 1000 / o : 0), ratio, t ? sprintf("[%s%.2f]", ratio <= t ? "ok" : "NO", t) : ""
+        }
+        printf "\n"
     }
 }' $OUT

@@ -29,6 +29,7 @@
 #include "mmembed/common.h"
 #include "mmembed/textmodel.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,16 +74,20 @@ static double run_case(mm_tm_runner_t *r, const bench_case_t *bc)
     return (b - a) * 1e3;
 }
 
-static int serve_loop(const mm_tm_t *m)
+#define MAX_DT 3
+
+/* "run CASE THREADS K [DTYPE]" (see clip_bench.c) */
+static int serve_loop(mm_tm_t *const *models, const char *const *dts, int ndt)
 {
-    char line[256], name[64];
-    mm_tm_runner_t *r = NULL;
-    int cur_threads = 0, warmed[NCASES] = {0};
+    char line[256], name[64], dt[16];
+    mm_tm_runner_t *r[MAX_DT] = {0};
+    int cur_threads = 0, warmed[MAX_DT][NCASES] = {{0}};
     while (fgets(line, sizeof line, stdin)) {
         int th, k;
         if (!strncmp(line, "quit", 4))
             break;
-        if (sscanf(line, "run %63s %d %d", name, &th, &k) != 3 || th < 1 || k < 1) {
+        snprintf(dt, sizeof dt, "%s", dts[0]);
+        if (sscanf(line, "run %63s %d %d %15s", name, &th, &k, dt) < 3 || th < 1 || k < 1) {
             printf("ERROR bad request\n");
             fflush(stdout);
             continue;
@@ -90,29 +95,34 @@ static int serve_loop(const mm_tm_t *m)
         size_t c = 0;
         while (c < NCASES && strcmp(cases[c].name, name))
             c++;
-        if (c == NCASES) {
-            printf("ERROR unknown case %s\n", name);
+        int d = 0;
+        while (d < ndt && strcmp(dts[d], dt))
+            d++;
+        if (c == NCASES || d == ndt) {
+            printf("ERROR unknown case %s or dtype %s\n", name, dt);
             fflush(stdout);
             continue;
         }
-        if (!r || th != cur_threads) {
-            mm_tm_runner_free(r);
-            r = mm_tm_runner_new(m, MAX_BATCH, th);
-            if (!r) {
-                fprintf(stderr, "text_bench: runner: out of memory\n");
-                return -1;
+        if (th != cur_threads) {
+            for (int i = 0; i < ndt; i++) {
+                mm_tm_runner_free(r[i]);
+                r[i] = NULL;
             }
             cur_threads = th;
             memset(warmed, 0, sizeof warmed);
         }
-        if (!warmed[c]) {
-            if (run_case(r, &cases[c]) < 0)
+        if (!r[d] && !(r[d] = mm_tm_runner_new(models[d], MAX_BATCH, th))) {
+            fprintf(stderr, "text_bench: runner: out of memory\n");
+            return -1;
+        }
+        if (!warmed[d][c]) {
+            if (run_case(r[d], &cases[c]) < 0)
                 return -1;
-            warmed[c] = 1;
+            warmed[d][c] = 1;
         }
         printf("TIMES %s %d", name, th);
         for (int i = 0; i < k; i++) {
-            double ms = run_case(r, &cases[c]);
+            double ms = run_case(r[d], &cases[c]);
             if (ms < 0)
                 return -1;
             printf(" %.3f/%.3f", ms, last_cpu_ms);
@@ -120,7 +130,8 @@ static int serve_loop(const mm_tm_t *m)
         printf("\n");
         fflush(stdout);
     }
-    mm_tm_runner_free(r);
+    for (int i = 0; i < ndt; i++)
+        mm_tm_runner_free(r[i]);
     return 0;
 }
 
@@ -133,6 +144,7 @@ int main(int argc, char **argv)
     }
     const char *model_dir = argv[1], *work = argv[2], *threads_arg = "1,2";
     double secs = 3.0;
+    const char *dtypes_arg = "f32";
     int min_runs = 3, max_runs = 50, do_time = 1, serve = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -147,6 +159,8 @@ int main(int argc, char **argv)
             do_time = 0;
         else if (!strcmp(argv[i], "--serve"))
             serve = 1;
+        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
+            dtypes_arg = argv[++i];
         else {
             fprintf(stderr, "text_bench: unknown argument %s\n", argv[i]);
             return 2;
@@ -158,12 +172,30 @@ int main(int argc, char **argv)
         max_runs = min_runs;
 
     char err[MM_ERRLEN];
-    mm_tm_t *m;
-    double t0 = now();
-    if (mm_tm_load(model_dir, &m, err, sizeof err)) {
-        fprintf(stderr, "text_bench: %s\n", err);
-        return 1;
+    mm_tm_t *models[MAX_DT], *m;
+    const char *dts[MAX_DT] = {"f32"};
+    int ndt = 1;
+    char dtbuf[64];
+    snprintf(dtbuf, sizeof dtbuf, "%s", dtypes_arg);
+    for (char *save = NULL, *t = strtok_r(dtbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        mm_dtype_t dt;
+        if (mm_dtype_parse(t, &dt)) {
+            fprintf(stderr, "text_bench: unknown dtype %s\n", t);
+            return 2;
+        }
+        if (dt != MM_DT_F32 && ndt < MAX_DT)
+            dts[ndt++] = mm_dtype_name(dt);
     }
+    double t0 = now();
+    for (int d = 0; d < ndt; d++) {
+        mm_dtype_t dt;
+        mm_dtype_parse(dts[d], &dt);
+        if (mm_tm_load_as(model_dir, dt, &models[d], err, sizeof err)) {
+            fprintf(stderr, "text_bench: %s\n", err);
+            return 1;
+        }
+    }
+    m = models[0];
     const mm_tm_info_t *info = mm_tm_info(m);
     fprintf(stderr, "text_bench: %s loaded in %.0f ms (%s, %d layers, %d heads, dim %d, %s, pooling %d, %.1f MB)\n",
             info->name, (now() - t0) * 1e3, info->arch, info->layers, info->heads, info->dim, info->dtype,
@@ -213,6 +245,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "text_bench: check encode failed: %d\n", rc);
         return 1;
     }
+    for (int d = 1; d < ndt; d++) { /* each dtype's fidelity to f32 on the check texts */
+        float *o2 = malloc(sizeof(float) * (size_t)D * CHECK_TEXTS);
+        mm_tm_runner_t *r2 = mm_tm_runner_new(models[d], MAX_BATCH, 1);
+        if (!o2 || !r2 || mm_tm_encode(r2, check_ptr, check_lens, CHECK_TEXTS, o2))
+            return 1;
+        double worst = 1;
+        for (int i = 0; i < CHECK_TEXTS; i++) {
+            double ab = 0, aa = 0, bb = 0;
+            for (int j = 0; j < D; j++) {
+                ab += (double)o2[i * D + j] * check_out[i * D + j];
+                aa += (double)o2[i * D + j] * o2[i * D + j];
+                bb += (double)check_out[i * D + j] * check_out[i * D + j];
+            }
+            worst = fmin(worst, ab / sqrt(aa * bb));
+        }
+        fprintf(stderr, "text_bench: FIDELITY %s vs f32: worst cosine %.6f over %d texts\n", dts[d], worst,
+                CHECK_TEXTS);
+        mm_tm_runner_free(r2);
+        free(o2);
+    }
     char meta[64];
     int ml = snprintf(meta, sizeof meta, "dim %d\n", D);
     if (write_file(work, "ids16.i32", ids, sizeof ids) ||
@@ -226,7 +278,7 @@ int main(int argc, char **argv)
     if (serve) {
         printf("READY %s openblas-core %s\n", work, openblas_get_corename ? openblas_get_corename() : "none");
         fflush(stdout);
-        if (serve_loop(m))
+        if (serve_loop(models, dts, ndt))
             return 1;
     } else if (do_time) {
         double *times = malloc(sizeof(double) * (size_t)max_runs);
