@@ -163,7 +163,8 @@ struct mm_tm_runner {
     float *att;       /* (cap, heads head_dim) attention output */
     float *ff;        /* (FF_BLOCK, inter) bert / (FF_BLOCK, 2 inter) qwen3 */
     float *ff2;       /* (FF_BLOCK, inter) qwen3 swiglu output */
-    float *scores;    /* (MM_TOPS_QBLOCK, max_tokens) */
+    float *scores;    /* (threads, MM_TOPS_QBLOCK, max_tokens): one block per pool part */
+    int threads;
     int *start;       /* (max_batch + 1) first token of each sequence in the pass */
 };
 
@@ -922,6 +923,30 @@ static void embed_tokens(const mm_tm_t *m, const int32_t *const *ids, const int 
 
 /* One pass of BERT over n packed sequences; leaves the last hidden state
  * in r->x. */
+/* Self-attention of n packed sequences, every (sequence, head) pair a unit
+ * of work for the pool (parts take units round robin; each part has its own
+ * scores block). GQA: head h reads key/value head h / group. */
+typedef struct {
+    mm_tm_runner_t *r;
+    const int *lens;
+    int n, heads, group, D, ldq, ldo, koff, voff, causal;
+    float scale;
+} attn_job_t;
+
+static void attn_part(void *arg, int part, int nparts)
+{
+    const attn_job_t *j = arg;
+    mm_tm_runner_t *r = j->r;
+    float *scores = r->scores + (size_t)(part % r->threads) * MM_TOPS_QBLOCK * r->m->info.max_tokens;
+    for (int u = part; u < j->n * j->heads; u += nparts) {
+        const int s = u / j->heads, h = u % j->heads, kvh = h / j->group;
+        const float *q = r->qkv + (size_t)r->start[s] * j->ldq;
+        mm_tops_attention(r->att + (size_t)r->start[s] * j->ldo + h * j->D, j->ldo, q + h * j->D, j->ldq,
+                          q + j->koff + kvh * j->D, j->ldq, q + j->voff + kvh * j->D, j->ldq, j->lens[s], j->D,
+                          j->scale, j->causal, scores);
+    }
+}
+
 static void bert_forward(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, int n)
 {
     const mm_tm_t *m = r->m;
@@ -944,13 +969,9 @@ static void bert_forward(mm_tm_runner_t *r, const int32_t *const *ids, const int
         const bert_layer_t *L = &m->bl[l];
         /* BertSelfAttention */
         mm_nn_linear(r->qkv, 3 * H, x, H, L->wqkv, L->bqkv, T, H, 3 * H, MM_ACT_NONE);
-        for (int s = 0; s < n; s++) {
-            const float *q = r->qkv + (size_t)r->start[s] * 3 * H;
-            float *o = r->att + (size_t)r->start[s] * H;
-            for (int h = 0; h < c->heads; h++)
-                mm_tops_attention(o + h * D, H, q + h * D, 3 * H, q + H + h * D, 3 * H,
-                                  q + 2 * H + h * D, 3 * H, lens[s], D, scale, 0, r->scores);
-        }
+        attn_job_t aj = {.r = r, .lens = lens, .n = n, .heads = c->heads, .group = 1, .D = D, .ldq = 3 * H,
+                         .ldo = H, .koff = H, .voff = 2 * H, .causal = 0, .scale = scale};
+        mm_nn_parallel(attn_part, &aj);
         /* BertSelfOutput: LayerNorm(dense(a) + x) */
         mm_nn_linear(r->y, H, r->att, H, L->wo, L->bo, T, H, H, MM_ACT_NONE);
         mm_tops_add_layernorm(x, H, r->y, H, L->ln1_w, L->ln1_b, T, H, c->eps);
@@ -958,8 +979,11 @@ static void bert_forward(mm_tm_runner_t *r, const int32_t *const *ids, const int
         for (int t0 = 0; t0 < T; t0 += FF_BLOCK) {
             int nt = MM_MIN(FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
-            mm_nn_linear(r->ff, F, xb, H, L->wi, L->bi, nt, H, F, MM_ACT_NONE);
-            mm_tops_act(r->ff, (size_t)nt * F, c->act);
+            /* exact-erf GELU fused into the product; other activations apart */
+            const int fused = c->act == MM_TOPS_GELU;
+            mm_nn_linear(r->ff, F, xb, H, L->wi, L->bi, nt, H, F, fused ? MM_ACT_GELU : MM_ACT_NONE);
+            if (!fused)
+                mm_tops_act(r->ff, (size_t)nt * F, c->act);
             mm_nn_linear(yb, H, r->ff, F, L->wout, L->bout, nt, F, H, MM_ACT_NONE);
             mm_tops_add_layernorm(xb, H, yb, H, L->ln2_w, L->ln2_b, nt, H, c->eps);
         }
@@ -989,16 +1013,12 @@ static void qwen3_forward(mm_tm_runner_t *r, const int32_t *const *ids, const in
             mm_tops_rmsnorm(row, D, row, D, L->q_norm, c->heads, D, c->eps);
             mm_tops_rmsnorm(row + Q, D, row + Q, D, L->k_norm, c->kv_heads, D, c->eps);
         }
-        for (int s = 0; s < n; s++) {
-            float *q = r->qkv + (size_t)r->start[s] * ld;
-            mm_tops_rope(q, ld, lens[s], c->heads + c->kv_heads, D, m->rope_cos, m->rope_sin);
-            float *o = r->att + (size_t)r->start[s] * Q;
-            for (int h = 0; h < c->heads; h++) {
-                int kvh = h / group;
-                mm_tops_attention(o + h * D, Q, q + h * D, ld, q + Q + kvh * D, ld,
-                                  q + Q + KV + kvh * D, ld, lens[s], D, scale, 1, r->scores);
-            }
-        }
+        for (int s = 0; s < n; s++)
+            mm_tops_rope(r->qkv + (size_t)r->start[s] * ld, ld, lens[s], c->heads + c->kv_heads, D, m->rope_cos,
+                         m->rope_sin);
+        attn_job_t aj = {.r = r, .lens = lens, .n = n, .heads = c->heads, .group = group, .D = D, .ldq = ld,
+                         .ldo = Q, .koff = Q, .voff = Q + KV, .causal = 1, .scale = scale};
+        mm_nn_parallel(attn_part, &aj);
         mm_nn_linear(r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE);
         for (size_t i = 0; i < (size_t)T * H; i++)
             x[i] += r->y[i];
@@ -1066,15 +1086,19 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
     r->att = malloc(T * Q * sizeof(float));
     r->ff = malloc(FF_BLOCK * ffw * sizeof(float));
     r->ff2 = c->arch == ARCH_QWEN3 ? malloc(FF_BLOCK * (size_t)c->inter * sizeof(float)) : NULL;
-    r->scores = malloc((size_t)MM_TOPS_QBLOCK * mt * sizeof(float));
+    r->threads = threads < 1 ? 1 : threads;
+    r->scores = malloc((size_t)r->threads * MM_TOPS_QBLOCK * mt * sizeof(float));
     r->start = malloc(((size_t)max_batch + 1) * sizeof(int));
     if (!r->x || !r->y || !r->qkv || !r->att || !r->ff || (c->arch == ARCH_QWEN3 && !r->ff2) ||
         !r->scores || !r->start) {
         mm_tm_runner_free(r);
         return NULL;
     }
+    /* attention's OpenBLAS products run one per pool part (sequence x head),
+     * so OpenBLAS itself stays single-threaded */
+    openblas_set_num_threads(1);
     if (threads >= 1)
-        openblas_set_num_threads(threads), mm_nn_set_threads(threads);
+        mm_nn_set_threads(threads);
     return r;
 }
 
@@ -1107,6 +1131,10 @@ int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, 
             if (ids[s][p] < 0 || ids[s][p] >= m->c.vocab)
                 return MM_E_INVALID;
     }
+    /* the pool is process-wide: another runner may have resized it (and
+     * attention needs one scores block per part) */
+    if (mm_nn_threads() != r->threads)
+        mm_nn_set_threads(r->threads);
     /* passes: as many whole sequences as fit in the scratch */
     for (int s0 = 0; s0 < n;) {
         int k = 0, t = 0;
