@@ -75,6 +75,7 @@ struct mm_embed {
     float *tmp;                /* (max_vecs, max_dim): cache misses' vectors */
     int *miss;                 /* (max_vecs) */
     mm_cache_t *cache;         /* shared by all workers; NULL = off */
+    double t_decode, t_model;  /* ms spent by encode_images in this request (Server-Timing) */
     int generation;            /* config generation: part of every cache key */
 };
 
@@ -588,6 +589,7 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
     }
     for (int base = 0; base < nm; base += IMG_CHUNK) {
         int k = MM_MIN(IMG_CHUNK, nm - base);
+        double t0 = ms_now();
         for (int j = 0; j < k; j++) {
             mm_image_t img;
             int i = e->miss[base + j];
@@ -603,7 +605,10 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
             mm_image_free(&img);
             if (rc) return failf(f, mm_status_http(rc), "invalid_image", "image %d: preprocessing failed", i);
         }
+        double t1 = ms_now();
         int rc = mm_model_encode_image(m->runner, e->pix, k, e->tmp);
+        e->t_decode += t1 - t0;
+        e->t_model += ms_now() - t1;
         if (rc) return failf(f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
         for (int j = 0; j < k; j++) {
             int i = e->miss[base + j];
@@ -1265,8 +1270,12 @@ static void h_image(mm_embed_t *e, mm_http_req_t *r)
         goto fail;
     }
     int hits = 0;
+    e->t_decode = e->t_model = 0;
     if (encode_images(e, m, q.bufs, q.lens, q.n, e->vecs, q.use_cache, &hits, &f)) goto fail;
     set_x_cache(e, r, q.use_cache, hits, q.n);
+    size_t hl = strlen(r->headers); /* decode + preprocess and model time, for clients and benchmarks */
+    snprintf(r->headers + hl, sizeof r->headers - hl, "Server-Timing: decode;dur=%.2f, model;dur=%.2f\r\n",
+             e->t_decode, e->t_model);
     begin_data(&r->out, m, m->info->dim);
     for (int i = 0; i < q.n; i++) {
         float *vec = e->vecs + (size_t)i * m->info->dim;
