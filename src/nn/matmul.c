@@ -50,7 +50,9 @@
 #define HASH_SLOTS 8192 /* open addressing over the table, > 2 x MAX_PRIMS */
 #define RT DNNL_RUNTIME_DIM_VAL
 #define NBLOCK 64 /* columns per unit of the split across threads */
-#define MCHUNK 64 /* bf16/q8: rows per primitive call (brgemm takes no run-time M in oneDNN 2.6) */
+#define MCHUNK 256 /* bf16/q8: most rows per primitive call (brgemm takes no run-time M in oneDNN 2.6) */
+#define MROUND 16  /* bf16/q8: a call's rows are padded to a multiple of this: AMX tiles hold 16 rows,
+                      and oneDNN 2.6's AMX brgemm runs 2.8x slower on M = 50 than on M = 64 */
 
 enum { K_LINEAR, K_NT, K_NN, K_BLOCKED };
 
@@ -667,11 +669,13 @@ static float *scratch(size_t n)
     return Y.p;
 }
 
-/* bf16/q8: columns [c0, c1) of rows [r0, r1), in chunks of MCHUNK rows.
- * When those columns are whole rows of a dense y (bf16), the primitive
- * writes y with the bias and the residual add fused; otherwise it writes a
- * dense scratch (oneDNN 2.6's brgemm takes no output row stride) and the
- * epilogue adds them in f32. Both do the same f32 additions in the same
+/* bf16/q8: columns [c0, c1) of rows [r0, r1), in chunks of at most MCHUNK
+ * rows, each run as a multiple of MROUND rows (the converted activations
+ * carry zero rows up to that). When those columns are whole rows of a dense
+ * y (bf16) and the chunk needs no padding, the primitive writes y with the
+ * bias and the residual add fused; otherwise it writes a dense scratch
+ * (oneDNN 2.6's brgemm takes no output row stride) and the epilogue adds
+ * them in f32 for the real rows. Both do the same f32 additions in the same
  * order, and the activation is always ours, so which path a row takes (it
  * depends on the thread split) never changes its value. */
 static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
@@ -684,11 +688,12 @@ static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
     const float *wsc = dt == MM_DT_Q8 ? (const float *)((const char *)h + h->scale) + c0 : NULL;
     const int32_t *csum = dt == MM_DT_Q8 ? (const int32_t *)((const char *)h + h->csum) + c0 : NULL;
     const float *bias = j->b ? j->b + c0 : NULL;
-    float *acc = direct ? NULL : scratch((size_t)MCHUNK * (size_t)n);
+    float *acc = scratch((size_t)MCHUNK * (size_t)n);
     for (int m0 = r0; m0 < r1; m0 += MCHUNK) {
-        const int mc = r1 - m0 < MCHUNK ? r1 - m0 : MCHUNK;
-        pkey_t key = {.kind = K_BLOCKED, .K = j->K, .N = n, .M = mc, .dt = dt, .tag = h->tag,
-                      .add = direct && j->add, .bias = direct && j->b};
+        const int mc = r1 - m0 < MCHUNK ? r1 - m0 : MCHUNK, mp = (mc + MROUND - 1) / MROUND * MROUND;
+        const int fused = direct && mp == mc;
+        pkey_t key = {.kind = K_BLOCKED, .K = j->K, .N = n, .M = mp, .dt = dt, .tag = h->tag,
+                      .add = fused && j->add, .bias = fused && j->b};
         int i = lookup(&key);
         bind_t *b = &T.b[i];
         if (!b->src) {
@@ -697,7 +702,7 @@ static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
         }
         const char *xs = (const char *)j->xs + (size_t)m0 * (size_t)j->K * esz;
         float *yrow = j->y + (size_t)m0 * (size_t)j->ldy + c0;
-        if (direct) {
+        if (fused) {
             execute(i, b, xs, w, bias, yrow);
             if (j->act != MM_ACT_NONE)
                 for (int r = 0; r < mc; r++)
@@ -714,18 +719,22 @@ static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
     }
 }
 
-/* A part of a bf16/q8 product: whole row chunks when there are enough of
- * them for every thread (each part streams all of W), else column blocks
- * (each part streams its slice of W for every row). */
+/* A part of a bf16/q8 product: a share of the rows (in MROUND units) when
+ * every thread gets at least ROWSPLIT_MIN of them (each part streams all of
+ * W), else column blocks (each streams its slice of W for every row). A
+ * row's value depends on neither: brgemm reduces K the same way for every
+ * row whatever the call's row count. */
+#define ROWSPLIT_MIN 64
+
 static void blocked_part(void *arg, int part, int nparts)
 {
     const linear_job_t *j = arg;
     thread_state();
     if (j->rowsplit) {
-        const int chunks = (j->M + MCHUNK - 1) / MCHUNK;
-        const int a = (int)((long)chunks * part / nparts), b = (int)((long)chunks * (part + 1) / nparts);
+        const int units = (j->M + MROUND - 1) / MROUND;
+        const int a = (int)((long)units * part / nparts) * MROUND, b = (int)((long)units * (part + 1) / nparts) * MROUND;
         if (a < b)
-            blocked_range(j, 0, j->N, a * MCHUNK, b * MCHUNK < j->M ? b * MCHUNK : j->M);
+            blocked_range(j, 0, j->N, a, b < j->M ? b : j->M);
         return;
     }
     const int blocks = (j->N + NBLOCK - 1) / NBLOCK;
@@ -764,7 +773,8 @@ static _Thread_local struct {
 static void convert_src(linear_job_t *j)
 {
     const int dt = j->h->dtype;
-    const size_t esz = dt == MM_DT_BF16 ? 2 : 1, n = (size_t)j->M * (size_t)j->K;
+    const int Mp = (j->M + MROUND - 1) / MROUND * MROUND;
+    const size_t esz = dt == MM_DT_BF16 ? 2 : 1, n = (size_t)Mp * (size_t)j->K;
     if (n * esz > X.cap) {
         free(X.p);
         X.p = aligned_alloc(64, (n * esz + 63) / 64 * 64);
@@ -772,6 +782,8 @@ static void convert_src(linear_job_t *j)
             die("scratch allocation", dnnl_out_of_memory);
         X.cap = n * esz;
     }
+    /* padding rows: zero (bf16 0, u8 128); their products are never read */
+    memset((char *)X.p + (size_t)j->M * j->K * esz, dt == MM_DT_BF16 ? 0 : 128, (size_t)(Mp - j->M) * j->K * esz);
     if (dt == MM_DT_BF16) {
         for (int m = 0; m < j->M; m++)
             row_to_bf16((uint16_t *)X.p + (size_t)m * j->K, j->x + (size_t)m * j->ldx, j->K);
@@ -805,13 +817,13 @@ static void linear_run(linear_job_t *j)
         return;
     }
     convert_src(j);
-    const int chunks = (j->M + MCHUNK - 1) / MCHUNK, P = mm_nn_threads();
-    if (small || P == 1 || (chunks == 1 && (!j->h->split || j->N <= NBLOCK))) {
+    const int P = mm_nn_threads(), colsplit = j->h->split && j->N > NBLOCK;
+    j->rowsplit = j->M >= P * ROWSPLIT_MIN || !colsplit;
+    if (small || P == 1 || (!colsplit && j->M < 2 * MROUND)) {
         thread_state();
         blocked_range(j, 0, j->N, 0, j->M);
         return;
     }
-    j->rowsplit = chunks >= P || !j->h->split || j->N <= NBLOCK;
     mm_nn_parallel(blocked_part, (void *)j);
 }
 

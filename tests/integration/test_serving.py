@@ -75,10 +75,12 @@ def test_check_config():
     good = 'listen = "/tmp/x-%d.sock";\nworkers = 3;\nlimits = { max_body_bytes = "10M"; };\n'
     rc, out, _ = run_check(good)
     assert rc == 0 and "successful" in out, out
+    rc, out, _ = run_check('listen = "/tmp/x-%d.sock";\nworkers = 0;\n')   # 0: one per core
+    assert rc == 0 and "successful" in out, out
     bad = [
         ('workers = 2;\nworkerz = 3;\n', 2, "unknown key 'workerz'"),
         ('workers = "two";\n', 1, "must be an integer"),
-        ('workers = 0;\n', 1, "out of range"),
+        ('workers = -1;\n', 1, "out of range"),
         ('workers = 2;\nthreads = 1;\nrequest_timeout = -1.0;\n', 3, "out of range"),
         ('limits = {\n  max_items = 1;\n  bogus = 2;\n};\n', 3, "unknown key 'limits.bogus'"),
         ('workers = 2;\nthreads = = 1;\n', 2, "syntax error"),

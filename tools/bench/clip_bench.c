@@ -26,8 +26,8 @@
  *   check_image.f32 our image embeddings for the first CHECK_IMAGES images
  *                  of pixels.f32 (one batch)
  *   meta.txt       dim, image size, channels
- * Then prints one line per case and thread count:
- *   RESULT ours <case> <threads> <ms per item> <ms per batch> <runs> <min ms per item>
+ * Then prints one line per dtype, case and thread count:
+ *   RESULT ours-<dtype> <case> <threads> <ms per item> <ms per batch> <runs> <min ms per item>
  *               <CPU ms per item>
  * where ms per batch is the median wall time over the timed runs (after one warm-up
  * run; at least --min-runs, then until --secs have passed or --max-runs),
@@ -354,32 +354,34 @@ int main(int argc, char **argv)
             tp = strchr(tp, ',') ? strchr(tp, ',') + 1 : tp + strlen(tp);
             if (th < 1)
                 continue;
-            r = mm_runner_new(m, MAX_TEXT, MAX_IMAGE, th);
-            if (!r) {
-                fprintf(stderr, "clip_bench: runner: out of memory\n");
-                return 1;
-            }
-            for (size_t c = 0; c < NCASES; c++) {
-                const bench_case_t *bc = &cases[c];
-                int runs = 0;
-                if (run_case(r, bc, &in) < 0) /* warm-up */
+            for (int d = 0; d < ndt; d++) {
+                r = mm_runner_new(models[d], MAX_TEXT, MAX_IMAGE, th);
+                if (!r) {
+                    fprintf(stderr, "clip_bench: runner: out of memory\n");
                     return 1;
-                double start = now();
-                while (runs < max_runs) {
-                    double ms = run_case(r, bc, &in);
-                    if (ms < 0)
-                        return 1;
-                    cpus[runs] = last_cpu_ms;
-                    times[runs++] = ms;
-                    if (runs >= min_runs && now() - start >= secs)
-                        break;
                 }
-                double med = median(times, runs), cmed = median(cpus, runs);
-                printf("RESULT ours %s %d %.3f %.3f %d %.3f %.3f\n", bc->name, th, med / bc->n, med, runs,
-                       times[0] / bc->n, cmed / bc->n);
-                fflush(stdout);
+                for (size_t c = 0; c < NCASES; c++) {
+                    const bench_case_t *bc = &cases[c];
+                    int runs = 0;
+                    if (run_case(r, bc, &in) < 0) /* warm-up */
+                        return 1;
+                    double start = now();
+                    while (runs < max_runs) {
+                        double ms = run_case(r, bc, &in);
+                        if (ms < 0)
+                            return 1;
+                        cpus[runs] = last_cpu_ms;
+                        times[runs++] = ms;
+                        if (runs >= min_runs && now() - start >= secs)
+                            break;
+                    }
+                    double med = median(times, runs), cmed = median(cpus, runs);
+                    printf("RESULT ours-%s %s %d %.3f %.3f %d %.3f %.3f\n", dts[d], bc->name, th, med / bc->n, med,
+                           runs, times[0] / bc->n, cmed / bc->n);
+                    fflush(stdout);
+                }
+                mm_runner_free(r);
             }
-            mm_runner_free(r);
         }
         free(times);
         free(cpus);

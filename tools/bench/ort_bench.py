@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""ort_bench.py — the ONNX Runtime side of the CLIP benchmark in Python, for
+machines without Node (tools/bench/device_clip.sh runs it on the GPU host's
+CPU). Times the cases clip_bench times, on the inputs it wrote to WORK_DIR,
+and prints "RESULT ort <case> <threads> <ms per item> <ms per batch> <runs>
+<min ms per item> <CPU ms per item>" like ort_common.js, after checking that
+ORT and our f32 engine give the same vectors (cosine >= 0.9999).
+
+  usage: python3 ort_bench.py ONNX_DIR WORK_DIR [--threads 1,2] [--secs 3] [--min-runs 5]"""
+import argparse
+import os
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+CASES = [("image_b1", 1, 0), ("image_b8", 8, 0), ("text16_b1", 1, 16), ("text16_b32", 32, 16),
+         ("text77_b1", 1, 77), ("text77_b32", 32, 77)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("onnx")
+    ap.add_argument("work")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--secs", type=float, default=3)
+    ap.add_argument("--min-runs", type=int, default=5)
+    a = ap.parse_args()
+    meta = dict(line.split() for line in open(os.path.join(a.work, "meta.txt")) if line.strip())
+    S, C, D = int(meta["image_size"]), int(meta["channels"]), int(meta["dim"])
+    ids77 = np.fromfile(os.path.join(a.work, "ids77.i32"), dtype=np.int32).astype(np.int64).reshape(-1, 77)
+    ids16 = np.fromfile(os.path.join(a.work, "ids16.i32"), dtype=np.int32).astype(np.int64).reshape(-1, 16)
+    px = np.fromfile(os.path.join(a.work, "pixels.f32"), dtype=np.float32).reshape(-1, C, S, S)
+    print(f"INFO onnxruntime {ort.__version__}")
+    for th in [int(x) for x in a.threads.split(",")]:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = th
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        text = ort.InferenceSession(os.path.join(a.onnx, "text.onnx"), so, providers=["CPUExecutionProvider"])
+        vision = ort.InferenceSession(os.path.join(a.onnx, "vision.onnx"), so, providers=["CPUExecutionProvider"])
+        want = np.fromfile(os.path.join(a.work, "check_image.f32"), dtype=np.float32).reshape(-1, D)
+        got = vision.run(None, {"pixel_values": px[:len(want)]})[0]
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        print(f"CHECK image worst {cos.min():.7f}")
+        for name, n, ln in CASES:
+            if ln:
+                feed, sess = {"input_ids": (ids16 if ln == 16 else ids77)[:n]}, text
+            else:
+                feed, sess = {"pixel_values": px[:n]}, vision
+            sess.run(None, feed)
+            times, cpus = [], []
+            start = time.perf_counter()
+            while len(times) < a.min_runs or time.perf_counter() - start < a.secs:
+                c0, t0 = time.process_time(), time.perf_counter()
+                sess.run(None, feed)
+                times.append((time.perf_counter() - t0) * 1e3)
+                cpus.append((time.process_time() - c0) * 1e3)
+                if len(times) >= 200:
+                    break
+            med = float(np.median(times))
+            print(f"RESULT ort {name} {th} {med / n:.3f} {med:.3f} {len(times)} {min(times) / n:.3f} "
+                  f"{float(np.median(cpus)) / n:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
