@@ -8,8 +8,9 @@
 #                                                mkclip, the CLIP tokenizer, export_onnx.py, ort_bench.py
 #   sh .devin/clipbench/run.sh        (there) -> writes the ViT-B/32-shaped synthetic model with mkclip,
 #                                                exports it to ONNX with torch, times our engine in f32,
-#                                                bf16 and q8 and ONNX Runtime f32 on the same inputs
-#                                                (THREADS=1,2 by default), prints RESULT lines
+#                                                bf16 and q8 and ONNX Runtime f32 on the same inputs,
+#                                                alternating runs (THREADS=1,2 by default), prints
+#                                                RESULT lines
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -35,8 +36,8 @@ L="$D/lib/ld-linux-x86-64.so.2 --library-path $D/lib"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); flags: $(grep -m1 -o -w 'amx_bf16\|amx_int8\|avx512_bf16\|avx512_vnni' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 $L $D/mkclip $T/model $D/tokenizer.json >/dev/null
 python3 $D/export_onnx.py $T/model $T/onnx >/dev/null
-$L $D/clip_bench $T/model $T/work --dtypes f32,bf16,q8 --threads ${THREADS:-1,2} --secs ${SECS:-2} --min-runs 5 --max-runs 40
-python3 $D/ort_bench.py $T/onnx $T/work --threads ${THREADS:-1,2} --secs ${SECS:-2}
+python3 $D/ort_bench.py $T/onnx $T/work --threads ${THREADS:-1,2} --secs ${SECS:-2} --variants f32,bf16,q8 \
+    --ours "$L $D/clip_bench $T/model $T/work --serve --dtypes f32,bf16,q8"
 RUN
 du -sh $OUT >&2
 say "packed into $OUT; on the other machine: sh $OUT/run.sh"

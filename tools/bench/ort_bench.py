@@ -6,9 +6,17 @@ and prints "RESULT ort <case> <threads> <ms per item> <ms per batch> <runs>
 <min ms per item> <CPU ms per item>" like ort_common.js, after checking that
 ORT and our f32 engine give the same vectors (cosine >= 0.9999).
 
-  usage: python3 ort_bench.py ONNX_DIR WORK_DIR [--threads 1,2] [--secs 3] [--min-runs 5]"""
+  usage: python3 ort_bench.py ONNX_DIR WORK_DIR [--threads 1,2] [--secs 3] [--min-runs 5]
+                              [--ours "clip_bench MODEL WORK --serve --dtypes f32,bf16,q8" --variants f32,bf16,q8]
+
+With --ours, our driver runs as a child speaking clip_bench's --serve
+protocol and each case alternates one run of ours per variant with one run
+of ORT (as ort_common.js does), so both see the same machine noise; its
+lines are "RESULT ours-<variant> ..."."""
 import argparse
 import os
+import shlex
+import subprocess
 import time
 
 import numpy as np
@@ -25,7 +33,24 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--secs", type=float, default=3)
     ap.add_argument("--min-runs", type=int, default=5)
+    ap.add_argument("--ours")
+    ap.add_argument("--variants", default="")
     a = ap.parse_args()
+    ours = None
+    if a.ours:
+        ours = subprocess.Popen(shlex.split(a.ours), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = ours.stdout.readline()
+        assert line.startswith("READY"), line
+    variants = [v for v in a.variants.split(",") if v] or [None]
+
+    def ours_run(name, th, v):
+        ours.stdin.write(f"run {name} {th} 1{' ' + v if v else ''}\n")
+        ours.stdin.flush()
+        t = ours.stdout.readline().split()
+        assert t and t[0] == "TIMES", t
+        w, c = t[3].split("/")
+        return float(w), float(c)
+
     meta = dict(line.split() for line in open(os.path.join(a.work, "meta.txt")) if line.strip())
     S, C, D = int(meta["image_size"]), int(meta["channels"]), int(meta["dim"])
     ids77 = np.fromfile(os.path.join(a.work, "ids77.i32"), dtype=np.int32).astype(np.int64).reshape(-1, 77)
@@ -51,17 +76,32 @@ def main():
                 feed, sess = {"pixel_values": px[:n]}, vision
             sess.run(None, feed)
             times, cpus = [], []
+            mine = {v: [] for v in variants}
             start = time.perf_counter()
             while len(times) < a.min_runs or time.perf_counter() - start < a.secs:
+                if ours:
+                    for v in variants:
+                        time.sleep(0.05)
+                        mine[v].append(ours_run(name, th, v))
+                    time.sleep(0.05)
                 c0, t0 = time.process_time(), time.perf_counter()
                 sess.run(None, feed)
                 times.append((time.perf_counter() - t0) * 1e3)
                 cpus.append((time.process_time() - c0) * 1e3)
                 if len(times) >= 200:
                     break
+            for v in (variants if ours else []):
+                w = [x[0] for x in mine[v]]
+                m = float(np.median(w))
+                print(f"RESULT ours{'-' + v if v else ''} {name} {th} {m / n:.3f} {m:.3f} {len(w)} {min(w) / n:.3f} "
+                      f"{float(np.median([x[1] for x in mine[v]])) / n:.3f}", flush=True)
             med = float(np.median(times))
             print(f"RESULT ort {name} {th} {med / n:.3f} {med:.3f} {len(times)} {min(times) / n:.3f} "
                   f"{float(np.median(cpus)) / n:.3f}", flush=True)
+    if ours:
+        ours.stdin.write("quit\n")
+        ours.stdin.flush()
+        ours.wait()
 
 
 if __name__ == "__main__":
