@@ -21,6 +21,7 @@
 #include "mmembed/model.h"
 #include "mmembed/multipart.h"
 #include "mmembed/nn.h"
+#include "mmembed/packcache.h"
 #include "mmembed/preprocess.h"
 #include "mmembed/scoreboard.h"
 #include "mmembed/textmodel.h"
@@ -127,6 +128,11 @@ static size_t f32_estimate(const char *dir)
     return total;
 }
 
+static const char *pack_cache_word(int v)
+{
+    return v == 1 ? "mapped" : v == 2 ? "stored" : v == -1 ? "unwritable" : "off";
+}
+
 static double ms_now(void)
 {
     struct timespec t;
@@ -166,7 +172,8 @@ static int load_entry(entry_t *e, const char *name, const char *dir, const char 
         if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
         const mm_tm_info_t *ti = mm_tm_info(e->tm);
         e->use_info = (mm_model_info_t){.name = e->name, .arch = ti->arch, .dim = ti->dim, .max_tokens = ti->max_tokens,
-                                        .vocab_size = ti->vocab_size, .has_text = 1, .dtype = ti->dtype};
+                                        .vocab_size = ti->vocab_size, .has_text = 1, .dtype = ti->dtype,
+                                        .compute = ti->compute, .pack_cache = ti->pack_cache};
         e->info = &e->use_info;
         e->max_tokens = ti->max_tokens;
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
@@ -226,6 +233,7 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
     if (!e) return MM_E_NOMEM;
     e->conf = c;
     mm_video_init();
+    mm_pack_cache_set_dir(c->pack_cache);
     for (int i = 0; i < c->n_models; i++) {
         int rc = load_entry(&e->m[i], c->models[i].name, c->models[i].path, c->models[i].dtype, err, errlen);
         if (rc) {
@@ -233,8 +241,10 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
             mm_embed_free(e);
             return rc;
         }
-        mm_log_info("model '%s': %s, dense layers in %s (%s); weights prepared in %.0f ms, %zu MiB shared",
+        mm_log_info("model '%s': %s, dense layers in %s (%s); weights prepared in %.0f ms%s, %zu MiB shared",
                     e->m[i].name, e->m[i].info->arch, e->m[i].compute, e->m[i].dtype_why, e->m[i].load_ms,
+                    e->m[i].info->pack_cache == 0 ? "" : e->m[i].info->pack_cache == 1 ? " (mapped from the pack cache)" :
+                    e->m[i].info->pack_cache == 2 ? " (pack cache written)" : " (pack cache NOT writable)",
                     (e->m[i].model ? mm_model_weight_bytes(e->m[i].model)
                      : e->m[i].tm ? mm_tm_weight_bytes(e->m[i].tm) : (size_t)0) >> 20);
         e->m[i].is_default = c->models[i].is_default;
@@ -374,10 +384,11 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                       m->info->has_text && m->info->has_vision ? "," : "",
                       m->info->has_vision ? "\"image\",\"video\"" : "", m->compute, m->dtype_want);
         mm_buf_json_str(b, m->dtype_why, strlen(m->dtype_why));
-        mm_buf_printf(b, ",\"cpu\":\"%s\",\"load_ms\":%.0f,"
+        mm_buf_printf(b, ",\"cpu\":\"%s\",\"load_ms\":%.0f,\"pack_cache\":\"%s\","
                          "\"source_dtype\":\"%s\",\"max_tokens\":%d,\"image_size\":%d,\"default\":%s,"
                          "\"weight_bytes\":%zu,\"synthetic\":%s",
-                      mm_nn_cpu()->isa, m->load_ms, m->info->dtype, m->info->max_tokens,
+                      mm_nn_cpu()->isa, m->load_ms, pack_cache_word(m->info->pack_cache), m->info->dtype,
+                      m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
                       m->model ? mm_model_weight_bytes(m->model) : m->tm ? mm_tm_weight_bytes(m->tm) : (size_t)0,
                       m->synthetic ? "true" : "false");

@@ -39,6 +39,7 @@ typedef struct {
     double backoff_max;               /* crash-loop restart delay cap, seconds */
     int retry_after;                  /* seconds, in 503 answers */
     char pid_file[MM_PATH_MAX];
+    char pack_cache[MM_PATH_MAX]; /* directory of converted weight packs; "" = off */
     int socket_mode;                  /* unix socket permissions, e.g. 0660 */
     /* http front (nginx) */
     char http_listen[128];            /* nginx listen, e.g. 127.0.0.1:8080 */

@@ -37,6 +37,7 @@ typedef struct {
     int has_text, has_vision;
     const char *dtype;  /* source checkpoint dtype: "f32", "f16", "bf16" or "mixed" */
     const char *compute; /* dense layers' dtype: "f32", "bf16" or "q8" (mm_model_load_as) */
+    int pack_cache;      /* 0 no pack cache, 1 pack mapped from it, 2 built and stored, -1 not stored */
 } mm_model_info_t;
 
 /* Loads the model in directory `dir`: parses config.json, maps the

@@ -128,6 +128,13 @@ size_t mm_weights_size(const mm_weights_t *w);
 int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *bytes,
                       char *err, size_t errlen);
 
+/* mm_weights_finish through a pack cache file (mmembed/packcache.h): with
+ * `cache` set, maps that file when it holds this layout's size (*cached =
+ * 1), else builds the pack and stores it there (*cached = 2, or -1 when the
+ * file could not be written); *cached = 0 without a cache path. */
+int mm_weights_finish_cached(mm_weights_t *w, const char *label, const char *cache, void **base, size_t *bytes,
+                             int *cached, char *err, size_t errlen);
+
 /* Frees the builder (not the pack). NULL is fine. */
 void mm_weights_free(mm_weights_t *w);
 

@@ -53,6 +53,7 @@ typedef struct {
     int layers, heads;
     const char *dtype;  /* checkpoint dtype: "f32", "f16", "bf16" or "mixed" */
     const char *compute; /* dense layers' dtype: "f32", "bf16" or "q8" */
+    int pack_cache;      /* 0 no pack cache, 1 mapped from it, 2 built and stored, -1 not stored */
 } mm_tm_info_t;
 
 /* 1 if dir/config.json names an architecture this module runs

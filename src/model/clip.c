@@ -19,6 +19,7 @@
  *
  * Sections: config, weights, load, run state, forward, public encode API. */
 #include "mmembed/model.h"
+#include "mmembed/packcache.h"
 
 #include "mmembed/common.h"
 #include "mmembed/nn.h"
@@ -104,6 +105,7 @@ struct mm_model {
     char name[128];
     char dtype[8];
     mm_dtype_t compute;  /* of the dense layers */
+    int cached;          /* pack cache: 0 off, 1 mapped, 2 written, -1 not writable */
 };
 
 /* ============================================================ config parsing */
@@ -437,7 +439,9 @@ int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *
 
     char label[160];
     snprintf(label, sizeof label, "mmembed-weights:%s", m->name);
-    if ((rc = mm_weights_finish(w, label, &m->pack, &m->pack_bytes, err, errlen)))
+    char cache[MM_PACK_PATH_MAX] = "";
+    (void)mm_pack_cache_path(dir, "clip", dtype, cache, sizeof cache);
+    if ((rc = mm_weights_finish_cached(w, label, cache, &m->pack, &m->pack_bytes, &m->cached, err, errlen)))
         goto fail;
     mm_weights_free(w);
     mm_st_close(st); /* the source mappings are no longer needed */
@@ -455,6 +459,7 @@ int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *
     i->channels = m->cfg.has_vision ? m->cfg.vision.channels : 0;
     i->dtype = m->dtype;
     i->compute = mm_dtype_name(m->compute);
+    i->pack_cache = m->cached;
     *out = m;
     return MM_OK;
 

@@ -46,6 +46,7 @@
  *
  * Sections: config, pooling files, weight walk, load, forward, API. */
 #include "mmembed/textmodel.h"
+#include "mmembed/packcache.h"
 
 #include "mmembed/common.h"
 #include "mmembed/safetensors.h"
@@ -482,7 +483,7 @@ static const float *walk_begin(walk_t *w)
 {
     w->off = (w->off + 63) & ~(size_t)63;
     w->last = w->off;
-    return w->base ? (const float *)(w->ro + w->off) : NULL;
+    return w->ro ? (const float *)(w->ro + w->off) : NULL;
 }
 
 static int walk_get(walk_t *w, int ndim, int64_t d0, int64_t d1, const mm_st_tensor_t **t,
@@ -718,7 +719,7 @@ static int walk_all(walk_t *w, mm_tm_t *m)
 }
 
 /* Sizes, fills and maps the shared weight block (see the file comment). */
-static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
+static int build_pack(mm_tm_t *m, const char *dir, const mm_st_t *st, char *err, size_t errlen)
 {
     walk_t w = {.st = st, .err = err, .errlen = errlen, .dt = m->compute};
     w.prefix = find_prefix(st, m->c.arch == ARCH_BERT ? "embeddings.word_embeddings.weight"
@@ -727,6 +728,24 @@ static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
     if (rc)
         return rc;
     size_t size = (w.off + 4095) & ~(size_t)4095;
+
+    /* a pack cache file of this size: the walk only sets the pointers */
+    char cache[MM_PACK_PATH_MAX] = "";
+    if (mm_pack_cache_path(dir, m->c.arch == ARCH_BERT ? "bert" : "qwen3", m->compute, cache, sizeof cache) == 0) {
+        char *p = mm_pack_cache_map(cache, size);
+        if (p) {
+            w.ro = p;
+            w.off = 0;
+            if ((rc = walk_all(&w, m))) {
+                munmap(p, size);
+                return rc;
+            }
+            m->base = p;
+            m->bytes = size;
+            m->info.pack_cache = 1;
+            goto dtype;
+        }
+    }
 
     int fd = memfd_create("mmembed-textmodel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
@@ -763,7 +782,10 @@ static int build_pack(mm_tm_t *m, const mm_st_t *st, char *err, size_t errlen)
     }
     m->base = ro;
     m->bytes = size;
+    if (cache[0])
+        m->info.pack_cache = mm_pack_cache_store(cache, ro, size) == 0 ? 2 : -1;
 
+dtype:;
     unsigned d = w.dtypes & ~(1u << MM_ST_OTHER);
     const char *ds = d == (1u << MM_ST_F32) ? "f32" : d == (1u << MM_ST_F16) ? "f16"
                    : d == (1u << MM_ST_BF16) ? "bf16" : "mixed";
@@ -837,7 +859,7 @@ int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, s
         rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = mm_st_open(dir, &st, err, errlen)) || (rc = build_pack(m, st, err, errlen)))
+    if ((rc = mm_st_open(dir, &st, err, errlen)) || (rc = build_pack(m, dir, st, err, errlen)))
         goto fail;
     mm_st_close(st);
     st = NULL;

@@ -20,6 +20,7 @@
 
 #include "mmembed/common.h"
 #include "mmembed/nn.h"
+#include "mmembed/packcache.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -162,6 +163,39 @@ size_t mm_weights_size(const mm_weights_t *w)
     return (b + page - 1) / page * page;
 }
 
+/* Points every reserved slot into the mapping at `at`. */
+static void set_slots(mm_weights_t *w, const void *at)
+{
+    for (int i = 0; i < w->nr; i++) {
+        const unsigned char *p = (const unsigned char *)at + w->r[i].off;
+        if (w->r[i].slot)
+            *w->r[i].slot = (const float *)p;
+        if (w->r[i].bslot)
+            *w->r[i].bslot = p;
+    }
+}
+
+int mm_weights_finish_cached(mm_weights_t *w, const char *label, const char *cache, void **base, size_t *bytes,
+                             int *cached, char *err, size_t errlen)
+{
+    *cached = 0;
+    if (cache && *cache) {
+        size_t size = mm_weights_size(w);
+        void *p = mm_pack_cache_map(cache, size);
+        if (p) {
+            set_slots(w, p);
+            *base = p;
+            *bytes = size;
+            *cached = 1;
+            return MM_OK;
+        }
+    }
+    int rc = mm_weights_finish(w, label, base, bytes, err, errlen);
+    if (rc == MM_OK && cache && *cache)
+        *cached = mm_pack_cache_store(cache, *base, *bytes) == 0 ? 2 : -1;
+    return rc;
+}
+
 int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *bytes,
                       char *err, size_t errlen)
 {
@@ -232,13 +266,7 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
     if (ro == MAP_FAILED)
         return mm_errf(err, errlen, MM_ERR, "weight pack: read-only mmap: %s", strerror(e));
 
-    for (int i = 0; i < w->nr; i++) {
-        const unsigned char *at = (const unsigned char *)ro + w->r[i].off;
-        if (w->r[i].slot)
-            *w->r[i].slot = (const float *)at;
-        if (w->r[i].bslot)
-            *w->r[i].bslot = at;
-    }
+    set_slots(w, ro);
     *base = ro;
     *bytes = size;
     return MM_OK;

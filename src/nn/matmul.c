@@ -97,6 +97,19 @@ static _Thread_local struct {
     bind_t b[MAX_PRIMS];
 } T;
 
+/* A thread's output scratch for the bf16/q8 epilogue (grown, never shrunk). */
+static _Thread_local struct {
+    float *p;
+    size_t cap;
+} Y;
+
+/* The calling thread's converted activations (grown, never shrunk). */
+static _Thread_local struct {
+    void *p;
+    float *sc;
+    size_t cap, sccap;
+} X;
+
 static void die(const char *what, dnnl_status_t st)
 {
     /* only programming errors reach here (shapes are checked by callers) */
@@ -147,6 +160,11 @@ static void thread_exit(void *arg)
     dnnl_stream_destroy(T.stream);
     free(T.scr);
     memset(&T, 0, sizeof T);
+    free(Y.p);
+    free(X.p);
+    free(X.sc);
+    memset(&Y, 0, sizeof Y);
+    memset(&X, 0, sizeof X);
 }
 
 static void make_exit_key(void)
@@ -651,11 +669,6 @@ static void dequant_row(float *a, float sx, const float *sw, const int32_t *csum
     }
 }
 
-/* A thread's output scratch for the bf16/q8 epilogue (grown, never shrunk). */
-static _Thread_local struct {
-    float *p;
-    size_t cap;
-} Y;
 
 static float *scratch(size_t n)
 {
@@ -761,12 +774,6 @@ static void linear_part(void *arg, int part, int nparts)
     linear_cols(j, b0 * NBLOCK, c1);
 }
 
-/* The calling thread's converted activations (grown, never shrunk). */
-static _Thread_local struct {
-    void *p;
-    float *sc;
-    size_t cap, sccap;
-} X;
 
 /* Rounds x (M, K, row stride ldx) to bf16, or quantizes it to u8 with one
  * scale per row (q = round(x / s) + 128, s = max|x| / 127), into X. */

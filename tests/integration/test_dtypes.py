@@ -89,3 +89,36 @@ def test_forced_cpu_fallback():
         worst = min(cos(a["embedding"], r["embedding"]) for a, r in zip(base, tref))
         assert worst >= 0.99999, worst
         print(f"    forced avx2: bf16/q8 models run f32; worst cosine to HF {worst:.7f}")
+
+
+def test_pack_cache_reused_across_restarts():
+    """pack_cache: the first master writes each model's converted pack, the next one maps it
+    (same vectors, bit for bit); a changed checkpoint gets a new cache file."""
+    import shutil
+    texts = [r["text"] for r in load("text_emb.json") if r["text"]][:8]
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        clip = os.path.join(d, "clip-tiny")
+        shutil.copytree(TINY, clip)
+        cache = os.path.join(d, "packs")
+        models = [{"name": "clip", "path": clip, "dtype": "bf16", "default": True},
+                  {"name": "bert", "path": BERT, "dtype": "q8"}]
+        runs = []
+        for _ in range(2):
+            with Server(workers=2, models=models, extra={"pack_cache": f'"{cache}"'}) as s:
+                info = {m["name"]: m for m in s.get("/info").json()["models"]}
+                v = [s.post_json("/embed/text", {"texts": texts, "model": m, "cache": False}).json()["data"]
+                     for m in ("clip", "bert")]
+                runs.append((info, v))
+        assert [runs[0][0][m]["pack_cache"] for m in ("clip", "bert")] == ["stored", "stored"], runs[0][0]
+        assert [runs[1][0][m]["pack_cache"] for m in ("clip", "bert")] == ["mapped", "mapped"], runs[1][0]
+        assert runs[0][1] == runs[1][1]                  # identical vectors from the mapped packs
+        files = sorted(os.listdir(cache))
+        assert len(files) == 2 and all(f.endswith(".pack") for f in files), files
+        os.utime(os.path.join(clip, "model.safetensors"))   # "changed" checkpoint: a new key
+        with Server(workers=1, models=models, extra={"pack_cache": f'"{cache}"'}) as s:
+            info = {m["name"]: m for m in s.get("/info").json()["models"]}
+            assert info["clip"]["pack_cache"] == "stored" and info["bert"]["pack_cache"] == "mapped", info
+        assert len(os.listdir(cache)) == 3
+        print(f"    pack cache: clip bf16 prepared in {runs[0][0]['clip']['load_ms']:.0f} ms, "
+              f"mapped in {runs[1][0]['clip']['load_ms']:.0f} ms")
