@@ -51,8 +51,11 @@
 #define RT DNNL_RUNTIME_DIM_VAL
 #define NBLOCK 64 /* columns per unit of the split across threads */
 #define MCHUNK 256 /* bf16/q8: most rows per primitive call (brgemm takes no run-time M in oneDNN 2.6) */
-#define MROUND 16  /* bf16/q8: a call's rows are padded to a multiple of this: AMX tiles hold 16 rows,
-                      and oneDNN 2.6's AMX brgemm runs 2.8x slower on M = 50 than on M = 64 */
+/* bf16/q8 on AMX: a call's rows are padded to a multiple of 16 (a tile's
+ * rows): oneDNN 2.6's AMX brgemm runs 2.8x slower on M = 50 than on M = 64.
+ * The AVX-512 kernels run any M at the same rate, so there the padding
+ * would only add work (28% on ViT-B/32's 50 tokens): no rounding. */
+#define MROUND (mm_nn_cpu()->amx ? 16 : 1)
 
 enum { K_LINEAR, K_NT, K_NN, K_BLOCKED };
 
@@ -703,7 +706,8 @@ static void blocked_range(const linear_job_t *j, int c0, int c1, int r0, int r1)
     const float *bias = j->b ? j->b + c0 : NULL;
     float *acc = scratch((size_t)MCHUNK * (size_t)n);
     for (int m0 = r0; m0 < r1; m0 += MCHUNK) {
-        const int mc = r1 - m0 < MCHUNK ? r1 - m0 : MCHUNK, mp = (mc + MROUND - 1) / MROUND * MROUND;
+        const int mround = MROUND;
+        const int mc = r1 - m0 < MCHUNK ? r1 - m0 : MCHUNK, mp = (mc + mround - 1) / mround * mround;
         const int fused = direct && mp == mc;
         pkey_t key = {.kind = K_BLOCKED, .K = j->K, .N = n, .M = mp, .dt = dt, .tag = h->tag,
                       .add = fused && j->add, .bias = fused && j->b};
@@ -744,8 +748,8 @@ static void blocked_part(void *arg, int part, int nparts)
     const linear_job_t *j = arg;
     thread_state();
     if (j->rowsplit) {
-        const int units = (j->M + MROUND - 1) / MROUND;
-        const int a = (int)((long)units * part / nparts) * MROUND, b = (int)((long)units * (part + 1) / nparts) * MROUND;
+        const int mround = MROUND, units = (j->M + mround - 1) / mround;
+        const int a = (int)((long)units * part / nparts) * mround, b = (int)((long)units * (part + 1) / nparts) * mround;
         if (a < b)
             blocked_range(j, 0, j->N, a, b < j->M ? b : j->M);
         return;
@@ -780,7 +784,7 @@ static void linear_part(void *arg, int part, int nparts)
 static void convert_src(linear_job_t *j)
 {
     const int dt = j->h->dtype;
-    const int Mp = (j->M + MROUND - 1) / MROUND * MROUND;
+    const int mround = MROUND, Mp = (j->M + mround - 1) / mround * mround;
     const size_t esz = dt == MM_DT_BF16 ? 2 : 1, n = (size_t)Mp * (size_t)j->K;
     if (n * esz > X.cap) {
         free(X.p);
@@ -826,7 +830,7 @@ static void linear_run(linear_job_t *j)
     convert_src(j);
     const int P = mm_nn_threads(), colsplit = j->h->split && j->N > NBLOCK;
     j->rowsplit = j->M >= P * ROWSPLIT_MIN || !colsplit;
-    if (small || P == 1 || (!colsplit && j->M < 2 * MROUND)) {
+    if (small || P == 1 || (!colsplit && j->M < 2 * 16)) {
         thread_state();
         blocked_range(j, 0, j->N, 0, j->M);
         return;
