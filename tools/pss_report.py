@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-MARK = "memfd:mmembed-weights"
+MARK = "memfd:mmembed-weights"   # the pack built at start; or a pack cache file (*.pack)
 
 
 def children(ppid):
@@ -36,7 +36,7 @@ def weights_kb(pid):
             if not parts:
                 continue
             if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
-                cur = MARK in line
+                cur = MARK in line or line.rstrip().endswith(".pack")
                 continue
             if cur and parts[0] == "Size:":
                 size += int(parts[1])
