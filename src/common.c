@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 int mm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
 {
@@ -27,4 +28,16 @@ int mm_status_http(int code)
     case MM_E_AGAIN: return 503;
     default: return 500;
     }
+}
+
+const char *mm_path_last(const char *path, int *len)
+{
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/')
+        end--;
+    size_t beg = end;
+    while (beg > 0 && path[beg - 1] != '/')
+        beg--;
+    *len = (int)(end - beg);
+    return path + beg;
 }

@@ -41,4 +41,8 @@ int mm_errf(char *err, size_t errlen, int code, const char *fmt, ...) MM_PRINTF(
 /* HTTP status for a status code (MM_OK → 200). */
 int mm_status_http(int code);
 
+/* The last component of path, trailing slashes ignored ("/a/b/" -> "b"):
+ * returns where it starts, *len its length (not NUL-terminated). */
+const char *mm_path_last(const char *path, int *len);
+
 #endif

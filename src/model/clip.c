@@ -428,14 +428,9 @@ int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *
     if (m->cfg.has_vision && (rc = load_vision(&L, m)))
         goto fail;
 
-    /* name: last path component, ignoring trailing slashes */
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/')
-        len--;
-    size_t b = len;
-    while (b > 0 && dir[b - 1] != '/')
-        b--;
-    snprintf(m->name, sizeof m->name, "%.*s", (int)(len - b), dir + b);
+    int nl;
+    const char *nm = mm_path_last(dir, &nl);
+    snprintf(m->name, sizeof m->name, "%.*s", nl, nm);
 
     char label[160];
     snprintf(label, sizeof label, "mmembed-weights:%s", m->name);

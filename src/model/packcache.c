@@ -98,15 +98,9 @@ int mm_pack_cache_path(const char *model_dir, const char *tag, mm_dtype_t dt, ch
     XXH3_freeState(h);
     if (rc)
         return -1;
-    /* the folder's last component makes the file recognisable */
-    size_t len = strlen(model_dir);
-    while (len > 1 && model_dir[len - 1] == '/')
-        len--;
-    size_t b = len;
-    while (b > 0 && model_dir[b - 1] != '/')
-        b--;
-    int n = snprintf(out, cap, "%s/%.*s-%s-%016llx.pack", cache_dir, (int)(len - b), model_dir + b,
-                     mm_dtype_name(dt), x);
+    int nl; /* the folder's last component makes the file recognisable */
+    const char *nm = mm_path_last(model_dir, &nl);
+    int n = snprintf(out, cap, "%s/%.*s-%s-%016llx.pack", cache_dir, nl, nm, mm_dtype_name(dt), x);
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 

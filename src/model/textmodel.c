@@ -864,14 +864,9 @@ int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, s
     mm_st_close(st);
     st = NULL;
 
-    /* name: the last path component, trailing slashes ignored */
-    size_t end = strlen(dir);
-    while (end > 1 && dir[end - 1] == '/')
-        end--;
-    size_t beg = end;
-    while (beg > 0 && dir[beg - 1] != '/')
-        beg--;
-    snprintf(m->name, sizeof m->name, "%.*s", (int)(end - beg), dir + beg);
+    int nl;
+    const char *nm = mm_path_last(dir, &nl);
+    snprintf(m->name, sizeof m->name, "%.*s", nl, nm);
 
     mm_tm_info_t *in = &m->info;
     in->name = m->name;

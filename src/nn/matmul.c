@@ -394,6 +394,21 @@ static size_t up64(size_t n)
     return (n + 63) / 64 * 64;
 }
 
+/* A matmul of MCHUNK rows by weights (K, N) of dtype dt in layout "any":
+ * oneDNN's choice of kernel (and of the weights' layout) for that dtype. */
+static dnnl_status_t any_pd(int dt, int K, int N, dnnl_memory_desc_t *w, dnnl_primitive_desc_t *pd)
+{
+    thread_state();
+    dnnl_memory_desc_t a, c;
+    dnnl_dims_t ad = {MCHUNK, K}, wd = {K, N}, cd = {MCHUNK, N};
+    CK(dnnl_memory_desc_init_by_tag(&a, 2, ad, src_type(dt), dnnl_ab));
+    CK(dnnl_memory_desc_init_by_tag(w, 2, wd, wei_type(dt), dnnl_format_tag_any));
+    CK(dnnl_memory_desc_init_by_tag(&c, 2, cd, acc_type(dt), dnnl_ab));
+    dnnl_matmul_desc_t md;
+    CK(dnnl_matmul_desc_init(&md, &a, w, NULL, &c));
+    return dnnl_primitive_desc_create(pd, &md, NULL, S.eng, NULL);
+}
+
 /* The blocked layout oneDNN's matmul wants for weights (K, N) of dtype dt
  * (asked with format "any" at a 64-row problem, then matched against the
  * brgemm tags), or plain ab if it is none of those. */
@@ -401,16 +416,10 @@ static dnnl_format_tag_t choose_tag(int dt, int K, int N)
 {
     static const dnnl_format_tag_t bf16[] = {dnnl_BA16a64b2a, dnnl_BA16a48b2a, dnnl_BA16a32b2a, dnnl_BA16a16b2a};
     static const dnnl_format_tag_t s8[] = {dnnl_BA16a64b4a, dnnl_BA16a48b4a, dnnl_BA16a32b4a, dnnl_BA16a16b4a};
-    thread_state();
-    dnnl_memory_desc_t a, w, c;
-    dnnl_dims_t ad = {MCHUNK, K}, wd = {K, N}, cd = {MCHUNK, N};
-    CK(dnnl_memory_desc_init_by_tag(&a, 2, ad, src_type(dt), dnnl_ab));
-    CK(dnnl_memory_desc_init_by_tag(&w, 2, wd, wei_type(dt), dnnl_format_tag_any));
-    CK(dnnl_memory_desc_init_by_tag(&c, 2, cd, acc_type(dt), dnnl_ab));
-    dnnl_matmul_desc_t md;
+    dnnl_memory_desc_t wd_any;
     dnnl_primitive_desc_t pd;
-    CK(dnnl_matmul_desc_init(&md, &a, &w, NULL, &c));
-    CK(dnnl_primitive_desc_create(&pd, &md, NULL, S.eng, NULL));
+    CK(any_pd(dt, K, N, &wd_any, &pd));
+    dnnl_dims_t wd = {K, N};
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_format_tag_t tag = dnnl_ab;
     for (int i = 0; i < 4; i++) {
@@ -429,16 +438,9 @@ int mm_nn_lin_supported(mm_dtype_t dt)
 {
     if (dt == MM_DT_F32)
         return 1;
-    thread_state();
-    dnnl_memory_desc_t a, w, c;
-    dnnl_dims_t ad = {MCHUNK, 64}, wd = {64, 64}, cd = {MCHUNK, 64};
-    CK(dnnl_memory_desc_init_by_tag(&a, 2, ad, src_type(dt), dnnl_ab));
-    CK(dnnl_memory_desc_init_by_tag(&w, 2, wd, wei_type(dt), dnnl_format_tag_any));
-    CK(dnnl_memory_desc_init_by_tag(&c, 2, cd, acc_type(dt), dnnl_ab));
-    dnnl_matmul_desc_t md;
+    dnnl_memory_desc_t w;
     dnnl_primitive_desc_t pd;
-    CK(dnnl_matmul_desc_init(&md, &a, &w, NULL, &c));
-    if (dnnl_primitive_desc_create(&pd, &md, NULL, S.eng, NULL) != dnnl_success)
+    if (any_pd(dt, 64, 64, &w, &pd) != dnnl_success)
         return 0;
     CK(dnnl_primitive_desc_destroy(pd));
     return 1;

@@ -6,7 +6,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "mmembed/nn.h"
 
 /* seconds on a clock: CLOCK_MONOTONIC (wall) or CLOCK_PROCESS_CPUTIME_ID */
 static inline double clk(clockid_t id)
@@ -53,6 +56,53 @@ static inline double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof(double), cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* --dtypes LIST: f32 first (the check outputs are its), then the others
+ * of "f32,bf16,q8" named in LIST, as mm_dtype_name strings. Returns how
+ * many, or -1 after printing the unknown name. */
+#define BENCH_MAX_DT 3
+static inline int bench_dtypes(const char *list, const char *dts[BENCH_MAX_DT])
+{
+    int n = 0;
+    dts[n++] = "f32";
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        mm_dtype_t dt;
+        if (mm_dtype_parse(t, &dt)) {
+            fprintf(stderr, BENCH_NAME ": unknown dtype %s\n", t);
+            return -1;
+        }
+        if (dt != MM_DT_F32 && n < BENCH_MAX_DT)
+            dts[n++] = mm_dtype_name(dt);
+    }
+    return n;
+}
+
+/* A --serve request "run CASE THREADS K [DTYPE]": *c indexes names (the
+ * cases), *d indexes dts (default the first). Returns 0, or -1 after
+ * answering the ERROR line. */
+static inline int bench_request(const char *line, const char *const *names, int nnames, const char *const *dts,
+                                int ndt, int *c, int *th, int *k, int *d)
+{
+    char name[64], dt[16];
+    snprintf(dt, sizeof dt, "%s", dts[0]);
+    if (sscanf(line, "run %63s %d %d %15s", name, th, k, dt) < 3 || *th < 1 || *k < 1) {
+        printf("ERROR bad request\n");
+        fflush(stdout);
+        return -1;
+    }
+    for (*c = 0; *c < nnames && strcmp(names[*c], name); ++*c)
+        ;
+    for (*d = 0; *d < ndt && strcmp(dts[*d], dt); ++*d)
+        ;
+    if (*c == nnames || *d == ndt) {
+        printf("ERROR unknown case %s or dtype %s\n", name, dt);
+        fflush(stdout);
+        return -1;
+    }
+    return 0;
 }
 
 #endif

@@ -74,35 +74,23 @@ static double run_case(mm_tm_runner_t *r, const bench_case_t *bc)
     return (b - a) * 1e3;
 }
 
-#define MAX_DT 3
+#define MAX_DT BENCH_MAX_DT
 
 /* "run CASE THREADS K [DTYPE]" (see clip_bench.c) */
 static int serve_loop(mm_tm_t *const *models, const char *const *dts, int ndt)
 {
-    char line[256], name[64], dt[16];
+    char line[256];
+    const char *names[NCASES];
+    for (size_t i = 0; i < NCASES; i++)
+        names[i] = cases[i].name;
     mm_tm_runner_t *r[MAX_DT] = {0};
     int cur_threads = 0, warmed[MAX_DT][NCASES] = {{0}};
     while (fgets(line, sizeof line, stdin)) {
-        int th, k;
+        int th, k, c, d;
         if (!strncmp(line, "quit", 4))
             break;
-        snprintf(dt, sizeof dt, "%s", dts[0]);
-        if (sscanf(line, "run %63s %d %d %15s", name, &th, &k, dt) < 3 || th < 1 || k < 1) {
-            printf("ERROR bad request\n");
-            fflush(stdout);
+        if (bench_request(line, names, (int)NCASES, dts, ndt, &c, &th, &k, &d))
             continue;
-        }
-        size_t c = 0;
-        while (c < NCASES && strcmp(cases[c].name, name))
-            c++;
-        int d = 0;
-        while (d < ndt && strcmp(dts[d], dt))
-            d++;
-        if (c == NCASES || d == ndt) {
-            printf("ERROR unknown case %s or dtype %s\n", name, dt);
-            fflush(stdout);
-            continue;
-        }
         if (th != cur_threads) {
             for (int i = 0; i < ndt; i++) {
                 mm_tm_runner_free(r[i]);
@@ -120,7 +108,7 @@ static int serve_loop(mm_tm_t *const *models, const char *const *dts, int ndt)
                 return -1;
             warmed[d][c] = 1;
         }
-        printf("TIMES %s %d", name, th);
+        printf("TIMES %s %d", names[c], th);
         for (int i = 0; i < k; i++) {
             double ms = run_case(r[d], &cases[c]);
             if (ms < 0)
@@ -173,19 +161,10 @@ int main(int argc, char **argv)
 
     char err[MM_ERRLEN];
     mm_tm_t *models[MAX_DT], *m;
-    const char *dts[MAX_DT] = {"f32"};
-    int ndt = 1;
-    char dtbuf[64];
-    snprintf(dtbuf, sizeof dtbuf, "%s", dtypes_arg);
-    for (char *save = NULL, *t = strtok_r(dtbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        mm_dtype_t dt;
-        if (mm_dtype_parse(t, &dt)) {
-            fprintf(stderr, "text_bench: unknown dtype %s\n", t);
-            return 2;
-        }
-        if (dt != MM_DT_F32 && ndt < MAX_DT)
-            dts[ndt++] = mm_dtype_name(dt);
-    }
+    const char *dts[MAX_DT];
+    const int ndt = bench_dtypes(dtypes_arg, dts);
+    if (ndt < 0)
+        return 2;
     double t0 = now();
     for (int d = 0; d < ndt; d++) {
         mm_dtype_t dt;
