@@ -3,9 +3,9 @@
  * checkpoint (bf16/q8 reorders included).
  *
  * A cache file is named by a hash of everything the pack's bytes depend
- * on: mmembed's version, the dtype, the CPU features oneDNN packs for and
- * its version, config.json and each checkpoint file's name, size and
- * modification time. Any change gives another name, so a stale file is
+ * on: mmembed's version and binary (size, mtime), the dtype, the CPU
+ * features oneDNN packs for and its version, config.json and each
+ * checkpoint file's name, size and modification time. Any change gives another name, so a stale file is
  * never read (old files are left for the operator to remove). It is written
  * to a temporary name and renamed, so a reader never sees half of one, and
  * it is mapped PROT_READ | MAP_SHARED: one page-cache copy shared by the

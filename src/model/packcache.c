@@ -93,6 +93,13 @@ int mm_pack_cache_path(const char *model_dir, const char *tag, mm_dtype_t dt, ch
     int wl = snprintf(what, sizeof what, "mmembed-pack-1|%s|%s|%s|%s|dnnl %d.%d.%d %s", MM_VERSION, tag,
                       mm_dtype_name(dt), mm_nn_cpu()->isa, v->major, v->minor, v->patch, v->hash);
     XXH3_64bits_update(h, what, (size_t)wl);
+    /* the binary itself (size, mtime): a rebuilt mmembed may lay packs out
+     * differently, so it never reads an older build's file */
+    struct stat ex;
+    if (stat("/proc/self/exe", &ex) == 0) {
+        long long id[3] = {(long long)ex.st_size, (long long)ex.st_mtim.tv_sec, (long long)ex.st_mtim.tv_nsec};
+        XXH3_64bits_update(h, id, sizeof id);
+    }
     int rc = hash_folder(h, model_dir);
     unsigned long long x = (unsigned long long)XXH3_64bits_digest(h);
     XXH3_freeState(h);
