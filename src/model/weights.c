@@ -1,6 +1,7 @@
 /* The shared weight pack: every tensor a model's kernels read, converted to
- * f32 (and fused where the kernels prefer, e.g. q|k|v), in one contiguous
- * read-only block backed by a memfd.
+ * f32 (dense layers to their packed blobs in the model's dtype) and fused
+ * where the kernels prefer (e.g. q|k|v), in one contiguous read-only block
+ * backed by a memfd, or mapped from a pack cache file.
  *
  * Why a memfd and not malloc: the master builds the pack before forking
  * workers; a MAP_SHARED mapping of one shmem object is inherited by every

@@ -1,33 +1,37 @@
 /* Every matrix product of the kernels, through oneDNN's matmul primitive:
- * dense layers (mm_nn_linear, mm_nn_linear_add: bias, activation and the
- * residual add fused as post-ops) and the strided products of attention
- * (mm_nn_matmul_nt, mm_nn_matmul_nn).
+ * dense layers (mm_nn_linear, mm_nn_linear_add) in f32, bf16 or q8, and the
+ * strided f32 products of attention (mm_nn_matmul_nt, mm_nn_matmul_nn).
  *
- * Weights: the pack stores W (N, K) transposed, as a plain (K, N) matrix
- * (format ab). That is what oneDNN's f32 GEMM streams without re-laying it
- * out (measured with Debian's libdnnl 2.6: (K, N) at 8 rows ran 0.19 ms
- * against 0.37 ms for the (N, K) nn.Linear layout), it needs no oneDNN call
- * at pack time (the master only copies floats), and a column range of it is
- * again a (K, n) matrix with row stride N, which is how the work is split.
- * oneDNN's blocked layout (format any -> BA16a64b, brgemm kernels) does not
- * depend on M, but brgemm takes no run-time M in 2.6 (one JIT primitive,
- * ~0.3 ms to make, per token count) and was within 5-15% of this one.
+ * Weights: each dense layer is one blob (lin_hdr_t + data) packed once by
+ * the master. f32 stores W (N, K) transposed, as a plain (K, N) matrix
+ * (format ab): what oneDNN's f32 GEMM streams without re-laying it out
+ * ((K, N) at 8 rows ran 0.19 ms against 0.37 ms for the (N, K) layout), and
+ * a column range of it is again a (K, n) matrix with row stride N. bf16 and
+ * q8 store the layout oneDNN's brgemm asks for (format any, matched to a
+ * BA16a{64,48,32,16}b{2,4}a tag): with the 64-column tags a range of whole
+ * 64-column blocks is again such a matrix, contiguous, so threads can split
+ * columns there too. q8 adds one f32 scale per output channel and 128 x the
+ * int8 column sums: activations are quantized per row to u8 as x/s + 128,
+ * so acc - 128 colsum is the signed product, dequantized as s_row s_col.
  *
- * Primitives: made once per shape class with M (and, for the attention
- * products, every dimension and row stride) left as DNNL_RUNTIME_DIM_VAL,
- * so one primitive serves every batch, and kept in a per-process table. The
- * memory objects that bind buffers to a primitive are per thread and made
- * again only when a concrete shape changes (once per layer shape per
- * forward); execution only sets data handles.
+ * Primitives: made once per shape class and kept in a per-process hashed
+ * table. f32 leaves M (and, for attention, every dimension and stride) as
+ * DNNL_RUNTIME_DIM_VAL, so one primitive serves every batch; oneDNN 2.6's
+ * brgemm takes no run-time M, so bf16/q8 run rows in chunks of at most
+ * MCHUNK, keyed by the chunk's row count (padded to 16 on AMX). The memory
+ * objects that bind buffers to a primitive are per thread and made again
+ * only when a concrete shape changes; execution only sets data handles.
+ * Scratchpads are per thread too (user mode): the library's shared one is
+ * not safe for two threads running one primitive.
  *
  * Threads: oneDNN runs single-threaded (omp_set_num_threads(1) in every
- * calling thread) and mm_nn_linear splits N over the nn pool instead.
- * Debian's libdnnl uses libgomp, which is not fork-safe: a child of a
- * process that ran an OpenMP team hangs at its first parallel region, and
- * the master forks workers after tests (and tools) have run forwards. The
- * pool restarts itself after fork; a one-thread OpenMP never starts a team.
- * Each part is a whole range of columns, so every output element is the
- * same computation whatever the thread count.
+ * calling thread) and the nn pool splits the work instead. Debian's libdnnl
+ * uses libgomp, which is not fork-safe: a child of a process that ran an
+ * OpenMP team hangs at its first parallel region, and the master forks
+ * workers after packing (and tests after forwards). A one-thread OpenMP
+ * never starts a team. Parts are whole column ranges or (bf16/q8, many
+ * rows) whole row ranges, and a row's value does not depend on either, so
+ * results are the same whatever the thread count.
  *
  * Fork: the table and the engine record the pid that made them; a process
  * that finds another pid (a forked child) starts a fresh table. */
