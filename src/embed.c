@@ -605,8 +605,11 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
             mm_image_t img;
             int i = e->miss[base + j];
             if (lens[i] == 0) return failf(f, 400, "empty_image", "image %d is empty", i);
-            int rc = mm_image_decode(bufs[i], lens[i], mm_preproc_min_edge(&m->pre), (long)e->conf->max_pixels, &img,
-                                     err, sizeof err);
+            const int edge = mm_preproc_min_edge(&m->pre), fast = e->conf->jpeg_dct_scaling;
+            int rc = fast > 0 && edge > 0
+                         ? mm_image_decode_keep(bufs[i], lens[i], fast * edge, (long)e->conf->max_pixels, &img, err,
+                                                sizeof err)
+                         : mm_image_decode(bufs[i], lens[i], edge, (long)e->conf->max_pixels, &img, err, sizeof err);
             if (rc == MM_E_TOOBIG)
                 return failf(f, 413, "image_too_large", "image %d: %s (limits.max_pixels is %lld)", i, err,
                              (long long)e->conf->max_pixels);

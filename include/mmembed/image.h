@@ -63,6 +63,12 @@ int mm_image_decode(const void *buf, size_t len, int min_edge_hint, long max_pix
 int mm_image_decode_scaled(const void *buf, size_t len, int min_edge, long max_pixels,
                            mm_image_t *out, char *err, size_t errlen);
 
+/* The same with the floor given directly: a JPEG is decoded at the
+ * smallest of 1/8, 1/4, 1/2 that keeps its shortest edge >= keep_edge (the
+ * server's `jpeg_dct_scaling` = keep_edge / resize target). */
+int mm_image_decode_keep(const void *buf, size_t len, int keep_edge, long max_pixels,
+                         mm_image_t *out, char *err, size_t errlen);
+
 /* Release the pixels of img (NULL-safe) and zero it. */
 void mm_image_free(mm_image_t *img);
 

@@ -2,7 +2,8 @@
  *
  * Two lifetimes, matching the server's processes:
  *   mm_model_t   loaded once in the master (config + weights converted to a
- *                read-only shared f32 pack); inherited by forked workers and
+ *                read-only shared pack: f32, dense layers in the model's
+ *                dtype); inherited by forked workers and
  *                never written after mm_model_load returns.
  *   mm_runner_t  one per worker: all scratch for the largest batch it
  *                accepts, allocated up front; encode calls never allocate.

@@ -175,12 +175,12 @@ static int decode_jpeg(const unsigned char *buf, size_t len, int hint, long max_
         goto fail;
     }
 
-    /* mm_image_decode_scaled only: decode at 1/2, 1/4 or 1/8 while the
-     * shortest edge stays well above the resize target (approximate). */
+    /* mm_image_decode_scaled / _keep only: decode at 1/8, 1/4 or 1/2 (the
+     * smallest) while the shortest edge stays >= hint (approximate). */
     if (hint > 0) {
         long se = MM_MIN((long)cinfo.image_width, (long)cinfo.image_height);
         for (int d = 8; d >= 2; d /= 2) {
-            if ((se + d - 1) / d >= (long)MM_IMAGE_DCT_MIN_RATIO * hint) {
+            if ((se + d - 1) / d >= (long)hint) {
                 cinfo.scale_num = 1;
                 cinfo.scale_denom = (unsigned)d;
                 break;
@@ -579,5 +579,11 @@ int mm_image_decode(const void *buf, size_t len, int min_edge_hint, long max_pix
 int mm_image_decode_scaled(const void *buf, size_t len, int min_edge, long max_pixels,
                            mm_image_t *out, char *err, size_t errlen)
 {
-    return decode(buf, len, min_edge > 0 ? min_edge : 0, max_pixels, out, err, errlen);
+    return decode(buf, len, min_edge > 0 ? MM_IMAGE_DCT_MIN_RATIO * min_edge : 0, max_pixels, out, err, errlen);
+}
+
+int mm_image_decode_keep(const void *buf, size_t len, int keep_edge, long max_pixels,
+                         mm_image_t *out, char *err, size_t errlen)
+{
+    return decode(buf, len, keep_edge > 0 ? keep_edge : 0, max_pixels, out, err, errlen);
 }

@@ -47,6 +47,7 @@ static const key_t_ keys[] = {
     K_INT("retry_after", retry_after, 1, 3600),
     K_PATH("pid_file", pid_file),
     K_PATH("pack_cache", pack_cache),
+    K_INT("jpeg_dct_scaling", jpeg_dct_scaling, 0, 64),
     {"socket_mode", T_MODE, offsetof(mm_conf_t, socket_mode), 0, 0, 0777},
     K_STR("http.listen", http_listen),
     K_INT("http.tries", http_tries, 0, 64),

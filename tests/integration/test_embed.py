@@ -308,3 +308,28 @@ def test_multi_model_options():
         body, ct = multipart({}, [("image", "a.png", img("rgb224.png"), "image/png")])
         assert s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct}).json()["model"] == "tiny-bf16"
         assert s.post_json("/embed/text", {"texts": ["a"]}).json()["model"] == "tiny"
+
+
+def test_jpeg_dct_scaling_large_photo():
+    """jpeg_dct_scaling = 2: a 12 MP JPEG is decoded at 1/4 (shortest edge still >= 2 x 224) instead of in
+    full; the vector stays within cosine 0.999 of the exact decode (timings are printed, not asserted)."""
+    import re
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "big.jpg")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=4000x3000", "-frames:v", "1",
+                        "-q:v", "3", path], check=True)
+        data = open(path, "rb").read()
+        out = {}
+        for ratio in ("0", "2"):
+            with Server(workers=1, models=MODELS[:1], extra={"jpeg_dct_scaling": ratio}) as s:
+                body, ct = multipart({"cache": "false"}, [("image", "big.jpg", data, "image/jpeg")])
+                r = s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct})
+                assert r.status == 200, r
+                ms = float(re.search(r"decode;dur=([\d.]+)", r.headers["server-timing"]).group(1))
+                out[ratio] = (r.json()["data"][0]["embedding"], ms)
+        c = cos(out["0"][0], out["2"][0])
+        assert c >= 0.999, c
+        print(f"    4000x3000 JPEG: decode+preprocess {out['0'][1]:.1f} ms exact, {out['2'][1]:.1f} ms with "
+              f"jpeg_dct_scaling = 2; cosine {c:.6f}")
