@@ -30,8 +30,9 @@ int mm_pack_cache_path(const char *model_dir, const char *tag, mm_dtype_t dt, ch
 /* Maps path if it holds exactly `size` bytes; NULL otherwise. */
 void *mm_pack_cache_map(const char *path, size_t size);
 
-/* Stores size bytes at base as path (temporary file + rename). Returns 0
- * or -1 (the caller goes on without a cache). */
+/* Stores size bytes at base as path (temporary file + rename), then
+ * removes the superseded packs of the same model folder name and dtype.
+ * Returns 0 or -1 (the caller goes on without a cache). */
 int mm_pack_cache_store(const char *path, const void *base, size_t size);
 
 #endif

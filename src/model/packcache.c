@@ -105,9 +105,14 @@ int mm_pack_cache_path(const char *model_dir, const char *tag, mm_dtype_t dt, ch
     XXH3_freeState(h);
     if (rc)
         return -1;
-    int nl; /* the folder's last component makes the file recognisable */
+    /* "<folder name>-<dtype>-<folder path hash>-<key hash>.pack": recognisable, and the packs of one
+     * folder and dtype share everything before the last dash (remove_superseded) */
+    int nl;
     const char *nm = mm_path_last(model_dir, &nl);
-    int n = snprintf(out, cap, "%s/%.*s-%s-%016llx.pack", cache_dir, nl, nm, mm_dtype_name(dt), x);
+    char real[MM_PATH_MAX];
+    const char *where = realpath(model_dir, real) ? real : model_dir;
+    unsigned px = (unsigned)XXH3_64bits(where, strlen(where));
+    int n = snprintf(out, cap, "%s/%.*s-%s-%08x-%016llx.pack", cache_dir, nl, nm, mm_dtype_name(dt), px, x);
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
@@ -122,6 +127,32 @@ void *mm_pack_cache_map(const char *path, size_t size)
         p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* Removes the other packs of the same model folder and dtype (same name up to the last dash, another key
+ * hash): superseded by a changed checkpoint or a rebuilt mmembed, they would only fill the disk. */
+static void remove_superseded(const char *path)
+{
+    const char *slash = strrchr(path, '/'), *file = slash ? slash + 1 : path;
+    const char *dash = strrchr(file, '-');
+    if (!slash || !dash)
+        return;
+    char dir[MM_PACK_PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    size_t plen = (size_t)(dash - file) + 1; /* "<name>-<dtype>-<path hash>-" */
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && !strcmp(de->d_name + l - 5, ".pack") && !strncmp(de->d_name, file, plen) &&
+            strcmp(de->d_name, file) != 0 && strlen(de->d_name) == strlen(file)) {
+            char old[MM_PACK_PATH_MAX + 256];
+            snprintf(old, sizeof old, "%s/%s", dir, de->d_name);
+            (void)unlink(old);
+        }
+    }
+    if (d)
+        closedir(d);
 }
 
 int mm_pack_cache_store(const char *path, const void *base, size_t size)
@@ -149,5 +180,6 @@ int mm_pack_cache_store(const char *path, const void *base, size_t size)
         unlink(tmp);
         return -1;
     }
+    remove_superseded(path);
     return 0;
 }

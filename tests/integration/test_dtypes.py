@@ -119,6 +119,7 @@ def test_pack_cache_reused_across_restarts():
         with Server(workers=1, models=models, extra={"pack_cache": f'"{cache}"'}) as s:
             info = {m["name"]: m for m in s.get("/info").json()["models"]}
             assert info["clip"]["pack_cache"] == "stored" and info["bert"]["pack_cache"] == "mapped", info
-        assert len(os.listdir(cache)) == 3
+        assert len(os.listdir(cache)) == 2                  # the superseded clip pack was removed
+        assert not os.path.exists(os.path.join(cache, [f for f in files if f.startswith("clip-tiny")][0]))
         print(f"    pack cache: clip bf16 prepared in {runs[0][0]['clip']['load_ms']:.0f} ms, "
               f"mapped in {runs[1][0]['clip']['load_ms']:.0f} ms")
