@@ -67,7 +67,7 @@ run: deps
 	@tools/run.sh
 
 # unit tests: every tests/unit/test_*.c, run from the repository root
-unit: deps use-model
+unit: deps use-model default-model
 	@$(MAKE) --no-print-directory unit-bins
 	@set -e; for t in $(TESTS); do echo "== $$t"; $(B)/tests/$$t; done
 	@# the CPU fallback (no AMX, no AVX512-BF16/VNNI: AVX2 f32), forced on this machine

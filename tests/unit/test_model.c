@@ -770,6 +770,109 @@ static void test_dtypes(const char *dir, const text_ref_t *tr, const image_ref_t
     }
 }
 
+/* The same bounds on the ViT-B/32 shape (models/clip-vit-b32-synthetic,
+ * made by `make default-model`), against our f32 (which matches HF on the
+ * fixtures): 4 images and 8 texts of mixed lengths, cosine per vector and
+ * the text -> image / text -> text pairs f32 separates by >= 0.01. Skipped
+ * under ASan (minutes of ViT forwards) and without the model folder. */
+#define VIT_DIR "models/clip-vit-b32-synthetic"
+
+static double cos_ff(const float *a, const float *b, int n)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb);
+}
+
+static void test_vitb32_dtypes(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("ViT-B/32 dtypes: skipped under ASan\n");
+    return;
+#endif
+    if (access(VIT_DIR "/config.json", R_OK) != 0) {
+        printf("ViT-B/32 dtypes: skipped (no " VIT_DIR "; make default-model)\n");
+        return;
+    }
+    enum { NI = 4, NT = 8, DMAX = 1024 };
+    static const int lens[NT] = {2, 5, 9, 16, 23, 40, 64, 77};
+    static int32_t ids[NT][77];
+    const int32_t *ip[NT];
+    for (int t = 0; t < NT; t++) {
+        ids[t][0] = 49406;
+        for (int i = 1; i < lens[t] - 1; i++)
+            ids[t][i] = (int32_t)((frand() + 1.0f) * 20000.0f);
+        ids[t][lens[t] - 1] = 49407;
+        ip[t] = ids[t];
+    }
+    const size_t per = 3 * 224 * 224;
+    float *px = malloc(sizeof(float) * per * NI);
+    for (size_t i = 0; i < per * NI; i++)
+        px[i] = frand() * 2.0f;
+    static float vt[3][NT][DMAX], vi[3][NI][DMAX];
+    static const mm_dtype_t dts[3] = {MM_DT_F32, MM_DT_BF16, MM_DT_Q8};
+    static const double bound[3] = {1, 0.999, 0.995};
+    int D = 0;
+    for (int d = 0; d < 3; d++) {
+        if (!mm_nn_dtype_native(dts[d])) {
+            printf("ViT-B/32 %s: not native on this CPU, skipped\n", mm_dtype_name(dts[d]));
+            continue;
+        }
+        char err[MM_ERRLEN];
+        mm_model_t *m;
+        int rc = mm_model_load_as(VIT_DIR, dts[d], &m, err, sizeof err);
+        CHECK(rc == MM_OK, "load ViT-B/32 as %s: %s", mm_dtype_name(dts[d]), err);
+        if (rc)
+            continue;
+        D = mm_model_info(m)->dim;
+        float *out = malloc(sizeof(float) * (size_t)D * NT);
+        mm_runner_t *r = mm_runner_new(m, NT, NI, 1);
+        rc = mm_model_encode_text(r, ip, lens, NT, out);
+        for (int t = 0; t < NT; t++)
+            memcpy(vt[d][t], out + (size_t)t * D, sizeof(float) * (size_t)D);
+        rc |= mm_model_encode_image(r, px, NI, out);
+        for (int i = 0; i < NI; i++)
+            memcpy(vi[d][i], out + (size_t)i * D, sizeof(float) * (size_t)D);
+        CHECK(rc == MM_OK && D <= DMAX, "ViT-B/32 %s encode rc %d", mm_dtype_name(dts[d]), rc);
+        free(out);
+        mm_runner_free(r);
+        mm_model_free(m);
+        if (d == 0)
+            continue;
+        double wt = 1, wi = 1;
+        for (int t = 0; t < NT; t++)
+            wt = fmin(wt, cos_ff(vt[d][t], vt[0][t], D));
+        for (int i = 0; i < NI; i++)
+            wi = fmin(wi, cos_ff(vi[d][i], vi[0][i], D));
+        int pairs = 0, flips = 0;
+        for (int q = 0; q < NT; q++) { /* text -> image, then text -> text */
+            for (int x = 0; x < NI + NT; x++)
+                for (int y = x + 1; y < NI + NT; y++) {
+                    if ((x < NI) != (y < NI) || (x >= NI && (x - NI == q || y - NI == q)))
+                        continue;
+                    const float *rx = x < NI ? vi[0][x] : vt[0][x - NI], *ry = y < NI ? vi[0][y] : vt[0][y - NI];
+                    const float *gx = x < NI ? vi[d][x] : vt[d][x - NI], *gy = y < NI ? vi[d][y] : vt[d][y - NI];
+                    double w = cos_ff(vt[0][q], rx, D) - cos_ff(vt[0][q], ry, D);
+                    if (fabs(w) < 0.01)
+                        continue;
+                    double g = cos_ff(vt[d][q], gx, D) - cos_ff(vt[d][q], gy, D);
+                    pairs++;
+                    flips += (w > 0) != (g > 0);
+                }
+        }
+        CHECK(wt >= bound[d] && wi >= bound[d], "ViT-B/32 %s vs f32: worst cosine text %.6f image %.6f (min %.3f)",
+              mm_dtype_name(dts[d]), wt, wi, bound[d]);
+        CHECK(flips == 0, "ViT-B/32 %s: %d of %d ranked pairs reordered", mm_dtype_name(dts[d]), flips, pairs);
+        printf("ViT-B/32 %s vs f32: worst cosine text %.6f image %.6f; %d of %d ranked pairs reordered\n",
+               mm_dtype_name(dts[d]), wt, wi, flips, pairs);
+    }
+    free(px);
+}
+
 /* ============================================================ read-only pack */
 
 /* The pack must be mapped without write permission, shared, and a write from
@@ -940,6 +1043,7 @@ int main(void)
     test_fixture(FIX "/clip-tiny", "f16", &tr, &ir);
     test_fixture(FIX "/clip-tiny-bf16", "bf16", &tr, &ir);
     test_dtypes(FIX "/clip-tiny", &tr, &ir);
+    test_vitb32_dtypes();
     test_readonly();
     test_bad_folders();
 
