@@ -6,54 +6,11 @@
  * the summation order. */
 #include "mmembed/textops.h"
 
+#include "mmembed/nn.h"
+#include "simd.h"
+
 #include <cblas.h>
 #include <math.h>
-
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-
-/* exp for 8 floats (Cephes expf: range reduction by ln 2 split in two,
- * degree-5 polynomial; ~1 ulp). Inputs are clamped to +-88.38. */
-static inline __m256 exp8(__m256 x)
-{
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-    x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
-    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-    fx = _mm256_floor_ps(fx);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-
-/* erf for 8 floats as PyTorch's vectorized CPU kernel computes it
- * (Abramowitz & Stegun 7.1.26: 1 - t P(t) exp(-x^2), t = 1 / (1 + p|x|),
- * |error| < 1.5e-7), so GELU here rounds like torch's does. */
-static inline __m256 erf8(__m256 x)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 s = _mm256_and_ps(x, sign), a = _mm256_andnot_ps(sign, x);
-    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
-                             _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.0f)));
-    __m256 r = _mm256_set1_ps(1.061405429f);
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.453152027f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
-    r = _mm256_mul_ps(r, t);
-    __m256 e = exp8(_mm256_xor_ps(_mm256_mul_ps(a, a), sign));
-    __m256 y = _mm256_fnmadd_ps(r, e, _mm256_set1_ps(1.0f));
-    return _mm256_or_ps(y, s);
-}
-#define TOPS_SIMD 1
-#endif
 
 void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const float *w,
                            const float *b, int M, int N, float eps)
@@ -62,7 +19,7 @@ void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const floa
         float *xr = x + (size_t)i * ld;
         int j = 0;
         double s = 0, v = 0;
-#ifdef TOPS_SIMD
+#ifdef MM_NN_AVX2
         /* sums in double, 4 lanes x 2: the order differs from the scalar
          * loop only in how double partial sums are grouped */
         __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
@@ -85,7 +42,7 @@ void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const floa
         }
         const float mean = (float)(s / N);
         j = 0;
-#ifdef TOPS_SIMD
+#ifdef MM_NN_AVX2
         const __m256d md = _mm256_set1_pd((double)mean);
         __m256d v0 = _mm256_setzero_pd(), v1 = _mm256_setzero_pd();
         for (; j + 8 <= N; j += 8) {
@@ -104,7 +61,7 @@ void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const floa
         }
         const float inv = (float)(1.0 / sqrt(v / N + (double)eps));
         j = 0;
-#ifdef TOPS_SIMD
+#ifdef MM_NN_AVX2
         const __m256 mf = _mm256_set1_ps(mean), vi = _mm256_set1_ps(inv);
         for (; j + 8 <= N; j += 8) {
             __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + j), mf), vi),
@@ -135,20 +92,9 @@ void mm_tops_rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
 void mm_tops_act(float *x, size_t n, mm_tops_act_t act)
 {
     switch (act) {
-    case MM_TOPS_GELU: {
-        size_t i = 0;
-#ifdef TOPS_SIMD
-        for (; i + 8 <= n; i += 8) {
-            __m256 v = _mm256_loadu_ps(x + i);
-            __m256 e = erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f)));
-            __m256 h = _mm256_mul_ps(_mm256_set1_ps(0.5f), v);
-            _mm256_storeu_ps(x + i, _mm256_fmadd_ps(h, e, h));
-        }
-#endif
-        for (; i < n; i++)
-            x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    case MM_TOPS_GELU: /* the dense layers' exact-erf GELU (src/nn/act.c) */
+        mm_nn_act(x, n, MM_ACT_GELU);
         break;
-    }
     case MM_TOPS_GELU_TANH:
         for (size_t i = 0; i < n; i++) {
             float v = x[i];
@@ -172,7 +118,7 @@ void mm_tops_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N)
         const float *g = gu + (size_t)i * ldgu, *u = g + N;
         float *yr = y + (size_t)i * ldy;
         int j = 0;
-#ifdef TOPS_SIMD
+#ifdef MM_NN_AVX2
         for (; j + 8 <= N; j += 8) {
             __m256 gv = _mm256_loadu_ps(g + j);
             __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
