@@ -655,10 +655,10 @@ typedef struct {
 
 static _Thread_local scratch_t *tls_scratch;
 
-static void scratch_free(scratch_t *sc)
+/* Frees the buffers that grow with the input (not the matcher state or the
+ * word cache) and leaves them empty, to grow again on the next encode. */
+static void scratch_release(scratch_t *sc)
 {
-    if (!sc)
-        return;
     for (int i = 0; i < 2; i++)
         sb_free(&sc->nb[i]);
     for (int i = 0; i < MAX_STAGES; i++) {
@@ -673,6 +673,22 @@ static void scratch_free(scratch_t *sc)
     free(sc->bnode);
     free(sc->bpos);
     free(sc->wid);
+    sc->u32 = NULL;
+    sc->sym = NULL;
+    sc->heap = NULL;
+    sc->bhead = NULL;
+    sc->bnode = NULL;
+    sc->bpos = NULL;
+    sc->wid = NULL;
+    sc->u32_cap = sc->sym_cap = sc->heap_cap = sc->bhead_cap = sc->bnode_cap = sc->bpos_cap = 0;
+    sc->wid_cap = 0;
+}
+
+static void scratch_free(scratch_t *sc)
+{
+    if (!sc)
+        return;
+    scratch_release(sc);
     pcre2_match_data_free(sc->md);
     pcre2_match_context_free(sc->mc);
     pcre2_jit_stack_free(sc->js);
@@ -719,31 +735,8 @@ static void scratch_trim(scratch_t *sc)
                   sc->bpos_cap * sizeof *sc->bpos + sc->wid_cap * sizeof *sc->wid;
     for (int i = 0; i < MAX_STAGES; i++)
         held += sc->st_in[i].cap + sc->st_out[i].cap;
-    if (held <= SCRATCH_KEEP)
-        return;
-    for (int i = 0; i < 2; i++)
-        sb_free(&sc->nb[i]);
-    for (int i = 0; i < MAX_STAGES; i++) {
-        sb_free(&sc->st_in[i]);
-        sb_free(&sc->st_out[i]);
-    }
-    sb_free(&sc->tmp);
-    free(sc->u32);
-    free(sc->sym);
-    free(sc->heap);
-    free(sc->bhead);
-    free(sc->bnode);
-    free(sc->bpos);
-    free(sc->wid);
-    sc->u32 = NULL;
-    sc->sym = NULL;
-    sc->heap = NULL;
-    sc->bhead = NULL;
-    sc->bnode = NULL;
-    sc->bpos = NULL;
-    sc->wid = NULL;
-    sc->u32_cap = sc->sym_cap = sc->heap_cap = sc->bhead_cap = sc->bnode_cap = sc->bpos_cap = 0;
-    sc->wid_cap = 0;
+    if (held > SCRATCH_KEEP)
+        scratch_release(sc);
 }
 
 static scratch_t *scratch_get(void)
