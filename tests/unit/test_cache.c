@@ -10,6 +10,7 @@
  *   test_cache bench     latency and two-process throughput */
 #include "mmembed/cache.h"
 #include "mmembed/common.h"
+#include "check.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -22,18 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                        \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            failures++;                                                                         \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
-            printf(__VA_ARGS__);                                                                \
-            printf("\n");                                                                       \
-        }                                                                                       \
-    } while (0)
-
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
@@ -44,13 +33,6 @@ static uint64_t splitmix(uint64_t *s)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* The vector of key `id`: arbitrary 32-bit patterns (NaNs, -0, denormals

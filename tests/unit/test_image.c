@@ -7,6 +7,7 @@
 #include "mmembed/common.h"
 #include "mmembed/image.h"
 #include "mmembed/preprocess.h"
+#include "check.h"
 
 #include <stdint.h>
 #include <stdio.h> /* before jpeglib.h, which needs FILE */
@@ -24,39 +25,9 @@
 #define FIX "tests/fixtures/clip/"
 #define MAX_PIXELS 50000000L
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                        \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            failures++;                                                                         \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                              \
-            printf(__VA_ARGS__);                                                                \
-            printf("\n");                                                                       \
-        }                                                                                       \
-    } while (0)
-
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
-
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 static float f16_to_f32(uint16_t h)
 {
@@ -69,13 +40,6 @@ static float f16_to_f32(uint16_t h)
     else
         v = ldexpf((float)(m | 1024), e - 25);
     return s ? -v : v;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* max/mean |a - b| over n floats */
@@ -287,14 +251,14 @@ static void test_timing(const mm_preproc_t *pp)
         double best = 1e9, bdec = 1e9;
         for (int r = 0; r < 15; r++) {
             mm_image_t img;
-            double t0 = now_ms();
+            double t0 = now_s() * 1e3;
             int rc = runs[i].hint
                          ? mm_image_decode_scaled(b, len, runs[i].hint, MAX_PIXELS, &img, err, sizeof err)
                          : mm_image_decode(b, len, 224, MAX_PIXELS, &img, err, sizeof err);
-            double t1 = now_ms();
+            double t1 = now_s() * 1e3;
             if (rc == MM_OK)
                 rc = mm_preproc_run(pp, &img, out);
-            double t2 = now_ms();
+            double t2 = now_s() * 1e3;
             mm_image_free(&img);
             CHECK(rc == MM_OK, "timing run failed");
             if (t2 - t0 < best) {

@@ -6,6 +6,7 @@
 #include "mmembed/model.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
+#include "check.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -21,19 +22,6 @@
 #include <unistd.h>
 
 #define FIX "tests/fixtures/clip"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        checks++;                                                            \
-        if (!(cond)) {                                                       \
-            failures++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
 
 /* ============================================================ helpers == */
 
@@ -777,17 +765,6 @@ static void test_dtypes(const char *dir, const text_ref_t *tr, const image_ref_t
  * under ASan (minutes of ViT forwards) and without the model folder. */
 #define VIT_DIR "models/clip-vit-b32-synthetic"
 
-static double cos_ff(const float *a, const float *b, int n)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
-
 static void test_vitb32_dtypes(void)
 {
 #if defined(__SANITIZE_ADDRESS__)
@@ -845,9 +822,9 @@ static void test_vitb32_dtypes(void)
             continue;
         double wt = 1, wi = 1;
         for (int t = 0; t < NT; t++)
-            wt = fmin(wt, cos_ff(vt[d][t], vt[0][t], D));
+            wt = fmin(wt, cosine_ff(vt[d][t], vt[0][t], D));
         for (int i = 0; i < NI; i++)
-            wi = fmin(wi, cos_ff(vi[d][i], vi[0][i], D));
+            wi = fmin(wi, cosine_ff(vi[d][i], vi[0][i], D));
         int pairs = 0, flips = 0;
         for (int q = 0; q < NT; q++) { /* text -> image, then text -> text */
             for (int x = 0; x < NI + NT; x++)
@@ -856,10 +833,10 @@ static void test_vitb32_dtypes(void)
                         continue;
                     const float *rx = x < NI ? vi[0][x] : vt[0][x - NI], *ry = y < NI ? vi[0][y] : vt[0][y - NI];
                     const float *gx = x < NI ? vi[d][x] : vt[d][x - NI], *gy = y < NI ? vi[d][y] : vt[d][y - NI];
-                    double w = cos_ff(vt[0][q], rx, D) - cos_ff(vt[0][q], ry, D);
+                    double w = cosine_ff(vt[0][q], rx, D) - cosine_ff(vt[0][q], ry, D);
                     if (fabs(w) < 0.01)
                         continue;
-                    double g = cos_ff(vt[d][q], gx, D) - cos_ff(vt[d][q], gy, D);
+                    double g = cosine_ff(vt[d][q], gx, D) - cosine_ff(vt[d][q], gy, D);
                     pairs++;
                     flips += (w > 0) != (g > 0);
                 }

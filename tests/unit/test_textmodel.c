@@ -9,6 +9,7 @@
 #include "mmembed/safetensors.h"
 #include "mmembed/textmodel.h"
 #include "mmembed/tokenizer.h"
+#include "check.h"
 
 #include <immintrin.h>
 #include <json-c/json.h>
@@ -34,19 +35,6 @@
 #define MIN_COSINE 0.99999
 /* Batched vs one at a time: same arithmetic, BLAS blocking aside. */
 #define MAX_BATCH_DIFF 1e-5
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        checks++;                                                            \
-        if (!(cond)) {                                                       \
-            failures++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
 
 /* ===================================================== extra references == */
 
@@ -109,24 +97,6 @@ static const float qwen3_hf_rand[16] = {
     0.269027561f, 1.44778466f, 0.316592336f, 1.00376725f,};
 
 /* ============================================================ helpers == */
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double cosine(const float *a, const float *b, int n)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
 
 static double maxdiff(const float *a, const float *b, size_t n)
 {
@@ -288,7 +258,7 @@ static void test_bert(void)
         mm_tm_set_pooling(m, pass ? MM_TM_POOL_CLS : MM_TM_POOL_MEAN);
         for (int i = 0; i < n; i++) {
             rc = mm_tm_encode(run, (const int32_t *const *)&ids[i], &lens[i], 1, one + (size_t)i * D);
-            double c = cosine(one + (size_t)i * D, want + (size_t)i * D, D);
+            double c = cosine_ff(one + (size_t)i * D, want + (size_t)i * D, D);
             worst[pass] = fmin(worst[pass], c);
             CHECK(rc == MM_OK && c >= MIN_COSINE, "bert %s text %d: rc %d cosine %.9f",
                   pass ? "cls" : "mean", i, rc, c);
@@ -522,7 +492,7 @@ static void test_bert_sharded_f16(void)
         float va[64], vb[64];
         mm_tm_encode(ra, ids, lens, 2, va);
         mm_tm_encode(rb, ids, lens, 2, vb);
-        double c = fmin(cosine(va, vb, 32), cosine(va + 32, vb + 32, 32));
+        double c = fmin(cosine_ff(va, vb, 32), cosine_ff(va + 32, vb + 32, 32));
         /* f16 weights (11-bit mantissa) through 2 layers: ~1e-6 off in cosine */
         CHECK(c >= 0.9999, "sharded f16 vs f32: cosine %.7f", c);
         printf("bert-tiny as bert.-prefixed 2-shard F16: cosine to F32 %.7f\n", c);
@@ -571,9 +541,9 @@ static void test_qwen3(void)
         snprintf(cmd, sizeof cmd, "gzip -dc " QWEN_TOKGZ " > %s", tpath);
         CHECK(system(cmd) == 0, "gunzip %s", QWEN_TOKGZ);
         mm_tokenizer_t *tok = NULL;
-        double t0 = now();
+        double t0 = now_s();
         rc = mm_tokenizer_load(tpath, &tok, err, sizeof err);
-        double tl = now() - t0;
+        double tl = now_s() - t0;
         CHECK(rc == MM_OK, "qwen3 tokenizer: %s", err);
         if (tok) {
             CHECK(mm_tokenizer_num_special(tok) == 0, "qwen3 tokenizer adds %d special tokens",
@@ -608,7 +578,7 @@ static void test_qwen3(void)
     double worst = 1;
     for (int i = 0; i < n && run; i++) {
         rc = mm_tm_encode(run, (const int32_t *const *)&ids[i], &lens[i], 1, one + (size_t)i * D);
-        double c = cosine(one + (size_t)i * D, last + (size_t)i * D, D);
+        double c = cosine_ff(one + (size_t)i * D, last + (size_t)i * D, D);
         worst = fmin(worst, c);
         CHECK(rc == MM_OK && c >= MIN_COSINE, "qwen3 text %d (%d ids): rc %d cosine %.9f", i, lens[i], rc, c);
     }
@@ -702,7 +672,7 @@ static void test_dtypes(const char *dir, const char *ref, const char *key, int d
         CHECK(rc == MM_OK, "%s encode rc %d", names[di], rc);
         double worst = 1, single = 0;
         for (int i = 0; i < n; i++) {
-            worst = fmin(worst, cosine(got + (size_t)i * D, want + (size_t)i * D, D));
+            worst = fmin(worst, cosine_ff(got + (size_t)i * D, want + (size_t)i * D, D));
             rc = mm_tm_encode(r1, (const int32_t *const *)&ids[i], &lens[i], 1, one);
             single = fmax(single, maxdiff(one, got + (size_t)i * D, (size_t)D));
         }
@@ -712,12 +682,12 @@ static void test_dtypes(const char *dir, const char *ref, const char *key, int d
                 for (int y = x + 1; y < n; y++) {
                     if (x == q || y == q)
                         continue;
-                    double w = cosine(want + (size_t)q * D, want + (size_t)x * D, D) -
-                               cosine(want + (size_t)q * D, want + (size_t)y * D, D);
+                    double w = cosine_ff(want + (size_t)q * D, want + (size_t)x * D, D) -
+                               cosine_ff(want + (size_t)q * D, want + (size_t)y * D, D);
                     if (fabs(w) < 0.01)
                         continue;
-                    double g = cosine(got + (size_t)q * D, got + (size_t)x * D, D) -
-                               cosine(got + (size_t)q * D, got + (size_t)y * D, D);
+                    double g = cosine_ff(got + (size_t)q * D, got + (size_t)x * D, D) -
+                               cosine_ff(got + (size_t)q * D, got + (size_t)y * D, D);
                     pairs++;
                     flips += (w > 0) != (g > 0);
                 }
@@ -848,11 +818,11 @@ static void bench_minilm(void)
         float *out = malloc(32 * 384 * sizeof(float));
         mm_tm_encode(r, ip, lens, b, out); /* warm up */
         int iters = 0;
-        double t0 = now(), t;
+        double t0 = now_s(), t;
         do {
             mm_tm_encode(r, ip, lens, b, out);
             iters++;
-        } while ((t = now() - t0) < 1.0);
+        } while ((t = now_s() - t0) < 1.0);
         printf("bench all-MiniLM-L6-v2 shape (random f32 weights), %d BLAS thread(s): batch %2d x 16 tokens: "
                "%.1f sentences/s (%.3f ms per call)\n", threads, b, iters * b / t, t / iters * 1e3);
         free(out);
@@ -868,7 +838,7 @@ static void bench_minilm(void)
 
 int main(void)
 {
-    double t0 = now();
+    double t0 = now_s();
     test_bert();
     test_bert_errors();
     test_bert_sharded_f16();
@@ -878,6 +848,6 @@ int main(void)
     if (getenv("MM_TM_BENCH") && atoi(getenv("MM_TM_BENCH")))
         bench_minilm();
     mm_tokenizer_thread_cleanup();
-    printf("test_textmodel: %d checks, %d failures (%.2f s)\n", checks, failures, now() - t0);
+    printf("test_textmodel: %d checks, %d failures (%.2f s)\n", checks, failures, now_s() - t0);
     return failures ? 1 : 0;
 }

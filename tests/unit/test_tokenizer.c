@@ -6,6 +6,7 @@
  * tolerance: ids are integers. */
 #include "mmembed/common.h"
 #include "mmembed/tokenizer.h"
+#include "check.h"
 
 #include <json-c/json.h>
 
@@ -17,25 +18,6 @@
 
 #define CLIP_JSON "tests/fixtures/clip/tokenizer/tokenizer.json"
 #define CLIP_TOKENS "tests/fixtures/clip/tokens.json"
-
-static int failures;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
-    } while (0)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void print_ids(const char *label, const int32_t *ids, int n)
 {

@@ -16,6 +16,7 @@
 #include "mmembed/common.h"
 #include "mmembed/unigram.h"
 #include "mmembed/use.h"
+#include "check.h"
 
 #include <json-c/json.h>
 
@@ -28,27 +29,6 @@
 
 #define MODEL_DIR "models/use-lite"
 #define REFERENCE "tests/fixtures/use/reference.json"
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (cond) {                                                        \
-            passed++;                                                      \
-        } else {                                                           \
-            failed++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
-    } while (0)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int same_ids(const int32_t *got, int n, const int32_t *want, int nw)
 {
@@ -139,17 +119,6 @@ typedef struct {
     int n_ids;
     float *emb;
 } ref_t;
-
-static double cosine(const float *a, const float *b, int n)
-{
-    double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < n; i++) {
-        ab += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
-    }
-    return ab / sqrt(aa * bb);
-}
 
 static int find(ref_t *refs, int n, const char *text)
 {
@@ -249,7 +218,7 @@ static void test_model(void)
     CHECK(rc == 0, "embed batch: %s", err);
     double worst = 1, worst_batch = 1, maxdiff = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
-        double c = cosine(out + (size_t)i * D, refs[i].emb, D);
+        double c = cosine_ff(out + (size_t)i * D, refs[i].emb, D);
         worst = MM_MIN(worst, c);
         for (int j = 0; j < D; j++)
             maxdiff = MM_MAX(maxdiff, fabs((double)out[(size_t)i * D + j] - refs[i].emb[j]));
@@ -257,7 +226,7 @@ static void test_model(void)
         /* the same text alone: batching must not change it (1e-6: GEMM
          * blocking may differ with the row count) */
         int rc1 = mm_use_embed(m, &texts[i], &lens[i], 1, one, err, sizeof err);
-        double cb = rc1 ? 0 : cosine(one, out + (size_t)i * D, D);
+        double cb = rc1 ? 0 : cosine_ff(one, out + (size_t)i * D, D);
         worst_batch = MM_MIN(worst_batch, cb);
         CHECK(cb >= 1 - 1e-6, "sentence %d alone vs in the batch: cosine %.9f", i, cb);
     }
@@ -271,8 +240,8 @@ static void test_model(void)
     CHECK(cat >= 0 && fel >= 0 && dog >= 0 && sun >= 0, "semantic sentences in the fixture");
     if (rc == 0 && cat >= 0 && fel >= 0 && dog >= 0 && sun >= 0) {
         const float *c = out + (size_t)cat * D;
-        double s_fel = cosine(c, out + (size_t)fel * D, D), s_dog = cosine(c, out + (size_t)dog * D, D),
-               s_sun = cosine(c, out + (size_t)sun * D, D);
+        double s_fel = cosine_ff(c, out + (size_t)fel * D, D), s_dog = cosine_ff(c, out + (size_t)dog * D, D),
+               s_sun = cosine_ff(c, out + (size_t)sun * D, D);
         printf("  semantic: sim(cat, feline) %.4f, sim(cat, dogs) %.4f, sim(cat, weather) %.4f\n", s_fel, s_dog,
                s_sun);
         CHECK(s_fel > s_dog && s_fel > s_sun, "semantic ordering");
@@ -280,7 +249,7 @@ static void test_model(void)
 
     /* unit norm */
     for (int i = 0; rc == 0 && i < n; i++) {
-        double nn = cosine(out + (size_t)i * D, out + (size_t)i * D, D), s = 0;
+        double nn = cosine_ff(out + (size_t)i * D, out + (size_t)i * D, D), s = 0;
         for (int j = 0; j < D; j++)
             s += (double)out[(size_t)i * D + j] * out[(size_t)i * D + j];
         CHECK(fabs(s - 1) < 1e-5 && nn > 0.99999, "sentence %d: norm^2 %.7f", i, s);
@@ -317,7 +286,7 @@ static void test_model(void)
         double w = 1;
         for (int i = 0; rc == 0 && i < big; i++) {
             int src = (i % 6 == 5 || lng < 0) ? i % 4 : lng;
-            w = MM_MIN(w, cosine(bo + (size_t)i * D, out + (size_t)src * D, D));
+            w = MM_MIN(w, cosine_ff(bo + (size_t)i * D, out + (size_t)src * D, D));
         }
         CHECK(w >= 1 - 1e-6, "big batch vs singles: worst cosine %.9f", w);
         free(bt);
@@ -346,6 +315,6 @@ int main(void)
 {
     test_unigram_quirks();
     test_model();
-    printf("test_use: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    printf("test_use: %d passed, %d failed\n", checks - failures, failures);
+    return failures ? 1 : 0;
 }
