@@ -58,6 +58,80 @@ static inline double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The drivers' command line: MODEL_DIR WORK_DIR [--threads 1,2] [--secs S]
+ * [--min-runs N] [--max-runs N] [--no-time | --serve] [--dtypes LIST]. */
+typedef struct {
+    const char *model_dir, *work, *threads, *dtypes;
+    double secs;
+    int min_runs, max_runs, do_time, serve;
+} bench_opts_t;
+
+/* Returns 0, or 2 after printing the usage or the unknown argument. */
+static inline int bench_args(int argc, char **argv, bench_opts_t *o)
+{
+    *o = (bench_opts_t){.threads = "1,2", .dtypes = "f32", .secs = 3.0, .min_runs = 3, .max_runs = 50, .do_time = 1};
+    if (argc < 3) {
+        fprintf(stderr, "usage: " BENCH_NAME " MODEL_DIR WORK_DIR [--threads 1,2] [--secs S] [--min-runs N] "
+                        "[--max-runs N] [--no-time | --serve] [--dtypes f32,bf16,q8]\n");
+        return 2;
+    }
+    o->model_dir = argv[1];
+    o->work = argv[2];
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            o->threads = argv[++i];
+        else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
+            o->secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--min-runs") && i + 1 < argc)
+            o->min_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max-runs") && i + 1 < argc)
+            o->max_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-time"))
+            o->do_time = 0;
+        else if (!strcmp(argv[i], "--serve"))
+            o->serve = 1;
+        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
+            o->dtypes = argv[++i];
+        else {
+            fprintf(stderr, BENCH_NAME ": unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (o->min_runs < 1)
+        o->min_runs = 1;
+    if (o->max_runs < o->min_runs)
+        o->max_runs = o->min_runs;
+    return 0;
+}
+
+/* Times one case: a warm-up run, then runs until min_runs and secs have
+ * passed (or max_runs), and prints "RESULT <engine> <case> <threads> <ms
+ * per item> <ms per batch> <runs> <min ms per item> <CPU ms per item>"
+ * (medians but the min). run(ctx, &cpu_ms) returns one run's wall ms (< 0: failed).
+ * Returns 0 or -1. */
+static inline int bench_time_case(const bench_opts_t *o, const char *engine, const char *name, int th, int n,
+                                  double (*run)(void *ctx, double *cpu_ms), void *ctx)
+{
+    double cpu, times[1000], cpus[1000];
+    const int most = o->max_runs < 1000 ? o->max_runs : 1000;
+    if (run(ctx, &cpu) < 0) /* warm-up */
+        return -1;
+    int runs = 0;
+    double start = now();
+    while (runs < most) {
+        double ms = run(ctx, &cpus[runs]);
+        if (ms < 0)
+            return -1;
+        times[runs++] = ms;
+        if (runs >= o->min_runs && now() - start >= o->secs)
+            break;
+    }
+    double med = median(times, runs), cmed = median(cpus, runs); /* sorts: times[0] is the fastest */
+    printf("RESULT %s %s %d %.3f %.3f %d %.3f %.3f\n", engine, name, th, med / n, med, runs, times[0] / n, cmed / n);
+    fflush(stdout);
+    return 0;
+}
+
 /* --dtypes LIST: f32 first (the check outputs are its), then the others
  * of "f32,bf16,q8" named in LIST, as mm_dtype_name strings. Returns how
  * many, or -1 after printing the unknown name. */

@@ -100,6 +100,21 @@ static double run_case(mm_runner_t *r, const bench_case_t *bc, const inputs_t *i
     return (b - a) * 1e3;
 }
 
+/* run_case for bench_time_case */
+typedef struct {
+    mm_runner_t *r;
+    const bench_case_t *bc;
+    const inputs_t *in;
+} timed_t;
+
+static double timed_run(void *ctx, double *cpu_ms)
+{
+    const timed_t *t = ctx;
+    double ms = run_case(t->r, t->bc, t->in);
+    *cpu_ms = last_cpu_ms;
+    return ms;
+}
+
 /* --serve: line protocol on stdin/stdout for ort_bench.js --ours, which
  * alternates our runs with ONNX Runtime's so that both see the same noise:
  *   "run CASE THREADS K [DTYPE]"
@@ -175,52 +190,20 @@ static double worst_cos(const float *a, const float *b, int n, int D)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: clip_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S] "
-                        "[--min-runs N] [--max-runs N] [--no-time | --serve]\n");
+    bench_opts_t o;
+    if (bench_args(argc, argv, &o))
         return 2;
-    }
-    const char *model_dir = argv[1], *work = argv[2];
-    const char *threads_arg = "1,2";
-    double secs = 3.0;
-    int min_runs = 3, max_runs = 50, do_time = 1, serve = 0;
-    const char *dtypes_arg = "f32";
-    for (int i = 3; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads_arg = argv[++i];
-        else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
-            secs = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--min-runs") && i + 1 < argc)
-            min_runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-runs") && i + 1 < argc)
-            max_runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--no-time"))
-            do_time = 0;
-        else if (!strcmp(argv[i], "--serve"))
-            serve = 1;
-        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
-            dtypes_arg = argv[++i];
-        else {
-            fprintf(stderr, "clip_bench: unknown argument %s\n", argv[i]);
-            return 2;
-        }
-    }
-    if (min_runs < 1)
-        min_runs = 1;
-    if (max_runs < min_runs)
-        max_runs = min_runs;
-
     char err[MM_ERRLEN];
     mm_model_t *models[MAX_DT], *m;
     const char *dts[MAX_DT];
-    const int ndt = bench_dtypes(dtypes_arg, dts);
+    const int ndt = bench_dtypes(o.dtypes, dts);
     if (ndt < 0)
         return 2;
     for (int d = 0; d < ndt; d++) {
         mm_dtype_t dt;
         mm_dtype_parse(dts[d], &dt);
         double t0 = now();
-        if (mm_model_load_as(model_dir, dt, &models[d], err, sizeof err)) {
+        if (mm_model_load_as(o.model_dir, dt, &models[d], err, sizeof err)) {
             fprintf(stderr, "clip_bench: %s\n", err);
             return 1;
         }
@@ -297,16 +280,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "clip_bench: FIDELITY %s vs f32: text worst cosine %.6f, image worst cosine %.6f\n", dts[d],
                 worst_cos(t2, check_text, CHECK_TEXTS, D), worst_cos(i2, check_image, CHECK_IMAGES, D));
     }
-    if (write_file(work, "ids77.i32", ids77, sizeof(int32_t) * MAX_TEXT * 77) ||
-        write_file(work, "ids16.i32", ids16, sizeof(int32_t) * MAX_TEXT * 16) ||
-        write_file(work, "pixels.f32", pixels, sizeof(float) * per * MAX_IMAGE) ||
-        write_file(work, "check_lens.i32", check_lens, sizeof check_lens) ||
-        write_file(work, "check_ids.i32", check_ids, sizeof(int32_t) * (size_t)check_n) ||
-        write_file(work, "check_text.f32", check_text, sizeof(float) * CHECK_TEXTS * (size_t)D) ||
-        write_file(work, "check_image.f32", check_image, sizeof(float) * CHECK_IMAGES * (size_t)D) ||
-        write_file(work, "meta.txt", meta, (size_t)ml))
+    if (write_file(o.work, "ids77.i32", ids77, sizeof(int32_t) * MAX_TEXT * 77) ||
+        write_file(o.work, "ids16.i32", ids16, sizeof(int32_t) * MAX_TEXT * 16) ||
+        write_file(o.work, "pixels.f32", pixels, sizeof(float) * per * MAX_IMAGE) ||
+        write_file(o.work, "check_lens.i32", check_lens, sizeof check_lens) ||
+        write_file(o.work, "check_ids.i32", check_ids, sizeof(int32_t) * (size_t)check_n) ||
+        write_file(o.work, "check_text.f32", check_text, sizeof(float) * CHECK_TEXTS * (size_t)D) ||
+        write_file(o.work, "check_image.f32", check_image, sizeof(float) * CHECK_IMAGES * (size_t)D) ||
+        write_file(o.work, "meta.txt", meta, (size_t)ml))
         return 1;
-    fprintf(stderr, "clip_bench: inputs and check outputs written to %s\n", work);
+    fprintf(stderr, "clip_bench: inputs and check outputs written to %s\n", o.work);
 
     /* ---- timings */
     const int32_t *p77[MAX_TEXT], *p16[MAX_TEXT];
@@ -318,52 +301,33 @@ int main(int argc, char **argv)
         l16[s] = 16;
     }
     inputs_t in = {p77, p16, l77, l16, pixels, out};
-    if (serve) {
-        printf("READY %s openblas-core %s\n", work, openblas_get_corename ? openblas_get_corename() : "none");
+    if (o.serve) {
+        printf("READY %s openblas-core %s\n", o.work, openblas_get_corename ? openblas_get_corename() : "none");
         fflush(stdout);
         if (serve_loop(models, dts, ndt, &in))
             return 1;
-    } else if (do_time) {
-        double *times = malloc(sizeof(double) * (size_t)max_runs);
-        double *cpus = malloc(sizeof(double) * (size_t)max_runs);
-        if (!times || !cpus)
-            return 1;
-        for (const char *tp = threads_arg; *tp;) {
+    } else if (o.do_time) {
+        for (const char *tp = o.threads; *tp;) {
             int th = atoi(tp);
             tp = strchr(tp, ',') ? strchr(tp, ',') + 1 : tp + strlen(tp);
             if (th < 1)
                 continue;
             for (int d = 0; d < ndt; d++) {
-                r = mm_runner_new(models[d], MAX_TEXT, MAX_IMAGE, th);
-                if (!r) {
+                timed_t t = {.in = &in, .r = mm_runner_new(models[d], MAX_TEXT, MAX_IMAGE, th)};
+                if (!t.r) {
                     fprintf(stderr, "clip_bench: runner: out of memory\n");
                     return 1;
                 }
+                char engine[32];
+                snprintf(engine, sizeof engine, "ours-%s", dts[d]);
                 for (size_t c = 0; c < NCASES; c++) {
-                    const bench_case_t *bc = &cases[c];
-                    int runs = 0;
-                    if (run_case(r, bc, &in) < 0) /* warm-up */
+                    t.bc = &cases[c];
+                    if (bench_time_case(&o, engine, cases[c].name, th, cases[c].n, timed_run, &t))
                         return 1;
-                    double start = now();
-                    while (runs < max_runs) {
-                        double ms = run_case(r, bc, &in);
-                        if (ms < 0)
-                            return 1;
-                        cpus[runs] = last_cpu_ms;
-                        times[runs++] = ms;
-                        if (runs >= min_runs && now() - start >= secs)
-                            break;
-                    }
-                    double med = median(times, runs), cmed = median(cpus, runs);
-                    printf("RESULT ours-%s %s %d %.3f %.3f %d %.3f %.3f\n", dts[d], bc->name, th, med / bc->n, med,
-                           runs, times[0] / bc->n, cmed / bc->n);
-                    fflush(stdout);
                 }
-                mm_runner_free(r);
+                mm_runner_free(t.r);
             }
         }
-        free(times);
-        free(cpus);
     }
     free(ids77);
     free(ids16);

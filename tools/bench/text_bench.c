@@ -74,6 +74,20 @@ static double run_case(mm_tm_runner_t *r, const bench_case_t *bc)
     return (b - a) * 1e3;
 }
 
+/* run_case for bench_time_case */
+typedef struct {
+    mm_tm_runner_t *r;
+    const bench_case_t *bc;
+} timed_t;
+
+static double timed_run(void *ctx, double *cpu_ms)
+{
+    const timed_t *t = ctx;
+    double ms = run_case(t->r, t->bc);
+    *cpu_ms = last_cpu_ms;
+    return ms;
+}
+
 #define MAX_DT BENCH_MAX_DT
 
 /* "run CASE THREADS K [DTYPE]" (see clip_bench.c) */
@@ -125,51 +139,20 @@ static int serve_loop(mm_tm_t *const *models, const char *const *dts, int ndt)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: text_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S] "
-                        "[--min-runs N] [--max-runs N] [--no-time | --serve]\n");
+    bench_opts_t o;
+    if (bench_args(argc, argv, &o))
         return 2;
-    }
-    const char *model_dir = argv[1], *work = argv[2], *threads_arg = "1,2";
-    double secs = 3.0;
-    const char *dtypes_arg = "f32";
-    int min_runs = 3, max_runs = 50, do_time = 1, serve = 0;
-    for (int i = 3; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads_arg = argv[++i];
-        else if (!strcmp(argv[i], "--secs") && i + 1 < argc)
-            secs = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--min-runs") && i + 1 < argc)
-            min_runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--max-runs") && i + 1 < argc)
-            max_runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--no-time"))
-            do_time = 0;
-        else if (!strcmp(argv[i], "--serve"))
-            serve = 1;
-        else if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
-            dtypes_arg = argv[++i];
-        else {
-            fprintf(stderr, "text_bench: unknown argument %s\n", argv[i]);
-            return 2;
-        }
-    }
-    if (min_runs < 1)
-        min_runs = 1;
-    if (max_runs < min_runs)
-        max_runs = min_runs;
-
     char err[MM_ERRLEN];
     mm_tm_t *models[MAX_DT], *m;
     const char *dts[MAX_DT];
-    const int ndt = bench_dtypes(dtypes_arg, dts);
+    const int ndt = bench_dtypes(o.dtypes, dts);
     if (ndt < 0)
         return 2;
     double t0 = now();
     for (int d = 0; d < ndt; d++) {
         mm_dtype_t dt;
         mm_dtype_parse(dts[d], &dt);
-        if (mm_tm_load_as(model_dir, dt, &models[d], err, sizeof err)) {
+        if (mm_tm_load_as(o.model_dir, dt, &models[d], err, sizeof err)) {
             fprintf(stderr, "text_bench: %s\n", err);
             return 1;
         }
@@ -246,56 +229,35 @@ int main(int argc, char **argv)
     }
     char meta[64];
     int ml = snprintf(meta, sizeof meta, "dim %d\n", D);
-    if (write_file(work, "ids16.i32", ids, sizeof ids) ||
-        write_file(work, "check_lens.i32", check_lens, sizeof check_lens) ||
-        write_file(work, "check_ids.i32", check_ids, sizeof(int32_t) * (size_t)check_n) ||
-        write_file(work, "check_out.f32", check_out, sizeof(float) * (size_t)D * CHECK_TEXTS) ||
-        write_file(work, "meta.txt", meta, (size_t)ml))
+    if (write_file(o.work, "ids16.i32", ids, sizeof ids) ||
+        write_file(o.work, "check_lens.i32", check_lens, sizeof check_lens) ||
+        write_file(o.work, "check_ids.i32", check_ids, sizeof(int32_t) * (size_t)check_n) ||
+        write_file(o.work, "check_out.f32", check_out, sizeof(float) * (size_t)D * CHECK_TEXTS) ||
+        write_file(o.work, "meta.txt", meta, (size_t)ml))
         return 1;
-    fprintf(stderr, "text_bench: inputs and check outputs written to %s\n", work);
+    fprintf(stderr, "text_bench: inputs and check outputs written to %s\n", o.work);
 
-    if (serve) {
-        printf("READY %s openblas-core %s\n", work, openblas_get_corename ? openblas_get_corename() : "none");
+    if (o.serve) {
+        printf("READY %s openblas-core %s\n", o.work, openblas_get_corename ? openblas_get_corename() : "none");
         fflush(stdout);
         if (serve_loop(models, dts, ndt))
             return 1;
-    } else if (do_time) {
-        double *times = malloc(sizeof(double) * (size_t)max_runs);
-        double *cpus = malloc(sizeof(double) * (size_t)max_runs);
-        if (!times || !cpus)
-            return 1;
-        for (const char *tp = threads_arg; *tp;) {
+    } else if (o.do_time) {
+        for (const char *tp = o.threads; *tp;) {
             int th = atoi(tp);
             tp = strchr(tp, ',') ? strchr(tp, ',') + 1 : tp + strlen(tp);
             if (th < 1)
                 continue;
-            r = mm_tm_runner_new(m, MAX_BATCH, th);
-            if (!r)
+            timed_t t = {.r = mm_tm_runner_new(m, MAX_BATCH, th)};
+            if (!t.r)
                 return 1;
             for (size_t c = 0; c < NCASES; c++) {
-                const bench_case_t *bc = &cases[c];
-                int runs = 0;
-                if (run_case(r, bc) < 0)
+                t.bc = &cases[c];
+                if (bench_time_case(&o, "ours", cases[c].name, th, cases[c].n, timed_run, &t))
                     return 1;
-                double start = now();
-                while (runs < max_runs) {
-                    double ms = run_case(r, bc);
-                    if (ms < 0)
-                        return 1;
-                    cpus[runs] = last_cpu_ms;
-                    times[runs++] = ms;
-                    if (runs >= min_runs && now() - start >= secs)
-                        break;
-                }
-                double med = median(times, runs), cmed = median(cpus, runs);
-                printf("RESULT ours %s %d %.3f %.3f %d %.3f %.3f\n", bc->name, th, med / bc->n, med, runs,
-                       times[0] / bc->n, cmed / bc->n);
-                fflush(stdout);
             }
-            mm_tm_runner_free(r);
+            mm_tm_runner_free(t.r);
         }
-        free(times);
-        free(cpus);
     }
     free(check_out);
     free(out);
