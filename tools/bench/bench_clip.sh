@@ -59,14 +59,11 @@ if [ ! -f $MODEL/model.safetensors ] || [ build/bench/mkclip -nt $MODEL/model.sa
 fi
 
 # 2. ONNX export
-if ! $PY -c 'import torch' 2>/dev/null; then
-    say "$PY has no torch: apt-get install -y python3-torch"
-    exit 1
-fi
 if [ ! -f $ONNX/vision.onnx ] || [ $MODEL/model.safetensors -nt $ONNX/vision.onnx ] ||
    [ tools/bench/export_onnx.py -nt $ONNX/vision.onnx ]; then
     say "exporting $ONNX"
-    $PY tools/bench/export_onnx.py $MODEL $ONNX >&2
+    bench_export tools/bench/export_onnx.py $MODEL $ONNX
+    [ -f $ONNX/vision.onnx ] || { say "export failed"; exit 1; }
 fi
 
 # 3. onnxruntime-node
@@ -85,7 +82,7 @@ fi
 
 # 5. both, interleaved
 OUT=build/bench/last_run.txt
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+CPU=$(bench_cpu)
 bench_run tools/bench/ort_bench.js $ONNX $WORK $CLIP_BENCH $MODEL $OUT image
 
 echo
@@ -94,7 +91,7 @@ CORE=$(sed -n 's/^INFO ours READY .* openblas-core //p' $OUT)
 echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?')" \
      "$(git status --porcelain -- src include 2>/dev/null | grep -q . && echo '(src/ or include/ modified) ')" \
      "built with ${MMFLAGS}; GEMM: oneDNN matmul (bf16/q8: brgemm, blocked weights)"
-echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
+echo "ORT: onnxruntime-node $(bench_ort_version)," \
      "f32, intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
 echo "ms per item, median of the runs; ratio = ours / ORT (medians); target from issue 6 in brackets"
 awk -v dts="$DTYPES" '

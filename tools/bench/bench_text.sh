@@ -49,12 +49,8 @@ mkdir -p build/bench "$WORK" models/onnx
 # 1. model + ONNX export
 if [ ! -f $MODEL/model.safetensors ] || [ ! -f $ONNX ] ||
    [ tools/bench/export_bert.py -nt $ONNX ] || [ tools/bench/export_bert.py -nt $MODEL/model.safetensors ]; then
-    if ! $PY -c 'import torch' 2>/dev/null; then
-        say "$PY has no torch: apt-get install -y python3-torch"
-        exit 1
-    fi
     say "writing $MODEL and $ONNX"
-    $PY tools/bench/export_bert.py $MODEL $ONNX 2>&1 | grep -v -e UserWarning -e _jit_pass >&2 || true
+    bench_export tools/bench/export_bert.py $MODEL $ONNX
     [ -f $ONNX ] || { say "export failed"; exit 1; }
 fi
 
@@ -67,13 +63,13 @@ bench_build_driver text_bench
 
 # 4. both, interleaved
 OUT=build/bench/last_text_run.txt
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+CPU=$(bench_cpu)
 bench_run tools/bench/ort_text_bench.js $ONNX $WORK $TEXT_BENCH $MODEL $OUT text
 
 echo
 echo "BERT all-MiniLM-L6-v2 shape (random weights), 16 tokens, ORT f32 vs ours in $DTYPES, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?') built with ${MMFLAGS}"
-echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
+echo "ORT: onnxruntime-node $(bench_ort_version)," \
      "f32, intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
 echo "sentences/s from the median batch time; time ratio = ours / ORT (< 1: ours faster); target in brackets"
 awk -v dts="$DTYPES" '

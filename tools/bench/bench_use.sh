@@ -47,12 +47,8 @@ mkdir -p build/bench "$WORK" models/onnx
 # 1. ONNX export
 [ -f $MODEL/model.safetensors ] || { say "$MODEL/model.safetensors missing (tools/use/convert.js)"; exit 1; }
 if [ ! -f $ONNX ] || [ tools/bench/export_use.py -nt $ONNX ] || [ $MODEL/model.safetensors -nt $ONNX ]; then
-    if ! $PY -c 'import torch' 2>/dev/null; then
-        say "$PY has no torch: apt-get install -y python3-torch"
-        exit 1
-    fi
     say "writing $ONNX"
-    $PY tools/bench/export_use.py $MODEL $ONNX 2>&1 | grep -v -e UserWarning -e _jit_pass >&2 || true
+    bench_export tools/bench/export_use.py $MODEL $ONNX
     [ -f $ONNX ] || { say "export failed"; exit 1; }
 fi
 
@@ -65,14 +61,14 @@ bench_build_driver use_bench
 
 # 4. both, interleaved
 OUT=build/bench/last_use_run.txt
-CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+CPU=$(bench_cpu)
 bench_run tools/bench/ort_use_bench.js $ONNX $WORK $USE_BENCH $MODEL $OUT use
 
 echo
 echo "USE Lite (models/use-lite), f32, 32 English sentences of 12..21 tokens, $(nproc) CPUs ($CPU), load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ours: mmembed $(git describe --always --dirty 2>/dev/null || echo '?') built with ${MMFLAGS}; mm_use_embed on the TEXTS (tokenization included);" \
      "threads N = batch split over N threads (mm_use_embed is single-threaded; b1 runs on one)"
-echo "ORT: onnxruntime-node $(node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version")," \
+echo "ORT: onnxruntime-node $(bench_ort_version)," \
      "ids from mm_use_tokenize (no tokenizer in its time), b32 one padded batch; intraOpNumThreads = threads, interOpNumThreads 1, graphOptimizationLevel all"
 sed -n 's/^CHECK use \([0-9]*\) sentences.* worst /cross-check: cosine ours vs ORT over 32 sentences, worst /p' $OUT
 echo "sentences/s from the median batch time (fastest run in parentheses); ratio = ours / ORT sentences/s (>1: ours faster)"

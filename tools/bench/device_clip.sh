@@ -28,7 +28,7 @@ cc -O2 -std=c11 -D_GNU_SOURCE -o $OUT/mkclip tools/mkclip.c -lm
 for b in $OUT/clip_bench $OUT/text_bench $OUT/mkclip; do
     ldd $b | awk '/=>/ {print $3} /ld-linux/ {print $1}' | while read -r l; do cp -L "$l" $OUT/lib/; done
 done
-cp tests/fixtures/clip/tokenizer/tokenizer.json tools/bench/export_onnx.py tools/bench/export_bert.py \
+cp tests/fixtures/clip/tokenizer/tokenizer.json tools/bench/export_onnx.py tools/bench/export_bert.py tools/bench/safetensors_io.py \
    tools/bench/ort_bench.py $OUT/
 cat > $OUT/run.sh <<'RUN'
 #!/bin/sh

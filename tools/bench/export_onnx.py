@@ -24,66 +24,12 @@ Outputs are the raw projections (not normalized), like mm_model_encode_*.
 import json
 import math
 import os
-import struct
 import sys
 
 import torch
 import torch.nn.functional as F
 
-# ------------------------------------------------------------ safetensors
-
-_DTYPES = {
-    "F32": (torch.float32, 4),
-    "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2),
-    "F64": (torch.float64, 8),
-}
-
-
-def read_safetensors(path, out):
-    """Adds every tensor of one safetensors file to `out` as f32."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (hlen,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + hlen].decode("utf-8"))
-    base = 8 + hlen
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        if meta["dtype"] not in _DTYPES:
-            raise ValueError("%s: %s: unsupported dtype %s" % (path, name, meta["dtype"]))
-        dtype, size = _DTYPES[meta["dtype"]]
-        start, end = meta["data_offsets"]
-        shape = meta["shape"]
-        numel = 1
-        for d in shape:
-            numel *= d
-        if end - start != numel * size:
-            raise ValueError("%s: %s: data_offsets do not match shape" % (path, name))
-        if numel == 0:
-            t = torch.zeros(shape, dtype=torch.float32)
-        else:
-            t = torch.frombuffer(bytearray(data[base + start:base + end]), dtype=dtype)
-            t = t.to(torch.float32).reshape(shape)
-        out[name] = t
-    return out
-
-
-def load_weights(model_dir):
-    single = os.path.join(model_dir, "model.safetensors")
-    index = os.path.join(model_dir, "model.safetensors.index.json")
-    w = {}
-    if os.path.exists(single):
-        read_safetensors(single, w)
-    elif os.path.exists(index):
-        with open(index) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        for s in shards:
-            read_safetensors(os.path.join(model_dir, s), w)
-    else:
-        raise FileNotFoundError("%s: no model.safetensors or index" % model_dir)
-    return w
-
+from safetensors_io import load_weights
 
 # ------------------------------------------------------------ model
 

@@ -23,29 +23,12 @@ Only torch is needed (Debian python3-torch 1.13; no `onnx` package).
 """
 import json
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        if meta["dtype"] != "F32":
-            raise SystemExit("export_use: %s: dtype %s (F32 expected)" % (name, meta["dtype"]))
-        a, b = meta["data_offsets"]
-        arr = np.frombuffer(data[a:b], dtype="<f4").reshape(meta["shape"]).copy()
-        out[name] = torch.from_numpy(arr)
-    return out
+from safetensors_io import load_weights
 
 
 class Layer(nn.Module):
@@ -129,7 +112,7 @@ def main():
         cfg = json.load(f)
     if cfg.get("architecture") != "USELite":
         raise SystemExit("export_use: %s is not a USELite config" % model_dir)
-    w = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    w = load_weights(model_dir)
     model = USELite(cfg, w).eval()
 
     os.makedirs(os.path.dirname(onnx_file) or ".", exist_ok=True)

@@ -1,6 +1,20 @@
 # Shared steps of tools/bench/bench_{clip,text,use}.sh (sourced; `say` is
 # defined by the caller).
 
+# bench_export SCRIPT ARGS...: a tools/bench/export_*.py under $PY, which
+# needs torch (Debian python3-torch); exporter noise is filtered out
+bench_export() {
+    if ! $PY -c 'import torch' 2>/dev/null; then
+        say "$PY has no torch: apt-get install -y python3-torch"
+        exit 1
+    fi
+    $PY "$@" 2>&1 | grep -v -e UserWarning -e _jit_pass >&2 || true
+}
+
+# for the reports: the CPU's model name, onnxruntime-node's version
+bench_cpu() { sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1; }
+bench_ort_version() { node -p "require('./tools/bench/node_modules/onnxruntime-node/package.json').version"; }
+
 # onnxruntime-node into tools/bench/node_modules (--ignore-scripts: the CPU
 # library ships in the package)
 bench_ensure_ort() {
