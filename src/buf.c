@@ -66,6 +66,32 @@ void mm_buf_printf(mm_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (1-4), or 0 if the bytes
+ * there are not one (stray continuation, overlong form, surrogate, past
+ * U+10FFFF, or cut short by the end of the string). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;   /* allowed range of the second byte */
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;        /* overlong */
+        else if (c == 0xED) hi = 0x9F;   /* UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;        /* overlong */
+        else if (c == 0xF4) hi = 0x8F;   /* past U+10FFFF */
+    } else
+        return 0;
+    if (len > n || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
 void mm_buf_json_str(mm_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -82,8 +108,18 @@ void mm_buf_json_str(mm_buf_t *b, const char *s, size_t n)
             else if (c == '\t') mm_buf_append(b, "\\t", 2);
             else if (c == '\r') mm_buf_append(b, "\\r", 2);
             else mm_buf_append(b, e, 6);
-        } else {
+        } else if (c < 0x80) {
             mm_buf_append(b, &s[i], 1);
+        } else {
+            /* text from a request may be any bytes: strict JSON parsers
+             * reject invalid UTF-8, so each bad byte becomes U+FFFD */
+            size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+            if (k == 0) {
+                mm_buf_append(b, "\\ufffd", 6);
+            } else {
+                mm_buf_append(b, &s[i], k);
+                i += k - 1;
+            }
         }
     }
     mm_buf_append(b, "\"", 1);

@@ -34,7 +34,9 @@
 #include <time.h>
 
 #define IMG_CHUNK 8            /* images decoded and encoded per pass */
+#define TEXT_CHUNK 64          /* texts tokenized and encoded per pass (a request may hold max_items) */
 #define JSON_MAX_DEPTH 16
+#define MAX_WEIGHT 1e6         /* multimodal text/image weights: a ratio, far from float overflow */
 
 typedef struct {
     char name[64];
@@ -56,6 +58,7 @@ typedef struct {
     char instruction[512];     /* prefix for input_type "query" (config) */
     int is_default;
     int default_for;           /* MM_MOD_* bits from the config */
+    const mm_conf_model_t *cm; /* its config entry (aliases); NULL for the CLI */
     mm_runner_t *runner;       /* worker only */
 } entry_t;
 
@@ -66,14 +69,14 @@ struct mm_embed {
     /* worker scratch, sized once for the largest model */
     int max_items;
     int max_tokens, max_dim, max_pix;
-    int32_t *ids;              /* (max_items, max_tokens) */
-    const int32_t **idp;       /* (max_items) */
+    int32_t *ids;              /* (TEXT_CHUNK, max_tokens) */
+    const int32_t **idp;       /* (TEXT_CHUNK) */
     int *lens;                 /* (max_items): tokens per input */
-    int *mlens;                /* (max_items): tokens per cache miss, packed */
+    int *mlens;                /* (TEXT_CHUNK): tokens per cache miss, packed */
     int max_vecs;              /* max(max_items, max_frames) + 2 */
     float *vecs;               /* (max_vecs, max_dim) */
     float *pix;                /* (IMG_CHUNK, max_pix) */
-    float *tmp;                /* (max_vecs, max_dim): cache misses' vectors */
+    float *tmp;                /* (TEXT_CHUNK, max_dim): one chunk's cache misses' vectors */
     int *miss;                 /* (max_vecs) */
     mm_cache_t *cache;         /* shared by all workers; NULL = off */
     double t_decode, t_model;  /* ms spent by encode_images in this request (Server-Timing) */
@@ -248,6 +251,7 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
                     (e->m[i].model ? mm_model_weight_bytes(e->m[i].model)
                      : e->m[i].tm ? mm_tm_weight_bytes(e->m[i].tm) : (size_t)0) >> 20);
         e->m[i].is_default = c->models[i].is_default;
+        e->m[i].cm = &c->models[i];
         e->m[i].default_for = c->models[i].default_for;
         if (((e->m[i].default_for & MM_MOD_TEXT) && !e->m[i].info->has_text) ||
             ((e->m[i].default_for & (MM_MOD_IMAGE | MM_MOD_VIDEO)) && !e->m[i].info->has_vision)) {
@@ -340,21 +344,21 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
             continue;
         }
         if (e->m[i].tm) {
-            if (!(e->m[i].tmr = mm_tm_runner_new(e->m[i].tm, e->max_items, threads)))
+            if (!(e->m[i].tmr = mm_tm_runner_new(e->m[i].tm, TEXT_CHUNK, threads)))
                 return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
             continue;
         }
-        e->m[i].runner = mm_runner_new(e->m[i].model, e->max_items, IMG_CHUNK, threads);
+        e->m[i].runner = mm_runner_new(e->m[i].model, TEXT_CHUNK, IMG_CHUNK, threads);
         if (!e->m[i].runner) return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
     }
-    e->ids = malloc(sizeof(int32_t) * e->max_items * e->max_tokens);
-    e->idp = malloc(sizeof(int32_t *) * e->max_items);
-    e->lens = malloc(sizeof(int) * e->max_items);
-    e->mlens = malloc(sizeof(int) * e->max_items);
+    e->ids = malloc(sizeof(int32_t) * TEXT_CHUNK * (size_t)e->max_tokens);
+    e->idp = malloc(sizeof(int32_t *) * TEXT_CHUNK);
+    e->lens = malloc(sizeof(int) * (size_t)e->max_items);
+    e->mlens = malloc(sizeof(int) * TEXT_CHUNK);
     e->max_vecs = MM_MAX(e->max_items, e->conf ? e->conf->max_frames : 0) + 2;
-    e->vecs = malloc(sizeof(float) * e->max_vecs * e->max_dim);
-    e->pix = malloc(sizeof(float) * IMG_CHUNK * e->max_pix);
-    e->tmp = malloc(sizeof(float) * e->max_vecs * e->max_dim);
+    e->vecs = malloc(sizeof(float) * (size_t)e->max_vecs * e->max_dim);
+    e->pix = malloc(sizeof(float) * IMG_CHUNK * (size_t)e->max_pix);
+    e->tmp = malloc(sizeof(float) * MM_MAX(TEXT_CHUNK, IMG_CHUNK) * (size_t)e->max_dim);
     e->miss = malloc(sizeof(int) * e->max_vecs);
     if (!e->ids || !e->idp || !e->lens || !e->mlens || !e->vecs || !e->pix || !e->tmp || !e->miss)
         return mm_errf(err, errlen, MM_E_NOMEM, "no memory for worker scratch");
@@ -367,6 +371,7 @@ size_t mm_embed_weight_bytes(const mm_embed_t *e)
     for (int i = 0; e && i < e->n; i++) {
         if (e->m[i].model) n += mm_model_weight_bytes(e->m[i].model);
         if (e->m[i].tm) n += mm_tm_weight_bytes(e->m[i].tm);
+        if (e->m[i].use) n += mm_use_weight_bytes(e->m[i].use);
     }
     return n;
 }
@@ -390,7 +395,8 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                       mm_nn_cpu()->isa, m->load_ms, pack_cache_word(m->info->pack_cache), m->info->dtype,
                       m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
-                      m->model ? mm_model_weight_bytes(m->model) : m->tm ? mm_tm_weight_bytes(m->tm) : (size_t)0,
+                      m->model ? mm_model_weight_bytes(m->model) : m->tm ? mm_tm_weight_bytes(m->tm)
+                                                                    : mm_use_weight_bytes(m->use),
                       m->synthetic ? "true" : "false");
         if (m->synthetic)
             mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
@@ -400,16 +406,56 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
     mm_buf_puts(b, "]");
 }
 
+static entry_t *find_model(mm_embed_t *e, const char *name, int need_text, int need_vision, int want);
+
+static void model_openai(mm_buf_t *b, const entry_t *m, const char *id)
+{
+    mm_buf_puts(b, "{\"id\":");
+    mm_buf_json_str(b, id, strlen(id));
+    mm_buf_puts(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"mmembed\",\"root\":");
+    mm_buf_json_str(b, m->name, strlen(m->name));
+    mm_buf_printf(b, ",\"dims\":%d}", m->info->dim);
+}
+
+/* Every name a client may send, aliases included, each as its own model
+ * object whose "root" is the served model. */
 void mm_embed_models_openai(const mm_embed_t *e, mm_buf_t *b)
 {
     mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    int first = 1;
     for (int i = 0; e && i < e->n; i++) {
-        mm_buf_puts(b, i ? ",{\"id\":" : "{\"id\":");
-        mm_buf_json_str(b, e->m[i].name, strlen(e->m[i].name));
-        mm_buf_printf(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"mmembed\",\"dims\":%d}",
-                      e->m[i].info->dim);
+        const entry_t *m = &e->m[i];
+        for (int a = -1; a < (m->cm ? m->cm->n_aliases : 0); a++) {
+            if (!first) mm_buf_puts(b, ",");
+            model_openai(b, m, a < 0 ? m->name : m->cm->aliases[a]);
+            first = 0;
+        }
     }
     mm_buf_puts(b, "]}\n");
+}
+
+int mm_embed_model_openai(mm_embed_t *e, const char *id, mm_buf_t *b)
+{
+    const entry_t *m = id[0] ? find_model(e, id, 0, 0, 0) : NULL;
+    if (!m) return MM_E_NOTFOUND;
+    model_openai(b, m, id);
+    mm_buf_puts(b, "\n");
+    return MM_OK;
+}
+
+void mm_embed_model_names(const mm_embed_t *e, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (int i = 0; e && i < e->n && o + 1 < cap; i++) {
+        const entry_t *m = &e->m[i];
+        for (int a = -1; a < (m->cm ? m->cm->n_aliases : 0) && o + 1 < cap; a++) {
+            int k = snprintf(out + o, cap - o, "%s%s", o ? ", " : "", a < 0 ? m->name : m->cm->aliases[a]);
+            if (k < 0) break;
+            o += (size_t)k;
+        }
+    }
+    if (o >= cap) out[cap - 1] = '\0';
 }
 
 /* ---------------------------------------------------------------- core operations */
@@ -436,6 +482,9 @@ static entry_t *find_model(mm_embed_t *e, const char *name, int need_text, int n
     }
     for (int i = 0; i < e->n; i++)
         if (strcmp(e->m[i].name, name) == 0) return &e->m[i];
+    for (int i = 0; i < e->n; i++)
+        for (int a = 0; e->m[i].cm && a < e->m[i].cm->n_aliases; a++)
+            if (strcmp(e->m[i].cm->aliases[a], name) == 0) return &e->m[i];
     return NULL;
 }
 
@@ -467,92 +516,131 @@ typedef struct {
 
 static const text_opts_t default_text_opts = {1, "", 0};
 
-/* Tokenize and encode n texts into out (n, dim). */
-static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
-                             float *out, long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f);
-
-static int encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
-                        float *out, long *tokens, int use_cache, int *hits, fail_t *f)
+/* Check what every text costs before any of them is tokenized: the
+ * instruction counts against the limits like the text it is prepended to
+ * (it reaches the tokenizer once per input), and the request as a whole may
+ * not make the tokenizer read more than limits.max_body_bytes. Sizes are
+ * size_t with checked sums: request data never drives an int offset. */
+static int check_text_sizes(const mm_embed_t *e, const size_t *lens, int n, const text_opts_t *o, fail_t *f)
 {
-    return encode_texts_opts(e, m, texts, lens, n, out, tokens, use_cache, hits, &default_text_opts, f);
+    const uint64_t max_text = (uint64_t)e->conf->max_text_bytes, max_total = (uint64_t)e->conf->max_body_bytes;
+    if (o->prefix_len > max_text)
+        return failf(f, 413, "instruction_too_long", "the instruction is %zu bytes; limits.max_text_bytes is %llu",
+                     o->prefix_len, (unsigned long long)max_text);
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t one = (uint64_t)o->prefix_len + lens[i];   /* both <= SIZE_MAX / 2: no wrap */
+        if (one > max_text)
+            return failf(f, 413, "text_too_long", o->prefix_len ? "input %d is %llu bytes with its instruction; "
+                                                                  "limits.max_text_bytes is %llu"
+                                                                : "input %d is %llu bytes; limits.max_text_bytes is %llu",
+                         i, (unsigned long long)one, (unsigned long long)max_text);
+        total += one;
+        if (total > max_total)
+            return failf(f, 413, "request_too_large",
+                         "the inputs%s come to more than limits.max_body_bytes (%llu bytes) of text",
+                         o->prefix_len ? " with the instruction prepended to each" : "",
+                         (unsigned long long)max_total);
+    }
+    return 0;
 }
 
+/* Tokenize text i of a chunk into ids (room for e->max_tokens). */
+static int tokenize_one(mm_embed_t *e, entry_t *m, const char *t, size_t tl, int32_t *ids, int *len, int idx,
+                        const text_opts_t *o, fail_t *f)
+{
+    char err[MM_ERRLEN];
+    int trc;
+    int eos = m->tm ? mm_tm_info(m->tm)->append_eos_id : -1;
+    if (eos >= 0 && mm_tokenizer_eos_id(m->tok) == eos) eos = -1;   /* the tokenizer adds it already */
+    int room = m->max_tokens - (eos >= 0);   /* keep a place for an appended end-of-text token */
+    if (m->use) {   /* USE Lite clips at its 128 positions; truncate: false refuses longer texts */
+        trc = mm_use_tokenize(m->use, t, tl, ids, e->max_tokens, len, err, sizeof err);
+        int all = 0;
+        if (!trc && !o->truncate && (trc = mm_use_count_tokens(m->use, t, tl, &all, err, sizeof err)) == 0 &&
+            all > m->max_tokens)
+            trc = MM_E_TOOBIG;
+        if (!trc && *len > m->max_tokens) *len = m->max_tokens;
+    } else if (eos >= 0 && o->truncate) {   /* no post-processor: truncation is plain cutting */
+        trc = mm_tokenizer_encode(m->tok, t, tl, 0, ids, e->max_tokens, len, err, sizeof err);
+        if (trc == MM_E_TOOBIG) {   /* longer than our buffer: tokenize a prefix that surely suffices */
+            size_t cut = MM_MIN(tl, (size_t)room * 64);
+            while (cut > 0 && cut < tl && ((unsigned char)t[cut] & 0xC0) == 0x80) cut--;   /* whole chars */
+            trc = mm_tokenizer_encode(m->tok, t, cut, 0, ids, e->max_tokens, len, err, sizeof err);
+        }
+        if (!trc && *len > room) *len = room;
+    } else
+        trc = mm_tokenizer_encode(m->tok, t, tl, o->truncate ? room : 0, ids, room, len, err, sizeof err);
+    if (!trc && eos >= 0) ids[(*len)++] = eos;
+    if (trc == MM_E_TOOBIG && !o->truncate)
+        return failf(f, 422, "input_too_long", "input %d is longer than the %d tokens model '%s' takes (truncate is false)",
+                     idx, m->max_tokens, m->name);
+    if (trc) return failf(f, mm_status_http(trc), NULL, "input %d: %s", idx, err);
+    return 0;
+}
+
+/* Tokenize and encode n texts (up to limits.max_items) into out (n, dim),
+ * TEXT_CHUNK at a time, so the run state stays the size of one chunk
+ * whatever n is. e->lens[i] receives each text's token count. */
 static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
                              float *out, long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f)
 {
     if (!m->info->has_text) return failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
+    if (check_text_sizes(e, lens, n, o, f)) return -1;
     char err[MM_ERRLEN];
-    int d = m->info->dim, nm = 0, rc = 0;
+    const int d = m->info->dim, chunk = MM_MIN(n, TEXT_CHUNK);
+    int rc = 0;
     /* the texts the model sees: instruction + text, tokenized and cached as one string */
-    const char **eff = calloc((size_t)n, sizeof *eff), **mt = calloc((size_t)n, sizeof *mt);
-    size_t *efl = calloc((size_t)n, sizeof *efl), *mtl = calloc((size_t)n, sizeof *mtl), total = 0;
+    const char **eff = calloc((size_t)chunk, sizeof *eff), **mt = calloc((size_t)chunk, sizeof *mt);
+    size_t *efl = calloc((size_t)chunk, sizeof *efl), *mtl = calloc((size_t)chunk, sizeof *mtl);
     char *joined = NULL;
-    for (int i = 0; i < n; i++) total += o->prefix_len + lens[i];
-    if (!eff || !efl || !mt || !mtl || (o->prefix_len && !(joined = malloc(total + 1)))) {
+    size_t joined_cap = 0;
+    if (!eff || !efl || !mt || !mtl) {
         rc = failf(f, 500, NULL, "out of memory");
         goto out;
     }
-    for (int i = 0, off = 0; i < n; i++) {
-        eff[i] = texts[i];
-        efl[i] = lens[i];
-        if (o->prefix_len) {
-            memcpy(joined + off, o->prefix, o->prefix_len);
-            memcpy(joined + off + o->prefix_len, texts[i], lens[i]);
-            eff[i] = joined + off;
-            efl[i] += o->prefix_len;
-            off += (int)efl[i];
-        }
-    }
     mm_cache_key_t k;
-    for (int i = 0; i < n; i++) {
-        if ((int64_t)lens[i] > e->conf->max_text_bytes) {
-            rc = failf(f, 413, "text_too_long", "input %d is %zu bytes; limits.max_text_bytes is %lld", i, lens[i],
-                       (long long)e->conf->max_text_bytes);
-            goto out;
-        }
-        int32_t *ids = e->ids + (size_t)i * e->max_tokens;
-        int trc;
-        int eos = m->tm ? mm_tm_info(m->tm)->append_eos_id : -1;
-        if (eos >= 0 && mm_tokenizer_eos_id(m->tok) == eos) eos = -1;   /* the tokenizer adds it already */
-        int room = m->max_tokens - (eos >= 0);   /* keep a place for an appended end-of-text token */
-        if (m->use)   /* USE Lite always clips at its 128 positions */
-            trc = mm_use_tokenize(m->use, eff[i], efl[i], ids, e->max_tokens, &e->lens[i], err, sizeof err);
-        else if (eos >= 0 && o->truncate) {   /* no post-processor: truncation is plain cutting */
-            trc = mm_tokenizer_encode(m->tok, eff[i], efl[i], 0, ids, e->max_tokens, &e->lens[i], err, sizeof err);
-            if (trc == MM_E_TOOBIG) {   /* longer than our buffer: tokenize a prefix that surely suffices */
-                size_t cut = MM_MIN(efl[i], (size_t)room * 64);
-                while (cut > 0 && cut < efl[i] && ((unsigned char)eff[i][cut] & 0xC0) == 0x80) cut--;   /* whole chars */
-                trc = mm_tokenizer_encode(m->tok, eff[i], cut, 0, ids, e->max_tokens, &e->lens[i], err, sizeof err);
-            }
-            if (!trc && e->lens[i] > room) e->lens[i] = room;
-        } else
-            trc = mm_tokenizer_encode(m->tok, eff[i], efl[i], o->truncate ? room : 0, ids, room, &e->lens[i], err,
-                                      sizeof err);
-        if (!trc && eos >= 0) ids[e->lens[i]++] = eos;
-        if (trc == MM_E_TOOBIG && !o->truncate) {
-            rc = failf(f, 422, "input_too_long", "input %d is longer than the %d tokens model '%s' takes (truncate is false)",
-                       i, m->max_tokens, m->name);
-            goto out;
-        }
-        if (trc) {
-            rc = failf(f, mm_status_http(trc), NULL, "input %d: %s", i, err);
-            goto out;
-        }
-        *tokens += e->lens[i];
-        if (use_cache && e->cache) {
-            input_key(e, m->name, "text", eff[i], efl[i], &k);
-            if (mm_cache_get(e->cache, &k, out + (size_t)i * d, d) == 1) {
-                ++*hits;
-                continue;
+    for (int base = 0; base < n; base += TEXT_CHUNK) {
+        const int cn = MM_MIN(TEXT_CHUNK, n - base);
+        size_t need = 0, off = 0;
+        for (int j = 0; j < cn; j++) need += o->prefix_len + lens[base + j];   /* bounded by check_text_sizes */
+        if (o->prefix_len && need + 1 > joined_cap) {
+            free(joined);
+            joined_cap = need + 1;
+            if (!(joined = malloc(joined_cap))) {
+                rc = failf(f, 500, NULL, "out of memory");
+                goto out;
             }
         }
-        e->idp[nm] = ids;
-        e->mlens[nm] = e->lens[i];
-        mt[nm] = eff[i];
-        mtl[nm] = efl[i];
-        e->miss[nm++] = i;
-    }
-    if (nm > 0) {
+        int nm = 0;
+        for (int j = 0; j < cn; j++) {
+            const int i = base + j;
+            eff[j] = texts[i];
+            efl[j] = lens[i];
+            if (o->prefix_len) {
+                memcpy(joined + off, o->prefix, o->prefix_len);
+                memcpy(joined + off + o->prefix_len, texts[i], lens[i]);
+                eff[j] = joined + off;
+                efl[j] += o->prefix_len;
+                off += efl[j];
+            }
+            int32_t *ids = e->ids + (size_t)j * e->max_tokens;
+            if ((rc = tokenize_one(e, m, eff[j], efl[j], ids, &e->lens[i], i, o, f))) goto out;
+            *tokens += e->lens[i];
+            if (use_cache && e->cache) {
+                input_key(e, m->name, "text", eff[j], efl[j], &k);
+                if (mm_cache_get(e->cache, &k, out + (size_t)i * d, d) == 1) {
+                    ++*hits;
+                    continue;
+                }
+            }
+            e->idp[nm] = ids;
+            e->mlens[nm] = e->lens[i];
+            mt[nm] = eff[j];
+            mtl[nm] = efl[j];
+            e->miss[nm++] = j;
+        }
+        if (nm == 0) continue;
         int mrc = m->use ? mm_use_embed(m->use, mt, mtl, nm, e->tmp, err, sizeof err)
                   : m->tm  ? mm_tm_encode(m->tmr, e->idp, e->mlens, nm, e->tmp)
                            : mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
@@ -561,13 +649,13 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
                         : failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
             goto out;
         }
-    }
-    for (int j = 0; j < nm; j++) {
-        int i = e->miss[j];
-        memcpy(out + (size_t)i * d, e->tmp + (size_t)j * d, sizeof(float) * (size_t)d);
-        if (use_cache && e->cache) {
-            input_key(e, m->name, "text", eff[i], efl[i], &k);
-            mm_cache_put(e->cache, &k, out + (size_t)i * d, d);
+        for (int q = 0; q < nm; q++) {
+            const int j = e->miss[q], i = base + j;
+            memcpy(out + (size_t)i * d, e->tmp + (size_t)q * d, sizeof(float) * (size_t)d);
+            if (use_cache && e->cache) {
+                input_key(e, m->name, "text", eff[j], efl[j], &k);
+                mm_cache_put(e->cache, &k, out + (size_t)i * d, d);
+            }
         }
     }
 out:
@@ -577,6 +665,12 @@ out:
     free(mtl);
     free(joined);
     return rc;
+}
+
+static int encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
+                        float *out, long *tokens, int use_cache, int *hits, fail_t *f)
+{
+    return encode_texts_opts(e, m, texts, lens, n, out, tokens, use_cache, hits, &default_text_opts, f);
 }
 
 /* Decode, preprocess and encode n images (chunks of IMG_CHUNK) into out. */
@@ -651,6 +745,17 @@ static void write_vec(mm_buf_t *b, const float *v, int d)
         mm_buf_float(b, v[i]);
     }
     mm_buf_puts(b, "]");
+}
+
+/* A vector fit to return: finite, and not all zero (it must normalize). */
+static int vec_usable(const float *v, int d)
+{
+    double ss = 0;
+    for (int i = 0; i < d; i++) {
+        if (!isfinite(v[i])) return 0;
+        ss += (double)v[i] * v[i];
+    }
+    return ss > 1e-30;
 }
 
 static void respond_fail(mm_http_req_t *r, const fail_t *f)
@@ -840,11 +945,9 @@ static entry_t *pick_model_for(mm_embed_t *e, const char *name, int need_text, i
 {
     entry_t *m = find_model(e, name, need_text, need_vision, want);
     if (!m) {
-        char names[256] = "";
-        size_t o = 0;
-        for (int i = 0; i < e->n && o < sizeof names - 1; i++)
-            o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", i ? ", " : "", e->m[i].name);
-        failf(f, 404, "model_not_found", "model '%s' is not served here; available: %s", name ? name : "", names);
+        char names[256];
+        mm_embed_model_names(e, names, sizeof names);
+        failf(f, 404, "model_not_found", "model '%.100s' is not served here; available: %s", name ? name : "", names);
     }
     return m;
 }
@@ -974,38 +1077,48 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         goto fail;
     }
     if (ids_mode) {
+        /* validate every sequence first, then encode TEXT_CHUNK at a time */
         for (int i = 0; i < n; i++) {
             json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, i);
             if (!json_object_is_type(seq, json_type_array)) {
                 failf(&f, 400, "invalid_input", "input[%d] must be an array of token ids", i);
                 goto fail;
             }
-            int len = (int)json_object_array_length(seq);
-            if (len == 0 || len > m->info->max_tokens) {
-                failf(&f, 400, "invalid_input", "input[%d] has %d tokens; model '%s' takes 1 to %d", i, len, m->name,
-                      m->info->max_tokens);
+            size_t len = json_object_array_length(seq);
+            if (len == 0 || len > (size_t)m->max_tokens) {
+                failf(&f, 400, "invalid_input", "input[%d] has %zu tokens; model '%s' takes 1 to %d", i, len, m->name,
+                      m->max_tokens);
                 goto fail;
             }
-            int32_t *ids = e->ids + (size_t)i * e->max_tokens;
-            for (int k = 0; k < len; k++) {
+            for (size_t k = 0; k < len; k++) {
                 json_object *t = json_object_array_get_idx(seq, k);
                 int64_t id = json_object_is_type(t, json_type_int) ? json_object_get_int64(t) : -1;
                 if (id < 0 || id >= m->info->vocab_size) {
-                    failf(&f, 400, "invalid_input", "input[%d][%d] is not a token id of model '%s' (0..%d)", i, k,
+                    failf(&f, 400, "invalid_input", "input[%d][%zu] is not a token id of model '%s' (0..%d)", i, k,
                           m->name, m->info->vocab_size - 1);
                     goto fail;
                 }
-                ids[k] = (int32_t)id;
             }
-            e->idp[i] = ids;
-            e->lens[i] = len;
-            tokens += len;
+            e->lens[i] = (int)len;
+            tokens += (long)len;
         }
-        int rc = m->tm ? mm_tm_encode(m->tmr, e->idp, e->lens, n, e->vecs)
-                       : mm_model_encode_text(m->runner, e->idp, e->lens, n, e->vecs);
-        if (rc) {
-            failf(&f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
-            goto fail;
+        for (int base = 0; base < n; base += TEXT_CHUNK) {
+            const int cn = MM_MIN(TEXT_CHUNK, n - base);
+            for (int j = 0; j < cn; j++) {
+                json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, base + j);
+                int32_t *ids = e->ids + (size_t)j * e->max_tokens;
+                for (int k = 0; k < e->lens[base + j]; k++)
+                    ids[k] = (int32_t)json_object_get_int64(json_object_array_get_idx(seq, (size_t)k));
+                e->idp[j] = ids;
+                e->mlens[j] = e->lens[base + j];
+            }
+            float *dst = e->vecs + (size_t)base * m->info->dim;
+            int rc = m->tm ? mm_tm_encode(m->tmr, e->idp, e->mlens, cn, dst)
+                           : mm_model_encode_text(m->runner, e->idp, e->mlens, cn, dst);
+            if (rc) {
+                failf(&f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
+                goto fail;
+            }
         }
     } else {
         texts = calloc((size_t)n, sizeof *texts);
@@ -1180,8 +1293,8 @@ static int form_number(const form_t *fm, const char *name, double *out, fail_t *
     if (!p) return 0;
     char *end;
     double v = strtod(p->data.data ? p->data.data : "", &end);
-    if (!p->data.len || *end || !isfinite(v) || v < 0)
-        return failf(f, 400, "invalid_parameter", "field '%s' must be a non-negative number", name);
+    if (!p->data.len || *end || !isfinite(v) || v < 0 || v > MAX_WEIGHT)
+        return failf(f, 400, "invalid_parameter", "field '%s' must be a number from 0 to %g", name, MAX_WEIGHT);
     *out = v;
     return 0;
 }
@@ -1261,8 +1374,9 @@ static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multi
             const char *name = k ? "image_weight" : "text_weight";
             if (!json_object_object_get_ex(j, name, &v)) continue;
             double w = json_object_get_double(v);
-            if (!(json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)) || !isfinite(w) || w < 0)
-                return failf(f, 400, "invalid_parameter", "'%s' must be a non-negative number", name);
+            if (!(json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)) || !isfinite(w) ||
+                w < 0 || w > MAX_WEIGHT)
+                return failf(f, 400, "invalid_parameter", "'%s' must be a number from 0 to %g", name, MAX_WEIGHT);
             *(k ? &q->wi : &q->wt) = w;
         }
     }
@@ -1344,11 +1458,16 @@ static void h_multimodal(mm_embed_t *e, mm_http_req_t *r)
     mm_nn_l2_normalize(tv, d);
     mm_nn_l2_normalize(iv, d);
     for (int i = 0; i < d; i++) fv[i] = (float)(q.wt * tv[i] + q.wi * iv[i]);
+    if (!vec_usable(fv, d)) {
+        failf(&f, 422, "degenerate_embedding",
+              "the weighted text and image vectors cancel out (a zero or non-finite vector); change the weights");
+        goto fail;
+    }
     if (q.normalize) mm_nn_l2_normalize(fv, d);
+    /* the same list shape as every other route: one item, its parts inside */
     mm_buf_t *b = &r->out;
-    mm_buf_puts(b, "{\"model\":");
-    mm_buf_json_str(b, m->name, strlen(m->name));
-    mm_buf_printf(b, ",\"dim\":%d,\"weights\":{\"text\":%g,\"image\":%g},\"embedding\":", d, q.wt, q.wi);
+    begin_data(b, m, d);
+    mm_buf_puts(b, "{\"index\":0,\"object\":\"embedding\",\"embedding\":");
     write_vec(b, fv, d);
     if (q.return_parts) {
         mm_buf_puts(b, ",\"text_embedding\":");
@@ -1356,7 +1475,8 @@ static void h_multimodal(mm_embed_t *e, mm_http_req_t *r)
         mm_buf_puts(b, ",\"image_embedding\":");
         write_vec(b, iv, d);
     }
-    mm_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
+    mm_buf_printf(b, "}],\"weights\":{\"text\":%g,\"image\":%g},\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n",
+                  q.wt, q.wi, tokens, tokens);
     mm_http_respond_json(r, 200);
     media_free(&q);
     return;
@@ -1490,9 +1610,10 @@ static void h_video(mm_embed_t *e, mm_http_req_t *r)
     mm_buf_t *b = &r->out;
     mm_buf_puts(b, "{\"model\":");
     mm_buf_json_str(b, m->name, strlen(m->name));
-    mm_buf_printf(b, ",\"dim\":%d,\"pooling\":\"%s\",\"embedding\":", d, pool_names[pooling]);
+    mm_buf_printf(b, ",\"dim\":%d,\"pooling\":\"%s\",\"data\":[{\"index\":0,\"object\":\"embedding\",\"embedding\":",
+                  d, pool_names[pooling]);
     write_vec(b, pooled, d);
-    mm_buf_puts(b, ",\"frames\":[");
+    mm_buf_puts(b, "}],\"frames\":[");
     for (int i = 0; i < v.n; i++)
         mm_buf_printf(b, "%s{\"index\":%d,\"time\":%.6f}", i ? "," : "", v.frames[i].index, v.frames[i].time);
     mm_buf_puts(b, "]");

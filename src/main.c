@@ -95,10 +95,11 @@ static int cmd_render(const char *conf_path, const char *tmpl, const char *prefi
     if (geteuid() == 0)
         snprintf(user_line, sizeof user_line, "user %s %s;", c.user[0] ? c.user : "root",
                  c.group[0] ? c.group : (c.user[0] ? c.user : "root"));
-    char body[32], tries[16], rt[32];
+    char body[32], tries[16], rt[32], nt[32];
     snprintf(body, sizeof body, "%lld", (long long)c.max_body_bytes);
     snprintf(tries, sizeof tries, "%d", c.http_tries ? c.http_tries : c.workers + (ounix >= 0));
     snprintf(rt, sizeof rt, "%d", (int)c.request_timeout + 5);
+    snprintf(nt, sizeof nt, "%d", (int)c.request_timeout + 15);
     char zone[512] = "", limit[256] = "";
     if (c.http_rate > 0) {
         snprintf(zone, sizeof zone,
@@ -110,7 +111,7 @@ static int cmd_render(const char *conf_path, const char *tmpl, const char *prefi
                                       "            limit_req_status 429;", c.http_burst);
     }
     const char *keys[][2] = {{"@LIMIT_REQ_ZONE@", zone}, {"@LIMIT_REQ@", limit},{"@UPSTREAM_SERVERS@", servers.data}, {"@HTTP_LISTEN@", c.http_listen},
-                             {"@CLIENT_MAX_BODY_SIZE@", body}, {"@TRIES@", tries}, {"@READ_TIMEOUT@", rt},
+                             {"@CLIENT_MAX_BODY_SIZE@", body}, {"@TRIES@", tries}, {"@READ_TIMEOUT@", rt}, {"@NEXT_TIMEOUT@", nt},
                              {"@PREFIX@", prefix}, {"@WWW@", www}, {"@USER_LINE@", user_line}};
     for (const char *p = t.data; p && *p;) {
         int hit = 0;

@@ -11,6 +11,7 @@
 #define MM_PATH_MAX 1024
 #define MM_MAX_KEYS 64
 #define MM_KEY_MAX 128
+#define MM_MAX_ALIASES 8
 
 enum { MM_MOD_TEXT = 1, MM_MOD_IMAGE = 2, MM_MOD_VIDEO = 4 };
 
@@ -22,6 +23,8 @@ typedef struct {
     int default_for;         /* MM_MOD_* bits: the default model for these modalities */
     char instruction[512];   /* prefix for input_type "query" */
     int is_default;
+    int n_aliases;           /* other names clients may use (e.g. "text-embedding-3-small") */
+    char aliases[MM_MAX_ALIASES][64];
 } mm_conf_model_t;
 
 typedef struct {
@@ -37,6 +40,7 @@ typedef struct {
     int queue_depth;                  /* requests a busy worker may hold */
     double stop_timeout;              /* graceful stop before SIGKILL */
     double backoff_max;               /* crash-loop restart delay cap, seconds */
+    double heartbeat_timeout;         /* a worker silent this long (stopped, wedged) is replaced */
     int retry_after;                  /* seconds, in 503 answers */
     char pid_file[MM_PATH_MAX];
     char pack_cache[MM_PATH_MAX]; /* directory of converted weight packs; "" = off */

@@ -21,6 +21,11 @@ void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r);
 void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b);
 /* The models in OpenAI's GET /v1/models shape. */
 void mm_embed_models_openai(const mm_embed_t *e, mm_buf_t *b);
+/* One model in GET /v1/models/{id} shape (id may be an alias) appended to
+ * b; MM_E_NOTFOUND if no model has that name. */
+int mm_embed_model_openai(mm_embed_t *e, const char *id, mm_buf_t *b);
+/* The names clients may use (models and aliases), comma separated. */
+void mm_embed_model_names(const mm_embed_t *e, char *out, size_t cap);
 /* Total bytes of prepared weights (shared by all workers). */
 size_t mm_embed_weight_bytes(const mm_embed_t *e);
 

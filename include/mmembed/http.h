@@ -21,6 +21,9 @@ typedef struct mm_http_req {
     int64_t content_length;     /* -1 if unknown */
     int64_t body_read;          /* bytes consumed so far */
     int route;                  /* MM_ROUTE_* */
+    const char *allow;          /* methods the route takes (405's Allow header); set by the router */
+    const char *attempt_id;     /* nginx's own $request_id: the same on every upstream retry of one
+                                   client request (the poison fingerprint); "" when absent */
     int status;                 /* set when answered; 0 before */
     int64_t start_us;
     char id_buf[40];

@@ -24,6 +24,19 @@ enum { MM_SB_N_STATUS = 15 };    /* the list above + other */
 #define MM_SB_BUCKETS {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 enum { MM_SB_N_BUCKETS = 15 };   /* the list above + Inf */
 
+/* Poison marks: requests that crashed a worker or ran past request_timeout,
+ * by fingerprint (nginx's $request_id, the same on every upstream retry of
+ * one client request), so a retry is answered at once instead of run again. */
+#define MM_SB_FP 40
+#define MM_SB_POISON 128
+enum { MM_POISON_TIMEOUT = 0 };      /* else the signal number that killed the worker */
+
+typedef struct {
+    volatile uint32_t seq;           /* 0 while being written; else the mark's number + 1 */
+    volatile int32_t cause;          /* MM_POISON_TIMEOUT or a signal number */
+    char fp[MM_SB_FP];
+} mm_sb_poison_t;
+
 /* BACKOFF: a stand-in answering 503 on a crash-looping slot's socket. */
 enum { MM_SLOT_FREE = 0, MM_SLOT_STARTING, MM_SLOT_IDLE, MM_SLOT_BUSY, MM_SLOT_STOPPING, MM_SLOT_BACKOFF };
 
@@ -35,7 +48,9 @@ typedef struct {
     volatile pid_t pid;
     volatile int64_t started_us;     /* process start, wall clock */
     /* written by the worker */
+    volatile int64_t heartbeat_us;   /* monotonic; the accept loop refreshes it at least every second */
     volatile int64_t req_start_us;   /* monotonic start of the running request, 0 if none */
+    char req_fp[MM_SB_FP];           /* the running request's attempt id (nginx $request_id) */
     volatile int32_t req_route;
     char req_method[8];
     char req_uri[64];
@@ -61,6 +76,11 @@ typedef struct {
     uint64_t backoffs;               /* restarts delayed because a slot crash-looped */
     volatile int32_t in_backoff;     /* slots currently waiting to restart */
     volatile int32_t max_busy;       /* highest simultaneous busy count seen */
+    uint64_t wedged;                 /* workers replaced because their heartbeat stopped */
+    uint64_t poison_marked;          /* requests marked after killing a worker (atomic adds) */
+    uint64_t poison_refused;         /* retries of marked requests answered at once (atomic adds) */
+    uint32_t poison_next;            /* next mark number (atomic) */
+    mm_sb_poison_t poison[MM_SB_POISON];
     /* counters of processes that exited: their slots are reused, the totals are kept */
     uint64_t gone_requests;
     uint64_t gone_rejected;
@@ -81,6 +101,14 @@ void mm_sb_record(mm_sb_slot_t *slot, int route, int status, double seconds);
 /* Fold a dead process's counters into the header totals, then free the slot
  * (master only). */
 void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *slot);
+/* Mark a request as poison (cause: MM_POISON_TIMEOUT or a signal number).
+ * Async-signal-safe: a crashing worker calls it from its fault handler, so
+ * the mark exists before its socket closes and nginx retries elsewhere. A
+ * fingerprint already marked is not marked twice. Returns 1 if it added a
+ * mark. */
+int mm_sb_poison_mark(mm_scoreboard_t *sb, const char *fp, int cause);
+/* The cause of fp's mark, or -1 if fp ("" never) is not marked. */
+int mm_sb_poison_find(const mm_scoreboard_t *sb, const char *fp);
 /* Route names for metrics. */
 const char *mm_sb_route_name(int route);
 int64_t mm_now_us(void);       /* monotonic */

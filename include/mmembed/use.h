@@ -42,6 +42,14 @@ int mm_use_max_tokens(const mm_use_t *m);
 int mm_use_tokenize(const mm_use_t *m, const char *text, size_t len, int32_t *ids, int cap,
                     int *n_out, char *err, size_t errlen);
 
+/* Bytes of the shared read-only weight pack. */
+size_t mm_use_weight_bytes(const mm_use_t *m);
+
+/* The number of tokens the whole of text[0..len) has, before the clip to
+ * mm_use_max_tokens (so a caller can refuse long texts instead of cutting
+ * them). Returns 0, MM_E_INVALID (invalid UTF-8) or MM_E_NOMEM. */
+int mm_use_count_tokens(const mm_use_t *m, const char *text, size_t len, int *count, char *err, size_t errlen);
+
 /* Embeds n texts (texts[i] of lens[i] bytes, UTF-8, need not be
  * NUL-terminated) into out (n, mm_use_dim) floats, each row L2-normalized.
  * Texts are independent: the result for one text does not depend on the

@@ -19,6 +19,21 @@ static const char *param(FCGX_Request *f, const char *name)
     return v ? v : "";
 }
 
+/* A request id fit for log lines and JSON: 1-64 bytes of letters, digits
+ * and "-_.:". */
+static int id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || c == ':'))
+            return 0;
+    }
+    return 1;
+}
+
 void mm_http_req_init(mm_http_req_t *r, void *fcgi)
 {
     FCGX_Request *f = fcgi;
@@ -37,8 +52,10 @@ void mm_http_req_init(mm_http_req_t *r, void *fcgi)
     r->query = q ? q + 1 : "";
     r->content_type = param(f, "CONTENT_TYPE");
     r->auth = param(f, "HTTP_AUTHORIZATION");
+    r->attempt_id = param(f, "MM_ATTEMPT_ID");
     const char *id = param(f, "REQUEST_ID");
     if (!id[0]) id = param(f, "HTTP_X_REQUEST_ID");
+    if (!id_ok(id)) id = id_ok(r->attempt_id) ? r->attempt_id : "";   /* a client's odd id never reaches a log */
     if (!id[0]) {
         snprintf(r->id_buf, sizeof r->id_buf, "%08lx%08lx", (unsigned long)random(), (unsigned long)random());
         id = r->id_buf;
@@ -188,7 +205,7 @@ void mm_http_error(mm_http_req_t *r, int status, const char *code, const char *f
     mm_buf_printf(&r->out, ",\"type\":\"%s\",\"code\":\"%s\"}}\n", type_for(status), code ? code : code_for(status));
     char hdr[64] = "";
     if (status == 503) snprintf(hdr, sizeof hdr, "Retry-After: %d\r\n", retry_after);
-    if (status == 405) snprintf(hdr, sizeof hdr, "Allow: %s\r\n", strcmp(r->method, "GET") ? "GET" : "POST");
+    if (status == 405) snprintf(hdr, sizeof hdr, "Allow: %s\r\n", r->allow ? r->allow : "GET, HEAD");
     mm_http_respond(r, status, "application/json", hdr, r->out.data, r->out.len);
 }
 

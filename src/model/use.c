@@ -493,6 +493,16 @@ int mm_use_tokenize(const mm_use_t *m, const char *text, size_t len, int32_t *id
     return rc;
 }
 
+size_t mm_use_weight_bytes(const mm_use_t *m)
+{
+    return m ? m->pack_bytes : 0;
+}
+
+int mm_use_count_tokens(const mm_use_t *m, const char *text, size_t len, int *count, char *err, size_t errlen)
+{
+    return mm_unigram_encode(m->tok, text, len, NULL, 0, count, err, errlen);
+}
+
 /* Per-thread scratch, kept between calls: it only grows (bounded by
  * max(CHUNK_ROWS, max_tokens) rows and max_items texts), so a worker stops
  * allocating after its first requests of each size. */

@@ -44,6 +44,7 @@ static const key_t_ keys[] = {
     K_INT("queue_depth", queue_depth, 0, 64),
     K_FLT("stop_timeout", stop_timeout, 0, 3600),
     K_FLT("backoff_max", backoff_max, 0.1, 3600),
+    K_FLT("heartbeat_timeout", heartbeat_timeout, 1, 3600),
     K_INT("retry_after", retry_after, 1, 3600),
     K_PATH("pid_file", pid_file),
     K_PATH("pack_cache", pack_cache),
@@ -51,8 +52,8 @@ static const key_t_ keys[] = {
     {"socket_mode", T_MODE, offsetof(mm_conf_t, socket_mode), 0, 0, 0777},
     K_STR("http.listen", http_listen),
     K_INT("http.tries", http_tries, 0, 64),
-    K_BYTES("limits.max_body_bytes", max_body_bytes, 1024, 4e9),
-    K_INT("limits.max_items", max_items, 1, 4096),
+    K_BYTES("limits.max_body_bytes", max_body_bytes, 1024, 1 << 30),
+    K_INT("limits.max_items", max_items, 1, 8192),
     K_BYTES("limits.max_text_bytes", max_text_bytes, 16, 64 << 20),
     K_INT("limits.max_pixels", max_pixels, 64, 1e9),
     K_INT("limits.max_parts", max_parts, 1, 4096),
@@ -80,13 +81,14 @@ void mm_conf_defaults(mm_conf_t *c)
     c->queue_depth = 0;
     c->stop_timeout = 10;
     c->backoff_max = 30;
+    c->heartbeat_timeout = 10;
     c->retry_after = 1;
     c->cache_mb = 64;
     c->socket_mode = 0660;
     snprintf(c->http_listen, sizeof c->http_listen, "127.0.0.1:8080");
     c->http_tries = 3;
     c->max_body_bytes = 50 << 20;
-    c->max_items = 64;
+    c->max_items = 2048;   /* OpenAI's own limit; worked through in chunks */
     c->max_text_bytes = 64 << 10;
     c->max_pixels = 40000000;
     c->max_parts = 64;
@@ -306,11 +308,22 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
                                  c->models[j].name);
                     m->default_for |= bit;
                 }
+            } else if (strcmp(k, "aliases") == 0) {
+                if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+                    FAIL(s, "models[%d].aliases must be a list such as [\"text-embedding-3-small\"]", i);
+                if (config_setting_length(s) > MM_MAX_ALIASES) FAIL(s, "models[%d]: at most %d aliases", i, MM_MAX_ALIASES);
+                for (int e = 0; e < config_setting_length(s); e++) {
+                    const char *v = config_setting_get_string_elem(s, e);
+                    if (!v || !v[0] || strlen(v) >= sizeof m->aliases[0])
+                        FAIL(s, "models[%d].aliases: each entry is a non-empty string under %zu bytes", i,
+                             sizeof m->aliases[0]);
+                    snprintf(m->aliases[m->n_aliases++], sizeof m->aliases[0], "%s", v);
+                }
             } else if (strcmp(k, "default") == 0) {
                 if (t != CONFIG_TYPE_BOOL) FAIL(s, "models[%d].default must be true or false", i);
                 m->is_default = config_setting_get_bool(s);
             } else {
-                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, instruction)", i, k);
+                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, instruction, aliases)", i, k);
             }
         }
         if (!m->name[0]) FAIL(g, "models[%d] needs a name", i);
@@ -326,8 +339,18 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
         if (stat(m->path, &st) < 0 || !S_ISDIR(st.st_mode))
             FAIL(g, "models[%d] ('%s'): %s is not a model folder (%s)", i, m->name, m->path,
                  stat(m->path, &st) < 0 ? strerror(errno) : "not a directory");
-        for (int j = 0; j < i; j++)
-            if (strcmp(c->models[j].name, m->name) == 0) FAIL(g, "duplicate model name '%s'", m->name);
+        /* names and aliases share one namespace: each picks exactly one model */
+        for (int a = -1; a < m->n_aliases; a++) {
+            const char *nm = a < 0 ? m->name : m->aliases[a];
+            for (int b = a + 1; b < m->n_aliases; b++)
+                if (strcmp(nm, m->aliases[b]) == 0) FAIL(g, "models[%d]: '%s' is listed twice", i, nm);
+            for (int j = 0; j < i; j++) {
+                if (strcmp(c->models[j].name, nm) == 0) FAIL(g, "duplicate model name '%s'", nm);
+                for (int b = 0; b < c->models[j].n_aliases; b++)
+                    if (strcmp(c->models[j].aliases[b], nm) == 0)
+                        FAIL(g, "models[%d]: '%s' is already an alias of model '%s'", i, nm, c->models[j].name);
+            }
+        }
         defaults += m->is_default;
         c->n_models = i + 1;
     }

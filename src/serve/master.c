@@ -60,6 +60,7 @@ typedef struct {
     int index;
     int64_t started;        /* monotonic */
     int timed_out;
+    int wedged;             /* killed because its heartbeat stopped */
     int stop_sent;
     int standin;            /* answers 503 while the slot waits out a back-off */
 } child_t;
@@ -369,6 +370,23 @@ static void schedule_restart(gen_t *g, int index, int crashed, int64_t lived)
     g->restart_at[index] = now + (int64_t)(delay * 1e6) + 1;
 }
 
+/* A worker that died from a fault while running a request: make sure that
+ * request is marked (the worker's own fault handler normally did it before
+ * dying; this covers faults it could not handle) and log the incident. */
+static void mark_crash(const mm_sb_slot_t *s, const child_t *ch, int status)
+{
+    if (ch->standin || ch->timed_out || ch->wedged || !s->req_start_us || !WIFSIGNALED(status)) return;
+    int sig = WTERMSIG(status);
+    if (sig == SIGKILL || sig == SIGTERM || sig == SIGQUIT || sig == SIGINT || sig == SIGHUP) return;   /* from outside */
+    char fp[MM_SB_FP], uri[64];
+    memcpy(fp, s->req_fp, sizeof fp);
+    memcpy(uri, s->req_uri, sizeof uri);
+    fp[MM_SB_FP - 1] = uri[63] = '\0';
+    mm_sb_poison_mark(sb, fp, sig);
+    mm_log_error("worker %d pid %d crashed (signal %d) running request %s (attempt %s): it is not retried on "
+                 "another worker", ch->index, (int)ch->pid, sig, uri, fp[0] ? fp : "-");
+}
+
 static void reap(void)
 {
     int status;
@@ -380,6 +398,7 @@ static void reap(void)
         if (slot < 0) continue;
         child_t ch = children[slot];
         memset(&children[slot], 0, sizeof children[slot]);
+        mark_crash(&sb->slots[slot], &ch, status);
         mm_sb_retire(sb, &sb->slots[slot]);
         gen_t *g = ch.gen;
         g->live--;
@@ -392,6 +411,13 @@ static void reap(void)
                 }
             } else if (g->standin[ch.index] == slot) {
                 g->standin[ch.index] = -1;
+                /* a slot still waiting out its back-off must not become a
+                 * socket nobody accepts on: replace its stand-in at once */
+                if (mstate == RUNNING && g == cur && !ch.stop_sent && g->restart_at[ch.index] &&
+                    g->child[ch.index] < 0) {
+                    mm_log_warn("stand-in of worker %d pid %d died; replacing it", ch.index, (int)pid);
+                    spawn(g, ch.index, 1);
+                }
             }
             gen_free_if_done(g);
             continue;
@@ -401,6 +427,8 @@ static void reap(void)
         int crashed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         if (ch.timed_out) {
             mm_log_warn("worker %d pid %d killed after request_timeout (%.1fs)", ch.index, (int)pid, g->conf.request_timeout);
+        } else if (ch.wedged) {
+            mm_log_warn("worker %d pid %d replaced: it stopped answering (no heartbeat)", ch.index, (int)pid);
         } else if (WIFSIGNALED(status)) {
             mm_log_error("worker %d pid %d died from signal %d (%s)", ch.index, (int)pid, WTERMSIG(status),
                          strsignal(WTERMSIG(status)));
@@ -409,6 +437,7 @@ static void reap(void)
         }
         if (mstate == RUNNING && g == cur && !ch.stop_sent) {
             if (ch.timed_out) crashed = 0, sb->timeouts++;
+            else if (ch.wedged) crashed = 0, sb->wedged++;
             else if (crashed) sb->crashes++;
             else {
                 sb->recycles++;
@@ -417,6 +446,27 @@ static void reap(void)
             schedule_restart(g, ch.index, crashed, lived);
         }
         gen_free_if_done(g);
+    }
+}
+
+/* Replace workers whose accept loop stopped refreshing its heartbeat
+ * (SIGSTOP, a wedged process): requests routed to them would otherwise wait
+ * for nginx's read timeout. */
+static void check_heartbeats(void)
+{
+    int64_t now = mm_now_us();
+    for (int i = 0; i < MM_SB_SLOTS; i++) {
+        child_t *ch = &children[i];
+        if (ch->pid <= 0 || ch->timed_out || ch->wedged || ch->stop_sent) continue;
+        int st = sb->slots[i].state;
+        int64_t hb = sb->slots[i].heartbeat_us;
+        if ((st != MM_SLOT_IDLE && st != MM_SLOT_BUSY && st != MM_SLOT_BACKOFF) || !hb) continue;
+        double silent = (now - hb) / 1e6;
+        if (silent <= ch->gen->conf.heartbeat_timeout) continue;
+        mm_log_error("%s %d pid %d: no heartbeat for %.1fs (stopped or wedged); killing it", ch->standin ? "stand-in" : "worker",
+                     ch->index, (int)ch->pid, silent);
+        kill(ch->pid, SIGKILL);
+        ch->wedged = 1;
     }
 }
 
@@ -431,8 +481,15 @@ static void check_timeouts(void)
             char uri[64];
             memcpy(uri, sb->slots[i].req_uri, sizeof uri);
             uri[63] = '\0';
-            mm_log_error("worker %d pid %d: request %s ran past request_timeout %.1fs; killing it", ch->index,
-                         (int)ch->pid, uri, ch->gen->conf.request_timeout);
+            char fp[MM_SB_FP];
+            memcpy(fp, sb->slots[i].req_fp, sizeof fp);
+            fp[MM_SB_FP - 1] = '\0';
+            /* marked before the kill: nginx's retry, which follows the
+             * closed connection, must already find the mark */
+            mm_sb_poison_mark(sb, fp, MM_POISON_TIMEOUT);
+            mm_log_error("worker %d pid %d: request %s (attempt %s) ran past request_timeout %.1fs; killing it; "
+                         "it is not retried on another worker", ch->index, (int)ch->pid, uri, fp[0] ? fp : "-",
+                         ch->gen->conf.request_timeout);
             kill(ch->pid, SIGKILL);
             ch->timed_out = 1;
         }
@@ -636,6 +693,7 @@ int mm_master_run(const char *path, int daemonize)
             continue;
         }
         check_timeouts();
+        check_heartbeats();
         run_restarts();
     }
     for (int i = 0; i < n_socks; i++)

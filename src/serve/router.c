@@ -30,11 +30,44 @@ static const route_t routes[] = {
     {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0},
 };
 
+/* GET /v1/models/{id}: one model (or alias) in OpenAI's shape. */
+static const route_t model_route = {"/v1/models/", MM_ROUTE_MODELS, "GET", 1};
+
 static const route_t *find(const char *path)
 {
     for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++)
         if (strcmp(routes[i].path, path) == 0) return &routes[i];
+    if (strncmp(path, model_route.path, strlen(model_route.path)) == 0 && path[strlen(model_route.path)])
+        return &model_route;
     return NULL;
+}
+
+static int hexdig(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static void h_model(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    char id[200];
+    const char *p = r->path + strlen(model_route.path);
+    size_t o = 0;
+    for (; *p && o + 1 < sizeof id; p++) {   /* the id is URL-decoded: "org%2Fname" is "org/name" */
+        if (p[0] == '%' && hexdig(p[1]) >= 0 && hexdig(p[2]) >= 0) {
+            id[o++] = (char)(hexdig(p[1]) * 16 + hexdig(p[2]));
+            p += 2;
+        } else {
+            id[o++] = *p;
+        }
+    }
+    id[o] = '\0';
+    if (mm_embed_model_openai(ctx->embed, id, &r->out) == MM_OK) {
+        mm_http_respond_json(r, 200);
+        return;
+    }
+    char names[256];
+    mm_embed_model_names(ctx->embed, names, sizeof names);
+    mm_http_error(r, 404, "model_not_found", "model '%.100s' is not served here; available: %s", id, names);
 }
 
 int mm_router_classify(mm_http_req_t *r)
@@ -150,11 +183,18 @@ static void h_metrics(mm_worker_ctx_t *ctx, mm_http_req_t *r)
                      "# TYPE mmembed_worker_recycles_total counter\nmmembed_worker_recycles_total %llu\n"
                      "# HELP mmembed_worker_backoffs_total Restarts delayed because a slot crash-looped.\n"
                      "# TYPE mmembed_worker_backoffs_total counter\nmmembed_worker_backoffs_total %llu\n"
+                     "# HELP mmembed_worker_wedged_total Workers replaced because their heartbeat stopped.\n"
+                     "# TYPE mmembed_worker_wedged_total counter\nmmembed_worker_wedged_total %llu\n"
+                     "# HELP mmembed_poison_requests_total Requests that crashed or timed out a worker (not retried).\n"
+                     "# TYPE mmembed_poison_requests_total counter\nmmembed_poison_requests_total %llu\n"
+                     "# HELP mmembed_poison_refused_total Retries of such requests answered at once without running.\n"
+                     "# TYPE mmembed_poison_refused_total counter\nmmembed_poison_refused_total %llu\n"
                      "# HELP mmembed_workers_in_backoff Worker slots waiting out a crash-loop delay.\n"
                      "# TYPE mmembed_workers_in_backoff gauge\nmmembed_workers_in_backoff %d\n",
                   (unsigned long long)sb->restarts, (unsigned long long)sb->crashes,
                   (unsigned long long)sb->timeouts, (unsigned long long)sb->recycles,
-                  (unsigned long long)sb->backoffs, sb->in_backoff);
+                  (unsigned long long)sb->backoffs, (unsigned long long)sb->wedged,
+                  (unsigned long long)sb->poison_marked, (unsigned long long)sb->poison_refused, sb->in_backoff);
     mm_buf_printf(b, "# HELP mmembed_workers Worker processes by state.\n# TYPE mmembed_workers gauge\n"
                      "mmembed_workers{state=\"busy\"} %d\nmmembed_workers{state=\"idle\"} %d\n"
                      "# HELP mmembed_workers_max_busy Highest number of simultaneously busy workers.\n"
@@ -306,6 +346,7 @@ void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)
         return;
     }
     int head = strcmp(r->method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0;
+    r->allow = strcmp(rt->method, "GET") == 0 ? "GET, HEAD" : rt->method;
     if (strcmp(r->method, rt->method) != 0 && !head) {
         mm_http_drain(r, ctx->conf->max_body_bytes);
         mm_http_error(r, 405, "method_not_allowed", "%s does not accept %s (use %s)", rt->path, r->method, rt->method);
@@ -317,6 +358,10 @@ void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     case MM_ROUTE_METRICS: h_metrics(ctx, r); return;
     case MM_ROUTE_STATUS: h_status(ctx, r); return;
     case MM_ROUTE_MODELS:
+        if (rt == &model_route) {
+            h_model(ctx, r);
+            return;
+        }
         mm_embed_models_openai(ctx->embed, &r->out);
         mm_http_respond_json(r, 200);
         return;

@@ -57,7 +57,43 @@ void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *s)
     /* readers skip FREE slots; clear the rest after publishing FREE */
     __atomic_store_n(&s->state, MM_SLOT_FREE, __ATOMIC_RELEASE);
     s->pid = 0;
-    memset((char *)s + offsetof(mm_sb_slot_t, req_start_us), 0, sizeof *s - offsetof(mm_sb_slot_t, req_start_us));
+    memset((char *)s + offsetof(mm_sb_slot_t, heartbeat_us), 0, sizeof *s - offsetof(mm_sb_slot_t, heartbeat_us));
+}
+
+static int fp_equal(const char *a, const char *b)
+{
+    for (int i = 0; i < MM_SB_FP; i++) {
+        if (a[i] != b[i]) return 0;
+        if (!a[i]) return 1;
+    }
+    return 1;
+}
+
+int mm_sb_poison_find(const mm_scoreboard_t *sb, const char *fp)
+{
+    if (!fp || !fp[0]) return -1;
+    for (int i = 0; i < MM_SB_POISON; i++) {
+        const mm_sb_poison_t *p = &sb->poison[i];
+        if (__atomic_load_n(&p->seq, __ATOMIC_ACQUIRE) == 0) continue;
+        if (fp_equal(p->fp, fp)) return p->cause;
+    }
+    return -1;
+}
+
+int mm_sb_poison_mark(mm_scoreboard_t *sb, const char *fp, int cause)
+{
+    if (!fp || !fp[0] || mm_sb_poison_find(sb, fp) >= 0) return 0;
+    /* each mark number owns one ring entry: one writer per entry */
+    uint32_t n = __atomic_fetch_add(&sb->poison_next, 1, __ATOMIC_RELAXED);
+    mm_sb_poison_t *p = &sb->poison[n % MM_SB_POISON];
+    __atomic_store_n(&p->seq, 0, __ATOMIC_RELEASE);
+    int i = 0;
+    for (; i < MM_SB_FP - 1 && fp[i]; i++) p->fp[i] = fp[i];   /* no libc: signal context */
+    p->fp[i] = '\0';
+    p->cause = cause;
+    __atomic_store_n(&p->seq, n + 1 ? n + 1 : 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&sb->poison_marked, 1, __ATOMIC_RELAXED);
+    return 1;
 }
 
 const char *mm_sb_route_name(int route)

@@ -118,6 +118,7 @@ static void *request_thread(void *arg)
         W->slot->req_route = r.route;
         snprintf(W->slot->req_method, sizeof W->slot->req_method, "%s", r.method);
         snprintf(W->slot->req_uri, sizeof W->slot->req_uri, "%s", r.uri);
+        snprintf(W->slot->req_fp, sizeof W->slot->req_fp, "%s", r.attempt_id);
         W->slot->req_start_us = r.start_us;
         __atomic_store_n(&W->slot->state, MM_SLOT_BUSY, __ATOMIC_RELEASE);
         update_max_busy();
@@ -157,6 +158,29 @@ static void reject_busy(FCGX_Request *f, mm_http_req_t *r)
     finish(f, r);
 }
 
+/* A retry of a request that crashed a worker or ran past request_timeout
+ * is answered at once (422: clients do not retry it) instead of being run,
+ * so one bad request costs one worker attempt, not one per worker. */
+static int refuse_poison(FCGX_Request *f, mm_http_req_t *r)
+{
+    int cause = mm_sb_poison_find(W->sb, r->attempt_id);
+    if (cause < 0) return 0;
+    mm_http_drain(r, W->conf->max_body_bytes);
+    if (cause == MM_POISON_TIMEOUT)
+        mm_http_error(r, 422, "request_timeout",
+                      "this request ran past request_timeout (%gs) and was stopped; it is not run again "
+                      "(send fewer or smaller inputs)", W->conf->request_timeout);
+    else
+        mm_http_error(r, 422, "request_crashed_worker",
+                      "this request crashed a worker (signal %d, %s) and is not run again; the server logged it "
+                      "as request %s", cause, sigabbrev_np(cause) ? sigabbrev_np(cause) : "?", r->request_id);
+    __atomic_add_fetch(&W->sb->poison_refused, 1, __ATOMIC_RELAXED);
+    mm_log_warn("req=%s %s %s refused: it %s on an earlier attempt", r->request_id, r->method, r->uri,
+                cause == MM_POISON_TIMEOUT ? "ran past request_timeout" : "crashed a worker");
+    finish(f, r);
+    return 1;
+}
+
 static void accept_loop(void)
 {
     mm_http_req_t r;
@@ -164,6 +188,7 @@ static void accept_loop(void)
     mm_buf_init(&r.out);
     struct pollfd pfd[2] = {{.fd = W->listen_fd, .events = POLLIN}, {.fd = sig_pipe[0], .events = POLLIN}};
     while (!got_quit && !got_term) {
+        W->slot->heartbeat_us = mm_now_us();   /* the master replaces a worker whose heartbeat stops */
         int n = poll(pfd, 2, 1000);
         if (n < 0 && errno != EINTR) break;
         if (got_quit || got_term) break;
@@ -198,6 +223,11 @@ static void accept_loop(void)
             give_free(f);
             continue;
         }
+        if (refuse_poison(f, &r)) {
+            mm_http_req_release(&r);
+            give_free(f);
+            continue;
+        }
         pthread_mutex_lock(&q_mu);
         int room = q_len + q_running <= W->conf->queue_depth;
         if (room) {
@@ -213,6 +243,34 @@ static void accept_loop(void)
         }
     }
     mm_buf_free(&r.out);
+}
+
+/* ---------------------------------------------------------------- crash marking */
+
+static const int crash_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP};
+static struct sigaction crash_prev[NSIG];
+
+/* A fault while a request runs marks that request as poison before the
+ * process dies (only async-signal-safe work here), then hands the signal to
+ * whoever handled it before (ASan's reporter) or to the default action. */
+static void on_crash(int sig, siginfo_t *si, void *uc)
+{
+    if (W && W->slot->req_start_us) mm_sb_poison_mark(W->sb, W->slot->req_fp, sig);
+    const struct sigaction *p = &crash_prev[sig];
+    if ((p->sa_flags & SA_SIGINFO) && p->sa_sigaction) p->sa_sigaction(sig, si, uc);
+    else if (!(p->sa_flags & SA_SIGINFO) && p->sa_handler != SIG_DFL && p->sa_handler != SIG_IGN) p->sa_handler(sig);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_crash_marking(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_crash;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < MM_ARRAY_LEN(crash_sigs); i++) sigaction(crash_sigs[i], &sa, &crash_prev[crash_sigs[i]]);
 }
 
 static void setup_process(mm_worker_ctx_t *ctx, const char *role_fmt)
@@ -253,6 +311,7 @@ void mm_worker_standin(mm_worker_ctx_t *ctx)
     __atomic_store_n(&ctx->slot->state, MM_SLOT_BACKOFF, __ATOMIC_RELEASE);
     struct pollfd pfd[2] = {{.fd = ctx->listen_fd, .events = POLLIN}, {.fd = sig_pipe[0], .events = POLLIN}};
     while (!got_quit && !got_term) {
+        ctx->slot->heartbeat_us = mm_now_us();
         int n = poll(pfd, 2, 1000);
         if (got_quit || got_term || getppid() != master_pid) break;
         if (n <= 0 || !(pfd[0].revents & POLLIN)) continue;
@@ -260,6 +319,7 @@ void mm_worker_standin(mm_worker_ctx_t *ctx)
         mm_http_req_init(&r, &f);
         r.start_us = mm_now_us();
         mm_router_classify(&r);
+        if (refuse_poison(&f, &r)) continue;
         mm_http_drain(&r, ctx->conf->max_body_bytes);
         if (ctx->index < 0) mm_http_error(&r, 503, "busy", "all workers are busy; retry shortly");
         else mm_http_error(&r, 503, "busy", "worker %d is restarting; retry shortly", ctx->index);
@@ -281,6 +341,7 @@ void mm_worker_main(mm_worker_ctx_t *ctx)
     const char *crash = getenv("MMEMBED_TEST_CRASH_FILE");
     if (crash && access(crash, F_OK) == 0) abort();
 #endif
+    install_crash_marking();
     char err[MM_ERRLEN] = "";
     if (mm_embed_init_child(ctx->embed, ctx->conf->threads, err, sizeof err) != MM_OK) {
         mm_log_error("worker init failed: %s", err);
@@ -295,6 +356,7 @@ void mm_worker_main(mm_worker_ctx_t *ctx)
     pthread_sigmask(SIG_UNBLOCK, &all, NULL);
 
     ctx->slot->pid = getpid();
+    ctx->slot->heartbeat_us = mm_now_us();
     __atomic_store_n(&ctx->slot->state, MM_SLOT_IDLE, __ATOMIC_RELEASE);
     mm_log_debug("worker ready on fd %d", ctx->listen_fd);
 

@@ -110,6 +110,8 @@ class Server:
                     d += f' max_tokens = {m["max_tokens"]};'
                 if m.get("dtype"):
                     d += f' dtype = "{m["dtype"]}";'
+                if m.get("aliases"):
+                    d += " aliases = [" + ", ".join(f'"{x}"' for x in m["aliases"]) + "];"
                 items.append(f'{{ name = "{m["name"]}"; path = "{m["path"]}";{d} }}')
             lines.append("models = (" + ", ".join(items) + ");")
         open(self.conf_path, "w").write("\n".join(lines) + "\n")
