@@ -1666,13 +1666,14 @@ void mm_embed_handle(mm_embed_t *e, mm_http_req_t *r)
 
 /* ---------------------------------------------------------------- CLI helpers */
 
-int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *const *images, int ni,
-                 int normalize, mm_buf_t *out, char *err, size_t errlen)
+/* A one-model registry for the command line, as a worker would hold it. */
+static int cli_open(const char *dir, int items, mm_embed_t **out, char *err, size_t errlen)
 {
     static mm_conf_t conf;
     mm_conf_defaults(&conf);
-    conf.max_items = MM_MAX(nt + ni, 1);
+    conf.max_items = MM_MAX(items, 1);
     mm_embed_t *e = calloc(1, sizeof *e);
+    *out = e;
     if (!e) return MM_E_NOMEM;
     e->conf = &conf;
     const char *slash = strrchr(dir, '/');
@@ -1683,6 +1684,37 @@ int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *
         e->n = 1;
         rc = mm_embed_init_child(e, 1, err, errlen);
     }
+    return rc;
+}
+
+int mm_embed_tokenize_cli(const char *dir, const char *text, mm_buf_t *out, char *err, size_t errlen)
+{
+    mm_embed_t *e;
+    int rc = cli_open(dir, 1, &e, err, errlen);
+    if (rc == MM_OK && !e->m[0].info->has_text)
+        rc = mm_errf(err, errlen, MM_E_INVALID, "model '%s' has no text tower", e->m[0].name);
+    if (rc == MM_OK) {
+        fail_t f = {0};
+        int n = 0;
+        int32_t *ids = e->ids;
+        if (tokenize_one(e, &e->m[0], text, strlen(text), ids, &n, 0, &default_text_opts, &f)) {
+            rc = mm_errf(err, errlen, MM_E_INVALID, "%s", f.msg);
+        } else {   /* exactly the ids the server feeds the model (truncation and end token included) */
+            mm_buf_puts(out, "{\"ids\":[");
+            for (int i = 0; i < n; i++) mm_buf_printf(out, "%s%d", i ? "," : "", ids[i]);
+            mm_buf_printf(out, "],\"tokens\":%d}\n", n);
+        }
+    }
+    mm_embed_free(e);
+    return rc;
+}
+
+int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *const *images, int ni,
+                 int normalize, mm_buf_t *out, char *err, size_t errlen)
+{
+    mm_embed_t *e;
+    int rc = cli_open(dir, nt + ni, &e, err, errlen);
+    if (!e) return MM_E_NOMEM;
     unsigned char **bufs = calloc((size_t)ni + 1, sizeof *bufs);
     size_t *blen = calloc((size_t)ni + 1, sizeof *blen);
     size_t *tlen = calloc((size_t)nt + 1, sizeof *tlen);

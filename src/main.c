@@ -171,21 +171,6 @@ static int cmd_embed(int argc, char **argv)
     return rc == MM_OK ? 0 : 1;
 }
 
-/* The text tower's max positions from config.json (truncation length). */
-static int model_max_tokens(const char *dir)
-{
-    char p[MM_PATH_MAX + 16];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    json_object *j = json_object_from_file(p), *tc, *v;
-    int n = 0;
-    if (j && json_object_object_get_ex(j, "text_config", &tc) &&
-        json_object_object_get_ex(tc, "max_position_embeddings", &v))
-        n = json_object_get_int(v);
-    else if (j && json_object_object_get_ex(j, "max_position_embeddings", &v))
-        n = json_object_get_int(v);
-    json_object_put(j);
-    return n;
-}
 
 static int cmd_tokenize(int argc, char **argv)
 {
@@ -194,25 +179,13 @@ static int cmd_tokenize(int argc, char **argv)
         usage();
         return 2;
     }
-    char path[MM_PATH_MAX + 32], err[MM_ERRLEN];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    mm_tokenizer_t *t;
-    if (mm_tokenizer_load(path, &t, err, sizeof err) != MM_OK) {
-        fprintf(stderr, "mmembed tokenize: %s\n", err);
-        return 1;
-    }
-    int max_len = model_max_tokens(dir), cap = max_len > 0 ? max_len : (int)strlen(text) * 4 + 16, n = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
-    int rc = mm_tokenizer_encode(t, text, strlen(text), max_len, ids, cap, &n, err, sizeof err);
-    if (rc == MM_OK) {
-        printf("{\"ids\":[");
-        for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", ids[i]);
-        printf("]}\n");
-    } else {
-        fprintf(stderr, "mmembed tokenize: %s\n", err);
-    }
-    free(ids);
-    mm_tokenizer_free(t);
+    char err[MM_ERRLEN] = "";
+    mm_buf_t out;
+    mm_buf_init(&out);
+    int rc = mm_embed_tokenize_cli(dir, text, &out, err, sizeof err);
+    if (rc == MM_OK) fwrite(out.data, 1, out.len, stdout);
+    else fprintf(stderr, "mmembed tokenize: %s\n", err);
+    mm_buf_free(&out);
     return rc == MM_OK ? 0 : 1;
 }
 

@@ -44,4 +44,9 @@ void mm_embed_cache_metrics(const mm_embed_t *e, mm_buf_t *b);
 int mm_embed_cli(const char *dir, const char *const *texts, int nt, const char *const *images, int ni,
                  int normalize, mm_buf_t *out, char *err, size_t errlen);
 
+/* Command-line tokenization through the model's own path (any model folder
+ * with a text tower: tokenizer.json or USE-Lite's vocabulary): appends
+ * {"ids":[...],"tokens":n} to out. */
+int mm_embed_tokenize_cli(const char *dir, const char *text, mm_buf_t *out, char *err, size_t errlen);
+
 #endif

@@ -102,7 +102,7 @@ def test_openai_shapes_and_options():
             ({"input": 5}, 400, "invalid_input"),
             ({"nothing": 1}, 400, "missing_input"),
             ({"input": "x", "encoding_format": "hex"}, 400, "invalid_parameter"),
-            ({"input": ["x"] * 65}, 413, "too_many_inputs"),
+            ({"input": ["x"] * 2049}, 413, "too_many_inputs"),
         ]
         for body, status, code in cases:
             r = s.post_json("/v1/embeddings", body)
@@ -198,7 +198,8 @@ def test_multimodal_fusion():
                              [("image", "rgb224.png", img("rgb224.png"), "image/png")])
         r = s.request("POST", "/embed/multimodal", body=body, headers={"Content-Type": ct})
         assert r.status == 200, r
-        d = r.json()
+        d = r.json()["data"][0]   # the list shape of every route: one item
+        assert r.json()["model"] == "tiny" and r.json()["dim"] == len(d["embedding"])
         assert cos(d["text_embedding"], tref) >= 0.99999
         assert cos(d["image_embedding"], iref) >= 0.999
         t, i = unit(d["text_embedding"]), unit(d["image_embedding"])
@@ -206,7 +207,7 @@ def test_multimodal_fusion():
         assert max(abs(a - b) for a, b in zip(d["embedding"], want)) < 1e-5
         j = s.post_json("/embed/multimodal", {"text": "a photo of a cat", "image": base64.b64encode(img("rgb224.png")).decode(),
                                               "text_weight": 1.0, "image_weight": 0.0}).json()
-        assert max(abs(a - b) for a, b in zip(j["embedding"], t)) < 1e-5
+        assert max(abs(a - b) for a, b in zip(j["data"][0]["embedding"], t)) < 1e-5
         r = s.post_json("/embed/multimodal", {"text": "x"})
         assert r.status == 400, (r, s.log()[-2000:])
         assert s.post_json("/embed/multimodal", {"image": base64.b64encode(img("rgb224.png")).decode()}).status == 400
@@ -216,7 +217,7 @@ def test_cli_embed_and_tokenize():
     import subprocess
     from harness import BIN
     out = subprocess.run([BIN, "tokenize", "--model", TINY, "--text", "a photo of a cat"], capture_output=True, text=True)
-    assert json.loads(out.stdout) == {"ids": [49406, 320, 1125, 539, 320, 2368, 49407]}, out
+    assert json.loads(out.stdout) == {"ids": [49406, 320, 1125, 539, 320, 2368, 49407], "tokens": 7}, out
     out = subprocess.run([BIN, "embed", "--model", TINY, "--text", "a photo of a cat", "--image",
                           os.path.join(FX, "images", "rgb224.png")], capture_output=True, text=True)
     d = json.loads(out.stdout)

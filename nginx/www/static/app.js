@@ -46,7 +46,7 @@ async function embedSide(side) {
   if (!res.ok) throw new Error(await apiError(res));
   const j = await res.json();
   const ms = performance.now() - t0;
-  const vec = k === "video" ? j.embedding : j.data[0].embedding;
+  const vec = j.data[0].embedding;
   return { kind: k, model: j.model, vec, ms, frames: j.frames };
 }
 
