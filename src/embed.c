@@ -519,11 +519,13 @@ static const text_opts_t default_text_opts = {1, "", 0};
 /* Check what every text costs before any of them is tokenized: the
  * instruction counts against the limits like the text it is prepended to
  * (it reaches the tokenizer once per input), and the request as a whole may
- * not make the tokenizer read more than limits.max_body_bytes. Sizes are
- * size_t with checked sums: request data never drives an int offset. */
+ * not make the tokenizer read more than limits.max_request_text_bytes (a
+ * small body with a long instruction and many inputs must not cost more
+ * than that). Sizes are 64-bit with checked sums: request data never
+ * drives an int offset. */
 static int check_text_sizes(const mm_embed_t *e, const size_t *lens, int n, const text_opts_t *o, fail_t *f)
 {
-    const uint64_t max_text = (uint64_t)e->conf->max_text_bytes, max_total = (uint64_t)e->conf->max_body_bytes;
+    const uint64_t max_text = (uint64_t)e->conf->max_text_bytes, max_total = (uint64_t)e->conf->max_request_text_bytes;
     if (o->prefix_len > max_text)
         return failf(f, 413, "instruction_too_long", "the instruction is %zu bytes; limits.max_text_bytes is %llu",
                      o->prefix_len, (unsigned long long)max_text);
@@ -538,7 +540,7 @@ static int check_text_sizes(const mm_embed_t *e, const size_t *lens, int n, cons
         total += one;
         if (total > max_total)
             return failf(f, 413, "request_too_large",
-                         "the inputs%s come to more than limits.max_body_bytes (%llu bytes) of text",
+                         "the inputs%s come to more than limits.max_request_text_bytes (%llu bytes) of text",
                          o->prefix_len ? " with the instruction prepended to each" : "",
                          (unsigned long long)max_total);
     }
@@ -1073,7 +1075,9 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         goto fail;
     }
     if (ids_mode && !m->model && !m->tm) {
-        failf(&f, 400, "invalid_input", "model '%s' does not take token ids; send strings", m->name);
+        failf(&f, 400, "invalid_input",
+              "model '%s' (USE-Lite) does not take token ids; send strings (token ids go to CLIP, BERT-style and "
+              "Qwen3 models)", m->name);
         goto fail;
     }
     if (ids_mode) {

@@ -53,6 +53,7 @@ typedef struct {
     int64_t max_body_bytes;
     int max_items;                    /* inputs per request */
     int64_t max_text_bytes;           /* per input text */
+    int64_t max_request_text_bytes;   /* all texts of a request as the tokenizer reads them (instruction included) */
     int64_t max_pixels;               /* per decoded image */
     int max_parts;                    /* multipart parts */
     int max_frames;

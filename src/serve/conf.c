@@ -55,6 +55,7 @@ static const key_t_ keys[] = {
     K_BYTES("limits.max_body_bytes", max_body_bytes, 1024, 1 << 30),
     K_INT("limits.max_items", max_items, 1, 8192),
     K_BYTES("limits.max_text_bytes", max_text_bytes, 16, 64 << 20),
+    K_BYTES("limits.max_request_text_bytes", max_request_text_bytes, 16, 1 << 30),
     K_INT("limits.max_pixels", max_pixels, 64, 1e9),
     K_INT("limits.max_parts", max_parts, 1, 4096),
     K_INT("limits.max_frames", max_frames, 1, 1024),
@@ -90,6 +91,7 @@ void mm_conf_defaults(mm_conf_t *c)
     c->max_body_bytes = 50 << 20;
     c->max_items = 2048;   /* OpenAI's own limit; worked through in chunks */
     c->max_text_bytes = 64 << 10;
+    c->max_request_text_bytes = 8 << 20;   /* the CLIP tokenizer reads ~0.5 MB/s: ~15 s at most */
     c->max_pixels = 40000000;
     c->max_parts = 64;
     c->max_frames = 32;

@@ -102,7 +102,8 @@ def test_a_client_retry_is_a_new_request():
 
 
 def test_instruction_counts_against_the_limits():
-    with Server(workers=1, models=MODELS[:1], limits={"max_text_bytes": '"1K"', "max_body_bytes": '"4M"'}) as s:
+    with Server(workers=1, models=MODELS[:1], limits={"max_text_bytes": '"1K"', "max_body_bytes": '"4M"',
+                                                    "max_request_text_bytes": '"1M"'}) as s:
         # an instruction over max_text_bytes on its own
         r = s.post_json("/v1/embeddings", {"input": ["a"], "instruction": "x" * 2000})
         err(r, 413, "instruction_too_long")
@@ -110,11 +111,12 @@ def test_instruction_counts_against_the_limits():
         r = s.post_json("/v1/embeddings", {"input": ["b" * 600], "instruction": "y" * 600})
         err(r, 413, "text_too_long")
         # a small body that would make the tokenizer read far more than the body limit
-        r = s.post_json("/embed/text", {"texts": ["c"] * 2048, "instruction": "z" * 1000},
-                        )
-        assert r.status == 200, r   # 2 MB of text: within max_body_bytes (4M)
-        r = s.post_json("/v1/embeddings", {"input": ["d"] * 8000, "instruction": "w" * 1000})
-        err(r, 413)
+        r = s.post_json("/embed/text", {"texts": ["c"] * 1000, "instruction": "z" * 1000})
+        assert r.status == 200, r   # 1,001,000 bytes of text: within max_request_text_bytes (1M)
+        # a 1 KB instruction on 2,048 one-byte inputs: a 9 KB body asking for 2 MB of tokenizing
+        r = s.post_json("/v1/embeddings", {"input": ["d"] * 2048, "instruction": "w" * 1000})
+        e = err(r, 413, "request_too_large")
+        assert "max_request_text_bytes" in e["message"], e
         assert s.get("/health").status == 200
 
 
