@@ -15,22 +15,17 @@
 #include "mmembed/base64.h"
 #include "mmembed/cache.h"
 #include "mmembed/conf.h"
+#include "mmembed/encoder.h"
+#include "mmembed/packcache.h"
 #include "mmembed/http.h"
 #include "mmembed/image.h"
 #include "mmembed/log.h"
-#include "mmembed/model.h"
 #include "mmembed/multipart.h"
 #include "mmembed/nn.h"
-#include "mmembed/packcache.h"
 #include "mmembed/preprocess.h"
 #include "mmembed/scoreboard.h"
-#include "mmembed/textmodel.h"
-#include "mmembed/tokenizer.h"
-#include "mmembed/use.h"
 #include "mmembed/video.h"
 
-#include <dirent.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #define IMG_CHUNK 8            /* images decoded and encoded per pass */
@@ -41,25 +36,16 @@
 typedef struct {
     char name[64];
     char dir[MM_PATH_MAX];
-    mm_use_t *use;             /* Universal Sentence Encoder Lite (text only), or */
-    mm_model_t *model;         /* a Hugging Face CLIP model, or */
-    mm_tm_t *tm;               /* a Hugging Face text encoder (BERT, Qwen3) */
-    mm_tm_runner_t *tmr;       /* worker only */
-    mm_model_info_t use_info;
-    const mm_model_info_t *info;
-    mm_tokenizer_t *tok;       /* NULL without a text tower */
-    mm_preproc_t pre;          /* valid with a vision tower */
-    int synthetic;             /* weights are not trained (config.json says so) */
-    const char *compute;       /* dense layers' dtype as run: "f32", "bf16", "q8" */
+    mm_encoder_t *enc;         /* the model: any architecture the registry knows */
+    const mm_enc_info_t *info; /* = mm_encoder_info(enc) */
+    const mm_preproc_t *pre;   /* its image preprocessor, NULL without vision */
+    mm_enc_runner_t *run;      /* worker only */
     char dtype_want[8];        /* as configured: f32, bf16, q8, auto */
-    char dtype_why[200];       /* why `compute` (CPU features, config, memory) */
-    double load_ms;            /* master: time to read, convert and pack the weights */
     int max_tokens;            /* truncation length: config max_tokens, else the model's */
     char instruction[512];     /* prefix for input_type "query" (config) */
     int is_default;
     int default_for;           /* MM_MOD_* bits from the config */
     const mm_conf_model_t *cm; /* its config entry (aliases); NULL for the CLI */
-    mm_runner_t *runner;       /* worker only */
 } entry_t;
 
 struct mm_embed {
@@ -85,52 +71,6 @@ struct mm_embed {
 
 /* ---------------------------------------------------------------- loading */
 
-static int read_synthetic_flag(const char *dir)
-{
-    char p[MM_PATH_MAX + 32];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    json_object *j = json_object_from_file(p), *v;
-    int syn = 0;
-    if (j && json_object_object_get_ex(j, "mmembed_synthetic", &v)) syn = json_object_get_boolean(v);
-    if (j && json_object_object_get_ex(j, "_note", &v) && strstr(json_object_get_string(v), "SYNTHETIC")) syn = 1;
-    json_object_put(j);
-    return syn;
-}
-
-/* A folder converted by tools/use/convert.js says "architecture": "USELite". */
-static int is_use_folder(const char *dir)
-{
-    char p[MM_PATH_MAX + 32];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    json_object *j = json_object_from_file(p), *v;
-    int yes = j && json_object_object_get_ex(j, "architecture", &v) && json_object_is_type(v, json_type_string) &&
-              strcmp(json_object_get_string(v), "USELite") == 0;
-    json_object_put(j);
-    return yes;
-}
-
-/* Bytes the dense weights would take in f32, estimated from the checkpoint
- * files (16-bit checkpoints double), for dtype "auto". */
-static size_t f32_estimate(const char *dir)
-{
-    DIR *d = opendir(dir);
-    size_t total = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        char p[MM_PATH_MAX + 300];
-        struct stat st;
-        if (n > 12 && !strcmp(de->d_name + n - 12, ".safetensors")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            if (stat(p, &st) == 0)
-                total += (size_t)st.st_size * 2;
-        }
-    }
-    if (d)
-        closedir(d);
-    return total;
-}
-
 static const char *pack_cache_word(int v)
 {
     return v == 1 ? "mapped" : v == 2 ? "stored" : v == -1 ? "unwritable" : "off";
@@ -145,86 +85,24 @@ static double ms_now(void)
 
 static int load_entry(entry_t *e, const char *name, const char *dir, const char *dtype, char *err, size_t errlen)
 {
-    char path[MM_PATH_MAX + 64], sub[MM_ERRLEN];
+    char sub[MM_ERRLEN];
     snprintf(e->name, sizeof e->name, "%s", name);
     snprintf(e->dir, sizeof e->dir, "%s", dir);
     snprintf(e->dtype_want, sizeof e->dtype_want, "%s", dtype);
-    const double t0 = ms_now();
-    e->load_ms = 0;
-    if (is_use_folder(dir)) {
-        /* USE-Lite's products are (tokens x 512) by small plain matrices:
-         * oneDNN f32 on plain weights; no packed dtypes */
-        e->compute = "f32";
-        snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(dtype, "f32") ?
-                 "USE-Lite always runs f32 (small model; no packed bf16/q8 path)" : "f32 as configured");
-        int rc = mm_use_load(dir, &e->use, sub, sizeof sub);
-        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
-        e->use_info = (mm_model_info_t){.name = e->name, .arch = "use-lite", .dim = mm_use_dim(e->use),
-                                        .max_tokens = mm_use_max_tokens(e->use), .has_text = 1, .dtype = "f32"};
-        e->info = &e->use_info;
-        e->max_tokens = e->info->max_tokens;
-        e->load_ms = ms_now() - t0;
-        return MM_OK;
-    }
-    mm_dtype_t dt;
-    if (mm_nn_resolve_dtype(dtype, f32_estimate(dir), &dt, e->dtype_why, sizeof e->dtype_why))
-        return mm_errf(err, errlen, MM_E_INVALID, "model '%s': unknown dtype '%s'", name, dtype);
-    e->compute = mm_dtype_name(dt);
-    if (mm_tm_is_supported(dir)) {
-        int rc = mm_tm_load_as(dir, dt, &e->tm, sub, sizeof sub);
-        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
-        const mm_tm_info_t *ti = mm_tm_info(e->tm);
-        e->use_info = (mm_model_info_t){.name = e->name, .arch = ti->arch, .dim = ti->dim, .max_tokens = ti->max_tokens,
-                                        .vocab_size = ti->vocab_size, .has_text = 1, .dtype = ti->dtype,
-                                        .compute = ti->compute, .pack_cache = ti->pack_cache};
-        e->info = &e->use_info;
-        e->max_tokens = ti->max_tokens;
-        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-        rc = mm_tokenizer_load(path, &e->tok, sub, sizeof sub);
-        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
-        e->load_ms = ms_now() - t0;
-        return MM_OK;
-    }
-    int rc = mm_model_load_as(dir, dt, &e->model, sub, sizeof sub);
+    int rc = mm_encoder_load(dir, dtype, &e->enc, sub, sizeof sub);
     if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
-    e->info = mm_model_info(e->model);
-    if (e->info->has_text) {
-        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-        rc = mm_tokenizer_load(path, &e->tok, sub, sizeof sub);
-        if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
-    }
-    if (e->info->has_vision) {
-        snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
-        rc = mm_preproc_load(path, &e->pre, sub, sizeof sub);
-        if (rc == MM_E_NOTFOUND) {
-            mm_preproc_default_clip(&e->pre, e->info->image_size);
-            mm_log_warn("model '%s': no preprocessor_config.json; using CLIP defaults", name);
-        } else if (rc) {
-            return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
-        }
-        int oh, ow;
-        if (mm_preproc_out_dims(&e->pre, 1000, 1000, &oh, &ow) || oh != e->info->image_size ||
-            ow != e->info->image_size)
-            return mm_errf(err, errlen, MM_E_INVALID,
-                           "model '%s': preprocessor output %dx%d does not match the model's image_size %d", name,
-                           oh, ow, e->info->image_size);
-    }
-    e->synthetic = read_synthetic_flag(dir);
+    e->info = mm_encoder_info(e->enc);
+    e->pre = mm_encoder_preproc(e->enc);
     e->max_tokens = e->info->max_tokens;
-    e->load_ms = ms_now() - t0;
-    if (e->synthetic)
+    if (mm_encoder_synthetic(e->enc))
         mm_log_warn("model '%s' (%s) has SYNTHETIC weights: its vectors are not semantic", name, dir);
     return MM_OK;
 }
 
 static void free_entry(entry_t *e)
 {
-    mm_runner_free(e->runner);
-    mm_tm_runner_free(e->tmr);
-    mm_tm_free(e->tm);
-    mm_use_free(e->use);
-    mm_tokenizer_free(e->tok);
-    mm_model_free(e->model);
+    mm_encoder_runner_free(e->run);
+    mm_encoder_free(e->enc);
     memset(e, 0, sizeof *e);
 }
 
@@ -245,11 +123,11 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
             return rc;
         }
         mm_log_info("model '%s': %s, dense layers in %s (%s); weights prepared in %.0f ms%s, %zu MiB shared",
-                    e->m[i].name, e->m[i].info->arch, e->m[i].compute, e->m[i].dtype_why, e->m[i].load_ms,
+                    e->m[i].name, e->m[i].info->arch, e->m[i].info->compute, mm_encoder_dtype_reason(e->m[i].enc),
+                    mm_encoder_load_ms(e->m[i].enc),
                     e->m[i].info->pack_cache == 0 ? "" : e->m[i].info->pack_cache == 1 ? " (mapped from the pack cache)" :
                     e->m[i].info->pack_cache == 2 ? " (pack cache written)" : " (pack cache NOT writable)",
-                    (e->m[i].model ? mm_model_weight_bytes(e->m[i].model)
-                     : e->m[i].tm ? mm_tm_weight_bytes(e->m[i].tm) : (size_t)0) >> 20);
+                    e->m[i].info->weight_bytes >> 20);
         e->m[i].is_default = c->models[i].is_default;
         e->m[i].cm = &c->models[i];
         e->m[i].default_for = c->models[i].default_for;
@@ -335,21 +213,12 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
     e->max_items = e->conf ? e->conf->max_items : 64;
     e->max_tokens = e->max_dim = e->max_pix = 1;
     for (int i = 0; i < e->n; i++) {
-        const mm_model_info_t *in = e->m[i].info;
+        const mm_enc_info_t *in = e->m[i].info;
         e->max_tokens = MM_MAX(e->max_tokens, in->max_tokens);
         e->max_dim = MM_MAX(e->max_dim, in->dim);
         e->max_pix = MM_MAX(e->max_pix, in->channels * in->image_size * in->image_size);
-        if (e->m[i].use) {
-            mm_nn_set_threads(threads);
-            continue;
-        }
-        if (e->m[i].tm) {
-            if (!(e->m[i].tmr = mm_tm_runner_new(e->m[i].tm, TEXT_CHUNK, threads)))
-                return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
-            continue;
-        }
-        e->m[i].runner = mm_runner_new(e->m[i].model, TEXT_CHUNK, IMG_CHUNK, threads);
-        if (!e->m[i].runner) return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
+        if (!(e->m[i].run = mm_encoder_runner_new(e->m[i].enc, TEXT_CHUNK, IMG_CHUNK, threads)))
+            return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
     }
     e->ids = malloc(sizeof(int32_t) * TEXT_CHUNK * (size_t)e->max_tokens);
     e->idp = malloc(sizeof(int32_t *) * TEXT_CHUNK);
@@ -369,9 +238,7 @@ size_t mm_embed_weight_bytes(const mm_embed_t *e)
 {
     size_t n = 0;
     for (int i = 0; e && i < e->n; i++) {
-        if (e->m[i].model) n += mm_model_weight_bytes(e->m[i].model);
-        if (e->m[i].tm) n += mm_tm_weight_bytes(e->m[i].tm);
-        if (e->m[i].use) n += mm_use_weight_bytes(e->m[i].use);
+        n += e->m[i].info->weight_bytes;
     }
     return n;
 }
@@ -387,18 +254,18 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                          "\"dtype_requested\":\"%s\",\"dtype_reason\":",
                       m->info->arch, m->info->dim, m->info->has_text ? "\"text\"" : "",
                       m->info->has_text && m->info->has_vision ? "," : "",
-                      m->info->has_vision ? "\"image\",\"video\"" : "", m->compute, m->dtype_want);
-        mm_buf_json_str(b, m->dtype_why, strlen(m->dtype_why));
+                      m->info->has_vision ? "\"image\",\"video\"" : "", m->info->compute, m->dtype_want);
+        const char *why = mm_encoder_dtype_reason(m->enc);
+        const int synthetic = mm_encoder_synthetic(m->enc);
+        mm_buf_json_str(b, why, strlen(why));
         mm_buf_printf(b, ",\"cpu\":\"%s\",\"load_ms\":%.0f,\"pack_cache\":\"%s\","
                          "\"source_dtype\":\"%s\",\"max_tokens\":%d,\"image_size\":%d,\"default\":%s,"
                          "\"weight_bytes\":%zu,\"synthetic\":%s",
-                      mm_nn_cpu()->isa, m->load_ms, pack_cache_word(m->info->pack_cache), m->info->dtype,
+                      mm_nn_cpu()->isa, mm_encoder_load_ms(m->enc), pack_cache_word(m->info->pack_cache), m->info->dtype,
                       m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
-                      m->model ? mm_model_weight_bytes(m->model) : m->tm ? mm_tm_weight_bytes(m->tm)
-                                                                    : mm_use_weight_bytes(m->use),
-                      m->synthetic ? "true" : "false");
-        if (m->synthetic)
+                      m->info->weight_bytes, synthetic ? "true" : "false");
+        if (synthetic)
             mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
                            "point models.path at a real CLIP folder\"");
         mm_buf_puts(b, "}");
@@ -470,7 +337,7 @@ static entry_t *find_model(mm_embed_t *e, const char *name, int need_text, int n
             if (e->m[i].default_for & want) return &e->m[i];
         for (int pass = 0; pass < 2; pass++)
             for (int i = 0; i < e->n; i++) {
-                const mm_model_info_t *in = e->m[i].info;
+                const mm_enc_info_t *in = e->m[i].info;
                 if ((pass == 0 && !e->m[i].is_default) || (need_text && !in->has_text) ||
                     (need_vision && !in->has_vision))
                     continue;
@@ -551,29 +418,9 @@ static int check_text_sizes(const mm_embed_t *e, const size_t *lens, int n, cons
 static int tokenize_one(mm_embed_t *e, entry_t *m, const char *t, size_t tl, int32_t *ids, int *len, int idx,
                         const text_opts_t *o, fail_t *f)
 {
+    (void)e;
     char err[MM_ERRLEN];
-    int trc;
-    int eos = m->tm ? mm_tm_info(m->tm)->append_eos_id : -1;
-    if (eos >= 0 && mm_tokenizer_eos_id(m->tok) == eos) eos = -1;   /* the tokenizer adds it already */
-    int room = m->max_tokens - (eos >= 0);   /* keep a place for an appended end-of-text token */
-    if (m->use) {   /* USE Lite clips at its 128 positions; truncate: false refuses longer texts */
-        trc = mm_use_tokenize(m->use, t, tl, ids, e->max_tokens, len, err, sizeof err);
-        int all = 0;
-        if (!trc && !o->truncate && (trc = mm_use_count_tokens(m->use, t, tl, &all, err, sizeof err)) == 0 &&
-            all > m->max_tokens)
-            trc = MM_E_TOOBIG;
-        if (!trc && *len > m->max_tokens) *len = m->max_tokens;
-    } else if (eos >= 0 && o->truncate) {   /* no post-processor: truncation is plain cutting */
-        trc = mm_tokenizer_encode(m->tok, t, tl, 0, ids, e->max_tokens, len, err, sizeof err);
-        if (trc == MM_E_TOOBIG) {   /* longer than our buffer: tokenize a prefix that surely suffices */
-            size_t cut = MM_MIN(tl, (size_t)room * 64);
-            while (cut > 0 && cut < tl && ((unsigned char)t[cut] & 0xC0) == 0x80) cut--;   /* whole chars */
-            trc = mm_tokenizer_encode(m->tok, t, cut, 0, ids, e->max_tokens, len, err, sizeof err);
-        }
-        if (!trc && *len > room) *len = room;
-    } else
-        trc = mm_tokenizer_encode(m->tok, t, tl, o->truncate ? room : 0, ids, room, len, err, sizeof err);
-    if (!trc && eos >= 0) ids[(*len)++] = eos;
+    int trc = mm_encoder_tokenize(m->enc, t, tl, m->max_tokens, o->truncate, ids, len, err, sizeof err);
     if (trc == MM_E_TOOBIG && !o->truncate)
         return failf(f, 422, "input_too_long", "input %d is longer than the %d tokens model '%s' takes (truncate is false)",
                      idx, m->max_tokens, m->name);
@@ -589,15 +436,14 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
 {
     if (!m->info->has_text) return failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
     if (check_text_sizes(e, lens, n, o, f)) return -1;
-    char err[MM_ERRLEN];
     const int d = m->info->dim, chunk = MM_MIN(n, TEXT_CHUNK);
     int rc = 0;
     /* the texts the model sees: instruction + text, tokenized and cached as one string */
-    const char **eff = calloc((size_t)chunk, sizeof *eff), **mt = calloc((size_t)chunk, sizeof *mt);
-    size_t *efl = calloc((size_t)chunk, sizeof *efl), *mtl = calloc((size_t)chunk, sizeof *mtl);
+    const char **eff = calloc((size_t)MM_MAX(chunk, 1), sizeof *eff);
+    size_t *efl = calloc((size_t)MM_MAX(chunk, 1), sizeof *efl);
     char *joined = NULL;
     size_t joined_cap = 0;
-    if (!eff || !efl || !mt || !mtl) {
+    if (!eff || !efl) {
         rc = failf(f, 500, NULL, "out of memory");
         goto out;
     }
@@ -638,17 +484,12 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
             }
             e->idp[nm] = ids;
             e->mlens[nm] = e->lens[i];
-            mt[nm] = eff[j];
-            mtl[nm] = efl[j];
             e->miss[nm++] = j;
         }
         if (nm == 0) continue;
-        int mrc = m->use ? mm_use_embed(m->use, mt, mtl, nm, e->tmp, err, sizeof err)
-                  : m->tm  ? mm_tm_encode(m->tmr, e->idp, e->mlens, nm, e->tmp)
-                           : mm_model_encode_text(m->runner, e->idp, e->mlens, nm, e->tmp);
+        int mrc = mm_encoder_encode_ids(m->run, e->idp, e->mlens, nm, e->tmp);
         if (mrc) {
-            rc = m->use ? failf(f, mm_status_http(mrc), NULL, "%s", err)
-                        : failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
+            rc = failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
             goto out;
         }
         for (int q = 0; q < nm; q++) {
@@ -663,8 +504,6 @@ static int encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts
 out:
     free(eff);
     free(efl);
-    free(mt);
-    free(mtl);
     free(joined);
     return rc;
 }
@@ -701,7 +540,7 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
             mm_image_t img;
             int i = e->miss[base + j];
             if (lens[i] == 0) return failf(f, 400, "empty_image", "image %d is empty", i);
-            const int edge = mm_preproc_min_edge(&m->pre), fast = e->conf->jpeg_dct_scaling;
+            const int edge = mm_preproc_min_edge(m->pre), fast = e->conf->jpeg_dct_scaling;
             int rc = fast > 0 && edge > 0
                          ? mm_image_decode_keep(bufs[i], lens[i], fast * edge, (long)e->conf->max_pixels, &img, err,
                                                 sizeof err)
@@ -711,12 +550,12 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
                              (long long)e->conf->max_pixels);
             if (rc) return failf(f, mm_status_http(rc), rc == MM_E_UNSUPPORTED ? "unsupported_image" : "invalid_image",
                                  "image %d: %s", i, err);
-            rc = mm_preproc_run(&m->pre, &img, e->pix + (size_t)j * per);
+            rc = mm_preproc_run(m->pre, &img, e->pix + (size_t)j * per);
             mm_image_free(&img);
             if (rc) return failf(f, mm_status_http(rc), "invalid_image", "image %d: preprocessing failed", i);
         }
         double t1 = ms_now();
-        int rc = mm_model_encode_image(m->runner, e->pix, k, e->tmp);
+        int rc = mm_encoder_encode_pixels(m->run, e->pix, k, e->tmp);
         e->t_decode += t1 - t0;
         e->t_model += ms_now() - t1;
         if (rc) return failf(f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
@@ -1074,10 +913,10 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
         failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
         goto fail;
     }
-    if (ids_mode && !m->model && !m->tm) {
+    if (ids_mode && !m->info->takes_ids) {
         failf(&f, 400, "invalid_input",
-              "model '%s' (USE-Lite) does not take token ids; send strings (token ids go to CLIP, BERT-style and "
-              "Qwen3 models)", m->name);
+              "model '%s' (%s) does not take token ids; send strings (token ids go to CLIP, BERT-style and "
+              "Qwen3 models)", m->name, m->info->arch);
         goto fail;
     }
     if (ids_mode) {
@@ -1117,8 +956,7 @@ static void h_openai(mm_embed_t *e, mm_http_req_t *r)
                 e->mlens[j] = e->lens[base + j];
             }
             float *dst = e->vecs + (size_t)base * m->info->dim;
-            int rc = m->tm ? mm_tm_encode(m->tmr, e->idp, e->mlens, cn, dst)
-                           : mm_model_encode_text(m->runner, e->idp, e->mlens, cn, dst);
+            int rc = mm_encoder_encode_ids(m->run, e->idp, e->mlens, cn, dst);
             if (rc) {
                 failf(&f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
                 goto fail;
@@ -1569,7 +1407,7 @@ static void h_video(mm_embed_t *e, mm_http_req_t *r)
     mm_video_limits_t lim = {.max_bytes = (long)e->conf->max_body_bytes, .max_seconds = e->conf->max_video_seconds,
                              .max_pixels = (long)e->conf->max_pixels, .max_frames = e->conf->max_frames,
                              .budget_seconds = e->conf->video_budget,
-                             .min_edge_hint = mm_preproc_min_edge(&m->pre), .threads = 1};
+                             .min_edge_hint = mm_preproc_min_edge(m->pre), .threads = 1};
     char err[MM_ERRLEN];
     int64_t t0 = mm_now_us();
     int rc = mm_video_sample(file->data.data, file->data.len, frames, &lim, &v, err, sizeof err);
@@ -1587,12 +1425,12 @@ static void h_video(mm_embed_t *e, mm_http_req_t *r)
         int k = MM_MIN(IMG_CHUNK, v.n - base);
         for (int j = 0; j < k; j++) {
             const mm_video_frame_t *fr = &v.frames[base + j];
-            if (mm_preproc_from_rgb(&m->pre, fr->rgb, fr->w, fr->h, (size_t)fr->w * 3, e->pix + (size_t)j * per)) {
+            if (mm_preproc_from_rgb(m->pre, fr->rgb, fr->w, fr->h, (size_t)fr->w * 3, e->pix + (size_t)j * per)) {
                 failf(&f, 500, NULL, "frame %d: preprocessing failed", base + j);
                 goto fail;
             }
         }
-        if ((rc = mm_model_encode_image(m->runner, e->pix, k, e->vecs + (size_t)base * d))) {
+        if ((rc = mm_encoder_encode_pixels(m->run, e->pix, k, e->vecs + (size_t)base * d))) {
             failf(&f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
             goto fail;
         }

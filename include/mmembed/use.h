@@ -59,4 +59,9 @@ int mm_use_count_tokens(const mm_use_t *m, const char *text, size_t len, int *co
 int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens, int n, float *out,
                  char *err, size_t errlen);
 
+/* Embeds n token sequences (ids[i] of lens[i] ids, 1 to max_tokens, as
+ * mm_use_tokenize gives them) into out (n, mm_use_dim); the same vectors
+ * mm_use_embed gives for the texts. Returns 0, MM_E_INVALID, MM_E_NOMEM. */
+int mm_use_embed_ids(const mm_use_t *m, const int32_t *const *ids, const int *lens, int n, float *out);
+
 #endif

@@ -19,6 +19,7 @@
  *
  * Sections: config, weights, load, run state, forward, public encode API. */
 #include "mmembed/model.h"
+#include "mmembed/encoder.h"
 #include "mmembed/packcache.h"
 
 #include "mmembed/common.h"
@@ -801,3 +802,81 @@ int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out
     }
     return MM_OK;
 }
+
+/* ---------------------------------------------------------------- encoder interface */
+
+static int clip_load(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen)
+{
+    mm_model_t *m;
+    int rc = mm_model_load_as(dir, dt, &m, err, errlen);
+    *model = rc ? NULL : m;
+    return rc;
+}
+
+static void clip_free(void *model)
+{
+    mm_model_free(model);
+}
+
+static void clip_info(const void *model, mm_enc_info_t *o)
+{
+    const mm_model_info_t *mi = mm_model_info(model);
+    *o = (mm_enc_info_t){.arch = mi->arch, .dim = mi->dim, .max_tokens = mi->max_tokens,
+                         .vocab_size = mi->vocab_size, .has_text = mi->has_text, .has_vision = mi->has_vision,
+                         .takes_ids = mi->has_text, .append_eos_id = -1, .image_size = mi->image_size,
+                         .channels = mi->channels, .dtype = mi->dtype, .compute = mi->compute,
+                         .pack_cache = mi->pack_cache, .weight_bytes = mm_model_weight_bytes(model)};
+}
+
+static void *clip_runner_new(const void *model, int max_batch, int max_images, int threads)
+{
+    return mm_runner_new(model, max_batch, max_images, threads);
+}
+
+static void clip_runner_free(void *r)
+{
+    mm_runner_free(r);
+}
+
+/* Runs of text inputs go to the text tower, runs of images (contiguous in
+ * memory, as callers lay them out) to the vision tower. */
+static int clip_encode(const void *model, void *runner, const mm_input_t *in, int n, float *out)
+{
+    const mm_model_info_t *mi = mm_model_info(model);
+    const size_t per = (size_t)mi->channels * mi->image_size * mi->image_size;
+    const int32_t *ids[64];
+    int lens[64];
+    for (int i = 0; i < n;) {
+        if (in[i].n_seg != 1) return MM_E_UNSUPPORTED;   /* one segment per input */
+        const mm_segment_t *s = in[i].seg;
+        int k = 1, rc;
+        if (s->kind == MM_SEG_TEXT) {
+            ids[0] = s->ids;
+            lens[0] = s->n_ids;
+            while (i + k < n && k < 64 && in[i + k].n_seg == 1 && in[i + k].seg->kind == MM_SEG_TEXT) {
+                ids[k] = in[i + k].seg->ids;
+                lens[k] = in[i + k].seg->n_ids;
+                k++;
+            }
+            rc = mm_model_encode_text(runner, ids, lens, k, out + (size_t)i * mi->dim);
+        } else if (s->kind == MM_SEG_IMAGE) {
+            if (s->channels != mi->channels || s->height != mi->image_size || s->width != mi->image_size)
+                return MM_E_INVALID;
+            while (i + k < n && in[i + k].n_seg == 1 && in[i + k].seg->kind == MM_SEG_IMAGE &&
+                   in[i + k].seg->pixels == s->pixels + (size_t)k * per && in[i + k].seg->height == s->height &&
+                   in[i + k].seg->width == s->width && in[i + k].seg->channels == s->channels)
+                k++;
+            rc = mm_model_encode_image(runner, s->pixels, k, out + (size_t)i * mi->dim);
+        } else {
+            return MM_E_INVALID;
+        }
+        if (rc) return rc;
+        i += k;
+    }
+    return MM_OK;
+}
+
+const mm_encoder_ops_t mm_enc_clip = {
+    .name = "clip", .load = clip_load, .free = clip_free, .info = clip_info, .runner_new = clip_runner_new,
+    .runner_free = clip_runner_free, .encode = clip_encode,
+};

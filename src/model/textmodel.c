@@ -46,6 +46,7 @@
  *
  * Sections: config, pooling files, weight walk, load, forward, API. */
 #include "mmembed/textmodel.h"
+#include "mmembed/encoder.h"
 #include "mmembed/packcache.h"
 
 #include "mmembed/common.h"
@@ -1169,3 +1170,62 @@ int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, 
     }
     return MM_OK;
 }
+
+/* ---------------------------------------------------------------- encoder interface */
+
+static int tm_load(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen)
+{
+    mm_tm_t *m;
+    int rc = mm_tm_load_as(dir, dt, &m, err, errlen);
+    *model = rc ? NULL : m;
+    return rc;
+}
+
+static void tm_free(void *model)
+{
+    mm_tm_free(model);
+}
+
+static void tm_info(const void *model, mm_enc_info_t *o)
+{
+    const mm_tm_info_t *ti = mm_tm_info(model);
+    *o = (mm_enc_info_t){.arch = ti->arch, .dim = ti->dim, .max_tokens = ti->max_tokens,
+                         .vocab_size = ti->vocab_size, .has_text = 1, .takes_ids = 1,
+                         .append_eos_id = ti->append_eos_id, .dtype = ti->dtype, .compute = ti->compute,
+                         .pack_cache = ti->pack_cache, .weight_bytes = mm_tm_weight_bytes(model)};
+}
+
+static void *tm_runner_new(const void *model, int max_batch, int max_images, int threads)
+{
+    (void)max_images;
+    return mm_tm_runner_new(model, max_batch, threads);
+}
+
+static void tm_runner_free(void *r)
+{
+    mm_tm_runner_free(r);
+}
+
+static int tm_encode(const void *model, void *runner, const mm_input_t *in, int n, float *out)
+{
+    const int32_t *ids[64];
+    int lens[64];
+    const int d = mm_tm_info(model)->dim;
+    for (int base = 0; base < n; base += 64) {
+        const int k = MM_MIN(64, n - base);
+        for (int i = 0; i < k; i++) {
+            const mm_input_t *x = &in[base + i];
+            if (x->n_seg != 1 || x->seg->kind != MM_SEG_TEXT) return MM_E_UNSUPPORTED;   /* text only */
+            ids[i] = x->seg->ids;
+            lens[i] = x->seg->n_ids;
+        }
+        int rc = mm_tm_encode(runner, ids, lens, k, out + (size_t)base * d);
+        if (rc) return rc;
+    }
+    return MM_OK;
+}
+
+const mm_encoder_ops_t mm_enc_textmodel = {
+    .name = "textmodel", .load = tm_load, .free = tm_free, .info = tm_info, .runner_new = tm_runner_new,
+    .runner_free = tm_runner_free, .encode = tm_encode,
+};

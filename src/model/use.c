@@ -77,6 +77,7 @@
 #include "mmembed/use.h"
 
 #include "mmembed/common.h"
+#include "mmembed/encoder.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
 #include "mmembed/unigram.h"
@@ -521,42 +522,15 @@ static void *grow(void *p, size_t *cap, size_t need)
     return q;
 }
 
-int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens, int n, float *out,
-                 char *err, size_t errlen)
+/* Runs n tokenized texts packed back to back in ids (tlens[i] each, 1 to
+ * max_tokens) through the graph into out (n, hidden). */
+static int embed_packed(const mm_use_t *m, const int32_t *ids, const int *tlens, int n, float *out, char *err,
+                        size_t errlen)
 {
-    if (n <= 0)
-        return MM_OK;
     const use_config_t *c = &m->c;
     const int T = c->max_tokens;
-    int rc = MM_OK;
-    float *buf = NULL;
-
-    /* Tokenize everything first: errors come before any compute, and the
-     * scratch is sized for the rows actually run (a short text costs a few
-     * KB of scratch, not the 1,024-row maximum). */
-    int32_t *ids = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *ids);
-    if (ids) S_.ids = ids;
-    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
-    if (tlens) S_.tlens = tlens;
-    if (!ids || !tlens) {
-        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
-        goto out;
-    }
     size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        if ((rc = mm_use_tokenize(m, texts[i], lens[i], ids + total, T, &tlens[i], err, errlen))) {
-            char why[MM_ERRLEN];
-            snprintf(why, sizeof why, "%s", err ? err : "");
-            mm_errf(err, errlen, rc, "input %d: %s", i, why);
-            goto out;
-        }
-        if (tlens[i] == 0) {
-            rc = mm_errf(err, errlen, MM_E_INVALID, "input %d: empty text (no tokens to embed)", i);
-            goto out;
-        }
-        total += (size_t)tlens[i];
-    }
-
+    for (int i = 0; i < n; i++) total += (size_t)tlens[i];
     const int rows = (int)MM_MIN(total, (size_t)MM_MAX(CHUNK_ROWS, T));
     int maxw = c->embed_dim, maxin = 0, maxffn = 0;
     for (int l = 0; l < c->n_layers; l++) {
@@ -566,12 +540,9 @@ int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens
     }
     size_t nf = (size_t)rows * (3 * (size_t)maxw + 4 * (size_t)maxin + (size_t)maxffn + (size_t)c->hidden) +
                 (size_t)T * T;
-    buf = grow(S_.buf, &S_.buf_cap, nf * sizeof *buf);
+    float *buf = grow(S_.buf, &S_.buf_cap, nf * sizeof *buf);
     if (buf) S_.buf = buf;
-    if (!buf) {
-        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
-        goto out;
-    }
+    if (!buf) return mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
     scratch_t s;
     s.x = buf;
     s.h = s.x + (size_t)rows * maxw;
@@ -592,6 +563,131 @@ int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens
         i0 += nt;
         r0 += (size_t)R;
     }
-out:
+    return MM_OK;
+}
+
+int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens, int n, float *out,
+                 char *err, size_t errlen)
+{
+    if (n <= 0)
+        return MM_OK;
+    const int T = m->c.max_tokens;
+    /* Tokenize everything first: errors come before any compute, and the
+     * scratch is sized for the rows actually run (a short text costs a few
+     * KB of scratch, not the 1,024-row maximum). */
+    int32_t *ids = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *ids);
+    if (ids) S_.ids = ids;
+    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
+    if (tlens) S_.tlens = tlens;
+    if (!ids || !tlens)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int rc;
+        if ((rc = mm_use_tokenize(m, texts[i], lens[i], ids + total, T, &tlens[i], err, errlen))) {
+            char why[MM_ERRLEN];
+            snprintf(why, sizeof why, "%s", err ? err : "");
+            return mm_errf(err, errlen, rc, "input %d: %s", i, why);
+        }
+        if (tlens[i] == 0)
+            return mm_errf(err, errlen, MM_E_INVALID, "input %d: empty text (no tokens to embed)", i);
+        total += (size_t)tlens[i];
+    }
+    return embed_packed(m, ids, tlens, n, out, err, errlen);
+}
+
+int mm_use_embed_ids(const mm_use_t *m, const int32_t *const *ids, const int *lens, int n, float *out)
+{
+    if (n <= 0)
+        return MM_OK;
+    const int T = m->c.max_tokens;
+    int32_t *packed = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *packed);
+    if (packed) S_.ids = packed;
+    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
+    if (tlens) S_.tlens = tlens;
+    if (!packed || !tlens) return MM_E_NOMEM;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (lens[i] < 1 || lens[i] > T) return MM_E_INVALID;
+        for (int k = 0; k < lens[i]; k++)
+            if (ids[i][k] < 0 || ids[i][k] >= m->c.vocab_rows) return MM_E_INVALID;
+        memcpy(packed + total, ids[i], sizeof *packed * (size_t)lens[i]);
+        tlens[i] = lens[i];
+        total += (size_t)lens[i];
+    }
+    return embed_packed(m, packed, tlens, n, out, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- encoder interface */
+
+static int use_load_enc(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen)
+{
+    (void)dt;
+    mm_use_t *m;
+    int rc = mm_use_load(dir, &m, err, errlen);
+    *model = rc ? NULL : m;
     return rc;
 }
+
+static void use_free_enc(void *model)
+{
+    mm_use_free(model);
+}
+
+static void use_info_enc(const void *model, mm_enc_info_t *o)
+{
+    const mm_use_t *m = model;
+    *o = (mm_enc_info_t){.arch = "use-lite", .dim = m->c.hidden, .max_tokens = m->c.max_tokens,
+                         .vocab_size = m->c.vocab_rows, .has_text = 1, .takes_ids = 0, .append_eos_id = -1,
+                         .dtype = "f32", .compute = "f32", .weight_bytes = m->pack_bytes};
+}
+
+static int use_tokenize_enc(const void *model, const char *text, size_t len, int32_t *ids, int cap, int *n, int *total,
+                            char *err, size_t errlen)
+{
+    const mm_use_t *m = model;
+    int rc = mm_unigram_encode(m->tok, text, len, ids, MM_MIN(cap, m->c.max_tokens), total, err, errlen);
+    *n = rc ? 0 : MM_MIN(*total, m->c.max_tokens);
+    return rc;
+}
+
+/* USE-Lite keeps per-thread scratch of its own; the runner only sets the
+ * thread count of nn's pool. */
+static void *use_runner_new(const void *model, int max_batch, int max_images, int threads)
+{
+    (void)model, (void)max_batch, (void)max_images;
+    mm_nn_set_threads(threads);
+    static int token;
+    return &token;
+}
+
+static void use_runner_free(void *r)
+{
+    (void)r;
+}
+
+static int use_encode_enc(const void *model, void *runner, const mm_input_t *in, int n, float *out)
+{
+    (void)runner;
+    const int32_t *ids[64];
+    int lens[64];
+    const mm_use_t *m = model;
+    for (int base = 0; base < n; base += 64) {
+        const int k = MM_MIN(64, n - base);
+        for (int i = 0; i < k; i++) {
+            const mm_input_t *x = &in[base + i];
+            if (x->n_seg != 1 || x->seg->kind != MM_SEG_TEXT) return MM_E_UNSUPPORTED;
+            ids[i] = x->seg->ids;
+            lens[i] = x->seg->n_ids;
+        }
+        int rc = mm_use_embed_ids(m, ids, lens, k, out + (size_t)base * m->c.hidden);
+        if (rc) return rc;
+    }
+    return MM_OK;
+}
+
+const mm_encoder_ops_t mm_enc_use = {
+    .name = "use-lite", .f32_only = "USE-Lite always runs f32 (small model; no packed bf16/q8 path)",
+    .load = use_load_enc, .free = use_free_enc, .info = use_info_enc, .tokenize = use_tokenize_enc,
+    .runner_new = use_runner_new, .runner_free = use_runner_free, .encode = use_encode_enc,
+};

@@ -1,0 +1,119 @@
+/* encoder — one interface over every embedding architecture.
+ *
+ * An architecture (src/model/clip.c, textmodel.c, use.c, ...) exports one
+ * ops table, mm_encoder_ops_t; the registry (src/model/registry.c) reads a
+ * Hugging Face folder's config.json once, picks the architecture from its
+ * table (architectures / model_type), resolves the compute dtype, loads the
+ * weights into the shared pack, and loads what turns request data into
+ * model inputs (tokenizer, image preprocessor). Nothing above this layer
+ * knows which architectures exist.
+ *
+ * Inputs are sequences of segments — token ids, or an image's pixels at
+ * the geometry the model's preprocessor chose — so a model that reads text
+ * and images in one sequence fits the same call. Today's architectures take
+ * one segment per input.
+ *
+ * Lifetimes as in model.h: mm_encoder_t is loaded in the master before
+ * fork and never written afterwards; mm_enc_runner_t is one per worker. */
+#ifndef MMEMBED_ENCODER_H
+#define MMEMBED_ENCODER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mmembed/nn.h"
+
+struct json_object;
+struct mm_preproc;
+
+typedef struct mm_encoder mm_encoder_t;
+typedef struct mm_enc_runner mm_enc_runner_t;
+
+enum { MM_SEG_TEXT = 1, MM_SEG_IMAGE = 2 };
+
+typedef struct {
+    int kind;                  /* MM_SEG_* */
+    const int32_t *ids;        /* MM_SEG_TEXT: (n_ids) token ids, special tokens included */
+    int n_ids;
+    const float *pixels;       /* MM_SEG_IMAGE: (channels, height, width) normalized floats */
+    int channels, height, width;
+} mm_segment_t;
+
+typedef struct {
+    const mm_segment_t *seg;   /* (n_seg) */
+    int n_seg;
+} mm_input_t;
+
+/* Static facts about a loaded model, the same struct for every architecture. */
+typedef struct {
+    const char *arch;          /* "clip", "bert", "qwen3", "use-lite" */
+    int dim;                   /* floats per output vector */
+    int max_tokens;            /* longest text input, special tokens included (0: no text) */
+    int vocab_size;            /* valid ids [0, vocab_size) (0: no text) */
+    int has_text, has_vision;
+    int takes_ids;             /* clients may send token ids instead of text */
+    int append_eos_id;         /* -1, or an id appended after the tokenizer's output (qwen3) */
+    int image_size, channels;  /* vision input geometry (0 without vision) */
+    const char *dtype;         /* checkpoint dtype: "f32", "f16", "bf16", "mixed" */
+    const char *compute;       /* dense layers as run: "f32", "bf16", "q8" */
+    int pack_cache;            /* 0 none, 1 mapped from the pack cache, 2 stored, -1 not stored */
+    size_t weight_bytes;       /* shared read-only weights */
+} mm_enc_info_t;
+
+/* What an architecture provides. `model` and `runner` are its own types. */
+typedef struct {
+    const char *name;
+    const char *f32_only;      /* non-NULL: runs f32 whatever dtype is asked for; says why */
+    int (*load)(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen);
+    void (*free)(void *model);
+    void (*info)(const void *model, mm_enc_info_t *out);
+    /* Optional: the architecture's own tokenizer (NULL: the folder's
+     * tokenizer.json). Writes MM_MIN(cap, count) ids, *n = count clipped to
+     * the model's max, *total = count before clipping. */
+    int (*tokenize)(const void *model, const char *text, size_t len, int32_t *ids, int cap, int *n, int *total,
+                    char *err, size_t errlen);
+    void *(*runner_new)(const void *model, int max_batch, int max_images, int threads);
+    void (*runner_free)(void *runner);
+    /* Encode n inputs (n <= the runner's max_batch for text, any n for
+     * images) into out (n, dim), NOT normalized. Returns 0 or MM_E_*. */
+    int (*encode)(const void *model, void *runner, const mm_input_t *in, int n, float *out);
+} mm_encoder_ops_t;
+
+/* ---------------------------------------------------------------- registry */
+
+/* Loads the model folder `dir` with the dense layers in `dtype` ("f32",
+ * "bf16", "q8" or "auto": the registry's policy from CPU features and
+ * memory). On failure err names the file, key or tensor at fault. */
+int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char *err, size_t errlen);
+void mm_encoder_free(mm_encoder_t *e);
+
+const mm_enc_info_t *mm_encoder_info(const mm_encoder_t *e);
+/* The image preprocessor (valid with a vision tower, else NULL). */
+const struct mm_preproc *mm_encoder_preproc(const mm_encoder_t *e);
+/* Why the dense layers run in info->compute (config, CPU, memory). */
+const char *mm_encoder_dtype_reason(const mm_encoder_t *e);
+double mm_encoder_load_ms(const mm_encoder_t *e);
+/* 1 when config.json says the weights are synthetic (not trained). */
+int mm_encoder_synthetic(const mm_encoder_t *e);
+
+/* Turns text into the ids the model reads: the tokenizer, then truncation
+ * to max_tokens (<= info->max_tokens) keeping room for append_eos_id, which
+ * is appended. With truncate 0 a longer text is MM_E_TOOBIG. ids has room
+ * for info->max_tokens. */
+int mm_encoder_tokenize(const mm_encoder_t *e, const char *text, size_t len, int max_tokens, int truncate,
+                        int32_t *ids, int *n, char *err, size_t errlen);
+
+/* A worker's run state for passes of up to max_batch texts and max_images
+ * images. NULL when out of memory. */
+mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int max_images, int threads);
+void mm_encoder_runner_free(mm_enc_runner_t *r);
+int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out);
+/* Conveniences over mm_encoder_encode: n token sequences, or n images laid
+ * out one after another at the model's geometry. */
+int mm_encoder_encode_ids(mm_enc_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
+int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, float *out);
+
+/* The architectures (each defined in its own file). */
+extern const mm_encoder_ops_t mm_enc_clip, mm_enc_textmodel, mm_enc_use;
+
+#endif

@@ -1,0 +1,319 @@
+/* Architecture registry: reads a model folder's config.json once, picks the
+ * architecture from a table, resolves the compute dtype, loads the weights
+ * and what turns request data into model inputs (tokenizer, image
+ * preprocessor). The only place that knows which architectures exist. */
+#include "mmembed/encoder.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mmembed/common.h"
+#include "mmembed/log.h"
+#include "mmembed/preprocess.h"
+#include "mmembed/tokenizer.h"
+
+/* ---------------------------------------------------------------- the table */
+
+/* config.json "architectures"[0] or "model_type" names -> ops. USE-Lite's
+ * converted folder says "architecture": "USELite" (tools/use/convert.js). */
+static const struct {
+    const char *names[4];        /* architectures[0] values */
+    const char *model_types[4];  /* model_type values */
+    const mm_encoder_ops_t *ops;
+} archs[] = {
+    {{"CLIPModel", "CLIPTextModelWithProjection", "CLIPVisionModelWithProjection"},
+     {"clip", "clip_text_model", "clip_vision_model"}, &mm_enc_clip},
+    {{"BertModel", "BertForMaskedLM", "BertForPreTraining"}, {"bert"}, &mm_enc_textmodel},
+    {{"Qwen3Model", "Qwen3ForCausalLM"}, {"qwen3"}, &mm_enc_textmodel},
+    {{"USELite"}, {NULL}, &mm_enc_use},
+};
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v;
+    return o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v) : NULL;
+}
+
+static const mm_encoder_ops_t *pick(json_object *cfg, const char **arch, const char **mt)
+{
+    json_object *a;
+    *arch = NULL;
+    *mt = jstr(cfg, "model_type");
+    if (json_object_object_get_ex(cfg, "architectures", &a) && json_object_is_type(a, json_type_array) &&
+        json_object_array_length(a) > 0)
+        *arch = json_object_get_string(json_object_array_get_idx(a, 0));
+    if (!*arch) *arch = jstr(cfg, "architecture");
+    /* model_type first: it names the family whatever head the checkpoint has */
+    for (size_t i = 0; *mt && i < MM_ARRAY_LEN(archs); i++)
+        for (int k = 0; k < 4 && archs[i].model_types[k]; k++)
+            if (!strcmp(*mt, archs[i].model_types[k])) return archs[i].ops;
+    for (size_t i = 0; *arch && i < MM_ARRAY_LEN(archs); i++)
+        for (int k = 0; k < 4 && archs[i].names[k]; k++)
+            if (!strcmp(*arch, archs[i].names[k])) return archs[i].ops;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- the encoder */
+
+struct mm_encoder {
+    const mm_encoder_ops_t *ops;
+    void *model;
+    mm_enc_info_t info;
+    mm_tokenizer_t *tok;       /* NULL without a text tower or when ops->tokenize */
+    mm_preproc_t pre;          /* valid with a vision tower */
+    int synthetic;
+    char dtype_why[200];
+    double load_ms;
+};
+
+struct mm_enc_runner {
+    const mm_encoder_t *enc;
+    void *r;
+};
+
+static double ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Bytes the dense weights would take in f32, estimated from the checkpoint
+ * files (16-bit checkpoints double), for dtype "auto". */
+static size_t f32_estimate(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t total = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        char p[PATH_MAX + 300];
+        struct stat st;
+        if (n > 12 && !strcmp(de->d_name + n - 12, ".safetensors")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            if (stat(p, &st) == 0) total += (size_t)st.st_size * 2;
+        }
+    }
+    if (d) closedir(d);
+    return total;
+}
+
+static int synthetic_flag(json_object *cfg)
+{
+    json_object *v;
+    int syn = 0;
+    if (json_object_object_get_ex(cfg, "mmembed_synthetic", &v)) syn = json_object_get_boolean(v);
+    const char *note = jstr(cfg, "_note");
+    if (note && strstr(note, "SYNTHETIC")) syn = 1;
+    return syn;
+}
+
+int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_object *cfg = json_object_from_file(path);
+    if (!cfg) return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found or not JSON (not a Hugging Face model folder?)", path);
+    const char *arch, *mt;
+    const mm_encoder_ops_t *ops = pick(cfg, &arch, &mt);
+    if (!ops) {
+        int rc = mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                         "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
+                         "CLIPTextModelWithProjection, CLIPVisionModelWithProjection, BertModel, Qwen3Model, "
+                         "USE-Lite (tools/use)", path, arch ? arch : "?", mt ? mt : "?");
+        json_object_put(cfg);
+        return rc;
+    }
+    mm_encoder_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        json_object_put(cfg);
+        return MM_E_NOMEM;
+    }
+    e->ops = ops;
+    e->synthetic = synthetic_flag(cfg);
+    json_object_put(cfg);
+    const double t0 = ms_now();
+    int rc;
+    mm_dtype_t dt = MM_DT_F32;
+    if (ops->f32_only) {
+        snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(dtype, "f32") ? ops->f32_only : "f32 as configured");
+    } else if (mm_nn_resolve_dtype(dtype, f32_estimate(dir), &dt, e->dtype_why, sizeof e->dtype_why)) {
+        free(e);
+        return mm_errf(err, errlen, MM_E_INVALID, "unknown dtype '%s'", dtype);
+    }
+    char sub[MM_ERRLEN];
+    if ((rc = ops->load(dir, dt, &e->model, sub, sizeof sub))) {
+        free(e);
+        return mm_errf(err, errlen, rc, "%s", sub);
+    }
+    ops->info(e->model, &e->info);
+    if (e->info.has_text && !ops->tokenize) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if ((rc = mm_tokenizer_load(path, &e->tok, sub, sizeof sub))) {
+            mm_encoder_free(e);
+            return mm_errf(err, errlen, rc, "%s", sub);
+        }
+    }
+    if (e->info.has_vision) {
+        snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+        rc = mm_preproc_load(path, &e->pre, sub, sizeof sub);
+        if (rc == MM_E_NOTFOUND) {
+            mm_preproc_default_clip(&e->pre, e->info.image_size);
+            mm_log_warn("%s: no preprocessor_config.json; using CLIP defaults", dir);
+        } else if (rc) {
+            mm_encoder_free(e);
+            return mm_errf(err, errlen, rc, "%s", sub);
+        }
+        int oh, ow;
+        if (mm_preproc_out_dims(&e->pre, 1000, 1000, &oh, &ow) || oh != e->info.image_size ||
+            ow != e->info.image_size) {
+            const int size = e->info.image_size;
+            mm_encoder_free(e);
+            return mm_errf(err, errlen, MM_E_INVALID, "preprocessor output %dx%d does not match the model's image_size %d",
+                           oh, ow, size);
+        }
+    }
+    e->load_ms = ms_now() - t0;
+    *out = e;
+    return MM_OK;
+}
+
+void mm_encoder_free(mm_encoder_t *e)
+{
+    if (!e) return;
+    mm_tokenizer_free(e->tok);
+    if (e->model) e->ops->free(e->model);
+    free(e);
+}
+
+const mm_enc_info_t *mm_encoder_info(const mm_encoder_t *e)
+{
+    return &e->info;
+}
+
+const struct mm_preproc *mm_encoder_preproc(const mm_encoder_t *e)
+{
+    return e->info.has_vision ? &e->pre : NULL;
+}
+
+const char *mm_encoder_dtype_reason(const mm_encoder_t *e)
+{
+    return e->dtype_why;
+}
+
+double mm_encoder_load_ms(const mm_encoder_t *e)
+{
+    return e->load_ms;
+}
+
+int mm_encoder_synthetic(const mm_encoder_t *e)
+{
+    return e->synthetic;
+}
+
+/* ---------------------------------------------------------------- text in */
+
+int mm_encoder_tokenize(const mm_encoder_t *e, const char *t, size_t tl, int max_tokens, int truncate, int32_t *ids,
+                        int *n, char *err, size_t errlen)
+{
+    const mm_enc_info_t *in = &e->info;
+    if (!in->has_text) return mm_errf(err, errlen, MM_E_UNSUPPORTED, "the model has no text tower");
+    if (max_tokens <= 0 || max_tokens > in->max_tokens) max_tokens = in->max_tokens;
+    const int cap = in->max_tokens;
+    int rc, total = 0;
+    if (e->ops->tokenize) {   /* the architecture's own tokenizer (USE-Lite's unigram) */
+        rc = e->ops->tokenize(e->model, t, tl, ids, cap, n, &total, err, errlen);
+        if (!rc && !truncate && total > max_tokens) rc = MM_E_TOOBIG;
+        if (!rc && *n > max_tokens) *n = max_tokens;
+        return rc;
+    }
+    int eos = in->append_eos_id;
+    if (eos >= 0 && mm_tokenizer_eos_id(e->tok) == eos) eos = -1;   /* the tokenizer adds it already */
+    const int room = max_tokens - (eos >= 0);   /* keep a place for an appended end-of-text token */
+    if (eos >= 0 && truncate) {   /* no post-processor: truncation is plain cutting */
+        rc = mm_tokenizer_encode(e->tok, t, tl, 0, ids, cap, n, err, errlen);
+        if (rc == MM_E_TOOBIG) {   /* longer than the buffer: tokenize a prefix that surely suffices */
+            size_t cut = MM_MIN(tl, (size_t)room * 64);
+            while (cut > 0 && cut < tl && ((unsigned char)t[cut] & 0xC0) == 0x80) cut--;   /* whole chars */
+            rc = mm_tokenizer_encode(e->tok, t, cut, 0, ids, cap, n, err, errlen);
+        }
+        if (!rc && *n > room) *n = room;
+    } else {
+        rc = mm_tokenizer_encode(e->tok, t, tl, truncate ? room : 0, ids, room, n, err, errlen);
+    }
+    if (!rc && eos >= 0) ids[(*n)++] = eos;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- running */
+
+mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int max_images, int threads)
+{
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->enc = e;
+    if (!(r->r = e->ops->runner_new(e->model, max_batch, max_images, threads))) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void mm_encoder_runner_free(mm_enc_runner_t *r)
+{
+    if (!r) return;
+    if (r->r) r->enc->ops->runner_free(r->r);
+    free(r);
+}
+
+int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out)
+{
+    return r->enc->ops->encode(r->enc->model, r->r, in, n, out);
+}
+
+#define SEG_BATCH 64   /* inputs described per call by the conveniences below */
+
+int mm_encoder_encode_ids(mm_enc_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
+{
+    mm_segment_t seg[SEG_BATCH];
+    mm_input_t in[SEG_BATCH];
+    const int d = r->enc->info.dim;
+    for (int base = 0; base < n; base += SEG_BATCH) {
+        const int k = MM_MIN(SEG_BATCH, n - base);
+        for (int i = 0; i < k; i++) {
+            seg[i] = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = ids[base + i], .n_ids = lens[base + i]};
+            in[i] = (mm_input_t){.seg = &seg[i], .n_seg = 1};
+        }
+        int rc = mm_encoder_encode(r, in, k, out + (size_t)base * d);
+        if (rc) return rc;
+    }
+    return MM_OK;
+}
+
+int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, float *out)
+{
+    mm_segment_t seg[SEG_BATCH];
+    mm_input_t in[SEG_BATCH];
+    const mm_enc_info_t *info = &r->enc->info;
+    const size_t per = (size_t)info->channels * info->image_size * info->image_size;
+    for (int base = 0; base < n; base += SEG_BATCH) {
+        const int k = MM_MIN(SEG_BATCH, n - base);
+        for (int i = 0; i < k; i++) {
+            seg[i] = (mm_segment_t){.kind = MM_SEG_IMAGE, .pixels = pixels + (size_t)(base + i) * per,
+                                    .channels = info->channels, .height = info->image_size,
+                                    .width = info->image_size};
+            in[i] = (mm_input_t){.seg = &seg[i], .n_seg = 1};
+        }
+        int rc = mm_encoder_encode(r, in, k, out + (size_t)base * info->dim);
+        if (rc) return rc;
+    }
+    return MM_OK;
+}
