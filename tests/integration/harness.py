@@ -16,6 +16,32 @@ BIN = os.environ.get("MMEMBED_BIN", os.path.join(ROOT, "build", "test", "mmembed
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+class Skip(Exception):
+    """A test that cannot run here. `broken` says the reason means the machine
+    is not set up as the suite needs (not root, no network namespaces, no
+    ffmpeg, a route missing from the build): run.py counts it as a skip, and
+    as a failure when CI=true."""
+
+    def __init__(self, reason, broken=False):
+        super().__init__(reason)
+        self.reason = reason
+        self.broken = broken
+
+
+def skip(reason, broken=False):
+    raise Skip(reason, broken)
+
+
+def need_root(what="this test"):
+    if os.geteuid() != 0:
+        skip(f"{what} needs root", broken=True)
+
+
+def need_tool(name):
+    if not shutil.which(name):
+        skip(f"{name} not installed", broken=True)
+
+
 def free_port(n=1):
     """A base port with n consecutive free ports after it."""
     for _ in range(200):

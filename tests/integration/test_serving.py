@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from harness import BIN, ROOT, Server, wait_until
+from harness import BIN, ROOT, Server, need_root, wait_until
 
 
 def err_shape(r, status):
@@ -262,8 +262,7 @@ def test_workers_exit_when_master_dies():
 
 
 def test_privileges_and_socket_mode():
-    if os.geteuid() != 0:
-        return
+    need_root("dropping privileges to www-data")
     with Server(workers=1) as s:
         pid = s.worker_pids()[0]
         uid = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1]

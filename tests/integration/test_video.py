@@ -6,11 +6,12 @@ import os
 import subprocess
 import tempfile
 
-from harness import Server
+from harness import Server, need_tool
 from test_embed import MODELS, cos, multipart, unit
 
 
 def ff(*args):
+    need_tool("ffmpeg")
     subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
 
 

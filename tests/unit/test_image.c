@@ -863,6 +863,5 @@ int main(void)
     test_resize_window();
     test_crop_padding();
     test_timing(&pp);
-    printf("%s: %d failure(s)\n", failures ? "FAIL" : "OK", failures);
-    return failures ? 1 : 0;
+    return check_summary("test_image");
 }

@@ -155,7 +155,7 @@ static void bench(const mm_use_t *m, const char *const *texts, const size_t *len
 static void test_model(void)
 {
     if (access(MODEL_DIR "/config.json", F_OK) != 0) {
-        printf("SKIP: " MODEL_DIR " not found (run tools/use/setup.sh): model checks skipped\n");
+        SKIP_BROKEN(MODEL_DIR " not found (run tools/use/setup.sh): model checks skipped");
         return;
     }
     char err[MM_ERRLEN] = "";
@@ -315,6 +315,5 @@ int main(void)
 {
     test_unigram_quirks();
     test_model();
-    printf("test_use: %d passed, %d failed\n", checks - failures, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_use");
 }
