@@ -42,6 +42,45 @@ def need_tool(name):
         skip(f"{name} not installed", broken=True)
 
 
+def cpuinfo_native(dtype, env=None):
+    """Whether /proc/cpuinfo's flags, capped by MMEMBED_CPU (from env, else
+    os.environ) as src/nn/cpu.c documents (avx2 < avx512 < avx512_bf16 <
+    amx), say the CPU multiplies dtype natively: the expectation comes from
+    the kernel's view, not from the server's own report."""
+    if dtype == "f32":
+        return True
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    cap = (env if env is not None else os.environ).get("MMEMBED_CPU", "")
+    level = {"avx2": 1, "avx512": 2, "avx512_bf16": 3, "amx": 4}.get(cap, 4)
+    avx512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags
+    vnni = level >= 3 and avx512 and "avx512_vnni" in flags
+    bf16 = vnni and "avx512_bf16" in flags
+    amx = level >= 4 and bf16 and {"amx_bf16", "amx_tile", "amx_int8"} <= flags
+    return amx or bf16 if dtype == "bf16" else amx or vnni
+
+
+def cpuinfo_isa(env=None):
+    """The ISA name the server should report for this CPU under MMEMBED_CPU."""
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if cpuinfo_native("bf16", env) and {"amx_bf16", "amx_tile", "amx_int8"} <= flags and \
+            (env if env is not None else os.environ).get("MMEMBED_CPU", "amx") in ("", "amx"):
+        return "amx"
+    if cpuinfo_native("bf16", env):
+        return "avx512_bf16"
+    cap = (env if env is not None else os.environ).get("MMEMBED_CPU", "")
+    if cap != "avx2" and {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+        return "avx512"
+    return "avx2"
+
+
 def free_port(n=1):
     """A base port with n consecutive free ports after it."""
     for _ in range(200):
