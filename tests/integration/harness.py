@@ -122,13 +122,17 @@ class Server:
     """nginx + mmembed master in a temp dir. `conf` overrides config keys;
     values are libconfig literals (strings must carry their quotes)."""
 
-    def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None, http=""):
+    def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None, http="",
+                 nginx_server=""):
         self.dir = tempfile.mkdtemp(prefix="mmembed-it-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
         self.workers = workers
         self.env = dict(os.environ, **(env or {}))
         self.http = http
+        # directives added to the rendered nginx server block (e.g. a short client_body_timeout
+        # so a test need not wait out the 60 s default); the shipped template is otherwise as is
+        self.nginx_server = nginx_server
         self.conf_path = os.path.join(self.dir, "mmembed.conf")
         self.log_path = os.path.join(self.dir, "mmembed.log")
         self.pid_path = os.path.join(self.dir, "mmembed.pid")
@@ -184,6 +188,11 @@ class Server:
         subprocess.run([BIN, "render-nginx", "-c", self.conf_path, "-t",
                         os.path.join(ROOT, "nginx", "mmembed.conf.in"), "-p", self.dir,
                         "-w", os.path.join(ROOT, "nginx", "www"), "-o", ngconf], check=True)
+        if self.nginx_server:
+            text = open(ngconf).read()
+            at = text.index("server_name _;")
+            text = text[:at] + self.nginx_server + "\n        " + text[at:]
+            open(ngconf, "w").write(text)
         self.master_out = open(os.path.join(self.dir, "master.out"), "w")
         self.master = subprocess.Popen([BIN, "serve", "-c", self.conf_path], stdout=self.master_out,
                                        stderr=subprocess.STDOUT, env=self.env)
