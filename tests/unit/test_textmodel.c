@@ -589,6 +589,10 @@ static void test_qwen3(void)
      * does; the gap is ~1e-4 per position (1.7e-3 at 52 tokens), inside
      * MIN_COSINE, and the tight checks are qwen3_hf_* below. A one-token
      * text has no rotation, so it pins everything else here. */
+    /* the fixture's shape is part of the test: a changed qwen3_ref.json
+     * must fail here, not skip the tight checks below */
+    CHECK(n == 31 && lens[0] == 1, "qwen3_ref.json: %d texts, first %d ids (the tight checks need 31 and 1)", n,
+          n ? lens[0] : 0);
     if (run && n && lens[0] == 1) {
         double d0 = maxdiff(one, last, (size_t)D);
         CHECK(d0 <= 2e-6, "qwen3 one-token text (no rotary): max |diff| %.3g", d0);
