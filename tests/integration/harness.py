@@ -123,7 +123,7 @@ class Server:
     values are libconfig literals (strings must carry their quotes)."""
 
     def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None, http="",
-                 nginx_server=""):
+                 nginx_server="", bin=None):
         self.dir = tempfile.mkdtemp(prefix="mmembed-it-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -133,6 +133,7 @@ class Server:
         # directives added to the rendered nginx server block (e.g. a short client_body_timeout
         # so a test need not wait out the 60 s default); the shipped template is otherwise as is
         self.nginx_server = nginx_server
+        self.bin = bin or BIN      # e.g. the release build/mmembed instead of the test build
         self.conf_path = os.path.join(self.dir, "mmembed.conf")
         self.log_path = os.path.join(self.dir, "mmembed.log")
         self.pid_path = os.path.join(self.dir, "mmembed.pid")
@@ -185,7 +186,7 @@ class Server:
 
     def start(self, wait=True):
         ngconf = os.path.join(self.dir, "nginx.conf")
-        subprocess.run([BIN, "render-nginx", "-c", self.conf_path, "-t",
+        subprocess.run([self.bin, "render-nginx", "-c", self.conf_path, "-t",
                         os.path.join(ROOT, "nginx", "mmembed.conf.in"), "-p", self.dir,
                         "-w", os.path.join(ROOT, "nginx", "www"), "-o", ngconf], check=True)
         if self.nginx_server:
@@ -194,7 +195,7 @@ class Server:
             text = text[:at] + self.nginx_server + "\n        " + text[at:]
             open(ngconf, "w").write(text)
         self.master_out = open(os.path.join(self.dir, "master.out"), "w")
-        self.master = subprocess.Popen([BIN, "serve", "-c", self.conf_path], stdout=self.master_out,
+        self.master = subprocess.Popen([self.bin, "serve", "-c", self.conf_path], stdout=self.master_out,
                                        stderr=subprocess.STDOUT, env=self.env)
         self.nginx = subprocess.Popen([NGINX, "-p", self.dir, "-c", ngconf, "-e",
                                        os.path.join(self.dir, "nginx-error.log")],
