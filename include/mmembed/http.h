@@ -29,7 +29,28 @@ typedef struct mm_http_req {
     char id_buf[40];
     char headers[160];          /* extra response header lines ("Name: v\r\n") */
     mm_buf_t out;               /* response body scratch */
+#ifdef MM_TEST_HOOKS
+    struct mm_http_mem *mem;    /* in-memory request (tests, fuzzers); NULL: FastCGI */
+#endif
 } mm_http_req_t;
+
+#ifdef MM_TEST_HOOKS
+/* Test-only: a request with no FastCGI behind it, so tests and fuzzers can
+ * drive the real handlers (mm_embed_handle). The body is read from
+ * body[0..len); what mm_http_respond writes (status line, headers, body)
+ * is appended to `wire`, and `status` is set. The caller owns everything. */
+typedef struct mm_http_mem {
+    const char *body;
+    size_t len, pos;
+    mm_buf_t wire;
+    int status;
+} mm_http_mem_t;
+
+/* Fill r as mm_http_req_init would from these params (content_length from
+ * m->len, request_id "mem"); r->route is left for the caller to set. */
+void mm_http_req_init_mem(mm_http_req_t *r, mm_http_mem_t *m, const char *method, const char *uri,
+                          const char *content_type);
+#endif
 
 /* Fill the request fields from the FastCGI params of `fcgi`. */
 void mm_http_req_init(mm_http_req_t *r, void *fcgi);

@@ -70,8 +70,50 @@ void mm_http_req_release(mm_http_req_t *r)
     mm_buf_reset(&r->out);
 }
 
+#ifdef MM_TEST_HOOKS
+/* ---------------------------------------------------------------- in-memory requests (tests) */
+
+void mm_http_req_init_mem(mm_http_req_t *r, mm_http_mem_t *m, const char *method, const char *uri,
+                          const char *content_type)
+{
+    mm_buf_t keep = r->out;
+    memset(r, 0, sizeof *r);
+    r->out = keep;
+    mm_buf_reset(&r->out);
+    r->mem = m;
+    r->method = method;
+    r->uri = uri;
+    const char *q = strchr(uri, '?');
+    size_t pl = q ? (size_t)(q - uri) : strlen(uri);
+    if (pl >= sizeof r->path) pl = sizeof r->path - 1;
+    memcpy(r->path, uri, pl);
+    r->path[pl] = '\0';
+    r->query = q ? q + 1 : "";
+    r->content_type = content_type;
+    r->auth = "";
+    r->request_id = "mem";
+    r->content_length = (int64_t)m->len;
+    m->pos = 0;
+    m->status = 0;
+}
+
+static long mem_read(mm_http_req_t *r, void *buf, size_t n)
+{
+    mm_http_mem_t *m = r->mem;
+    size_t left = m->len - m->pos;
+    if (n > left) n = left;
+    memcpy(buf, m->body + m->pos, n);
+    m->pos += n;
+    r->body_read += (int64_t)n;
+    return (long)n;
+}
+#endif
+
 long mm_http_read(mm_http_req_t *r, void *buf, size_t n)
 {
+#ifdef MM_TEST_HOOKS
+    if (r->mem) return mem_read(r, buf, n);
+#endif
     FCGX_Request *f = r->fcgi;
     if (n > (1u << 30)) n = 1u << 30;
     int got = FCGX_GetStr(buf, (int)n, f->in);
@@ -153,6 +195,14 @@ void mm_http_respond(mm_http_req_t *r, int status, const char *ctype, const char
     char head[512];
     int n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
                      status, mm_http_reason(status), ctype, len, headers ? headers : "", r->headers);
+#ifdef MM_TEST_HOOKS
+    if (r->mem) {
+        r->mem->status = status;
+        mm_buf_append(&r->mem->wire, head, (size_t)(n < (int)sizeof head ? n : (int)sizeof head - 1));
+        if (len) mm_buf_append(&r->mem->wire, body, len);
+        return;
+    }
+#endif
     FCGX_PutStr(head, n, f->out);
     if (len) FCGX_PutStr(body, (int)len, f->out);
 }

@@ -16,6 +16,71 @@ BIN = os.environ.get("MMEMBED_BIN", os.path.join(ROOT, "build", "test", "mmembed
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+class Skip(Exception):
+    """A test that cannot run here. `broken` says the reason means the machine
+    is not set up as the suite needs (not root, no network namespaces, no
+    ffmpeg, a route missing from the build): run.py counts it as a skip, and
+    as a failure when CI=true."""
+
+    def __init__(self, reason, broken=False):
+        super().__init__(reason)
+        self.reason = reason
+        self.broken = broken
+
+
+def skip(reason, broken=False):
+    raise Skip(reason, broken)
+
+
+def need_root(what="this test"):
+    if os.geteuid() != 0:
+        skip(f"{what} needs root", broken=True)
+
+
+def need_tool(name):
+    if not shutil.which(name):
+        skip(f"{name} not installed", broken=True)
+
+
+def cpuinfo_native(dtype, env=None):
+    """Whether /proc/cpuinfo's flags, capped by MMEMBED_CPU (from env, else
+    os.environ) as src/nn/cpu.c documents (avx2 < avx512 < avx512_bf16 <
+    amx), say the CPU multiplies dtype natively: the expectation comes from
+    the kernel's view, not from the server's own report."""
+    if dtype == "f32":
+        return True
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    cap = (env if env is not None else os.environ).get("MMEMBED_CPU", "")
+    level = {"avx2": 1, "avx512": 2, "avx512_bf16": 3, "amx": 4}.get(cap, 4)
+    avx512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags
+    vnni = level >= 3 and avx512 and "avx512_vnni" in flags
+    bf16 = vnni and "avx512_bf16" in flags
+    amx = level >= 4 and bf16 and {"amx_bf16", "amx_tile", "amx_int8"} <= flags
+    return amx or bf16 if dtype == "bf16" else amx or vnni
+
+
+def cpuinfo_isa(env=None):
+    """The ISA name the server should report for this CPU under MMEMBED_CPU."""
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if cpuinfo_native("bf16", env) and {"amx_bf16", "amx_tile", "amx_int8"} <= flags and \
+            (env if env is not None else os.environ).get("MMEMBED_CPU", "amx") in ("", "amx"):
+        return "amx"
+    if cpuinfo_native("bf16", env):
+        return "avx512_bf16"
+    cap = (env if env is not None else os.environ).get("MMEMBED_CPU", "")
+    if cap != "avx2" and {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+        return "avx512"
+    return "avx2"
+
+
 def free_port(n=1):
     """A base port with n consecutive free ports after it."""
     for _ in range(200):
@@ -57,13 +122,18 @@ class Server:
     """nginx + mmembed master in a temp dir. `conf` overrides config keys;
     values are libconfig literals (strings must carry their quotes)."""
 
-    def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None, http=""):
+    def __init__(self, workers=2, models=None, extra=None, limits=None, tcp=False, env=None, http="",
+                 nginx_server="", bin=None):
         self.dir = tempfile.mkdtemp(prefix="mmembed-it-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
         self.workers = workers
         self.env = dict(os.environ, **(env or {}))
         self.http = http
+        # directives added to the rendered nginx server block (e.g. a short client_body_timeout
+        # so a test need not wait out the 60 s default); the shipped template is otherwise as is
+        self.nginx_server = nginx_server
+        self.bin = bin or BIN      # e.g. the release build/mmembed instead of the test build
         self.conf_path = os.path.join(self.dir, "mmembed.conf")
         self.log_path = os.path.join(self.dir, "mmembed.log")
         self.pid_path = os.path.join(self.dir, "mmembed.pid")
@@ -118,11 +188,16 @@ class Server:
 
     def start(self, wait=True):
         ngconf = os.path.join(self.dir, "nginx.conf")
-        subprocess.run([BIN, "render-nginx", "-c", self.conf_path, "-t",
+        subprocess.run([self.bin, "render-nginx", "-c", self.conf_path, "-t",
                         os.path.join(ROOT, "nginx", "mmembed.conf.in"), "-p", self.dir,
                         "-w", os.path.join(ROOT, "nginx", "www"), "-o", ngconf], check=True)
+        if self.nginx_server:
+            text = open(ngconf).read()
+            at = text.index("server_name _;")
+            text = text[:at] + self.nginx_server + "\n        " + text[at:]
+            open(ngconf, "w").write(text)
         self.master_out = open(os.path.join(self.dir, "master.out"), "w")
-        self.master = subprocess.Popen([BIN, "serve", "-c", self.conf_path], stdout=self.master_out,
+        self.master = subprocess.Popen([self.bin, "serve", "-c", self.conf_path], stdout=self.master_out,
                                        stderr=subprocess.STDOUT, env=self.env)
         self.nginx = subprocess.Popen([NGINX, "-p", self.dir, "-c", ngconf, "-e",
                                        os.path.join(self.dir, "nginx-error.log")],

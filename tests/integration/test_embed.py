@@ -60,8 +60,10 @@ def test_openai_text_matches_hf():
                 assert r.status == 200, r
                 d = r.json()
                 assert d["object"] == "list" and d["model"] == model
-                assert d["usage"]["prompt_tokens"] == sum(
-                    len(x["ids77"]) for x in ref if x["text"] in batch) or True
+                # one count per input as sent (a text may repeat in the batch): HF's ids, 77 at most
+                want_tokens = sum(len([x for x in ref if x["text"] == t][0]["ids77"]) for t in batch)
+                assert d["usage"]["prompt_tokens"] == want_tokens, (d["usage"], want_tokens)
+                assert d["usage"]["total_tokens"] == want_tokens, d["usage"]
                 for item, t in zip(d["data"], batch):
                     want = [x for x in ref if x["text"] == t][0]["embedding"]
                     c = cos(item["embedding"], want)
@@ -149,8 +151,9 @@ def test_embed_image_multipart_and_json_match_hf():
             assert item["filename"] == x["file"]
             c = cos(item["embedding"], x["embedding"])
             worst = min(worst, c)
-            # end to end (our decode + preprocess + model) vs HF from PIL pixels
-            assert c >= 0.999, (x["file"], c)
+            # end to end (our decode + preprocess + model) vs HF from PIL pixels: the preprocessing
+            # is PIL-identical, so this is an exact path (different fixture images reach 0.999)
+            assert c >= 0.99999, (x["file"], c)
         print(f"    image end-to-end min cosine vs HF: {worst:.6f}")
         # JSON with base64 and a data: URI give the same vectors
         imgs = [base64.b64encode(img(ref[0]["file"])).decode(),
@@ -201,7 +204,7 @@ def test_multimodal_fusion():
         d = r.json()["data"][0]   # the list shape of every route: one item
         assert r.json()["model"] == "tiny" and r.json()["dim"] == len(d["embedding"])
         assert cos(d["text_embedding"], tref) >= 0.99999
-        assert cos(d["image_embedding"], iref) >= 0.999
+        assert cos(d["image_embedding"], iref) >= 0.99999   # exact path: PIL-identical preprocessing
         t, i = unit(d["text_embedding"]), unit(d["image_embedding"])
         want = unit([0.5 * a + 0.5 * b for a, b in zip(t, i)])
         assert max(abs(a - b) for a, b in zip(d["embedding"], want)) < 1e-5
@@ -331,6 +334,8 @@ def test_jpeg_dct_scaling_large_photo():
                 ms = float(re.search(r"decode;dur=([\d.]+)", r.headers["server-timing"]).group(1))
                 out[ratio] = (r.json()["data"][0]["embedding"], ms)
         c = cos(out["0"][0], out["2"][0])
-        assert c >= 0.999, c
+        # DCT scaling then the same resize: 1 - 5e-7 here on the tiny model (README: 0.9998 on
+        # ViT-B/32); unrelated fixture images already reach 0.999 with each other
+        assert c >= 0.99999, c
         print(f"    4000x3000 JPEG: decode+preprocess {out['0'][1]:.1f} ms exact, {out['2'][1]:.1f} ms with "
               f"jpeg_dct_scaling = 2; cosine {c:.6f}")

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 
-from harness import BIN, NGINX, ROOT, free_port, wait_until
+from harness import BIN, NGINX, ROOT, free_port, skip, wait_until
 
 import http.client
 
@@ -113,8 +113,7 @@ def get(port, path):
 
 def test_two_hosts_survive_one_master_kill():
     if not can_netns():
-        print("    skipped: needs root and ip netns")
-        return
+        skip("needs root and ip netns (network namespaces)", broken=True)
     d = tempfile.mkdtemp(prefix="mmembed-hosts-")
     os.chmod(d, 0o755)
     hosts = [Host("A", 1, d), Host("B", 2, d)]
@@ -130,11 +129,17 @@ def test_two_hosts_survive_one_master_kill():
         wait_until(lambda: _ok(port), timeout=20, what="front ready")
         wait_until(lambda: all(_host_up(h) for h in hosts), timeout=20, what="both hosts up")
 
-        stop = time.time() + 12
+        # phases end on what is observed (responses counted, processes gone, the access log),
+        # never on fixed sleeps; the deadlines are generous for a loaded machine
+        stop = threading.Event()
         counts, bad, lock = {}, [], threading.Lock()
 
+        def ok_count():
+            with lock:
+                return counts.get(200, 0)
+
         def client():
-            while time.time() < stop:
+            while not stop.is_set():
                 try:
                     st, body = get(port, "/__test/sleep?ms=20")
                 except Exception as e:  # noqa: BLE001
@@ -149,16 +154,23 @@ def test_two_hosts_survive_one_master_kill():
         ts = [threading.Thread(target=client) for _ in range(2)]
         for t in ts:
             t.start()
-        time.sleep(3)
-        hosts[0].kill()                      # host A's master dies; its workers follow
-        time.sleep(0.5)
-        _, mark = _served_by(d, hosts[0])
-        time.sleep(3.5)
-        served_by_a_while_down, mark = _served_by(d, hosts[0], mark)
-        hosts[0].start()                     # and comes back
-        wait_until(lambda: _host_up(hosts[0]), timeout=15, what="host A back")
-        for t in ts:
-            t.join(30)
+        try:
+            wait_until(lambda: _served_by(d, hosts[0])[0] >= 10 and _served_by(d, hosts[1])[0] >= 10,
+                       timeout=60, what="both hosts serving")
+            hosts[0].kill()                  # host A's master dies; its workers follow
+            wait_until(lambda: not _ns_pids(hosts[0]), timeout=30, what="host A's workers gone")
+            _, mark = _served_by(d, hosts[0])
+            n0 = ok_count()
+            wait_until(lambda: ok_count() >= n0 + 100, timeout=60, what="100 responses while host A is down")
+            served_by_a_while_down, mark = _served_by(d, hosts[0], mark)
+            hosts[0].start()                 # and comes back
+            wait_until(lambda: _host_up(hosts[0]), timeout=30, what="host A back")
+            wait_until(lambda: _served_by(d, hosts[0], mark)[0] > 10, timeout=60,
+                       what="traffic back on the revived host")
+        finally:
+            stop.set()
+            for t in ts:
+                t.join(30)
         a_after, _ = _served_by(d, hosts[0], mark)
         print(f"    two hosts: responses {counts}; host A served {a_after} requests after it came back "
               f"(none possible while down: {served_by_a_while_down})")
@@ -181,6 +193,10 @@ def _ok(port):
         return get(port, "/health")[0] == 200
     except OSError:
         return False
+
+
+def _ns_pids(h):
+    return sh("ip", "netns", "pids", h.ns, check=False).stdout.split()
 
 
 def _host_up(h):

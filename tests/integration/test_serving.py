@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from harness import BIN, ROOT, Server, wait_until
+from harness import BIN, ROOT, Server, need_root, wait_until
 
 
 def err_shape(r, status):
@@ -99,15 +99,16 @@ def test_check_config():
 def test_busy_rejection_one_worker():
     with Server(workers=1) as s:
         res = {}
-        t = threading.Thread(target=lambda: res.setdefault("slow", s.get("/__test/sleep?ms=1500")))
+        t = threading.Thread(target=lambda: res.setdefault("slow", s.get("/__test/sleep?ms=4000")))
         t.start()
         wait_until(lambda: s.status()["busy_workers"] == 1, what="worker busy")
         r = s.request("POST", "/__test/sleep?ms=10", body=b"{}")
         e = err_shape(r, 503)
         assert r.headers.get("retry-after") == "1", r.headers
         assert e["code"] == "busy"
-        # generous bound for a loaded CI box; the benchmark reports the real figure
-        assert r.elapsed < 0.5, r.elapsed
+        # "at once": answered while the slow request still runs, not queued behind it (an order,
+        # not a wall-clock bound a loaded machine could break; the benchmark reports the figure)
+        assert "slow" not in res and s.status()["busy_workers"] == 1, (r.elapsed, res)
         # control routes are answered even while the only worker is busy
         h = s.get("/health")
         assert h.status == 200, h
@@ -262,8 +263,7 @@ def test_workers_exit_when_master_dies():
 
 
 def test_privileges_and_socket_mode():
-    if os.geteuid() != 0:
-        return
+    need_root("dropping privileges to www-data")
     with Server(workers=1) as s:
         pid = s.worker_pids()[0]
         uid = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1]
@@ -345,18 +345,28 @@ def test_daemonize_with_pid_file():
 
 def test_queue_depth_holds_one_then_rejects():
     with Server(workers=1, extra={"queue_depth": "1"}) as s:
-        out = {}
+        out, order, lock = {}, [], threading.Lock()
 
         def go(k, ms):
-            out[k] = s.request("POST", f"/__test/sleep?ms={ms}", body=b"{}")
-        a = threading.Thread(target=go, args=("a", 800))
+            r = s.request("POST", f"/__test/sleep?ms={ms}", body=b"{}")
+            with lock:
+                out[k] = r
+                order.append(k)
+        a = threading.Thread(target=go, args=("a", 4000))
         a.start()
         wait_until(lambda: s.status()["busy_workers"] == 1, what="busy")
-        b = threading.Thread(target=go, args=("b", 10))   # waits in the worker's queue
-        b.start()
-        time.sleep(0.2)
-        c = s.request("POST", "/__test/sleep?ms=10", body=b"{}")   # queue full: 503 at once
-        assert c.status == 503 and c.headers.get("retry-after") == "1", c
-        a.join()
-        b.join()
-        assert out["a"].status == 200 and out["b"].status == 200, out
+        # b and c arrive while a runs, in either order (no sleep guessing when one is queued):
+        # one waits in the worker's queue and succeeds after a; the other finds the queue full
+        # and gets 503 at once, while a is still running
+        bc = [threading.Thread(target=go, args=(k, 10)) for k in ("b", "c")]
+        for t in bc:
+            t.start()
+        for t in bc + [a]:
+            t.join(30)
+        assert out["a"].status == 200, out
+        statuses = sorted(out[k].status for k in ("b", "c"))
+        assert statuses == [200, 503], out
+        rejected = "b" if out["b"].status == 503 else "c"
+        queued = "c" if rejected == "b" else "b"
+        assert out[rejected].headers.get("retry-after") == "1", out[rejected].headers
+        assert order.index(rejected) < order.index("a") < order.index(queued), order

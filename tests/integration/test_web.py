@@ -7,7 +7,7 @@ import os
 import subprocess
 import tempfile
 
-from harness import ROOT, Server
+from harness import ROOT, Server, need_tool, skip
 from test_embed import MODELS
 
 OUT = os.path.join(ROOT, "tests", "out")
@@ -24,6 +24,8 @@ def make_media(d):
 
 
 def test_upload_page_in_chromium():
+    for tool in ("ffmpeg", "node"):
+        need_tool(tool)
     os.makedirs(OUT, exist_ok=True)
     with tempfile.TemporaryDirectory() as d, Server(workers=2, models=MODELS[:1]) as s:
         png, mp4 = make_media(d)
@@ -53,3 +55,5 @@ def test_upload_page_in_chromium():
             assert out["video"]["dimB"] == 24 and "frames at" in out["video"]["textB"], out
             assert os.path.getsize(os.path.join(OUT, "web-video.png")) > 1000
         print(f"    page cosine(text, image) = {img['cosine']:.4f}; screenshots in tests/out/")
+        if not video_ok:
+            skip("/embed/video is 404 in this build: the page's video upload was not tested", broken=True)

@@ -86,11 +86,14 @@ static long stderr_release(void)
 
 #define NPIX (3 * 224 * 224)
 
-static int load_ref(const char *name, float *ref)
+/* A float16 pixel_values reference: FIX "pixels/<name>.f16" (HF's
+ * torchvision backend), or with dir, FIX "<dir>/<name>.f16" (e.g.
+ * "extra/pixels_pil": HF's PIL backend). */
+static int load_ref_in(const char *dir, const char *name, float *ref)
 {
     char path[512];
     size_t len;
-    snprintf(path, sizeof path, FIX "pixels/%s.f16", name);
+    snprintf(path, sizeof path, FIX "%s/%s.f16", dir, name);
     unsigned char *b = slurp(path, &len);
     if (!b || len != NPIX * 2) {
         free(b);
@@ -102,13 +105,19 @@ static int load_ref(const char *name, float *ref)
     return 0;
 }
 
-/* decode + preprocess one fixture; hint > 0: mm_image_decode_scaled */
+static int load_ref(const char *name, float *ref)
+{
+    return load_ref_in("pixels", name, ref);
+}
+
+/* decode + preprocess one fixture (FIX "images/<name>", or a path with a
+ * '/' relative to FIX); hint > 0: mm_image_decode_scaled */
 static int run_fixture(const mm_preproc_t *pp, const char *name, int hint, float *out,
                        mm_image_t *img_out)
 {
     char path[512], err[MM_ERRLEN] = "";
     size_t len;
-    snprintf(path, sizeof path, FIX "images/%s", name);
+    snprintf(path, sizeof path, strchr(name, '/') ? FIX "%s" : FIX "images/%s", name);
     unsigned char *b = slurp(path, &len);
     if (!b)
         return -1;
@@ -182,9 +191,30 @@ static void test_fixtures(const mm_preproc_t *pp)
         /* in fact bit-exact: only float16 rounding of the reference remains
          * (half an f16 ulp at |x| < 2 is 4.9e-4; 1e-3 leaves room for |x| ~ 2.x) */
         CHECK(mx <= 1e-3, "%s: not bit-exact with HF (max abs diff %.5f > 1e-3)", name, mx);
-        /* PIL backend: no PIL reference in the fixtures; its rounding differs
-         * from torch's in ~1% of pixels by one level, rarely two (0.03) */
-        CHECK(pmx <= 0.035, "%s: PIL backend max abs diff %.5f > 0.035", name, pmx);
+        /* PIL backend against HF's PIL-backend references
+         * (extra/pixels_pil): the same f16 rounding bound as above, 1e-3
+         * (measured 8.9e-4). Against torch's, its rounding differs in ~1% of
+         * pixels by one level, rarely two (0.03). */
+        CHECK(pmx <= 0.035, "%s: PIL backend vs torchvision reference max abs diff %.5f > 0.035", name, pmx);
+        CHECK(load_ref_in("extra/pixels_pil", name, ref) == 0, "%s: missing PIL reference", name);
+        CHECK(mm_preproc_run(&pil, &img, out) == MM_OK, "%s: PIL backend", name);
+        diff(out, ref, NPIX, &pmx, &pmean);
+        CHECK(pmx <= 1e-3, "%s: PIL backend vs PIL reference max abs diff %.5f > 1e-3", name, pmx);
+        mm_image_free(&img);
+    }
+    /* the 16-bit PNG (extra/): torchvision and PIL references, both backends */
+    mm_image_t img;
+    double mx, mean;
+    const char *rgb16 = "extra/rgb16_320x240.png";
+    if (run_fixture(pp, rgb16, 0, out, &img) == MM_OK) {
+        CHECK(load_ref_in("extra", "rgb16_320x240.png", ref) == 0, "rgb16: missing reference");
+        diff(out, ref, NPIX, &mx, &mean);
+        CHECK(mx <= 1e-3, "rgb16: max abs diff %.5f > 1e-3 (torchvision backend)", mx);
+        CHECK(load_ref_in("extra/pixels_pil", "rgb16_320x240.png", ref) == 0, "rgb16: missing PIL reference");
+        CHECK(mm_preproc_run(&pil, &img, out) == MM_OK, "rgb16: PIL backend");
+        diff(out, ref, NPIX, &mx, &mean);
+        CHECK(mx <= 1e-3, "rgb16: PIL backend vs PIL reference max abs diff %.5f > 1e-3", mx);
+        printf("%-26s 16-bit PNG: PIL backend vs PIL reference max %.5f mean %.6f\n", rgb16, mx, mean);
         mm_image_free(&img);
     }
     json_object_put(root);
@@ -221,9 +251,21 @@ static void test_dct_scaling(const mm_preproc_t *pp)
         double m2, a2;
         diff(scaled, full, NPIX, &m2, &a2);
         printf("  scaled, min_edge %3d -> 1/%d decode (short edge %4d = %.2fx of 224) vs full decode: "
-               "max %.5f mean %.6f%s\n",
-               hint, d, (1500 + d - 1) / d, (1500.0 + d - 1) / d / 224, m2, a2,
-               m2 <= 2e-2 ? "" : "  (over the 2e-2 tolerance)");
+               "max %.5f mean %.6f\n",
+               hint, d, (1500 + d - 1) / d, (1500.0 + d - 1) / d / 224, m2, a2);
+        /* Not HF-exact by design (libjpeg's DCT scaling is a box-like
+         * filter, then bicubic): the bound is how far it may land. While
+         * the short edge stays >= 224 (1/2, 1/4: what jpeg_dct_scaling >= 1
+         * can pick), mean |d| <= 1e-2 (measured 4.4e-3, 6.7e-3) and max
+         * <= 0.25 (0.13, 0.15; 1/255/std is 0.0146 per level). 1/8 lands
+         * below 224 and is upsampled, which the server never picks: mean
+         * <= 0.1 (0.051), only to catch a broken decode. */
+        if ((1500 + d - 1) / d >= 224) {
+            CHECK(a2 <= 1e-2 && m2 <= 0.25, "1/%d DCT-scaled decode vs full: mean %.5f > 1e-2 or max %.5f > 0.25",
+                  d, a2, m2);
+        } else {
+            CHECK(a2 <= 0.1, "1/%d DCT-scaled decode vs full: mean %.5f > 0.1", d, a2);
+        }
     }
 
     /* even the opt-in path keeps a 224 model's 1500-pixel edge whole */
@@ -863,6 +905,5 @@ int main(void)
     test_resize_window();
     test_crop_padding();
     test_timing(&pp);
-    printf("%s: %d failure(s)\n", failures ? "FAIL" : "OK", failures);
-    return failures ? 1 : 0;
+    return check_summary("test_image");
 }

@@ -458,10 +458,5 @@ int main(void)
 
     mm_tokenizer_free(t);
     mm_tokenizer_thread_cleanup();
-    if (failures) {
-        fprintf(stderr, "test_tokenizer: %d failure(s)\n", failures);
-        return 1;
-    }
-    printf("test_tokenizer: ok\n");
-    return 0;
+    return check_summary("test_tokenizer");
 }

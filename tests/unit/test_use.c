@@ -155,7 +155,7 @@ static void bench(const mm_use_t *m, const char *const *texts, const size_t *len
 static void test_model(void)
 {
     if (access(MODEL_DIR "/config.json", F_OK) != 0) {
-        printf("SKIP: " MODEL_DIR " not found (run tools/use/setup.sh): model checks skipped\n");
+        SKIP_BROKEN(MODEL_DIR " not found (run tools/use/setup.sh): model checks skipped");
         return;
     }
     char err[MM_ERRLEN] = "";
@@ -247,12 +247,13 @@ static void test_model(void)
         CHECK(s_fel > s_dog && s_fel > s_sun, "semantic ordering");
     }
 
-    /* unit norm */
+    /* unit norm (the vectors were compared with the TF.js references above;
+     * this is the normalization alone: |norm^2 - 1| < 1e-5, f32 rounding) */
     for (int i = 0; rc == 0 && i < n; i++) {
-        double nn = cosine_ff(out + (size_t)i * D, out + (size_t)i * D, D), s = 0;
+        double s = 0;
         for (int j = 0; j < D; j++)
             s += (double)out[(size_t)i * D + j] * out[(size_t)i * D + j];
-        CHECK(fabs(s - 1) < 1e-5 && nn > 0.99999, "sentence %d: norm^2 %.7f", i, s);
+        CHECK(fabs(s - 1) < 1e-5, "sentence %d: norm^2 %.7f", i, s);
     }
 
     /* errors: an empty text (the reference throws), invalid UTF-8 */
@@ -315,6 +316,5 @@ int main(void)
 {
     test_unigram_quirks();
     test_model();
-    printf("test_use: %d passed, %d failed\n", checks - failures, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_use");
 }
