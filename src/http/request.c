@@ -195,6 +195,10 @@ void mm_http_respond(mm_http_req_t *r, int status, const char *ctype, const char
     char head[512];
     int n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
                      status, mm_http_reason(status), ctype, len, headers ? headers : "", r->headers);
+    if (n < 0 || n >= (int)sizeof head) {   /* never: the extra headers are short; drop them rather than overread */
+        n = snprintf(head, sizeof head, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", status,
+                     mm_http_reason(status), ctype, len);
+    }
 #ifdef MM_TEST_HOOKS
     if (r->mem) {
         r->mem->status = status;
