@@ -169,9 +169,44 @@ static void route_media(json_object *j, int multimodal)
     }
 }
 
-/* mm_buf_json_str must give a JSON string literal that reads back as s. */
+/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], lo = 0x80, hi = 0xBF;
+        size_t len;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else return 0;
+        if (i + len > n || s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* mm_buf_json_str must give a JSON string literal that reads back as s
+ * when s is valid UTF-8, and a valid literal (bad bytes as U+FFFD) when not. */
 static void check_json_str(const char *s, size_t n, mm_buf_t *b)
 {
+    if (!utf8_valid((const unsigned char *)s, n)) {
+        mm_buf_reset(b);
+        mm_buf_json_str(b, s, n);
+        FUZZ_CHECK(!b->oom && b->len >= 2, "out of memory");
+        FUZZ_CHECK(utf8_valid((const unsigned char *)b->data, b->len), "mm_buf_json_str wrote invalid UTF-8");
+        json_tokener *tk = json_tokener_new();
+        FUZZ_CHECK(tk, "out of memory");
+        json_object *o = json_tokener_parse_ex(tk, b->data, (int)b->len);
+        int ok = o && json_tokener_get_error(tk) == json_tokener_success && json_object_is_type(o, json_type_string);
+        json_tokener_free(tk);
+        json_object_put(o);
+        FUZZ_CHECK(ok, "mm_buf_json_str of invalid UTF-8 is not a JSON string: %.*s", (int)MM_MIN(b->len, 200),
+                   b->data);
+        return;
+    }
     mm_buf_reset(b);
     mm_buf_json_str(b, s, n);
     FUZZ_CHECK(!b->oom && b->len >= 2, "out of memory");
