@@ -17,6 +17,7 @@
 
 #include "mmembed/embed.h"
 #include "mmembed/http.h"
+#include "mmembed/image.h"
 #include "mmembed/log.h"
 #include "mmembed/serve.h"
 
@@ -122,6 +123,7 @@ static void *request_thread(void *arg)
         __atomic_store_n(&W->slot->state, MM_SLOT_BUSY, __ATOMIC_RELEASE);
         update_max_busy();
 
+        mm_image_budget_begin();   /* limits.image_budget counts per request */
         mm_router_handle(W, &r);
         /* Free for the next request before the reply leaves: a client that
          * sends its next request as soon as it has this answer must not
@@ -239,6 +241,7 @@ static void setup_process(mm_worker_ctx_t *ctx, const char *role_fmt)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     mm_http_set_retry_after(ctx->conf->retry_after);
+    mm_image_set_budget(ctx->conf->image_budget);
     FCGX_Init();
 }
 
