@@ -19,6 +19,7 @@
 #include "mmembed/http.h"
 #include "mmembed/image.h"
 #include "mmembed/log.h"
+#include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
 
 #define QMAX 66                  /* queue_depth (<= 64) + running + accept */
@@ -245,9 +246,26 @@ static void setup_process(mm_worker_ctx_t *ctx, const char *role_fmt)
     FCGX_Init();
 }
 
+/* Past this point the process can make only the system calls of
+ * src/serve/sandbox.c's list (sandbox = true, the default). A worker that
+ * cannot enter it does not serve. */
+static void enter_sandbox(const mm_worker_ctx_t *ctx)
+{
+    if (!ctx->conf->sandbox) return;
+    char err[MM_ERRLEN] = "";
+    int rc = mm_sandbox_enter(err, sizeof err);
+    if (rc == MM_E_UNSUPPORTED) {
+        mm_log_info("%s", err);
+    } else if (rc != MM_OK) {
+        mm_log_error("%s (sandbox = false runs workers without it)", err);
+        _exit(74);
+    }
+}
+
 void mm_worker_standin(mm_worker_ctx_t *ctx)
 {
     setup_process(ctx, ctx->index < 0 ? "overflow" : "standin %d");
+    enter_sandbox(ctx);
     FCGX_Request f;
     FCGX_InitRequest(&f, ctx->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
     mm_http_req_t r;
@@ -289,9 +307,12 @@ void mm_worker_main(mm_worker_ctx_t *ctx)
         mm_log_error("worker init failed: %s", err);
         _exit(71);
     }
-    /* the request thread must not take process signals */
+    enter_sandbox(ctx);
+    /* the request thread must not take process signals (but SIGSYS, the
+     * sandbox's, is its own: blocked, the kernel would kill unlogged) */
     sigset_t all;
     sigfillset(&all);
+    sigdelset(&all, SIGSYS);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     pthread_t tid;
     if (pthread_create(&tid, NULL, request_thread, NULL) != 0) _exit(72);
