@@ -548,7 +548,9 @@ static int encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *
             if (rc == MM_E_TOOBIG)
                 return failf(f, 413, "image_too_large", "image %d: %s (limits.max_pixels is %lld)", i, err,
                              (long long)e->conf->max_pixels);
-            if (rc) return failf(f, mm_status_http(rc), rc == MM_E_UNSUPPORTED ? "unsupported_image" : "invalid_image",
+            if (rc) return failf(f, mm_status_http(rc), rc == MM_E_UNSUPPORTED ? "unsupported_image"
+                                                        : rc == MM_E_TIMEOUT   ? "image_budget_exceeded"
+                                                                               : "invalid_image",
                                  "image %d: %s", i, err);
             rc = mm_preproc_run(m->pre, &img, e->pix + (size_t)j * per);
             mm_image_free(&img);

@@ -60,6 +60,8 @@ typedef struct {
     int default_frames;
     double max_video_seconds;
     double video_budget;              /* decode-time budget, seconds */
+    double image_budget;              /* image decoding per request, seconds; 0 = none */
+    int sandbox;                      /* workers: no-new-privs + seccomp allow-list */
     /* logging */
     int log_level;
     char log_file[MM_PATH_MAX];

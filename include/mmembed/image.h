@@ -43,7 +43,9 @@ const char *mm_image_sniff(const void *buf, size_t len);
  * as PIL's convert("RGB") does. EXIF orientation is not applied (neither
  * does Hugging Face).
  * Returns 0, MM_E_INVALID (empty, truncated or corrupt data),
- * MM_E_UNSUPPORTED (unknown format), MM_E_TOOBIG (over max_pixels) or
+ * MM_E_UNSUPPORTED (unknown format), MM_E_TOOBIG (over max_pixels),
+ * MM_E_UNPROCESSABLE (a JPEG with more than MM_IMAGE_MAX_SCANS scans),
+ * MM_E_TIMEOUT (over the decode budget, see mm_image_set_budget) or
  * MM_E_NOMEM, with a one-line reason in err. Nothing is printed. *out is
  * overwritten (pixels it held are not freed); on success the caller owns
  * out->rgb (mm_image_free), on error *out is zeroed and owns nothing. */
@@ -68,6 +70,28 @@ int mm_image_decode_scaled(const void *buf, size_t len, int min_edge, long max_p
  * server's `jpeg_dct_scaling` = keep_edge / resize target). */
 int mm_image_decode_keep(const void *buf, size_t len, int keep_edge, long max_pixels,
                          mm_image_t *out, char *err, size_t errlen);
+
+/* Decode budget. Pixels are bounded by max_pixels, but not the work per
+ * pixel: a progressive JPEG may repeat its scans thousands of times (each
+ * a full pass over the image; 600 scans of a 551 KB photo took 14.6 s
+ * instead of 0.58 s). So a JPEG may have at most MM_IMAGE_MAX_SCANS scans
+ * (typical encoders write 2-12; libjpeg-turbo's djpeg offers -maxscans,
+ * nvImageCodec defaults to 256) and decoding has a wall-clock budget,
+ * checked once per row of every JPEG scan (libjpeg's progress monitor) and
+ * every few kilobytes of PNG or GIF input. WebP has no hook; it decodes
+ * one frame in one pass bounded by max_pixels. */
+#define MM_IMAGE_MAX_SCANS 100
+#define MM_IMAGE_BUDGET_DEFAULT 5.0   /* seconds (limits.image_budget) */
+
+/* Set the budget, in seconds, of the process (config, before serving);
+ * <= 0: no time limit. */
+void mm_image_set_budget(double seconds);
+
+/* Start a request on the calling thread: every decode on this thread until
+ * the next call shares one budget, so a request of many images costs at
+ * most the budget, not the budget per image. A thread that never calls it
+ * gives each decode the whole budget. */
+void mm_image_budget_begin(void);
 
 /* Release the pixels of img (NULL-safe) and zero it. */
 void mm_image_free(mm_image_t *img);

@@ -17,6 +17,9 @@ int mm_log_reopen(void);
 void mm_log_set_role(const char *role);
 void mm_log(int level, const char *fmt, ...) MM_PRINTF(2, 3);
 int mm_log_enabled(int level);
+/* One line like mm_log's, message as is, safe in a signal handler (no
+ * stdio, no locks; for a process about to die, e.g. the sandbox's SIGSYS). */
+void mm_log_signal_safe(int level, const char *msg);
 
 #define mm_log_error(...) mm_log(MM_LOG_ERROR, __VA_ARGS__)
 #define mm_log_warn(...) mm_log(MM_LOG_WARN, __VA_ARGS__)

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <gif_lib.h>
 #include <jpeglib.h>
@@ -84,14 +85,86 @@ static unsigned char *alloc_rgb(int w, int h)
 }
 
 /* ------------------------------------------------------------------ */
+/* Decode budget                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Seconds of decoding one request may spend (process-wide, from config),
+ * and the deadline of the request the calling thread is serving (0: none
+ * begun, so each decode gets the whole budget). */
+static double budget_s = MM_IMAGE_BUDGET_DEFAULT;
+static _Thread_local double req_deadline;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void mm_image_set_budget(double seconds)
+{
+    budget_s = seconds > 0 ? seconds : 0;
+}
+
+void mm_image_budget_begin(void)
+{
+    req_deadline = budget_s > 0 ? now_s() + budget_s : 0;
+}
+
+static double decode_deadline(void)
+{
+    if (req_deadline > 0) return req_deadline;
+    return budget_s > 0 ? now_s() + budget_s : 0;
+}
+
+static int over_deadline(double deadline)
+{
+    return deadline > 0 && now_s() > deadline;
+}
+
+static int budget_error(const char *fmt, char *err, size_t errlen)
+{
+    return mm_errf(err, errlen, MM_E_TIMEOUT, "%s decoding took longer than the %g s budget (limits.image_budget)",
+                   fmt, budget_s);
+}
+
+/* ------------------------------------------------------------------ */
 /* JPEG                                                                */
 /* ------------------------------------------------------------------ */
 
 typedef struct {
     struct jpeg_error_mgr pub;
     jmp_buf jb;
+    int code;                  /* status for the longjmp; 0: MM_E_INVALID */
     char msg[JMSG_LENGTH_MAX];
 } jpeg_err_t;
+
+/* libjpeg calls the progress monitor once per iMCU row of every scan it
+ * reads and of the output pass, so a hostile file (a progressive JPEG
+ * whose scans are repeated thousands of times: each one is a full pass
+ * over the coefficients) is stopped within a row of its limit. This is
+ * what djpeg -maxscans does, with a clock added. */
+typedef struct {
+    struct jpeg_progress_mgr pub;
+    jpeg_err_t *err;
+    double deadline;           /* CLOCK_MONOTONIC seconds; 0: none */
+} jpeg_budget_t;
+
+static void jpeg_on_progress(j_common_ptr c)
+{
+    jpeg_budget_t *b = (jpeg_budget_t *)c->progress;
+    int scan = ((j_decompress_ptr)c)->input_scan_number;
+    if (scan > MM_IMAGE_MAX_SCANS) {
+        b->err->code = MM_E_UNPROCESSABLE;
+        snprintf(b->err->msg, sizeof b->err->msg, "JPEG has more than %d scans", MM_IMAGE_MAX_SCANS);
+        longjmp(b->err->jb, 1);
+    }
+    if (over_deadline(b->deadline)) {
+        b->err->code = MM_E_TIMEOUT;
+        budget_error("JPEG", b->err->msg, sizeof b->err->msg);
+        longjmp(b->err->jb, 1);
+    }
+}
 
 static void jpeg_on_error(j_common_ptr c)
 {
@@ -136,6 +209,7 @@ static int decode_jpeg(const unsigned char *buf, size_t len, int hint, long max_
 {
     struct jpeg_decompress_struct cinfo;
     jpeg_err_t jerr;
+    jpeg_budget_t budget;
     unsigned char *volatile pix = NULL;
     unsigned char *volatile row = NULL;
     int rc;
@@ -145,12 +219,21 @@ static int decode_jpeg(const unsigned char *buf, size_t len, int hint, long max_
     jerr.pub.error_exit = jpeg_on_error;
     jerr.pub.emit_message = jpeg_on_message;
     jerr.pub.output_message = jpeg_on_output;
+    jerr.code = 0;
     jerr.msg[0] = 0;
     if (setjmp(jerr.jb)) {
-        rc = mm_errf(err, errlen, MM_E_INVALID, "invalid JPEG: %s", jerr.msg);
+        if (jerr.code)
+            rc = mm_errf(err, errlen, jerr.code, "%s", jerr.msg);
+        else
+            rc = mm_errf(err, errlen, MM_E_INVALID, "invalid JPEG: %s", jerr.msg);
         goto fail;
     }
     jpeg_create_decompress(&cinfo);
+    memset(&budget, 0, sizeof budget);
+    budget.pub.progress_monitor = jpeg_on_progress;
+    budget.err = &jerr;
+    budget.deadline = decode_deadline();
+    cinfo.progress = &budget.pub;
     jpeg_mem_src(&cinfo, buf, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
 
@@ -229,6 +312,8 @@ fail:
 typedef struct {
     const unsigned char *buf;
     size_t len, pos;
+    double deadline;     /* CLOCK_MONOTONIC seconds; 0: none */
+    int timed_out;
     char msg[128];
 } png_src_t;
 
@@ -248,6 +333,12 @@ static void png_on_warning(png_structp png, png_const_charp msg)
 static void png_read_mem(png_structp png, png_bytep dst, png_size_t n)
 {
     png_src_t *s = png_get_io_ptr(png);
+    /* libpng reads as it inflates, so this runs every few kilobytes of
+     * input; the inflated output itself is bounded by max_pixels */
+    if (over_deadline(s->deadline)) {
+        s->timed_out = 1;
+        png_error(png, "over budget");
+    }
     if (n > s->len - s->pos)
         png_error(png, "truncated data");
     memcpy(dst, s->buf + s->pos, n);
@@ -265,7 +356,7 @@ static int decode_png(const unsigned char *buf, size_t len, long max_pixels, mm_
         if (rc != MM_OK)
             return rc;
     }
-    png_src_t src = {buf, len, 0, ""};
+    png_src_t src = {buf, len, 0, decode_deadline(), 0, ""};
     png_structp png;
     png_infop info = NULL;
     unsigned char *volatile pix = NULL;
@@ -279,10 +370,17 @@ static int decode_png(const unsigned char *buf, size_t len, long max_pixels, mm_
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory creating PNG decoder");
     }
     if (setjmp(png_jmpbuf(png))) {
-        rc = mm_errf(err, errlen, MM_E_INVALID, "invalid PNG: %s", src.msg);
+        rc = src.timed_out ? budget_error("PNG", err, errlen)
+                           : mm_errf(err, errlen, MM_E_INVALID, "invalid PNG: %s", src.msg);
         goto fail;
     }
     png_set_read_fn(png, &src, png_read_mem);
+    /* Skip every ancillary chunk but tRNS (num_chunks -1: libpng's list of
+     * the known ones): the pixels never depend on them, and compressed
+     * text/ICC chunks (zTXt, iTXt, iCCP) would otherwise each be inflated,
+     * up to 1000 of them of up to 8 MB each, a decompression bomb that
+     * max_pixels does not bound. Their CRCs are still read past. */
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
     png_read_info(png, info);
 
     png_uint_32 w, h;
@@ -414,11 +512,19 @@ static int decode_webp(const unsigned char *buf, size_t len, long max_pixels, mm
 typedef struct {
     const unsigned char *buf;
     size_t len, pos;
+    double deadline;     /* CLOCK_MONOTONIC seconds; 0: none */
+    int timed_out;
 } gif_src_t;
 
 static int gif_read(GifFileType *g, GifByteType *dst, int n)
 {
     gif_src_t *s = g->UserData;
+    /* giflib reads a sub-block (<= 255 bytes) at a time: a read that
+     * returns short makes the call in progress fail */
+    if (over_deadline(s->deadline)) {
+        s->timed_out = 1;
+        return 0;
+    }
     size_t k = n > 0 ? (size_t)n : 0;
     if (k > s->len - s->pos)
         k = s->len - s->pos;
@@ -429,6 +535,8 @@ static int gif_read(GifFileType *g, GifByteType *dst, int n)
 
 static int gif_fail(GifFileType *g, int code, const char *what, char *err, size_t errlen)
 {
+    if (((gif_src_t *)g->UserData)->timed_out)
+        return budget_error("GIF", err, errlen);
     const char *why = GifErrorString(g->Error);
     return mm_errf(err, errlen, code, "invalid GIF: %s%s%s", what, why ? ": " : "", why ? why : "");
 }
@@ -436,7 +544,7 @@ static int gif_fail(GifFileType *g, int code, const char *what, char *err, size_
 static int decode_gif(const unsigned char *buf, size_t len, long max_pixels, mm_image_t *out,
                       char *err, size_t errlen)
 {
-    gif_src_t src = {buf, len, 0};
+    gif_src_t src = {buf, len, 0, decode_deadline(), 0};
     int gerr = 0, rc, trans = -1;
     unsigned char *idx = NULL, *pix = NULL;
     GifFileType *g = DGifOpen(&src, gif_read, &gerr);

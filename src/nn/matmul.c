@@ -144,6 +144,10 @@ static void process_state(void)
     S.n = 0;
     memset(S.slot, 0, sizeof S.slot);
     (void)mm_nn_cpu(); /* a MMEMBED_CPU cap must reach oneDNN before its first primitive */
+    /* No VTune JIT registration: at a process's first kernel it dlopens
+     * libJitPI.so (77 paths searched), a file open the worker sandbox
+     * forbids; nothing profiles the server's workers with VTune. */
+    dnnl_set_jit_profiling_flags(DNNL_JIT_PROFILE_NONE);
     CK(dnnl_engine_create(&S.eng, dnnl_cpu, 0));
     S.pid = me;
 }

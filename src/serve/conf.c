@@ -62,6 +62,8 @@ static const key_t_ keys[] = {
     K_INT("limits.default_frames", default_frames, 1, 1024),
     K_FLT("limits.max_video_seconds", max_video_seconds, 0.1, 86400),
     K_FLT("limits.video_budget", video_budget, 0.001, 3600),
+    K_FLT("limits.image_budget", image_budget, 0, 3600),
+    {"sandbox", T_BOOL, offsetof(mm_conf_t, sandbox), 0, 0, 1},
     {"log.level", T_LOGLEVEL, offsetof(mm_conf_t, log_level), 0, 0, 0},
     K_PATH("log.file", log_file),
     {"auth.keys", T_KEYS, offsetof(mm_conf_t, keys), 0, 0, 0},
@@ -98,6 +100,8 @@ void mm_conf_defaults(mm_conf_t *c)
     c->default_frames = 8;
     c->max_video_seconds = 600;
     c->video_budget = 10;
+    c->image_budget = 5;
+    c->sandbox = 1;
     c->log_level = MM_LOG_INFO;
     snprintf(c->log_file, sizeof c->log_file, "-");
 }
@@ -228,6 +232,10 @@ static int set_key(const key_t_ *k, config_setting_t *s, mm_conf_t *c, char *err
             FAIL(s, "'%s': path too long", k->name);
         return 0;
     }
+    case T_BOOL:
+        if (t != CONFIG_TYPE_BOOL) FAIL(s, "'%s' must be true or false", k->name);
+        *(int *)dst = config_setting_get_bool(s);
+        return 0;
     case T_LOGLEVEL: {
         if (t != CONFIG_TYPE_STRING) FAIL(s, "'%s' must be a string", k->name);
         int lv = mm_log_level_parse(config_setting_get_string(s));

@@ -85,3 +85,54 @@ void mm_log(int level, const char *fmt, ...)
     (void)w;
     errno = saved;
 }
+
+/* civil date from days since 1970-01-01 (H. Hinnant's algorithm): gmtime_r
+ * is not async-signal-safe */
+static void civil(long z, int *y, int *m, int *d)
+{
+    z += 719468;
+    long era = (z >= 0 ? z : z - 146096) / 146097;
+    long doe = z - era * 146097;
+    long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static char *put_num(char *d, long v, int width)
+{
+    char t[24];
+    int n = 0;
+    do t[n++] = (char)('0' + v % 10); while ((v /= 10) && n < 23);
+    while (n < width) t[n++] = '0';
+    while (n) *d++ = t[--n];
+    return d;
+}
+
+static char *put_s(char *d, const char *s, const char *end)
+{
+    while (*s && d < end) *d++ = *s++;
+    return d;
+}
+
+void mm_log_signal_safe(int level, const char *msg)
+{
+    if (level > log_level) return;
+    char line[512], *d = line, *end = line + sizeof line - 1;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int y, mo, da;
+    long days = (long)(ts.tv_sec / 86400), sod = (long)(ts.tv_sec % 86400);
+    civil(days, &y, &mo, &da);
+    d = put_num(d, y, 4), *d++ = '-', d = put_num(d, mo, 2), *d++ = '-', d = put_num(d, da, 2), *d++ = 'T';
+    d = put_num(d, sod / 3600, 2), *d++ = ':', d = put_num(d, sod / 60 % 60, 2), *d++ = ':';
+    d = put_num(d, sod % 60, 2), *d++ = '.', d = put_num(d, ts.tv_nsec / 1000000, 3);
+    d = put_s(d, "Z [", end), d = put_s(d, level_names[level], end), d = put_s(d, "] [", end);
+    d = put_s(d, log_role, end), d = put_s(d, " pid ", end), d = put_num(d, (long)getpid(), 1);
+    d = put_s(d, "] ", end), d = put_s(d, msg, end);
+    *d++ = '\n';
+    ssize_t w = write(log_fd, line, (size_t)(d - line));
+    (void)w;
+}

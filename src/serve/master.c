@@ -22,6 +22,7 @@
 #include "mmembed/cache.h"
 #include "mmembed/embed.h"
 #include "mmembed/log.h"
+#include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
 
 /* A worker slot that lives less than this after (re)start counts as a crash loop. */
@@ -375,8 +376,10 @@ static void schedule_restart(gen_t *g, int index, int crashed, int64_t lived)
  * dying; this covers faults it could not handle) and log the incident. */
 static void mark_crash(const mm_sb_slot_t *s, const child_t *ch, int status)
 {
-    if (ch->standin || ch->timed_out || ch->wedged || !s->req_start_us || !WIFSIGNALED(status)) return;
-    int sig = WTERMSIG(status);
+    if (ch->standin || ch->timed_out || ch->wedged || !s->req_start_us) return;
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status)
+              : WIFEXITED(status) && WEXITSTATUS(status) == MM_SANDBOX_EXIT ? SIGSYS : 0;
+    if (!sig) return;
     if (sig == SIGKILL || sig == SIGTERM || sig == SIGQUIT || sig == SIGINT || sig == SIGHUP) return;   /* from outside */
     char fp[MM_SB_FP], uri[64];
     memcpy(fp, s->req_fp, sizeof fp);

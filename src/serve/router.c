@@ -8,6 +8,7 @@
 
 #include "mmembed/embed.h"
 #include "mmembed/http.h"
+#include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
 
 typedef struct {
@@ -141,12 +142,13 @@ static void h_info(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     mm_embed_models_json(ctx->embed, b);
     mm_buf_printf(b, ",\"limits\":{\"max_body_bytes\":%lld,\"max_items\":%d,\"max_text_bytes\":%lld,\"max_request_text_bytes\":%lld,"
                      "\"max_pixels\":%lld,\"max_parts\":%d,\"max_frames\":%d,\"default_frames\":%d,"
-                     "\"max_video_seconds\":%g,\"video_budget_seconds\":%g,\"request_timeout_seconds\":%g},"
+                     "\"max_video_seconds\":%g,\"video_budget_seconds\":%g,\"image_budget_seconds\":%g,"
+                     "\"request_timeout_seconds\":%g},"
                      "\"pool\":{\"workers\":%d,\"threads\":%d,\"queue_depth\":%d}}\n",
                   (long long)c->max_body_bytes, c->max_items, (long long)c->max_text_bytes,
                   (long long)c->max_request_text_bytes,
                   (long long)c->max_pixels, c->max_parts, c->max_frames, c->default_frames,
-                  c->max_video_seconds, c->video_budget, c->request_timeout, c->workers, c->threads,
+                  c->max_video_seconds, c->video_budget, c->image_budget, c->request_timeout, c->workers, c->threads,
                   c->queue_depth);
     mm_http_respond_json(r, 200);
 }
@@ -279,6 +281,25 @@ static void h_status(mm_worker_ctx_t *ctx, mm_http_req_t *r)
 }
 
 #ifdef MM_TEST_HOOKS
+/* /__test/syscall?call=ptrace|socket|execve|fork[&pid=P]: make a system call
+ * the sandbox denies, so the worker dies and the master replaces it. A
+ * worker other than pid P answers 503, so nginx moves on to the others. */
+static int test_syscall(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    char v[32], call[16] = "ptrace";
+    mm_http_drain(r, ctx->conf->max_body_bytes);
+    if (mm_http_query(r, "pid", v, sizeof v) && atol(v) != (long)getpid()) {
+        mm_http_error(r, 503, "busy", "test hook: pid %d is not the target", (int)getpid());
+        return 1;
+    }
+    mm_http_query(r, "call", call, sizeof call);
+    mm_sandbox_test_denied(call);
+    mm_http_error(r, 500, "sandbox_off", "system call '%s' was not denied: no sandbox", call);
+    return 1;
+}
+#endif
+
+#ifdef MM_TEST_HOOKS
 /* Test-only routes (never in the default binary): a slow request and a crash. */
 static int test_hook(mm_worker_ctx_t *ctx, mm_http_req_t *r)
 {
@@ -293,6 +314,7 @@ static int test_hook(mm_worker_ctx_t *ctx, mm_http_req_t *r)
         return 1;
     }
     if (strcmp(r->path, "/__test/crash") == 0) abort();
+    if (strcmp(r->path, "/__test/syscall") == 0) return test_syscall(ctx, r);
     return 0;
 }
 #endif

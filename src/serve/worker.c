@@ -17,7 +17,9 @@
 
 #include "mmembed/embed.h"
 #include "mmembed/http.h"
+#include "mmembed/image.h"
 #include "mmembed/log.h"
+#include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
 
 #define QMAX 66                  /* queue_depth (<= 64) + running + accept */
@@ -123,6 +125,7 @@ static void *request_thread(void *arg)
         __atomic_store_n(&W->slot->state, MM_SLOT_BUSY, __ATOMIC_RELEASE);
         update_max_busy();
 
+        mm_image_budget_begin();   /* limits.image_budget counts per request */
         mm_router_handle(W, &r);
         /* Free for the next request before the reply leaves: a client that
          * sends its next request as soon as it has this answer must not
@@ -250,12 +253,18 @@ static void accept_loop(void)
 static const int crash_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP};
 static struct sigaction crash_prev[NSIG];
 
-/* A fault while a request runs marks that request as poison before the
- * process dies (only async-signal-safe work here), then hands the signal to
- * whoever handled it before (ASan's reporter) or to the default action. */
-static void on_crash(int sig, siginfo_t *si, void *uc)
+/* The request running when the process dies (a fault, a denied system
+ * call) is marked as poison first: async-signal-safe work only. */
+static void mark_running(int sig)
 {
     if (W && W->slot->req_start_us) mm_sb_poison_mark(W->sb, W->slot->req_fp, sig);
+}
+
+/* A fault marks the running request, then hands the signal to whoever
+ * handled it before (ASan's reporter) or to the default action. */
+static void on_crash(int sig, siginfo_t *si, void *uc)
+{
+    mark_running(sig);
     const struct sigaction *p = &crash_prev[sig];
     if ((p->sa_flags & SA_SIGINFO) && p->sa_sigaction) p->sa_sigaction(sig, si, uc);
     else if (!(p->sa_flags & SA_SIGINFO) && p->sa_handler != SIG_DFL && p->sa_handler != SIG_IGN) p->sa_handler(sig);
@@ -265,6 +274,7 @@ static void on_crash(int sig, siginfo_t *si, void *uc)
 
 static void install_crash_marking(void)
 {
+    mm_sandbox_on_deny(mark_running);   /* a denied system call ends the worker like a fault */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_crash;
@@ -297,12 +307,30 @@ static void setup_process(mm_worker_ctx_t *ctx, const char *role_fmt)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     mm_http_set_retry_after(ctx->conf->retry_after);
+    mm_image_set_budget(ctx->conf->image_budget);
     FCGX_Init();
+}
+
+/* Past this point the process can make only the system calls of
+ * src/serve/sandbox.c's list (sandbox = true, the default). A worker that
+ * cannot enter it does not serve. */
+static void enter_sandbox(const mm_worker_ctx_t *ctx)
+{
+    if (!ctx->conf->sandbox) return;
+    char err[MM_ERRLEN] = "";
+    int rc = mm_sandbox_enter(err, sizeof err);
+    if (rc == MM_E_UNSUPPORTED) {
+        mm_log_info("%s", err);
+    } else if (rc != MM_OK) {
+        mm_log_error("%s (sandbox = false runs workers without it)", err);
+        _exit(74);
+    }
 }
 
 void mm_worker_standin(mm_worker_ctx_t *ctx)
 {
     setup_process(ctx, ctx->index < 0 ? "overflow" : "standin %d");
+    enter_sandbox(ctx);
     FCGX_Request f;
     FCGX_InitRequest(&f, ctx->listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
     mm_http_req_t r;
@@ -347,9 +375,12 @@ void mm_worker_main(mm_worker_ctx_t *ctx)
         mm_log_error("worker init failed: %s", err);
         _exit(71);
     }
-    /* the request thread must not take process signals */
+    enter_sandbox(ctx);
+    /* the request thread must not take process signals (but SIGSYS, the
+     * sandbox's, is its own: blocked, the kernel would kill unlogged) */
     sigset_t all;
     sigfillset(&all);
+    sigdelset(&all, SIGSYS);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     pthread_t tid;
     if (pthread_create(&tid, NULL, request_thread, NULL) != 0) _exit(72);

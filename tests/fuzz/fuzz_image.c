@@ -55,7 +55,8 @@ static void decode_one(const uint8_t *data, size_t size, int hint, int out_size,
     char err[MM_ERRLEN] = "";
     int rc = mm_image_decode(data, size, hint, MAX_PIXELS, &img, err, sizeof err);
     if (rc) {
-        FUZZ_CHECK(rc == MM_E_INVALID || rc == MM_E_UNSUPPORTED || rc == MM_E_TOOBIG || rc == MM_E_NOMEM,
+        FUZZ_CHECK(rc == MM_E_INVALID || rc == MM_E_UNSUPPORTED || rc == MM_E_TOOBIG || rc == MM_E_NOMEM ||
+                       rc == MM_E_UNPROCESSABLE || rc == MM_E_TIMEOUT, /* JPEG scan limit, decode budget */
                    "unexpected status %d (%s)", rc, err);
         FUZZ_CHECK(err[0], "status %d without a reason", rc);
         FUZZ_CHECK(!img.rgb && !img.w && !img.h, "failed decode left an image behind");

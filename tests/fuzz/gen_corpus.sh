@@ -138,6 +138,18 @@ open(sys.argv[1], "wb").write(png)
 EOF
 cp "$ROOT/tests/fixtures/clip/images/tiny31x17.png" "$I/"
 cp "$ROOT/tests/fixtures/clip/images/gray100x80.png" "$I/"
+# issue 12 item 4: a progressive JPEG past the scan limit, a PNG whose
+# zTXt chunks inflate to 300 KB (skipped, never inflated)
+cc -O2 -o "$TMP/gen_hostile_jpeg" "$ROOT/tests/fixtures/gen_hostile_jpeg.c" -ljpeg
+"$TMP/gen_hostile_jpeg" 16 16 120 "$I/manyscans.jpg"
+python3 - "$I/ztxt.png" <<'EOF'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+z = chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"\0" * 100000, 9))
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 0, 0, 0, 0)) + z * 3
+png += chunk(b"IDAT", zlib.compress(b"\0\1\2\0\3\4")) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+EOF
 
 # ---------------------------------------------------------------- video
 V="$C/video"

@@ -887,6 +887,79 @@ static void test_crop_padding(void)
     free(out);
 }
 
+/* ------------------------------------------------------------------ */
+/* Decode budget (issue 12 item 4)                                     */
+/* ------------------------------------------------------------------ */
+
+#include "../fixtures/hostile_jpeg.h"
+
+/* A progressive JPEG with its last scan repeated: decoded up to
+ * MM_IMAGE_MAX_SCANS scans, refused past it (422) after at most that many
+ * passes; under the scan limit, the time budget stops it within a row;
+ * mm_image_budget_begin makes a request's decodes share one budget. */
+static void test_decode_budget(void)
+{
+    char err[MM_ERRLEN];
+    mm_image_t img;
+    size_t len;
+    int extra_ok = MM_IMAGE_MAX_SCANS - 10; /* libjpeg's progression has 10 scans */
+
+    unsigned char *j = hostile_jpeg(320, 240, 0, &len);
+    CHECK(j && mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err) == MM_OK && img.w == 320,
+          "plain progressive JPEG: %s", err);
+    mm_image_free(&img);
+    free(j);
+
+    j = hostile_jpeg(320, 240, extra_ok, &len);
+    CHECK(j && mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err) == MM_OK,
+          "%d scans must decode: %s", MM_IMAGE_MAX_SCANS, err);
+    mm_image_free(&img);
+    free(j);
+
+    j = hostile_jpeg(320, 240, 2000, &len); /* 2010 scans, 11 MB */
+    double t0 = now_s();
+    int rc = j ? mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err) : MM_ERR;
+    double dt = now_s() - t0;
+    CHECK(rc == MM_E_UNPROCESSABLE && strstr(err, "scans"), "2010 scans: rc %d (%s)", rc, err);
+    CHECK(dt < 1.0, "2010 scans refused after %.3f s (must stop at scan %d)", dt, MM_IMAGE_MAX_SCANS + 1);
+    printf("%-40s refused in %.1f ms: %s\n", "2010-scan progressive JPEG", dt * 1e3, err);
+    free(j);
+
+    /* under the scan limit but over a small budget: the progress monitor
+     * stops it within one row (a 640x480 pass is ~1 ms) */
+    j = hostile_jpeg(640, 480, extra_ok, &len);
+    mm_image_set_budget(0.02);
+    t0 = now_s();
+    rc = j ? mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err) : MM_ERR;
+    dt = now_s() - t0;
+    CHECK(rc == MM_E_TIMEOUT && strstr(err, "budget"), "over budget: rc %d (%s)", rc, err);
+    CHECK(dt < 0.02 + 0.05, "budget 0.02 s, stopped after %.3f s (tolerance: 50 ms for one row)", dt);
+    CHECK(mm_status_http(rc) == 422, "over budget must be a 422");
+    printf("%-40s stopped in %.1f ms: %s\n", "100-scan 640x480 JPEG, 20 ms budget", dt * 1e3, err);
+
+    /* a request's decodes share the budget: each decode alone fits, two
+     * together do not */
+    mm_image_set_budget(0);
+    t0 = now_s();
+    rc = mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err);
+    double one = now_s() - t0;
+    CHECK(rc == MM_OK, "no budget: %s", err);
+    mm_image_free(&img);
+    mm_image_set_budget(one * 3); /* margin for a loaded machine */
+    CHECK(mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err) == MM_OK, "one decode fits: %s", err);
+    mm_image_free(&img);
+    mm_image_budget_begin();
+    int n = 0;
+    for (rc = MM_OK; rc == MM_OK && n < 8; n++) {
+        rc = mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err);
+        mm_image_free(&img);
+    }
+    CHECK(rc == MM_E_TIMEOUT && n >= 3, "one request's decodes share the budget: rc %d after %d decodes", rc, n);
+    mm_image_set_budget(MM_IMAGE_BUDGET_DEFAULT);
+    mm_image_budget_begin();
+    free(j);
+}
+
 int main(void)
 {
     mm_preproc_t pp;
@@ -905,5 +978,6 @@ int main(void)
     test_resize_window();
     test_crop_padding();
     test_timing(&pp);
+    test_decode_budget();
     return check_summary("test_image");
 }
