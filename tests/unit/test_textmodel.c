@@ -1,4 +1,4 @@
-/* Unit tests for model/textmodel.c (BERT and Qwen3 text encoders) against
+/* Unit tests for model/bert.c and model/qwen3.c (text encoders, through textmodel.h) against
  * Hugging Face transformers references (tests/fixtures/{bert,qwen3}, made
  * by tools/gen_text_fixtures.py), and for the tokenizer ids those
  * references were made with.
