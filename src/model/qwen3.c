@@ -2,14 +2,16 @@
  * Hugging Face folders. Read next to transformers' modeling_qwen3.py; the
  * forward pass follows its order.
  *
- *   x = embed_tokens[id]
+ *   x = embed_tokens[id]          (or input rows the caller made:
+ *                                  mm_qwen3_forward_embeds)
  *   layer l      h = RMSNorm(x) * input_layernorm
  *                q|k|v = h Wqkv^T (+ b when attention_bias)
  *                q = RMSNorm_hd(q) * q_norm; k = RMSNorm_hd(k) * k_norm
  *                    (per head, BEFORE rotary)
  *                q, k = rotary(q, k, p)   rotate_half: pairs (i, i + hd/2),
  *                    inv_freq_i = rope_theta^(-2i/hd), p the token's
- *                    position (0..len-1)
+ *                    position (0..len-1 for token ids; the caller's
+ *                    otherwise)
  *                a = softmax(q k^T / sqrt(hd) + causal) v, query head h
  *                    reads kv head h / (heads / kv_heads)
  *                x = x + a Wo^T
@@ -18,7 +20,8 @@
  *   x = RMSNorm(x) * norm;  pooled at the last token (the EOS the caller
  *   appends, as Qwen3-Embedding does)
  *
- * Sections: config, weights, rotary, forward, load, encoder ops. */
+ * Sections: config, weights, rotary, forward, load, API, encoder ops. */
+#include "mmembed/qwen3.h"
 #include "textcommon.h"
 
 #include <json-c/json.h>
@@ -332,6 +335,40 @@ static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t
 fail:
     mm_tm_free(&m->tm);
     return rc;
+}
+
+/* ============================================================ API */
+
+int mm_qwen3_embed_ids(const mm_tm_t *m, const int32_t *ids, int n, float *x)
+{
+    if (m->arch != &mm_tc_qwen3)
+        return MM_E_UNSUPPORTED;
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= m->vocab)
+            return MM_E_INVALID;
+    if (n > 0)
+        mm_tc_embed(m, &ids, &n, 1, x);
+    return MM_OK;
+}
+
+int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *pos, const int *lens, int n,
+                            float *out)
+{
+    const qwen3_t *m = (const qwen3_t *)r->m;
+    if (r->m->arch != &mm_tc_qwen3)
+        return MM_E_UNSUPPORTED;
+    int rc = mm_tc_check_lens(&m->tm, lens, n);
+    if (rc)
+        return rc;
+    size_t T = 0;
+    for (int s = 0; s < n; s++)
+        T += (size_t)lens[s];
+    for (size_t t = 0; t < T * (size_t)m->sec.n; t++)
+        if (pos[t] < 0 || pos[t] >= m->rope_rows)
+            return MM_E_INVALID;
+    const mm_tc_src_t src = {.x = x, .pos = pos};
+    mm_tc_run(r, &src, lens, n, out);
+    return MM_OK;
 }
 
 /* ============================================================ encoder ops */
