@@ -43,11 +43,7 @@ static int parse_config(json_object *o, bert_config_t *c, char *err, size_t errl
 {
     int rc;
     double eps;
-    if ((rc = mm_tc_cfg_int(o, "vocab_size", -1, &c->vocab, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "hidden_size", -1, &c->hidden, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_hidden_layers", -1, &c->layers, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_attention_heads", -1, &c->heads, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "intermediate_size", -1, &c->inter, err, errlen)) ||
+    if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
         (rc = mm_tc_cfg_int(o, "max_position_embeddings", 512, &c->max_pos, err, errlen)) ||
         (rc = mm_tc_cfg_int(o, "type_vocab_size", 2, &c->type_vocab, err, errlen)) ||
         (rc = mm_tc_cfg_num(o, "layer_norm_eps", 1e-12, &eps, err, errlen)))

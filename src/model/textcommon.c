@@ -98,6 +98,19 @@ int mm_tc_cfg_int(json_object *o, const char *key, int def, int *out, char *err,
     return MM_OK;
 }
 
+int mm_tc_cfg_sizes(json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+                    size_t errlen)
+{
+    int rc;
+    if ((rc = mm_tc_cfg_int(o, "vocab_size", -1, vocab, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "hidden_size", -1, hidden, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "num_hidden_layers", -1, layers, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "num_attention_heads", -1, heads, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "intermediate_size", -1, inter, err, errlen)))
+        return rc;
+    return MM_OK;
+}
+
 int mm_tc_cfg_num(json_object *o, const char *key, double def, double *out, char *err, size_t errlen)
 {
     json_object *v;

@@ -92,6 +92,10 @@ int mm_tc_jbool(struct json_object *o, const char *key);
 /* Integer `key` in [1, 1e8] into *out; def when absent or null (def < 0:
  * required). Returns 0 or MM_E_INVALID with "config.json: key ..." in err. */
 int mm_tc_cfg_int(struct json_object *o, const char *key, int def, int *out, char *err, size_t errlen);
+/* The sizes every transformer config gives, all required: vocab_size,
+ * hidden_size, num_hidden_layers, num_attention_heads, intermediate_size. */
+int mm_tc_cfg_sizes(struct json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+                    size_t errlen);
 /* Positive finite number `key` into *out, def when absent, o may be NULL. */
 int mm_tc_cfg_num(struct json_object *o, const char *key, double def, double *out, char *err, size_t errlen);
 /* dir/config.json, or NULL with *rc and err set. */
