@@ -1,6 +1,6 @@
 /* encoder — one interface over every embedding architecture.
  *
- * An architecture (src/model/clip.c, textmodel.c, use.c, ...) exports one
+ * An architecture (src/model/clip.c, bert.c, qwen3.c, use.c, ...) exports one
  * ops table, mm_encoder_ops_t; the registry (src/model/registry.c) reads a
  * Hugging Face folder's config.json once, picks the architecture from its
  * table (architectures / model_type), resolves the compute dtype, loads the
@@ -114,6 +114,6 @@ int mm_encoder_encode_ids(mm_enc_runner_t *r, const int32_t *const *ids, const i
 int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, float *out);
 
 /* The architectures (each defined in its own file). */
-extern const mm_encoder_ops_t mm_enc_clip, mm_enc_textmodel, mm_enc_use;
+extern const mm_encoder_ops_t mm_enc_clip, mm_enc_bert, mm_enc_qwen3, mm_enc_use;
 
 #endif

@@ -1,4 +1,5 @@
-/* textmodel — text-only embedding encoders loaded from Hugging Face folders:
+/* textmodel — text-only embedding encoders loaded from Hugging Face folders
+ * (src/model/bert.c, src/model/qwen3.c; shared parts in textcommon.c):
  *
  *   bert   BertModel-shaped encoders (all-MiniLM, bge, e5, gte-small/base
  *          ...): absolute positions, post-LN blocks, GELU FFN; pooling from

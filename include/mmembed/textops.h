@@ -1,4 +1,4 @@
-/* textops — the small numeric kernels the text encoders (model/textmodel.c)
+/* textops — the small numeric kernels the text encoders (model/bert.c, model/qwen3.c)
  * need beyond one GEMM: norms, activations, rotary embeddings and
  * attention over one packed sequence. f32, row-major, no allocation, no
  * I/O; every buffer and shape comes from the caller.

@@ -29,8 +29,8 @@ static const struct {
 } archs[] = {
     {{"CLIPModel", "CLIPTextModelWithProjection", "CLIPVisionModelWithProjection"},
      {"clip", "clip_text_model", "clip_vision_model"}, &mm_enc_clip},
-    {{"BertModel", "BertForMaskedLM", "BertForPreTraining"}, {"bert"}, &mm_enc_textmodel},
-    {{"Qwen3Model", "Qwen3ForCausalLM"}, {"qwen3"}, &mm_enc_textmodel},
+    {{"BertModel", "BertForMaskedLM", "BertForPreTraining"}, {"bert"}, &mm_enc_bert},
+    {{"Qwen3Model", "Qwen3ForCausalLM"}, {"qwen3"}, &mm_enc_qwen3},
     {{"USELite"}, {NULL}, &mm_enc_use},
 };
 

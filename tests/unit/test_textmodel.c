@@ -1,4 +1,4 @@
-/* Unit tests for model/textmodel.c (BERT and Qwen3 text encoders) against
+/* Unit tests for model/bert.c and model/qwen3.c (text encoders, through textmodel.h) against
  * Hugging Face transformers references (tests/fixtures/{bert,qwen3}, made
  * by tools/gen_text_fixtures.py), and for the tokenizer ids those
  * references were made with.
@@ -6,6 +6,7 @@
  * MM_TM_BENCH=1 adds a speed line for the all-MiniLM-L6-v2 shape (random
  * weights). Run from the repository root. */
 #include "mmembed/common.h"
+#include "mmembed/qwen3.h"
 #include "mmembed/safetensors.h"
 #include "mmembed/textmodel.h"
 #include "mmembed/tokenizer.h"
@@ -631,6 +632,114 @@ static void test_qwen3(void)
     mm_tm_free(m);
 }
 
+/* The decoder on input rows with caller positions (mmembed/qwen3.h): the
+ * embed_tokens rows at positions 0..len-1 give bit-identical vectors to
+ * the token-id path (one code path after the lookup), alone and packed
+ * over several passes; positions are really read: rotary attention only
+ * sees position differences, so shifting every position of a sequence
+ * moves the vector by f32 rounding alone, while opening a gap in the
+ * middle (as text after an image does under M-RoPE) changes it. */
+static void test_qwen3_embeds(void)
+{
+    char err[MM_ERRLEN] = "";
+    mm_tm_t *m = NULL;
+    int rc = mm_tm_load(QWEN_DIR, &m, err, sizeof err);
+    CHECK(rc == MM_OK, "load qwen3-tiny: %d %s", rc, err);
+    json_object *refs = json_object_from_file(QWEN_REF);
+    CHECK(refs != NULL, "read %s", QWEN_REF);
+    if (rc || !refs) {
+        mm_tm_free(m);
+        json_object_put(refs);
+        return;
+    }
+    const int n = (int)json_object_array_length(refs), D = mm_tm_info(m)->dim;
+    int32_t **ids = calloc((size_t)n, sizeof(*ids));
+    int *lens = calloc((size_t)n, sizeof(int)), T = 0;
+    for (int i = 0; i < n; i++) {
+        lens[i] = get_ints(json_object_array_get_idx(refs, i), "ids", &ids[i]);
+        T += lens[i];
+    }
+    float *x = malloc(sizeof(float) * (size_t)T * D);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)T), *moved = malloc(sizeof(int32_t) * (size_t)T);
+    float *by_ids = malloc(sizeof(float) * (size_t)n * D), *by_x = malloc(sizeof(float) * (size_t)n * D);
+    float *one = malloc(sizeof(float) * D), *alt = malloc(sizeof(float) * (size_t)n * D);
+    int ok = 1;
+    for (int i = 0, t = 0; i < n; t += lens[i++]) {
+        ok &= mm_qwen3_embed_ids(m, ids[i], lens[i], x + (size_t)t * D) == MM_OK;
+        for (int p = 0; p < lens[i]; p++)
+            pos[t + p] = p;
+    }
+    CHECK(ok, "mm_qwen3_embed_ids");
+    /* max_batch 3: the 31 texts take several passes on both paths */
+    mm_tm_runner_t *run = mm_tm_runner_new(m, 3, 1);
+    rc = mm_tm_encode(run, (const int32_t *const *)ids, lens, n, by_ids);
+    int rc2 = mm_qwen3_forward_embeds(run, x, pos, lens, n, by_x);
+    CHECK(rc == MM_OK && rc2 == MM_OK && !memcmp(by_ids, by_x, sizeof(float) * (size_t)n * D),
+          "embeddings + positions 0..len-1 == token ids, bit for bit, %d texts packed (rc %d %d, max |diff| %.3g)",
+          n, rc, rc2, maxdiff(by_ids, by_x, (size_t)n * D));
+    /* alone (a pass of its own: the packed vectors differ from these by
+     * BLAS blocking, MAX_BATCH_DIFF, on both paths alike) */
+    int same = 1;
+    for (int i = 0, t = 0; i < n; t += lens[i++]) {
+        rc = mm_qwen3_forward_embeds(run, x + (size_t)t * D, pos + t, &lens[i], 1, one);
+        rc2 = mm_tm_encode(run, (const int32_t *const *)&ids[i], &lens[i], 1, alt);
+        same &= rc == MM_OK && rc2 == MM_OK && !memcmp(one, alt, sizeof(float) * D);
+    }
+    CHECK(same, "each text alone: embeddings path == token-id path, bit for bit");
+
+    /* every position + 40: rotary is relative, so only rounding moves */
+    for (int t = 0; t < T; t++)
+        moved[t] = pos[t] + 40;
+    rc = mm_qwen3_forward_embeds(run, x, moved, lens, n, alt);
+    double shift = maxdiff(alt, by_ids, (size_t)n * D);
+    CHECK(rc == MM_OK && shift <= 1e-4, "all positions + 40: max |diff| %.3g (rotary sees differences only; <= 1e-4)",
+          shift);
+    /* a gap of 40 after each text's first half: differences change */
+    int changed = 0;
+    double gap = 0;
+    for (int i = 0, t = 0; i < n; t += lens[i++])
+        for (int p = 0; p < lens[i]; p++)
+            moved[t + p] = p < lens[i] / 2 ? p : p + 40;
+    rc = mm_qwen3_forward_embeds(run, x, moved, lens, n, alt);
+    for (int i = 0; i < n; i++) {
+        double d = maxdiff(alt + (size_t)i * D, by_ids + (size_t)i * D, (size_t)D);
+        gap = fmax(gap, d);
+        changed += lens[i] >= 2 && d > 1e-3;
+        CHECK(lens[i] >= 2 || d == 0, "text %d: one token has no gap, vector unchanged (%.3g)", i, d);
+    }
+    int multi = 0;
+    for (int i = 0; i < n; i++)
+        multi += lens[i] >= 2;
+    CHECK(rc == MM_OK && changed == multi, "gap of 40 mid-text: %d of %d texts moved by > 1e-3 (max %.3g)", changed,
+          multi, gap);
+    printf("qwen3-tiny embeddings path: bit-identical to token ids over %d texts; all positions + 40: max |diff| "
+           "%.3g; gap of 40 mid-text: max |diff| %.3g\n", n, shift, gap);
+
+    /* errors: positions outside the rotary table, empty input, other arch */
+    int32_t bad = mm_tm_info(m)->max_tokens, one_len = 1;
+    CHECK(mm_qwen3_forward_embeds(run, x, &bad, &one_len, 1, one) == MM_E_INVALID, "position max_tokens");
+    bad = -1;
+    CHECK(mm_qwen3_forward_embeds(run, x, &bad, &one_len, 1, one) == MM_E_INVALID, "position -1");
+    int zero = 0;
+    CHECK(mm_qwen3_forward_embeds(run, x, pos, &zero, 1, one) == MM_E_INVALID, "empty sequence");
+    int32_t big_id = mm_tm_info(m)->vocab_size;
+    CHECK(mm_qwen3_embed_ids(m, &big_id, 1, one) == MM_E_INVALID, "id out of range");
+    mm_tm_t *b = NULL;
+    if (mm_tm_load(BERT_DIR, &b, err, sizeof err) == MM_OK) {
+        mm_tm_runner_t *rb = mm_tm_runner_new(b, 1, 1);
+        CHECK(mm_qwen3_forward_embeds(rb, x, pos, lens, 1, one) == MM_E_UNSUPPORTED &&
+              mm_qwen3_embed_ids(b, ids[0], 1, one) == MM_E_UNSUPPORTED, "a BERT model is not a Qwen3 decoder");
+        mm_tm_runner_free(rb);
+        mm_tm_free(b);
+    }
+    mm_tm_runner_free(run);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids), free(lens), free(x), free(pos), free(moved), free(by_ids), free(by_x), free(one), free(alt);
+    json_object_put(refs);
+    mm_tm_free(m);
+}
+
 /* ============================================================ dtypes == */
 
 /* bf16 and q8 against the Hugging Face f32 references: every text's cosine
@@ -847,6 +956,7 @@ int main(void)
     test_bert_errors();
     test_bert_sharded_f16();
     test_qwen3();
+    test_qwen3_embeds();
     test_dtypes(BERT_DIR, BERT_REF, "mean", 32);
     test_dtypes(QWEN_DIR, QWEN_REF, "last", 16);
     if (getenv("MM_TM_BENCH") && atoi(getenv("MM_TM_BENCH")))

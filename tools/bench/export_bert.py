@@ -5,7 +5,7 @@ hidden 384, 6 layers, 12 heads, FFN 1536, 512 positions, 2 token types,
 erf GELU, LayerNorm eps 1e-12, mean pooling), written as plain PyTorch
 modules (post-LN BertModel, as in Hugging Face modeling_bert.py), saved as
 
-  MODEL_DIR/config.json          BertModel config that src/model/textmodel.c reads
+  MODEL_DIR/config.json          BertModel config that src/model/bert.c reads
   MODEL_DIR/model.safetensors    f32, Hugging Face tensor names (no pooler:
                                  the sentence embedding never reads it)
   ONNX_FILE                      input_ids int64 [B, T], attention_mask int64

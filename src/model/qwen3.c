@@ -1,0 +1,375 @@
+/* Qwen3: Qwen3Model decoders used as embedders (Qwen3-Embedding) from
+ * Hugging Face folders. Read next to transformers' modeling_qwen3.py; the
+ * forward pass follows its order.
+ *
+ *   x = embed_tokens[id]          (or input rows the caller made:
+ *                                  mm_qwen3_forward_embeds)
+ *   layer l      h = RMSNorm(x) * input_layernorm
+ *                q|k|v = h Wqkv^T (+ b when attention_bias)
+ *                q = RMSNorm_hd(q) * q_norm; k = RMSNorm_hd(k) * k_norm
+ *                    (per head, BEFORE rotary)
+ *                q, k = rotary(q, k, p)   rotate_half: pairs (i, i + hd/2),
+ *                    inv_freq_i = rope_theta^(-2i/hd), p the token's
+ *                    position (0..len-1 for token ids; the caller's
+ *                    otherwise)
+ *                a = softmax(q k^T / sqrt(hd) + causal) v, query head h
+ *                    reads kv head h / (heads / kv_heads)
+ *                x = x + a Wo^T
+ *                h = RMSNorm(x) * post_attention_layernorm
+ *                x = x + (silu(h Wg^T) * (h Wu^T)) Wd^T
+ *   x = RMSNorm(x) * norm;  pooled at the last token (the EOS the caller
+ *   appends, as Qwen3-Embedding does)
+ *
+ * Sections: config, weights, rotary, forward, load, API, encoder ops. */
+#include "mmembed/qwen3.h"
+#include "textcommon.h"
+
+#include <json-c/json.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mmembed/common.h"
+#include "mmembed/textops.h"
+
+/* ============================================================ config */
+
+typedef struct {
+    int vocab;        /* vocab_size */
+    int hidden;       /* hidden_size */
+    int layers;       /* num_hidden_layers */
+    int heads;        /* num_attention_heads */
+    int kv_heads;     /* num_key_value_heads */
+    int head_dim;     /* head_dim (default hidden / heads) */
+    int inter;        /* intermediate_size */
+    int max_pos;      /* max_position_embeddings */
+    float eps;        /* rms_norm_eps */
+    double rope_theta;
+    int attn_bias;    /* attention_bias */
+    int eos_id;       /* eos_token_id */
+} qwen3_config_t;
+
+static int parse_config(json_object *o, qwen3_config_t *c, char *err, size_t errlen)
+{
+    int rc;
+    double eps;
+    if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "max_position_embeddings", 32768, &c->max_pos, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "num_key_value_heads", c->heads, &c->kv_heads, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "head_dim", c->hidden / c->heads, &c->head_dim, err, errlen)) ||
+        (rc = mm_tc_cfg_num(o, "rms_norm_eps", 1e-6, &eps, err, errlen)))
+        return rc;
+    c->eps = (float)eps;
+    if (c->heads % c->kv_heads)
+        return mm_errf(err, errlen, MM_E_INVALID,
+                       "config.json: num_attention_heads %d not a multiple of num_key_value_heads %d",
+                       c->heads, c->kv_heads);
+    if (c->head_dim % 2)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: head_dim %d is odd", c->head_dim);
+    const char *act = mm_tc_jstr(o, "hidden_act");
+    if (act && strcmp(act, "silu"))
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: hidden_act \"%s\" not supported (silu)", act);
+    if (mm_tc_jbool(o, "use_sliding_window"))
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: use_sliding_window not supported");
+    c->attn_bias = mm_tc_jbool(o, "attention_bias");
+
+    /* rope_theta: transformers <= 4 top-level, >= 5 under rope_parameters.
+     * Only the plain rotary ("default") is implemented. */
+    json_object *rp = NULL, *rs = NULL;
+    json_object_object_get_ex(o, "rope_parameters", &rp);
+    json_object_object_get_ex(o, "rope_scaling", &rs);
+    if (rp && !json_object_is_type(rp, json_type_object))
+        rp = NULL;
+    if (rs && !json_object_is_type(rs, json_type_object))
+        rs = NULL;
+    if ((rc = mm_tc_cfg_num(o, "rope_theta", 10000.0, &c->rope_theta, err, errlen)) ||
+        (rp && (rc = mm_tc_cfg_num(rp, "rope_theta", c->rope_theta, &c->rope_theta, err, errlen))))
+        return rc;
+    json_object *sets[2] = {rp, rs};
+    for (int i = 0; i < 2; i++) {
+        const char *t = mm_tc_jstr(sets[i], "rope_type");
+        if (!t)
+            t = mm_tc_jstr(sets[i], "type");
+        if (t && strcmp(t, "default"))
+            return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: rope_type \"%s\" not supported (default)", t);
+    }
+
+    c->eos_id = -1;
+    json_object *e;
+    if (json_object_object_get_ex(o, "eos_token_id", &e)) {
+        if (json_object_is_type(e, json_type_array) && json_object_array_length(e) > 0)
+            e = json_object_array_get_idx(e, 0);
+        if (json_object_is_type(e, json_type_int))
+            c->eos_id = json_object_get_int(e);
+    }
+    if (c->eos_id < 0 || c->eos_id >= c->vocab)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: eos_token_id missing or outside the vocabulary");
+    return MM_OK;
+}
+
+/* ============================================================ weights */
+
+typedef struct {
+    const float *in_norm;   /* (hidden) input_layernorm */
+    const float *wqkv;      /* ((heads + 2 kv_heads) head_dim, hidden) q | k | v rows */
+    const float *bqkv;      /* ((heads + 2 kv_heads) head_dim) or NULL */
+    const float *q_norm;    /* (head_dim) */
+    const float *k_norm;    /* (head_dim) */
+    const float *wo;        /* (hidden, heads head_dim) o_proj */
+    const float *bo;        /* (hidden) or NULL */
+    const float *post_norm; /* (hidden) post_attention_layernorm */
+    const float *wgu;       /* (2 inter, hidden) gate | up rows */
+    const float *wdown;     /* (hidden, inter) down_proj */
+} qwen3_layer_t;
+
+/* Rotary sections: which position axis each run of rotary frequencies
+ * reads. Qwen3 has one axis over all head_dim / 2 frequencies; M-RoPE
+ * (Qwen2-VL's mrope_section) has three (time, height, width). */
+typedef struct {
+    int n;                  /* axes (1 here) */
+    int len[3];             /* frequencies per axis, summing to head_dim / 2 */
+} rope_sections_t;
+
+typedef struct {
+    mm_tm_t tm;             /* first: the common part; tok_emb is embed_tokens */
+    qwen3_config_t c;
+    qwen3_layer_t *l;       /* (layers) */
+    const float *norm;      /* (hidden) final norm */
+    rope_sections_t sec;
+    int rope_rows;          /* positions the tables cover: [0, rope_rows) */
+    float *rope_cos;        /* (rope_rows, head_dim / 2) cos(p inv_freq_i) */
+    float *rope_sin;        /* (rope_rows, head_dim / 2) */
+} qwen3_t;
+
+static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
+{
+    qwen3_t *m = (qwen3_t *)tm;
+    const qwen3_config_t *c = &m->c;
+    int64_t H = c->hidden, F = c->inter, D = c->head_dim;
+    int64_t Q = (int64_t)c->heads * D, KV = (int64_t)c->kv_heads * D;
+    int rc;
+    if ((rc = mm_tc_walk_table(w, tm, c->vocab, H, "embed_tokens.weight")))
+        return rc;
+    for (int l = 0; l < c->layers; l++) {
+        qwen3_layer_t *L = &m->l[l];
+        if ((rc = mm_tc_walk_one(w, &L->in_norm, 1, H, 0, "layers.%d.input_layernorm.weight", l)))
+            return rc;
+        L->wqkv = mm_tc_walk_lin_begin(w);
+        if ((rc = mm_tc_walk_part(w, 2, Q, H, "layers.%d.self_attn.q_proj.weight", l)) ||
+            (rc = mm_tc_walk_part(w, 2, KV, H, "layers.%d.self_attn.k_proj.weight", l)) ||
+            (rc = mm_tc_walk_part(w, 2, KV, H, "layers.%d.self_attn.v_proj.weight", l)) ||
+            (rc = mm_tc_walk_lin_end(w, Q + 2 * KV, H)))
+            return rc;
+        L->bqkv = NULL;
+        L->bo = NULL;
+        if (c->attn_bias) {
+            L->bqkv = mm_tc_walk_begin(w);
+            if ((rc = mm_tc_walk_part(w, 1, Q, 0, "layers.%d.self_attn.q_proj.bias", l)) ||
+                (rc = mm_tc_walk_part(w, 1, KV, 0, "layers.%d.self_attn.k_proj.bias", l)) ||
+                (rc = mm_tc_walk_part(w, 1, KV, 0, "layers.%d.self_attn.v_proj.bias", l)) ||
+                (rc = mm_tc_walk_one(w, &L->bo, 1, H, 0, "layers.%d.self_attn.o_proj.bias", l)))
+                return rc;
+        }
+        if ((rc = mm_tc_walk_one(w, &L->q_norm, 1, D, 0, "layers.%d.self_attn.q_norm.weight", l)) ||
+            (rc = mm_tc_walk_one(w, &L->k_norm, 1, D, 0, "layers.%d.self_attn.k_norm.weight", l)) ||
+            (L->wo = mm_tc_walk_lin_begin(w), 0) ||
+            (rc = mm_tc_walk_part(w, 2, H, Q, "layers.%d.self_attn.o_proj.weight", l)) ||
+            (rc = mm_tc_walk_lin_end(w, H, Q)) ||
+            (rc = mm_tc_walk_one(w, &L->post_norm, 1, H, 0, "layers.%d.post_attention_layernorm.weight", l)))
+            return rc;
+        L->wgu = mm_tc_walk_lin_begin(w);
+        if ((rc = mm_tc_walk_part(w, 2, F, H, "layers.%d.mlp.gate_proj.weight", l)) ||
+            (rc = mm_tc_walk_part(w, 2, F, H, "layers.%d.mlp.up_proj.weight", l)) ||
+            (rc = mm_tc_walk_lin_end(w, 2 * F, H)) ||
+            (L->wdown = mm_tc_walk_lin_begin(w), 0) ||
+            (rc = mm_tc_walk_part(w, 2, H, F, "layers.%d.mlp.down_proj.weight", l)) ||
+            (rc = mm_tc_walk_lin_end(w, H, F)))
+            return rc;
+    }
+    return mm_tc_walk_one(w, &m->norm, 1, H, 0, "norm.weight");
+}
+
+static void qwen3_free(mm_tm_t *tm)
+{
+    qwen3_t *m = (qwen3_t *)tm;
+    free(m->l);
+    free(m->rope_cos);
+    free(m->rope_sin);
+}
+
+/* ============================================================ rotary */
+
+/* cos / sin of position p times inv_freq_i, in f32 as HF's rotary module
+ * computes them: inv_freq = 1 / theta^(2i/hd), freq = p * inv_freq. */
+static int build_rope(qwen3_t *m)
+{
+    int half = m->c.head_dim / 2, n = m->rope_rows;
+    m->rope_cos = malloc((size_t)n * half * sizeof(float));
+    m->rope_sin = malloc((size_t)n * half * sizeof(float));
+    if (!m->rope_cos || !m->rope_sin)
+        return MM_E_NOMEM;
+    for (int i = 0; i < half; i++) {
+        float e = (float)(2 * i) / (float)m->c.head_dim;
+        float inv = 1.0f / powf((float)m->c.rope_theta, e);
+        for (int p = 0; p < n; p++) {
+            float f = (float)p * inv;
+            m->rope_cos[(size_t)p * half + i] = (float)cos((double)f);
+            m->rope_sin[(size_t)p * half + i] = (float)sin((double)f);
+        }
+    }
+    m->sec = (rope_sections_t){.n = 1, .len = {half}};
+    return MM_OK;
+}
+
+/* Each token's cos / sin row (T, head_dim / 2): the frequencies of section
+ * a read the table at the token's position on axis a, pos[a * T + t].
+ * Qwen3 has the one axis; M-RoPE fills sec from mrope_section and passes
+ * (3, T) positions, and nothing after this step changes. */
+static void rope_rows(const qwen3_t *m, const int32_t *pos, int T, float *cos, float *sin)
+{
+    const size_t half = (size_t)m->c.head_dim / 2;
+    for (int t = 0; t < T; t++) {
+        size_t i0 = 0;
+        for (int a = 0; a < m->sec.n; a++) {
+            const size_t src = (size_t)pos[(size_t)a * T + t] * half + i0, n = (size_t)m->sec.len[a];
+            memcpy(cos + t * half + i0, m->rope_cos + src, n * sizeof(float));
+            memcpy(sin + t * half + i0, m->rope_sin + src, n * sizeof(float));
+            i0 += n;
+        }
+    }
+}
+
+/* ============================================================ forward */
+
+/* Qwen3Model over n packed sequences: r->x holds the input rows and r->pos
+ * their positions; leaves the final-normed last hidden state in r->x. */
+static void forward(mm_tm_runner_t *r, const int *lens, int n)
+{
+    const qwen3_t *m = (const qwen3_t *)r->m;
+    const qwen3_config_t *c = &m->c;
+    const int H = c->hidden, F = c->inter, D = c->head_dim, T = r->start[n];
+    const int Q = c->heads * D, KV = c->kv_heads * D, ld = r->m->ld_qkv;
+    float *x = r->x;
+
+    /* Qwen3RotaryEmbedding: the same cos / sin for every layer */
+    rope_rows(m, r->pos, T, r->rope_cos, r->rope_sin);
+    for (int l = 0; l < c->layers; l++) {
+        const qwen3_layer_t *L = &m->l[l];
+        /* Qwen3Attention */
+        mm_tops_rmsnorm(r->y, H, x, H, L->in_norm, T, H, c->eps);
+        mm_nn_linear(r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE);
+        for (int t = 0; t < T; t++) {
+            float *row = r->qkv + (size_t)t * ld;
+            mm_tops_rmsnorm(row, D, row, D, L->q_norm, c->heads, D, c->eps);
+            mm_tops_rmsnorm(row + Q, D, row + Q, D, L->k_norm, c->kv_heads, D, c->eps);
+        }
+        mm_tops_rope(r->qkv, ld, T, c->heads + c->kv_heads, D, r->rope_cos, r->rope_sin);
+        mm_tc_attention(r, lens, n, c->heads, c->heads / c->kv_heads, D, Q, Q + KV, 1);
+        mm_nn_linear(r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE);
+        for (size_t i = 0; i < (size_t)T * H; i++)
+            x[i] += r->y[i];
+        /* Qwen3MLP, MM_TC_FF_BLOCK rows at a time */
+        for (int t0 = 0; t0 < T; t0 += MM_TC_FF_BLOCK) {
+            int nt = MM_MIN(MM_TC_FF_BLOCK, T - t0);
+            float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
+            mm_tops_rmsnorm(yb, H, xb, H, L->post_norm, nt, H, c->eps);
+            mm_nn_linear(r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F, MM_ACT_NONE);
+            mm_tops_swiglu(r->ff2, F, r->ff, 2 * F, nt, F);
+            mm_nn_linear(yb, H, r->ff2, F, L->wdown, NULL, nt, F, H, MM_ACT_NONE);
+            for (size_t i = 0; i < (size_t)nt * H; i++)
+                xb[i] += yb[i];
+        }
+    }
+    mm_tops_rmsnorm(x, H, x, H, m->norm, T, H, c->eps);
+}
+
+const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = forward, .free = qwen3_free};
+
+/* ============================================================ load */
+
+/* mm_enc_qwen3.load; see mm_tm_load_as (textmodel.h) for the contract.
+ * dir's config.json describes a Qwen3Model (the registry or mm_tm_load_as chose
+ * this file by it). *out is an mm_tm_t. */
+static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    qwen3_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    int rc, max_seq = 0;
+    json_object *cfg = NULL;
+    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)) ||
+        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
+        goto fail;
+    rc = parse_config(cfg, &m->c, err, errlen);
+    json_object_put(cfg);
+    m->tm.info.pooling = MM_TM_POOL_LAST;
+    if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)))
+        goto fail;
+    const qwen3_config_t *c = &m->c;
+    m->tm.vocab = c->vocab;
+    m->tm.hidden = c->hidden;
+    m->tm.ld_qkv = (c->heads + 2 * c->kv_heads) * c->head_dim;
+    m->tm.att_width = c->heads * c->head_dim;
+    m->tm.ff_width = 2 * c->inter;
+    m->tm.ff2_width = c->inter;
+    m->tm.rope_half = c->head_dim / 2;
+    if (!(m->l = calloc((size_t)c->layers, sizeof(*m->l)))) {
+        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = mm_tc_pack(&m->tm, dir, "embed_tokens.weight", walk, err, errlen)))
+        goto fail;
+    mm_tc_finish(&m->tm, c->max_pos, max_seq, c->layers, c->heads, c->eos_id);
+    m->rope_rows = m->tm.info.max_tokens;
+    if (build_rope(m)) {
+        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    *out = &m->tm;   /* == m: mm_tm_t comes first */
+    return MM_OK;
+fail:
+    mm_tm_free(&m->tm);
+    return rc;
+}
+
+/* ============================================================ API */
+
+int mm_qwen3_embed_ids(const mm_tm_t *m, const int32_t *ids, int n, float *x)
+{
+    if (m->arch != &mm_tc_qwen3)
+        return MM_E_UNSUPPORTED;
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= m->vocab)
+            return MM_E_INVALID;
+    if (n > 0)
+        mm_tc_embed(m, &ids, &n, 1, x);
+    return MM_OK;
+}
+
+int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *pos, const int *lens, int n,
+                            float *out)
+{
+    const qwen3_t *m = (const qwen3_t *)r->m;
+    if (r->m->arch != &mm_tc_qwen3)
+        return MM_E_UNSUPPORTED;
+    int rc = mm_tc_check_lens(&m->tm, lens, n);
+    if (rc)
+        return rc;
+    size_t T = 0;
+    for (int s = 0; s < n; s++)
+        T += (size_t)lens[s];
+    for (size_t t = 0; t < T * (size_t)m->sec.n; t++)
+        if (pos[t] < 0 || pos[t] >= m->rope_rows)
+            return MM_E_INVALID;
+    const mm_tc_src_t src = {.x = x, .pos = pos};
+    mm_tc_run(r, &src, lens, n, out);
+    return MM_OK;
+}
+
+/* ============================================================ encoder ops */
+
+const mm_encoder_ops_t mm_enc_qwen3 = {
+    .name = "qwen3", .load = load, .free = mm_tc_enc_free, .info = mm_tc_enc_info,
+    .runner_new = mm_tc_enc_runner_new, .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
+};

@@ -1,0 +1,568 @@
+/* What the text encoders share (see textcommon.h): Hugging Face config
+ * helpers, the sentence-transformers files, the weight walk and the shared
+ * pack, and the architecture-free pieces of a forward pass.
+ *
+ * Weights: every tensor the forward pass multiplies is converted to f32 and
+ * stored, fused where one GEMM can do the work (q|k|v, gate|up), in one
+ * memfd mapped PROT_READ | MAP_SHARED before workers fork; the token
+ * embedding table keeps its checkpoint dtype (only the looked-up rows are
+ * converted), which halves the largest tensor of a bf16 Qwen3. The pack is
+ * laid out by walking the tensors twice with the same code: once to check
+ * names and shapes and add up the size, once to convert into the memfd.
+ *
+ * Packing: the sequences of one pass are laid back to back with no
+ * padding, so every dense layer is one GEMM over all tokens and attention
+ * runs per sequence. That is what HF computes for each sequence alone, and
+ * it makes a vector independent of its batch (to BLAS rounding).
+ *
+ * Sections: config, sentence-transformers, weight walk, pack, load,
+ * forward pieces. */
+#include "textcommon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "mmembed/common.h"
+#include "mmembed/packcache.h"
+#include "mmembed/textops.h"
+
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+/* ============================================================ config */
+
+json_object *mm_tc_json_read(const char *path, int *rc, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        *rc = mm_errf(err, errlen, MM_E_NOTFOUND, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fclose(f);
+    json_object *o = json_object_from_file(path);
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        *rc = mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
+        return NULL;
+    }
+    *rc = MM_OK;
+    return o;
+}
+
+json_object *mm_tc_config_read(const char *dir, int *rc, char *err, size_t errlen)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return mm_tc_json_read(path, rc, err, errlen);
+}
+
+const char *mm_tc_jstr(json_object *o, const char *key)
+{
+    json_object *v;
+    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    return NULL;
+}
+
+int mm_tc_jbool(json_object *o, const char *key)
+{
+    json_object *v;
+    return o && json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
+}
+
+int mm_tc_cfg_int(json_object *o, const char *key, int def, int *out, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
+        if (def < 0)
+            return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s missing", key);
+        *out = def;
+        return MM_OK;
+    }
+    if (!json_object_is_type(v, json_type_int))
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s is not an integer", key);
+    int64_t x = json_object_get_int64(v);
+    if (x < 1 || x > 100000000)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s = %lld out of range", key,
+                       (long long)x);
+    *out = (int)x;
+    return MM_OK;
+}
+
+int mm_tc_cfg_sizes(json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+                    size_t errlen)
+{
+    int rc;
+    if ((rc = mm_tc_cfg_int(o, "vocab_size", -1, vocab, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "hidden_size", -1, hidden, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "num_hidden_layers", -1, layers, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "num_attention_heads", -1, heads, err, errlen)) ||
+        (rc = mm_tc_cfg_int(o, "intermediate_size", -1, inter, err, errlen)))
+        return rc;
+    return MM_OK;
+}
+
+int mm_tc_cfg_num(json_object *o, const char *key, double def, double *out, char *err, size_t errlen)
+{
+    json_object *v;
+    *out = def;
+    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+        return MM_OK;
+    if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s is not a number", key);
+    *out = json_object_get_double(v);
+    if (!(*out > 0) || !isfinite(*out))
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s must be positive", key);
+    return MM_OK;
+}
+
+/* ================================================ sentence-transformers */
+
+/* modules.json lists the modules in order; its Pooling entry names the
+ * folder whose config.json says which pooling; a module that would change
+ * the vector and that we do not run (Dense, ...) is an error rather than a
+ * silently different embedding. Normalize is the caller's job. */
+int mm_tc_st_files(const char *dir, int *pooling, int *max_seq, char *err, size_t errlen)
+{
+    char path[1280];
+    int rc;
+    *max_seq = 0;
+
+    snprintf(path, sizeof path, "%s/sentence_bert_config.json", dir);
+    if (access(path, F_OK) == 0) {
+        json_object *o = mm_tc_json_read(path, &rc, err, errlen);
+        if (!o)
+            return rc;
+        json_object *v;
+        if (json_object_object_get_ex(o, "max_seq_length", &v) && json_object_is_type(v, json_type_int) &&
+            json_object_get_int(v) > 0)
+            *max_seq = json_object_get_int(v);
+        json_object_put(o);
+    }
+
+    snprintf(path, sizeof path, "%s/modules.json", dir);
+    if (access(path, F_OK) != 0)
+        return MM_OK;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: %s", path, strerror(errno));
+    fclose(f);
+    json_object *mods = json_object_from_file(path);
+    if (!mods || !json_object_is_type(mods, json_type_array)) {
+        json_object_put(mods);
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON array", path);
+    }
+    char pool_dir[512] = "";
+    rc = MM_OK;
+    for (size_t i = 0; i < json_object_array_length(mods) && rc == MM_OK; i++) {
+        json_object *e = json_object_array_get_idx(mods, i);
+        const char *type = mm_tc_jstr(e, "type"), *p = mm_tc_jstr(e, "path");
+        const char *cls = type ? strrchr(type, '.') : NULL;
+        cls = cls ? cls + 1 : type ? type : "";
+        if (!strcmp(cls, "Pooling"))
+            snprintf(pool_dir, sizeof pool_dir, "%s", p ? p : "");
+        else if (strcmp(cls, "Transformer") && strcmp(cls, "Normalize"))
+            rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: module %s not supported", path,
+                         type ? type : "?");
+    }
+    json_object_put(mods);
+    if (rc || !pool_dir[0])
+        return rc;
+
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, pool_dir);
+    json_object *o = mm_tc_json_read(path, &rc, err, errlen);
+    if (!o)
+        return rc;
+    int cls = mm_tc_jbool(o, "pooling_mode_cls_token"), mean = mm_tc_jbool(o, "pooling_mode_mean_tokens");
+    int last = mm_tc_jbool(o, "pooling_mode_lasttoken");
+    int other = mm_tc_jbool(o, "pooling_mode_max_tokens") || mm_tc_jbool(o, "pooling_mode_mean_sqrt_len_tokens") ||
+                mm_tc_jbool(o, "pooling_mode_weightedmean_tokens");
+    json_object_put(o);
+    if (other || cls + mean + last != 1)
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                       "%s: pooling must be exactly one of cls_token, mean_tokens, lasttoken", path);
+    *pooling = cls ? MM_TM_POOL_CLS : mean ? MM_TM_POOL_MEAN : MM_TM_POOL_LAST;
+    return MM_OK;
+}
+
+/* ========================================================= weight walk */
+
+const float *mm_tc_walk_begin(mm_tc_walk_t *w)
+{
+    w->off = (w->off + 63) & ~(size_t)63;
+    w->last = w->off;
+    return w->ro ? (const float *)(w->ro + w->off) : NULL;
+}
+
+static int walk_get(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const mm_st_tensor_t **t,
+                    const char *fmt, va_list ap)
+{
+    char rel[256], name[300];
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    snprintf(name, sizeof name, "%s%s", w->prefix, rel);
+    int64_t shape[2] = {d0, d1};
+    int rc = mm_st_get(w->st, name, ndim, shape, t, w->err, w->errlen);
+    if (rc == MM_OK)
+        w->dtypes |= 1u << (*t)->dtype;
+    return rc;
+}
+
+int mm_tc_walk_part(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+{
+    const mm_st_tensor_t *t;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = walk_get(w, ndim, d0, d1, &t, fmt, ap);
+    va_end(ap);
+    if (rc)
+        return rc;
+    if (w->lin) {
+        if (w->base) {
+            if (w->tmp_n + t->numel > w->tmp_cap) {
+                size_t cap = (w->tmp_n + t->numel) * 2;
+                float *p = realloc(w->tmp, cap * sizeof(float));
+                if (!p)
+                    return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+                w->tmp = p;
+                w->tmp_cap = cap;
+            }
+            mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
+        }
+        w->tmp_n += t->numel;
+        return MM_OK;
+    }
+    if (w->base)
+        mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
+    w->off += t->numel * sizeof(float);
+    return MM_OK;
+}
+
+/* A dense layer's parts (W's rows) are gathered in f32 and lin_end packs
+ * them into an mm_nn_linear blob in the model's compute dtype, which is
+ * all the region holds. */
+const float *mm_tc_walk_lin_begin(mm_tc_walk_t *w)
+{
+    const float *p = mm_tc_walk_begin(w);
+    w->lin = 1;
+    w->tmp_n = 0;
+    return p;
+}
+
+int mm_tc_walk_lin_end(mm_tc_walk_t *w, int64_t N, int64_t K)
+{
+    w->lin = 0;
+    if (w->tmp_n != (size_t)N * (size_t)K)
+        return mm_errf(w->err, w->errlen, MM_E_INVALID, "dense layer of %zu weights, expected %lld x %lld",
+                       w->tmp_n, (long long)N, (long long)K);
+    if (w->base)
+        mm_nn_lin_pack(w->base + w->last, w->tmp, (int)N, (int)K, w->dt);
+    w->off = w->last + mm_nn_lin_bytes((int)N, (int)K, w->dt);
+    return MM_OK;
+}
+
+int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+{
+    const mm_st_tensor_t *t;
+    *dst = mm_tc_walk_begin(w);
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = walk_get(w, ndim, d0, d1, &t, fmt, ap);
+    va_end(ap);
+    if (rc)
+        return rc;
+    if (w->base)
+        mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
+    w->off += t->numel * sizeof(float);
+    return MM_OK;
+}
+
+int mm_tc_walk_table(mm_tc_walk_t *w, mm_tm_t *m, int64_t d0, int64_t d1, const char *name)
+{
+    const mm_st_tensor_t *t;
+    m->tok_emb = mm_tc_walk_begin(w);
+    int rc;
+    char full[300];
+    snprintf(full, sizeof full, "%s%s", w->prefix, name);
+    int64_t shape[2] = {d0, d1};
+    if ((rc = mm_st_get(w->st, full, 2, shape, &t, w->err, w->errlen)))
+        return rc;
+    w->dtypes |= 1u << t->dtype;
+    m->tok_dtype = t->dtype;
+    if (w->base)
+        memcpy(w->base + w->off, t->data, t->nbytes);
+    w->off += t->nbytes;
+    return MM_OK;
+}
+
+int mm_tc_walk_row0(mm_tc_walk_t *w, const float **dst, int64_t d0, int64_t d1, const char *name)
+{
+    const mm_st_tensor_t *t;
+    char full[300];
+    snprintf(full, sizeof full, "%s%s", w->prefix, name);
+    int64_t shape[2] = {d0, d1};
+    int rc;
+    if ((rc = mm_st_get(w->st, full, 2, shape, &t, w->err, w->errlen)))
+        return rc;
+    *dst = mm_tc_walk_begin(w);
+    if (w->base)
+        mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), (size_t)d1);
+    w->off += (size_t)d1 * sizeof(float);
+    return MM_OK;
+}
+
+/* ================================================================ pack */
+
+/* The checkpoint's prefix: bare (BertModel / Qwen3Model saves) or that of
+ * the *For* wrappers. */
+static const char *find_prefix(const mm_st_t *st, const char *probe)
+{
+    static const char *prefixes[] = {"", "bert.", "model."};
+    char name[256];
+    for (size_t i = 0; i < MM_ARRAY_LEN(prefixes); i++) {
+        snprintf(name, sizeof name, "%s%s", prefixes[i], probe);
+        if (mm_st_find(st, name))
+            return prefixes[i];
+    }
+    return "";
+}
+
+/* Sizes, fills and maps the shared weight block (see the file comment). */
+static int build_pack(mm_tm_t *m, const char *dir, const mm_st_t *st, const char *probe, mm_tc_walk_fn walk,
+                      char *err, size_t errlen)
+{
+    mm_tc_walk_t w = {.st = st, .err = err, .errlen = errlen, .dt = m->compute};
+    w.prefix = find_prefix(st, probe);
+    int rc = walk(&w, m);
+    if (rc)
+        return rc;
+    size_t size = (w.off + 4095) & ~(size_t)4095;
+
+    /* a pack cache file of this size: the walk only sets the pointers */
+    char cache[MM_PACK_PATH_MAX] = "";
+    if (mm_pack_cache_path(dir, m->arch->name, m->compute, cache, sizeof cache) == 0) {
+        char *p = mm_pack_cache_map(cache, size);
+        if (p) {
+            w.ro = p;
+            w.off = 0;
+            if ((rc = walk(&w, m))) {
+                munmap(p, size);
+                return rc;
+            }
+            m->base = p;
+            m->bytes = size;
+            m->info.pack_cache = 1;
+            goto dtype;
+        }
+    }
+
+    int fd = memfd_create("mmembed-textmodel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return mm_errf(err, errlen, MM_ERR, "memfd_create: %s", strerror(errno));
+    /* fallocate: running out of shmem is an error here, not a SIGBUS later */
+    if (ftruncate(fd, (off_t)size) < 0 || posix_fallocate(fd, 0, (off_t)size) != 0) {
+        close(fd);
+        return mm_errf(err, errlen, MM_E_NOMEM, "weights of %zu bytes: out of shared memory", size);
+    }
+    /* Both views of the one memfd: the walk writes through rw and hands
+     * out pointers into ro, the mapping that stays. */
+    char *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    char *rw = ro == MAP_FAILED ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (rw == MAP_FAILED) {
+        int e = errno;
+        if (ro != MAP_FAILED)
+            munmap(ro, size);
+        close(fd);
+        return mm_errf(err, errlen, MM_E_NOMEM, "weights of %zu bytes: mmap: %s", size, strerror(e));
+    }
+    w.base = rw;
+    w.ro = ro;
+    w.off = 0;
+    rc = walk(&w, m);
+    free(w.tmp);
+    munmap(rw, size);
+    /* Future-write seal: no process can map the block writable again or
+     * write() to it; the read-only mapping stays valid. */
+    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE);
+    close(fd);
+    if (rc) {
+        munmap(ro, size);
+        return rc;
+    }
+    m->base = ro;
+    m->bytes = size;
+    if (cache[0])
+        m->info.pack_cache = mm_pack_cache_store(cache, ro, size) == 0 ? 2 : -1;
+
+dtype:;
+    unsigned d = w.dtypes & ~(1u << MM_ST_OTHER);
+    const char *ds = d == (1u << MM_ST_F32) ? "f32" : d == (1u << MM_ST_F16) ? "f16"
+                   : d == (1u << MM_ST_BF16) ? "bf16" : "mixed";
+    snprintf(m->dtype, sizeof m->dtype, "%s", ds);
+    return MM_OK;
+}
+
+int mm_tc_pack(mm_tm_t *m, const char *dir, const char *probe, mm_tc_walk_fn walk, char *err, size_t errlen)
+{
+    mm_st_t *st = NULL;
+    int rc = mm_st_open(dir, &st, err, errlen);
+    if (rc == MM_OK)
+        rc = build_pack(m, dir, st, probe, walk, err, errlen);
+    mm_st_close(st);
+    return rc;
+}
+
+/* ================================================================ load */
+
+int mm_tc_init(mm_tm_t *m, const mm_tc_arch_t *arch, const char *dir, mm_dtype_t dtype, char *err,
+               size_t errlen)
+{
+    m->arch = arch;
+    m->compute = dtype;
+    int nl;
+    const char *nm = mm_path_last(dir, &nl);
+    snprintf(m->name, sizeof m->name, "%.*s", nl, nm);
+    if (!mm_nn_lin_supported(dtype))
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: dtype %s is not supported on this CPU", dir,
+                       mm_dtype_name(dtype));
+    return MM_OK;
+}
+
+void mm_tc_finish(mm_tm_t *m, int max_pos, int max_seq, int layers, int heads, int append_eos_id)
+{
+    mm_tm_info_t *in = &m->info;
+    in->name = m->name;
+    in->arch = m->arch->name;
+    in->dim = m->hidden;
+    in->max_tokens = MM_MIN(max_pos, MM_TM_MAX_TOKENS);
+    if (max_seq > 0)
+        in->max_tokens = MM_MIN(in->max_tokens, max_seq);
+    in->vocab_size = m->vocab;
+    in->append_eos_id = append_eos_id;
+    in->layers = layers;
+    in->heads = heads;
+    in->dtype = m->dtype;
+    in->compute = mm_dtype_name(m->compute);
+}
+
+/* ======================================================= forward pieces */
+
+void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, int n, float *x)
+{
+    size_t H = (size_t)m->hidden;
+    size_t esize = m->tok_dtype == MM_ST_F32 ? 4 : 2;
+    const unsigned char *tab = m->tok_emb;
+    for (int s = 0; s < n; s++)
+        for (int p = 0; p < lens[s]; p++, x += H)
+            mm_st_convert(m->tok_dtype, tab + (size_t)ids[s][p] * H * esize, x, H);
+}
+
+typedef struct {
+    mm_tm_runner_t *r;
+    const int *lens;
+    int n, heads, group, D, ldq, ldo, koff, voff, causal;
+    float scale;
+} attn_job_t;
+
+/* Parts take (sequence, head) units round robin; each part has its own
+ * scores block. */
+static void attn_part(void *arg, int part, int nparts)
+{
+    const attn_job_t *j = arg;
+    mm_tm_runner_t *r = j->r;
+    float *scores = r->scores + (size_t)(part % r->threads) * MM_TOPS_QBLOCK * r->m->info.max_tokens;
+    for (int u = part; u < j->n * j->heads; u += nparts) {
+        const int s = u / j->heads, h = u % j->heads, kvh = h / j->group;
+        const float *q = r->qkv + (size_t)r->start[s] * j->ldq;
+        mm_tops_attention(r->att + (size_t)r->start[s] * j->ldo + h * j->D, j->ldo, q + h * j->D, j->ldq,
+                          q + j->koff + kvh * j->D, j->ldq, q + j->voff + kvh * j->D, j->ldq, j->lens[s], j->D,
+                          j->scale, j->causal, scores);
+    }
+}
+
+void mm_tc_attention(mm_tm_runner_t *r, const int *lens, int n, int heads, int group, int D, int koff, int voff,
+                     int causal)
+{
+    attn_job_t aj = {.r = r, .lens = lens, .n = n, .heads = heads, .group = group, .D = D,
+                     .ldq = r->m->ld_qkv, .ldo = r->m->att_width, .koff = koff, .voff = voff,
+                     .causal = causal, .scale = 1.0f / sqrtf((float)D)};
+    mm_nn_parallel(attn_part, &aj);
+}
+
+/* out (n, hidden) from r->x by the model's pooling. */
+static void pool(const mm_tm_runner_t *r, const int *lens, int n, float *out)
+{
+    const int H = r->m->hidden;
+    for (int s = 0; s < n; s++) {
+        const float *x = r->x + (size_t)r->start[s] * H;
+        float *o = out + (size_t)s * H;
+        switch (r->m->info.pooling) {
+        case MM_TM_POOL_CLS:
+            memcpy(o, x, (size_t)H * sizeof(float));
+            break;
+        case MM_TM_POOL_LAST:
+            memcpy(o, x + (size_t)(lens[s] - 1) * H, (size_t)H * sizeof(float));
+            break;
+        default:
+            for (int j = 0; j < H; j++) {
+                double acc = 0;
+                for (int p = 0; p < lens[s]; p++)
+                    acc += x[(size_t)p * H + j];
+                o[j] = (float)(acc / lens[s]);
+            }
+        }
+    }
+}
+
+int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n)
+{
+    if (n < 0)
+        return MM_E_INVALID;
+    for (int s = 0; s < n; s++) {
+        if (lens[s] < 1)
+            return MM_E_INVALID;
+        if (lens[s] > m->info.max_tokens)
+            return MM_E_TOOBIG;
+    }
+    return MM_OK;
+}
+
+void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out)
+{
+    const mm_tm_t *m = r->m;
+    const size_t H = (size_t)m->hidden;
+    /* the pool is process-wide: another runner may have resized it (and
+     * attention needs one scores block per part) */
+    if (mm_nn_threads() != r->threads)
+        mm_nn_set_threads(r->threads);
+    size_t tok0 = 0;   /* first token of the pass among all n sequences */
+    for (int s0 = 0; s0 < n;) {
+        int k = 0, t = 0;
+        r->start[0] = 0;
+        while (s0 + k < n && k < r->max_batch && t + lens[s0 + k] <= r->cap) {
+            t += lens[s0 + k];
+            r->start[++k] = t;
+        }
+        if (src->ids) {
+            mm_tc_embed(m, src->ids + s0, lens + s0, k, r->x);
+            for (int s = 0; s < k; s++)
+                for (int p = 0; p < lens[s0 + s]; p++)
+                    r->pos[r->start[s] + p] = p;
+        } else {
+            memcpy(r->x, src->x + tok0 * H, (size_t)t * H * sizeof(float));
+            memcpy(r->pos, src->pos + tok0, (size_t)t * sizeof(int32_t));
+        }
+        m->arch->forward(r, lens + s0, k);
+        pool(r, lens + s0, k, out + (size_t)s0 * H);
+        s0 += k;
+        tok0 += (size_t)t;
+    }
+}

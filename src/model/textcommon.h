@@ -1,0 +1,208 @@
+/* textcommon — what the text encoders (bert.c, qwen3.c) share, private to
+ * src/model: the model and runner structs behind include/mmembed/textmodel.h,
+ * Hugging Face config helpers, the sentence-transformers files, the weight
+ * walk that lays out the shared pack, and the pieces of a forward pass that
+ * do not depend on the architecture (token lookup, attention over packed
+ * sequences, pooling, the pass loop).
+ *
+ * An architecture file allocates a struct whose FIRST member is mm_tm_t,
+ * fills mm_tm_t's dims (hidden, ld_qkv, ...) so that the common runner can
+ * size its scratch, and supplies a tm_arch_t (its forward pass and what to
+ * free). Everything else here is the same for both. */
+#ifndef MMEMBED_TEXTCOMMON_H
+#define MMEMBED_TEXTCOMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mmembed/common.h"
+#include "mmembed/encoder.h"
+#include "mmembed/nn.h"
+#include "mmembed/safetensors.h"
+#include "mmembed/textmodel.h"
+
+struct json_object;
+
+/* Rows per feed-forward block: the FFN runs on blocks of tokens so its wide
+ * intermediate buffer stays FF_BLOCK rows whatever the pass size. */
+#define MM_TC_FF_BLOCK 512
+/* Tokens per pass when the batch allows more (bounds per-runner scratch). */
+#define MM_TC_PASS_TOKENS 4096
+
+/* ---------------------------------------------------------------- the structs */
+
+typedef struct {
+    const char *name;   /* "bert" | "qwen3": info.arch and the pack cache tag */
+    /* One pass over n packed sequences whose input rows r->x (start[n],
+     * hidden) and positions r->pos (start[n]) already hold; leaves the last
+     * hidden state in r->x. */
+    void (*forward)(mm_tm_runner_t *r, const int *lens, int n);
+    /* Frees what the architecture allocated beside mm_tm_t (not the struct). */
+    void (*free)(mm_tm_t *m);
+} mm_tc_arch_t;
+
+/* The part of every text model the common code reads. An architecture's
+ * model struct starts with it. */
+struct mm_tm {
+    const mm_tc_arch_t *arch;
+    mm_tm_info_t info;
+    int vocab;               /* valid ids [0, vocab) */
+    int hidden;              /* floats per token in the residual stream */
+    int ld_qkv;              /* floats per token of the fused q|k|v product */
+    int att_width;           /* floats per token of the attention output (heads head_dim) */
+    int ff_width;            /* floats per row of the runner's ff block */
+    int ff2_width;           /* floats per row of its ff2 block (0: none) */
+    int rope_half;           /* > 0: the runner keeps (cap, rope_half) cos / sin rows */
+    const void *tok_emb;     /* (vocab, hidden) in tok_dtype: word_embeddings / embed_tokens */
+    mm_st_dtype_t tok_dtype;
+    void *base;              /* the shared read-only weight mapping */
+    size_t bytes;
+    char name[128];
+    char dtype[8];
+    mm_dtype_t compute;      /* of the dense layers */
+};
+
+/* A worker's scratch, sized once from the model's dims. */
+struct mm_tm_runner {
+    const mm_tm_t *m;
+    int max_batch;
+    int cap;          /* tokens per pass */
+    int threads;
+    float *x;         /* (cap, hidden) residual stream */
+    float *y;         /* (cap, hidden) sublayer output / normed input */
+    float *qkv;       /* (cap, ld_qkv) */
+    float *att;       /* (cap, att_width) attention output */
+    float *ff;        /* (MM_TC_FF_BLOCK, ff_width) */
+    float *ff2;       /* (MM_TC_FF_BLOCK, ff2_width) or NULL */
+    float *rope_cos;  /* (cap, rope_half) each token's rotary cos row, or NULL */
+    float *rope_sin;  /* (cap, rope_half) */
+    int32_t *pos;     /* (cap) each token's position in the pass */
+    float *scores;    /* (threads, MM_TOPS_QBLOCK, max_tokens): one block per pool part */
+    int *start;       /* (max_batch + 1) first token of each sequence in the pass */
+};
+
+/* ---------------------------------------------------------------- config.json */
+
+/* Reads a JSON object file. NULL with *rc MM_E_NOTFOUND / MM_E_INVALID and
+ * err set when missing or not an object; the caller puts the result. */
+struct json_object *mm_tc_json_read(const char *path, int *rc, char *err, size_t errlen);
+/* String / boolean member, NULL / 0 when absent or of another type. */
+const char *mm_tc_jstr(struct json_object *o, const char *key);
+int mm_tc_jbool(struct json_object *o, const char *key);
+/* Integer `key` in [1, 1e8] into *out; def when absent or null (def < 0:
+ * required). Returns 0 or MM_E_INVALID with "config.json: key ..." in err. */
+int mm_tc_cfg_int(struct json_object *o, const char *key, int def, int *out, char *err, size_t errlen);
+/* The sizes every transformer config gives, all required: vocab_size,
+ * hidden_size, num_hidden_layers, num_attention_heads, intermediate_size. */
+int mm_tc_cfg_sizes(struct json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+                    size_t errlen);
+/* Positive finite number `key` into *out, def when absent, o may be NULL. */
+int mm_tc_cfg_num(struct json_object *o, const char *key, double def, double *out, char *err, size_t errlen);
+/* dir/config.json, or NULL with *rc and err set. */
+struct json_object *mm_tc_config_read(const char *dir, int *rc, char *err, size_t errlen);
+
+/* Pooling and length limit from the sentence-transformers files when dir
+ * has them (modules.json -> Pooling config, sentence_bert_config.json);
+ * leaves *pooling alone otherwise; *max_seq 0 when not given. */
+int mm_tc_st_files(const char *dir, int *pooling, int *max_seq, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- weight walk */
+
+/* One walker serves both passes over the checkpoint: with base == NULL it
+ * only checks each tensor (name, dtype, shape) and adds up the layout; with
+ * base set it converts each tensor to its place. Both passes call the same
+ * functions in the same order, so the layout matches. */
+typedef struct {
+    const mm_st_t *st;
+    const char *prefix;  /* "", "bert." or "model." */
+    char *base;          /* where to write; NULL: sizing pass */
+    const char *ro;      /* the read-only mapping of the same bytes */
+    size_t off;          /* bytes laid out so far */
+    size_t last;         /* where the last region began */
+    mm_dtype_t dt;       /* of the dense layers' packed blobs */
+    int lin;             /* inside a dense layer: parts go to tmp, packed at its end */
+    float *tmp;          /* that layer's W (N, K) in f32 */
+    size_t tmp_n, tmp_cap; /* floats in / room of tmp */
+    unsigned dtypes;     /* bit per source dtype seen */
+    char *err;
+    size_t errlen;
+} mm_tc_walk_t;
+
+/* An architecture's whole walk: sets its weight pointers from w. */
+typedef int (*mm_tc_walk_fn)(mm_tc_walk_t *w, mm_tm_t *m);
+
+/* Starts a region (64-byte aligned) of f32 parts; returns where it will be
+ * in the read-only mapping (NULL in the sizing pass). */
+const float *mm_tc_walk_begin(mm_tc_walk_t *w);
+/* Appends tensor prefix + fmt..., which must be (d0) or (d0, d1), as f32. */
+int mm_tc_walk_part(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) MM_PRINTF(5, 6);
+/* A region of one tensor, converted to f32; *dst points at it. */
+int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    MM_PRINTF(6, 7);
+/* A dense layer (N, K): begin, then its row blocks with mm_tc_walk_part,
+ * then end, which packs them into an mm_nn_linear blob in w->dt. */
+const float *mm_tc_walk_lin_begin(mm_tc_walk_t *w);
+int mm_tc_walk_lin_end(mm_tc_walk_t *w, int64_t N, int64_t K);
+/* The token embedding table (d0, d1), copied in its checkpoint dtype into
+ * m->tok_emb / m->tok_dtype. */
+int mm_tc_walk_table(mm_tc_walk_t *w, mm_tm_t *m, int64_t d0, int64_t d1, const char *name);
+/* The first d1 floats of row 0 of a (d0, d1) tensor, as f32. */
+int mm_tc_walk_row0(mm_tc_walk_t *w, const float **dst, int64_t d0, int64_t d1, const char *name);
+
+/* Opens dir's checkpoint, finds its name prefix ("", "bert.", "model.") by
+ * the tensor `probe`, and lays the weights out with `walk` into one sealed
+ * read-only memfd (or maps them from the pack cache), setting m->base,
+ * bytes, dtype and info.pack_cache. Returns 0 or MM_E_*, err set. */
+int mm_tc_pack(mm_tm_t *m, const char *dir, const char *probe, mm_tc_walk_fn walk, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- load */
+
+/* Before an architecture's load: m zeroed by the caller; sets arch, compute
+ * and name; MM_E_UNSUPPORTED when the CPU cannot run `dtype`. */
+int mm_tc_init(mm_tm_t *m, const mm_tc_arch_t *arch, const char *dir, mm_dtype_t dtype, char *err,
+               size_t errlen);
+/* After the pack: info (arch, dim, max_tokens from max_pos and the
+ * sentence-transformers max_seq, vocab, dtypes, layers, heads). */
+void mm_tc_finish(mm_tm_t *m, int max_pos, int max_seq, int layers, int heads, int append_eos_id);
+
+/* The architectures' forward passes (bert.c, qwen3.c); their loaders are
+ * the load of mm_enc_bert / mm_enc_qwen3 (encoder.h). */
+extern const mm_tc_arch_t mm_tc_bert, mm_tc_qwen3;
+
+/* ---------------------------------------------------------------- forward pieces */
+
+/* x (sum lens, hidden) = token embedding rows, converted from the table's dtype. */
+void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, int n, float *x);
+
+/* Self-attention of the pass's n packed sequences from r->qkv into r->att,
+ * every (sequence, head) pair a unit of work for nn's pool. Query head h
+ * reads key/value head h / group; q at column 0, k at koff, v at voff of
+ * each ld_qkv row; causal != 0 masks later keys. */
+void mm_tc_attention(mm_tm_runner_t *r, const int *lens, int n, int heads, int group, int D, int koff, int voff,
+                     int causal);
+
+/* Where a pass's input rows come from: token ids (looked up, positions
+ * 0..len-1 per sequence), or rows and positions the caller made. */
+typedef struct {
+    const int32_t *const *ids;  /* (n) sequences of lens[s] ids, or NULL */
+    const float *x;             /* (sum lens, hidden) input rows when ids is NULL */
+    const int32_t *pos;         /* (sum lens) their positions */
+} mm_tc_src_t;
+
+/* Runs passes over n sequences, each pass as many whole sequences as fit in
+ * the scratch: fills r->x and r->pos from src, runs the architecture's
+ * forward, pools by info.pooling into out (n, hidden). Inputs already
+ * checked; never allocates. */
+void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out);
+
+/* Checks n and lens against the model: 0, MM_E_INVALID or MM_E_TOOBIG. */
+int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n);
+
+/* The encoder ops every text architecture shares (all but load; textmodel.c). */
+void mm_tc_enc_free(void *model);
+void mm_tc_enc_info(const void *model, mm_enc_info_t *out);
+void *mm_tc_enc_runner_new(const void *model, int max_batch, int max_images, int threads);
+void mm_tc_enc_runner_free(void *runner);
+int mm_tc_enc_encode(const void *model, void *runner, const mm_input_t *in, int n, float *out);
+
+#endif
