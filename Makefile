@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 B       ?= build
 OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps run check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model use-model
+.PHONY: all deps run-deps run readme-check check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model use-model
 all: $(B)/mmembed
 
 $(B)/obj/%.o: %.c
@@ -40,8 +40,13 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmmembed.a
 
 unit-bins: $(TESTS:%=$(B)/tests/%)
 
+# Debian packages: `run` what building and serving need, `test` adds what
+# `make check` needs (chromium, clang/llvm for the fuzzers, wrk, iproute2).
 deps:
-	@tools/deps.sh
+	@tools/deps.sh test
+
+run-deps:
+	@tools/deps.sh run
 
 # The default model of `make run`: ViT-B/32-shaped CLIP with synthetic weights
 # (no pretrained weights can be downloaded here) and the real CLIP tokenizer.
@@ -52,6 +57,9 @@ $(B)/mkclip: tools/mkclip.c
 
 $(DEFAULT_MODEL)/config.json: $(B)/mkclip tests/fixtures/clip/tokenizer/tokenizer.json
 	@echo "  MODEL   $(DEFAULT_MODEL) (synthetic weights, deterministic)"
+	@# a fresh clone has no models/ yet; a failed earlier run may have left .tmp
+	@mkdir -p $(dir $(DEFAULT_MODEL))
+	@rm -rf $(DEFAULT_MODEL).tmp
 	@$(B)/mkclip $(DEFAULT_MODEL).tmp tests/fixtures/clip/tokenizer/tokenizer.json
 	@rm -rf $(DEFAULT_MODEL) && mv $(DEFAULT_MODEL).tmp $(DEFAULT_MODEL)
 
@@ -62,8 +70,8 @@ default-model: $(DEFAULT_MODEL)/config.json
 use-model:
 	@tools/use/setup.sh
 
-run: deps
-	@$(MAKE) --no-print-directory all default-model use-model
+run: run-deps
+	@$(MAKE) --no-print-directory all use-model default-model
 	@tools/run.sh
 
 # unit tests: every tests/unit/test_*.c, run from the repository root
