@@ -74,6 +74,12 @@ run: run-deps
 	@$(MAKE) --no-print-directory all use-model default-model
 	@tools/run.sh
 
+# The README's `make run` in the background: /health 200, one /v1/embeddings
+# answer, Ctrl-C, nothing left behind (.ci/run runs it on the clean clone;
+# READMECHECK_ARGS=--clone does it in a fresh clone of HEAD).
+readme-check:
+	@tools/readme_check.sh $(READMECHECK_ARGS)
+
 # unit tests: every tests/unit/test_*.c, run from the repository root
 unit: deps use-model default-model
 	@$(MAKE) --no-print-directory unit-bins
