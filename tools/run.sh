@@ -100,8 +100,9 @@ nginx_failed() {
           sed 's/^.*\[\(emerg\|alert\)\] [0-9#]*: //' || true)
     say "nginx could not start on $LISTEN: ${why:-see $PREFIX/nginx-error.log}"
     case "$why" in *"Address already in use"*)
-        say "the port is taken (an earlier 'make run' still running? run/nginx.pid). Use another port:"
-        say "  copy conf/mmembed.conf, set http = { listen = \"127.0.0.1:8081\"; }, run MMEMBED_CONF=that.conf make run" ;;
+        say "the port is taken (an earlier 'make run' still running? $PREFIX/nginx.pid). To use another port,"
+        say "copy conf/mmembed.conf, set its http.listen (http = { listen = \"127.0.0.1:8081\"; }) and run"
+        say "  MMEMBED_CONF=that.conf make run" ;;
     esac
 }
 
