@@ -13,6 +13,7 @@ set -eu
 cd "$(dirname "$0")/.."
 TIMEOUT=${READMECHECK_TIMEOUT:-1800}
 TMP=$(mktemp -d /tmp/mmembed-readme.XXXXXX)
+chmod 755 "$TMP"   # nginx's and the workers' user reach the sockets in the clone
 say() { echo "readme-check: $*" >&2; }
 if [ "${1:-}" = --clone ]; then
     git clone -q "$PWD" "$TMP/clone"

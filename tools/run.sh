@@ -53,6 +53,23 @@ case "$HOST" in
 esac
 URL="http://$HOST:$PORT"
 
+# As root, nginx's workers and the pool's workers run as the configured user
+# and must reach the sockets: a clone under a private directory (root's
+# 0700 home, a mktemp -d) gives 502 for ever. Say so instead.
+NGUSER=$(sed -n 's/^user  *\([^ ;]*\).*;/\1/p' "$NGCONF" | head -n 1)
+if [ "$(id -u)" = 0 ] && [ -n "$NGUSER" ] && command -v runuser >/dev/null 2>&1; then
+    for s in $SOCKETS; do
+        d=$(dirname "$s")
+        while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+        if ! runuser -u "$NGUSER" -- test -x "$d" 2>/dev/null; then
+            say "user '$NGUSER' (nginx's and the workers' user) cannot reach $(dirname "$s"), where the"
+            say "worker sockets go: make its parent directories searchable (chmod o+x), clone elsewhere,"
+            say "or change user/group or listen in $CONF"
+            exit 1
+        fi
+    done
+fi
+
 rm -f "$PREFIX/nginx.pid"
 LOGSTART=$(( $(stat -c %s "$PREFIX/nginx-error.log" 2>/dev/null || echo 0) + 1 ))
 # Each in its own process group (set -m), so that what either leaves behind

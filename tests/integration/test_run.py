@@ -210,3 +210,21 @@ http {{
         p = subprocess.run([NGINX, "-t", "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
+
+
+def test_unreachable_socket_dir_is_reported():
+    """As root the workers and nginx run as www-data: sockets in a directory
+    that user cannot reach would give 502 for ever; the script says why and
+    exits non-zero instead."""
+    if os.geteuid() != 0:
+        print("    SKIP: only as root (workers drop to www-data)")
+        return
+    s = Server(workers=1, models=MODELS[:1])
+    try:
+        os.chmod(s.dir, 0o700)
+        env = dict(os.environ, MMEMBED_CONF=s.conf_path, MMEMBED_RUN_DIR=s.dir, MMEMBED_BIN=BIN)
+        p = subprocess.run([RUN_SH], capture_output=True, text=True, env=env, timeout=60)
+        assert p.returncode != 0 and "cannot reach" in p.stderr and "serving on" not in p.stderr, p.stderr
+        assert not glob.glob(os.path.join(s.dir, "*.sock")) and not os.path.exists(s.pid_path)
+    finally:
+        shutil.rmtree(s.dir, ignore_errors=True)
