@@ -219,12 +219,16 @@ def test_unreachable_socket_dir_is_reported():
     if os.geteuid() != 0:
         print("    SKIP: only as root (workers drop to www-data)")
         return
-    s = Server(workers=1, models=MODELS[:1])
+    private = tempfile.mkdtemp(prefix="mmembed-private-")   # 0700, like root's home
+    saved, tempfile.tempdir = tempfile.tempdir, private
     try:
-        os.chmod(s.dir, 0o700)
+        s = Server(workers=1, models=MODELS[:1])              # its dir (0755) inside the private one
+    finally:
+        tempfile.tempdir = saved
+    try:
         env = dict(os.environ, MMEMBED_CONF=s.conf_path, MMEMBED_RUN_DIR=s.dir, MMEMBED_BIN=BIN)
         p = subprocess.run([RUN_SH], capture_output=True, text=True, env=env, timeout=60)
         assert p.returncode != 0 and "cannot reach" in p.stderr and "serving on" not in p.stderr, p.stderr
         assert not glob.glob(os.path.join(s.dir, "*.sock")) and not os.path.exists(s.pid_path)
     finally:
-        shutil.rmtree(s.dir, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
