@@ -15,6 +15,7 @@ from test_embed import MODELS
 
 README = os.path.join(ROOT, "README.md")
 ROUTER = os.path.join(ROOT, "src", "serve", "router.c")
+CONF_C = os.path.join(ROOT, "src", "serve", "conf.c")
 
 
 def endpoint_table():
@@ -56,6 +57,21 @@ def test_readme_lists_every_route_of_the_router():
                if (m, p) not in documented
                and not (p.endswith("/") and any(dm == m and dp.startswith(p) and "{" in dp for dm, dp in documented))]
     assert not missing, f"routes the server has but README.md's endpoint table does not: {missing}"
+
+
+def test_readme_documents_every_config_key():
+    """Every key of the config table in src/serve/conf.c is in README.md's
+    configuration table (rows like `limits.max_items`, or two keys in one row)."""
+    keys = re.findall(r'^\s*(?:K_[A-Z]+\(|\{)"([a-z_]+(?:\.[a-z_]+)?)"', open(CONF_C).read(), re.M)
+    assert len(keys) > 20, keys
+    rows = [line.split("|")[1] for line in open(README).read().splitlines() if line.startswith("| `")]
+    documented = set(re.findall(r"`([a-z_.]+)`", " ".join(rows)))
+    missing = [k for k in keys if k not in documented]
+    # the keys of one `models` entry, in the `models` row
+    models_row = next(line for line in open(README).read().splitlines() if line.startswith("| `models` |"))
+    model_keys = re.findall(r'strcmp\(k, "([a-z_]+)"\)', open(CONF_C).read())
+    missing += [f"models[].{k}" for k in model_keys if not re.search(rf"\b{k} =", models_row)]
+    assert not missing, f"config keys the server reads but README.md does not document: {missing}"
 
 
 def test_readme_endpoint_table_matches_the_server():
