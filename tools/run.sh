@@ -5,7 +5,7 @@
 #
 # Says "serving on" only once nginx holds its port (it has written its pid
 # file, which it does after binding) and /health answers 200 through it.
-# If nginx cannot start (the port is taken, ...) or the master exits, the
+# If nginx cannot start (the port is taken, ...), or the master or nginx exits, the
 # other one is stopped too and the script exits non-zero with the reason:
 # nothing is left running, no stale pid file or sockets.
 #
@@ -84,8 +84,8 @@ set +m
 
 alive() { kill -0 "$1" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 
-# stop_all: nginx first (no new requests), then the master; escalate to
-# SIGKILL after a bounded wait so nothing is left behind.
+# cleanup: nginx first (no new requests), then the master; each is escalated
+# to SIGKILL after a bounded wait, so nothing is left behind.
 stop_pid() {   # PID GENTLE_SIGNAL
     if alive "$1"; then kill -"$2" "$1" 2>/dev/null || true; fi
     for _ in $(seq 1 100); do
@@ -97,7 +97,7 @@ stop_pid() {   # PID GENTLE_SIGNAL
     kill -KILL -- "-$1" 2>/dev/null || true   # orphans of its group
 }
 cleanup() {
-    trap - INT TERM EXIT
+    trap - INT TERM HUP EXIT
     stop_pid "$NGINX" QUIT
     stop_pid "$MASTER" INT
     # what a master killed with SIGKILL could not remove
@@ -107,7 +107,7 @@ cleanup() {
     fi
     rm -f "$PREFIX/nginx.pid"
 }
-trap 'cleanup; exit 0' INT TERM
+trap 'cleanup; exit 0' INT TERM HUP
 trap 'cleanup' EXIT
 
 nginx_failed() {
@@ -156,9 +156,10 @@ set +e
 wait -n "$MASTER" "$NGINX"
 rc=$?
 if ! alive "$MASTER"; then
+    # even a clean exit (someone sent it SIGTERM) ends the service: non-zero
     say "the master exited (status $rc); stopping nginx"
     cleanup
-    exit $(( rc ? rc : 0 ))
+    exit $(( rc ? rc : 1 ))
 fi
 say "nginx exited (status $rc); stopping the master"
 cleanup
