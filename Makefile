@@ -41,7 +41,8 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmmembed.a
 unit-bins: $(TESTS:%=$(B)/tests/%)
 
 # Debian packages: `run` what building and serving need, `test` adds what
-# `make check` needs (chromium, clang/llvm for the fuzzers, wrk, iproute2).
+# `make check` needs (chromium, clang/llvm for the fuzzers, wrk, ffmpeg,
+# iproute2, systemd-analyze). tools/deps.sh waits for a held apt lock.
 deps:
 	@tools/deps.sh test
 
