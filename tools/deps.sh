@@ -6,6 +6,8 @@ PKGS="build-essential pkg-config libfcgi-dev libconfig-dev libjson-c-dev libjpeg
 libpng-dev libwebp-dev libgif-dev libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
 libopenblas-dev libpcre2-dev libutf8proc-dev libxxhash-dev nginx-light ffmpeg wrk python3 curl
 chromium clang llvm libclang-rt-14-dev libdnnl-dev iproute2"
+# documents (issue 19): poppler's pdfinfo/pdftoppm/pdftotext, run as isolated child processes
+PKGS="$PKGS poppler-utils"
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 missing=""
 for p in $PKGS; do
