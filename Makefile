@@ -40,6 +40,11 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmmembed.a
 
 unit-bins: $(TESTS:%=$(B)/tests/%)
 
+# documents: render vs model ms per page (tools/bench/doc_bench.c)
+$(B)/bench/doc_bench: tools/bench/doc_bench.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
 deps:
 	@tools/deps.sh
 
