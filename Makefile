@@ -43,6 +43,11 @@ unit-bins: $(TESTS:%=$(B)/tests/%)
 # Debian packages: `run` what building and serving need, `test` adds what
 # `make check` needs (chromium, clang/llvm for the fuzzers, wrk, ffmpeg,
 # iproute2, systemd-analyze). tools/deps.sh waits for a held apt lock.
+# documents: render vs model ms per page (tools/bench/doc_bench.c)
+$(B)/bench/doc_bench: tools/bench/doc_bench.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
 deps:
 	@tools/deps.sh test
 

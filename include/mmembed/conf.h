@@ -61,6 +61,12 @@ typedef struct {
     double max_video_seconds;
     double video_budget;              /* decode-time budget, seconds */
     double image_budget;              /* image decoding per request, seconds; 0 = none */
+    /* documents: the isolated PDF renderer (media/document.h) */
+    int max_pages;                    /* pages per request */
+    int max_page_pixels;              /* one rendered page */
+    double render_budget;             /* renderer wall-clock seconds per request */
+    int64_t max_pdf_bytes;
+    int64_t render_memory;            /* renderer address space (RLIMIT_AS), bytes */
     int sandbox;                      /* workers: no-new-privs + seccomp allow-list */
     /* logging */
     int log_level;

@@ -63,6 +63,14 @@ static const key_t_ keys[] = {
     K_FLT("limits.max_video_seconds", max_video_seconds, 0.1, 86400),
     K_FLT("limits.video_budget", video_budget, 0.001, 3600),
     K_FLT("limits.image_budget", image_budget, 0, 3600),
+    /* documents (issue 19): pages per request, pixels per rendered page,
+     * the renderer's wall-clock budget per request, PDF size, the
+     * renderer's address space */
+    K_INT("limits.max_pages", max_pages, 1, 4096),
+    K_INT("limits.max_page_pixels", max_page_pixels, 4096, 1e9),
+    K_FLT("limits.render_budget", render_budget, 0.1, 3600),
+    K_BYTES("limits.max_pdf_bytes", max_pdf_bytes, 1024, 1 << 30),
+    K_BYTES("limits.render_memory", render_memory, 64 << 20, 1LL << 40),
     {"sandbox", T_BOOL, offsetof(mm_conf_t, sandbox), 0, 0, 1},
     {"log.level", T_LOGLEVEL, offsetof(mm_conf_t, log_level), 0, 0, 0},
     K_PATH("log.file", log_file),
@@ -101,6 +109,11 @@ void mm_conf_defaults(mm_conf_t *c)
     c->max_video_seconds = 600;
     c->video_budget = 10;
     c->image_budget = 5;
+    c->max_pages = 32;
+    c->max_page_pixels = 4000000;
+    c->render_budget = 20;
+    c->max_pdf_bytes = 50 << 20;
+    c->render_memory = 1LL << 30;
     c->sandbox = 1;
     c->log_level = MM_LOG_INFO;
     snprintf(c->log_file, sizeof c->log_file, "-");

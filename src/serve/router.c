@@ -29,6 +29,7 @@ static const route_t routes[] = {
     {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0},
     {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0},
     {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0},
+    {"/embed/document", MM_ROUTE_EMBED_DOCUMENT, "POST", 0},
 };
 
 /* GET /v1/models/{id}: one model (or alias) in OpenAI's shape. */

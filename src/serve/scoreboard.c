@@ -8,7 +8,7 @@ static const int statuses[] = MM_SB_STATUSES;
 static const double buckets[] = MM_SB_BUCKETS;
 static const char *route_names[MM_ROUTE_COUNT] = {
     "/health", "/info", "/metrics", "/status", "/v1/embeddings", "/embed/text", "/embed/image",
-    "/embed/multimodal", "/embed/video", "/v1/models", "other"};
+    "/embed/multimodal", "/embed/video", "/v1/models", "/embed/document", "other"};
 
 _Static_assert(MM_ARRAY_LEN(statuses) + 1 == MM_SB_N_STATUS, "status list");
 _Static_assert(MM_ARRAY_LEN(buckets) + 1 == MM_SB_N_BUCKETS, "bucket list");
