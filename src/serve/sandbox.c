@@ -254,6 +254,11 @@ int mm_sandbox_enter(char *err, size_t errlen)
 
 #else /* no sandbox in this build */
 
+void mm_sandbox_on_deny(void (*fn)(int sig))
+{
+    (void)fn;
+}
+
 int mm_sandbox_enter(char *err, size_t errlen)
 {
 #ifdef MM_SANDBOX_SANITIZED
