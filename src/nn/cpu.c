@@ -91,7 +91,7 @@ const mm_cpu_t *mm_nn_cpu(void)
 
 const char *mm_dtype_name(mm_dtype_t dt)
 {
-    return dt == MM_DT_BF16 ? "bf16" : dt == MM_DT_Q8 ? "q8" : "f32";
+    return dt == MM_DT_BF16 ? "bf16" : dt == MM_DT_Q8 ? "q8" : dt == MM_DT_Q4 ? "q4" : "f32";
 }
 
 int mm_dtype_parse(const char *s, mm_dtype_t *dt)
@@ -102,6 +102,8 @@ int mm_dtype_parse(const char *s, mm_dtype_t *dt)
         *dt = MM_DT_BF16;
     else if (!strcmp(s, "q8"))
         *dt = MM_DT_Q8;
+    else if (!strcmp(s, "q4"))
+        *dt = MM_DT_Q4;
     else
         return -1;
     return 0;
@@ -129,6 +131,8 @@ int mm_nn_dtype_native(mm_dtype_t dt)
         return (c->amx || c->avx512_bf16) && mm_nn_lin_supported(dt);
     if (dt == MM_DT_Q8) /* without VNNI oneDNN's int8 GEMM saturates pairs of products to 16 bits */
         return (c->amx || c->avx512_vnni) && mm_nn_lin_supported(dt);
+    if (dt == MM_DT_Q4) /* our kernels; AVX2 is the build's baseline */
+        return c->avx2;
     return 1;
 }
 

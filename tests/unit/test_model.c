@@ -109,8 +109,8 @@ static void rm_tmp(const char *name)
 static void test_linear_dtypes(void)
 {
     static const int shapes[][3] = {{150, 256, 384}, {7, 300, 153}, {1, 64, 128}, {70, 37, 24}};
-    static const mm_dtype_t dts[] = {MM_DT_BF16, MM_DT_Q8};
-    static const double min_cos[] = {0.9999, 0.999}; /* per output matrix */
+    static const mm_dtype_t dts[] = {MM_DT_BF16, MM_DT_Q8, MM_DT_Q4};
+    static const double min_cos[] = {0.9999, 0.999, 0.995}; /* per output matrix */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
         float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K), *b = malloc(sizeof(float) * N);
@@ -130,7 +130,7 @@ static void test_linear_dtypes(void)
                 ref[i * N + j] = 0.5 * d * (1.0 + erf(d / sqrt(2.0)));
                 refadd[i * N + j] = ref[i * N + j] + d;
             }
-        for (size_t di = 0; di < 2; di++) {
+        for (size_t di = 0; di < 3; di++) {
             /* what the kernel's /proc/cpuinfo (capped by MMEMBED_CPU) says, not mmembed's cpuid */
             const int want = cpuinfo_native(mm_dtype_name(dts[di]));
             CHECK(mm_nn_dtype_native(dts[di]) == want, "kernels: %s native %d, /proc/cpuinfo says %d",
