@@ -81,14 +81,6 @@ const mm_cpu_t *mm_nn_cpu(void);
  * choice (mm_encoder_resolve_dtype). */
 int mm_nn_dtype_native(mm_dtype_t dt);
 
-/* The dtype to run for a model whose requested dtype is `want` ("f32",
- * "bf16", "q8" or "auto") and whose dense weights take f32_bytes in f32:
- * bf16 needs AMX or AVX512-BF16 and q8 needs AVX512-VNNI (or AMX), else
- * f32; auto picks bf16 where it is native, q8 where f32 would not fit in
- * half the available memory, else f32. Writes a one-line reason to why.
- * Returns -1 for an unknown name. */
-int mm_nn_resolve_dtype(const char *want, size_t f32_bytes, mm_dtype_t *out, char *why, size_t whylen);
-
 /* Packed weights of one dense layer W (N, K) (nn.Linear layout), a
  * self-describing blob: a 64-byte header (dtype, shape, layout), then
  *   f32:  W transposed, a plain row-major (K, N) matrix (what oneDNN's f32

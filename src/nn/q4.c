@@ -192,7 +192,7 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
         const int8_t *xg = x + (size_t)g * G64;
         const uint8_t *wg = w + (size_t)g * (G64 / 2) * PC;
 #pragma GCC unroll 2
-        for (int s = 0; s < 8; s++) {
+        for (int s = 0; s < G64 / 8; s++) {
             const __m512i raw = _mm512_loadu_si512(wg + s * 64);
             const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
 #pragma GCC unroll 8
@@ -253,7 +253,7 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
             a[r][0] = a[r][1] = _mm256_set1_epi32(xo[(size_t)r * G + g]);
         const int8_t *xg = x + (size_t)g * G64;
         const uint8_t *wg = w + (size_t)g * (G64 / 2) * PC;
-        for (int s0 = 0; s0 < 8; s0 += 4) {
+        for (int s0 = 0; s0 < G64 / 8; s0 += 4) {
             __m256i h[2][2];
 #pragma GCC unroll 2
             for (int r = 0; r < mr; r++)
