@@ -44,6 +44,7 @@ typedef struct {
     int retry_after;                  /* seconds, in 503 answers */
     char pid_file[MM_PATH_MAX];
     char pack_cache[MM_PATH_MAX]; /* directory of converted weight packs; "" = off */
+    double memory_share;     /* share of the available memory the packs of all models may take (dtype "auto") */
     int jpeg_dct_scaling;    /* 0: exact JPEG decode; N: DCT-scale while the short edge stays >= N x target */
     int socket_mode;                  /* unix socket permissions, e.g. 0660 */
     /* http front (nginx) */

@@ -37,13 +37,14 @@ double emb_ms_now(void)
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-static int load_entry(entry_t *e, const char *name, const char *dir, const char *dtype, char *err, size_t errlen)
+static int load_entry(entry_t *e, const char *name, const mm_enc_plan_t *plan, char *err, size_t errlen)
 {
     char sub[MM_ERRLEN];
+    const char *dir = plan->dir;
     snprintf(e->name, sizeof e->name, "%s", name);
     snprintf(e->dir, sizeof e->dir, "%s", dir);
-    snprintf(e->dtype_want, sizeof e->dtype_want, "%s", dtype);
-    int rc = mm_encoder_load(dir, dtype, &e->enc, sub, sizeof sub);
+    snprintf(e->dtype_want, sizeof e->dtype_want, "%s", plan->want);
+    int rc = mm_encoder_load_planned(plan, &e->enc, sub, sizeof sub);
     if (rc) return mm_errf(err, errlen, rc, "model '%s': %s", name, sub);
     e->info = mm_encoder_info(e->enc);
     e->pre = mm_encoder_preproc(e->enc);
@@ -69,8 +70,23 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
     e->conf = c;
     mm_video_init();
     mm_pack_cache_set_dir(c->pack_cache);
+    /* the dtype of every model at once: auto's memory budget is shared */
+    static mm_enc_plan_t plan[MM_MAX_PLAN];
+    char sub[MM_ERRLEN];
+    int prc = MM_OK;
+    for (int i = 0; i < c->n_models && i < MM_MAX_PLAN && !prc; i++) {
+        plan[i] = (mm_enc_plan_t){.dir = c->models[i].path, .want = c->models[i].dtype};
+        if (!strcmp(plan[i].want, "auto") && (prc = mm_encoder_pack_bytes(plan[i].dir, plan[i].bytes, sub, sizeof sub)))
+            prc = mm_errf(err, errlen, prc, "model '%s': %s", c->models[i].name, sub);
+    }
+    if (!prc && (prc = mm_encoder_plan(plan, c->n_models, c->memory_share, mm_encoder_mem_available(), sub, sizeof sub)))
+        prc = mm_errf(err, errlen, prc, "%s", sub);
+    if (prc) {
+        mm_embed_free(e);
+        return prc;
+    }
     for (int i = 0; i < c->n_models; i++) {
-        int rc = load_entry(&e->m[i], c->models[i].name, c->models[i].path, c->models[i].dtype, err, errlen);
+        int rc = load_entry(&e->m[i], c->models[i].name, &plan[i], err, errlen);
         if (rc) {
             e->n = i + 1;
             mm_embed_free(e);
@@ -342,8 +358,13 @@ static int cli_open(const char *dir, int items, mm_embed_t **out, char *err, siz
     e->conf = &conf;
     const char *slash = strrchr(dir, '/');
     const char *name = slash && slash[1] ? slash + 1 : dir;
-    const char *dt = getenv("MMEMBED_DTYPE"); /* the CLI's dtype (f32, bf16, q8, auto) */
-    int rc = load_entry(&e->m[0], name, dir, dt && *dt ? dt : "f32", err, errlen);
+    const char *dt = getenv("MMEMBED_DTYPE"); /* the CLI's dtype (f32, bf16, q8, q4, auto) */
+    static mm_enc_plan_t plan;
+    char sub[MM_ERRLEN];
+    plan = (mm_enc_plan_t){.dir = dir, .want = dt && *dt ? dt : "f32"};
+    int rc = !strcmp(plan.want, "auto") ? mm_encoder_pack_bytes(dir, plan.bytes, sub, sizeof sub) : MM_OK;
+    if (!rc) rc = mm_encoder_plan(&plan, 1, conf.memory_share, mm_encoder_mem_available(), sub, sizeof sub);
+    rc = rc ? mm_errf(err, errlen, rc, "%s", sub) : load_entry(&e->m[0], name, &plan, err, errlen);
     if (rc == MM_OK) {
         e->n = 1;
         rc = mm_embed_init_child(e, 1, err, errlen);

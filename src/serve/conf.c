@@ -48,6 +48,7 @@ static const key_t_ keys[] = {
     K_INT("retry_after", retry_after, 1, 3600),
     K_PATH("pid_file", pid_file),
     K_PATH("pack_cache", pack_cache),
+    K_FLT("memory_share", memory_share, 0.01, 1.0),
     K_INT("jpeg_dct_scaling", jpeg_dct_scaling, 0, 64),
     {"socket_mode", T_MODE, offsetof(mm_conf_t, socket_mode), 0, 0, 0777},
     K_STR("http.listen", http_listen),
@@ -87,6 +88,7 @@ void mm_conf_defaults(mm_conf_t *c)
     snprintf(c->listen, sizeof c->listen, "/tmp/mmembed-%%d.sock");
     c->workers = 0; /* auto: cores / threads (mm_conf_load) */
     c->threads = 1;
+    c->memory_share = 0.5; /* of the available memory, for the packs of dtype = "auto" models */
     c->request_timeout = 60;
     c->max_requests = 10000;
     c->queue_depth = 0;
@@ -356,7 +358,7 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
         if (!m->path[0]) FAIL(g, "models[%d] ('%s') needs a path", i, m->name);
         mm_dtype_t dt;
         if (strcmp(m->dtype, "auto") != 0 && mm_dtype_parse(m->dtype, &dt) != 0)
-            FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32, bf16, q8, auto)", i, m->dtype);
+            FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32, bf16, q8, q4, auto)", i, m->dtype);
         if (absolutize(m->path, sizeof m->path) < 0) FAIL(g, "models[%d].path too long", i);
         struct stat st;
         if (stat(m->path, &st) < 0 || !S_ISDIR(st.st_mode))
