@@ -264,7 +264,8 @@ static void kill_group(pid_t pid)
 static int run_job(int sock, const wire_job_t *job, int pdf_fd, const char *tools_dir, int netns)
 {
     char path[PATH_MAX], a_first[16], a_last[16], a_scale[16];
-    snprintf(path, sizeof path, "%s/%s", tools_dir, tool_names[job->tool]);
+    int pl = snprintf(path, sizeof path, "%s/%s", tools_dir, tool_names[job->tool]);
+    if (pl < 0 || (size_t)pl >= sizeof path) path[0] = '\0';   /* never run a cut path: exec fails, the job errs */
     snprintf(a_first, sizeof a_first, "%d", job->first);
     snprintf(a_last, sizeof a_last, "%d", job->last);
     snprintf(a_scale, sizeof a_scale, "%d", job->scale_to);
