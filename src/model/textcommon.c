@@ -321,11 +321,12 @@ int mm_tc_walk_row0(mm_tc_walk_t *w, const float **dst, int64_t d0, int64_t d1, 
 
 /* ================================================================ pack */
 
-/* The checkpoint's prefix: bare (BertModel / Qwen3Model saves) or that of
- * the *For* wrappers. */
+/* The checkpoint's prefix: bare (BertModel / Qwen3Model saves), that of
+ * the *For* wrappers, or transformers 5's internal name of a
+ * vision-language model's decoder. */
 static const char *find_prefix(const mm_st_t *st, const char *probe)
 {
-    static const char *prefixes[] = {"", "bert.", "model."};
+    static const char *prefixes[] = {"", "bert.", "model.", "model.language_model."};
     char name[256];
     for (size_t i = 0; i < MM_ARRAY_LEN(prefixes); i++) {
         snprintf(name, sizeof name, "%s%s", prefixes[i], probe);
@@ -543,7 +544,9 @@ void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n
      * attention needs one scores block per part) */
     if (mm_nn_threads() != r->threads)
         mm_nn_set_threads(r->threads);
-    size_t tok0 = 0;   /* first token of the pass among all n sequences */
+    size_t tok0 = 0, total = 0;   /* first token of the pass among all n sequences; all of them */
+    for (int s = 0; s < n; s++)
+        total += (size_t)lens[s];
     for (int s0 = 0; s0 < n;) {
         int k = 0, t = 0;
         r->start[0] = 0;
@@ -551,14 +554,17 @@ void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n
             t += lens[s0 + k];
             r->start[++k] = t;
         }
-        if (src->ids) {
+        const int axes = m->pos_axes > 1 ? m->pos_axes : 1;
+        if (src->ids) {   /* text: the same position on every axis */
             mm_tc_embed(m, src->ids + s0, lens + s0, k, r->x);
-            for (int s = 0; s < k; s++)
-                for (int p = 0; p < lens[s0 + s]; p++)
-                    r->pos[r->start[s] + p] = p;
+            for (int a = 0; a < axes; a++)
+                for (int s = 0; s < k; s++)
+                    for (int p = 0; p < lens[s0 + s]; p++)
+                        r->pos[(size_t)a * t + r->start[s] + p] = p;
         } else {
             memcpy(r->x, src->x + tok0 * H, (size_t)t * H * sizeof(float));
-            memcpy(r->pos, src->pos + tok0, (size_t)t * sizeof(int32_t));
+            for (int a = 0; a < axes; a++)
+                memcpy(r->pos + (size_t)a * t, src->pos + (size_t)a * total + tok0, (size_t)t * sizeof(int32_t));
         }
         m->arch->forward(r, lens + s0, k);
         pool(r, lens + s0, k, out + (size_t)s0 * H);
