@@ -269,6 +269,36 @@ int mm_tc_walk_lin_end(mm_tc_walk_t *w, int64_t N, int64_t K)
     return MM_OK;
 }
 
+int mm_tc_walk_part_shape(mm_tc_walk_t *w, int ndim, const int64_t *shape, const char *name)
+{
+    const mm_st_tensor_t *t;
+    char full[300];
+    snprintf(full, sizeof full, "%s%s", w->prefix, name);
+    int rc = mm_st_get(w->st, full, ndim, shape, &t, w->err, w->errlen);
+    if (rc)
+        return rc;
+    w->dtypes |= 1u << t->dtype;
+    if (!w->lin) {
+        if (w->base)
+            mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
+        w->off += t->numel * sizeof(float);
+        return MM_OK;
+    }
+    if (w->base) {
+        if (w->tmp_n + t->numel > w->tmp_cap) {
+            size_t cap = (w->tmp_n + t->numel) * 2;
+            float *p = realloc(w->tmp, cap * sizeof(float));
+            if (!p)
+                return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+            w->tmp = p;
+            w->tmp_cap = cap;
+        }
+        mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
+    }
+    w->tmp_n += t->numel;
+    return MM_OK;
+}
+
 int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
 {
     const mm_st_tensor_t *t;

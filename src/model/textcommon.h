@@ -138,6 +138,9 @@ typedef int (*mm_tc_walk_fn)(mm_tc_walk_t *w, mm_tm_t *m);
 const float *mm_tc_walk_begin(mm_tc_walk_t *w);
 /* Appends tensor prefix + fmt..., which must be (d0) or (d0, d1), as f32. */
 int mm_tc_walk_part(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) MM_PRINTF(5, 6);
+/* mm_tc_walk_part for a tensor of any rank (a conv kernel read as its
+ * GEMM operand): prefix + name, shape[ndim]. */
+int mm_tc_walk_part_shape(mm_tc_walk_t *w, int ndim, const int64_t *shape, const char *name);
 /* A region of one tensor, converted to f32; *dst points at it. */
 int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
     MM_PRINTF(6, 7);
