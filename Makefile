@@ -17,7 +17,7 @@ TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 B       ?= build
 OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps run check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model use-model
+.PHONY: all deps run-deps run readme-check check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model use-model
 all: $(B)/mmembed
 
 $(B)/obj/%.o: %.c
@@ -40,8 +40,19 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmmembed.a
 
 unit-bins: $(TESTS:%=$(B)/tests/%)
 
+# Debian packages: `run` what building and serving need, `test` adds what
+# `make check` needs (chromium, clang/llvm for the fuzzers, wrk, ffmpeg,
+# iproute2, systemd-analyze). tools/deps.sh waits for a held apt lock.
+# documents: render vs model ms per page (tools/bench/doc_bench.c)
+$(B)/bench/doc_bench: tools/bench/doc_bench.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
 deps:
-	@tools/deps.sh
+	@tools/deps.sh test
+
+run-deps:
+	@tools/deps.sh run
 
 # The default model of `make run`: ViT-B/32-shaped CLIP with synthetic weights
 # (no pretrained weights can be downloaded here) and the real CLIP tokenizer.
@@ -52,6 +63,9 @@ $(B)/mkclip: tools/mkclip.c
 
 $(DEFAULT_MODEL)/config.json: $(B)/mkclip tests/fixtures/clip/tokenizer/tokenizer.json
 	@echo "  MODEL   $(DEFAULT_MODEL) (synthetic weights, deterministic)"
+	@# a fresh clone has no models/ yet; a failed earlier run may have left .tmp
+	@mkdir -p $(dir $(DEFAULT_MODEL))
+	@rm -rf $(DEFAULT_MODEL).tmp
 	@$(B)/mkclip $(DEFAULT_MODEL).tmp tests/fixtures/clip/tokenizer/tokenizer.json
 	@rm -rf $(DEFAULT_MODEL) && mv $(DEFAULT_MODEL).tmp $(DEFAULT_MODEL)
 
@@ -62,9 +76,15 @@ default-model: $(DEFAULT_MODEL)/config.json
 use-model:
 	@tools/use/setup.sh
 
-run: deps
-	@$(MAKE) --no-print-directory all default-model use-model
+run: run-deps
+	@$(MAKE) --no-print-directory all use-model default-model
 	@tools/run.sh
+
+# The README's `make run` in the background: /health 200, one /v1/embeddings
+# answer, Ctrl-C, nothing left behind (.ci/run runs it on the clean clone;
+# READMECHECK_ARGS=--clone does it in a fresh clone of HEAD).
+readme-check:
+	@tools/readme_check.sh $(READMECHECK_ARGS)
 
 # unit tests: every tests/unit/test_*.c, run from the repository root
 unit: deps use-model default-model

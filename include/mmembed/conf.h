@@ -44,6 +44,7 @@ typedef struct {
     int retry_after;                  /* seconds, in 503 answers */
     char pid_file[MM_PATH_MAX];
     char pack_cache[MM_PATH_MAX]; /* directory of converted weight packs; "" = off */
+    double memory_share;     /* share of the available memory the packs of all models may take (dtype "auto") */
     int jpeg_dct_scaling;    /* 0: exact JPEG decode; N: DCT-scale while the short edge stays >= N x target */
     int socket_mode;                  /* unix socket permissions, e.g. 0660 */
     /* http front (nginx) */
@@ -61,6 +62,12 @@ typedef struct {
     double max_video_seconds;
     double video_budget;              /* decode-time budget, seconds */
     double image_budget;              /* image decoding per request, seconds; 0 = none */
+    /* documents: the isolated PDF renderer (media/document.h) */
+    int max_pages;                    /* pages per request */
+    int max_page_pixels;              /* one rendered page */
+    double render_budget;             /* renderer wall-clock seconds per request */
+    int64_t max_pdf_bytes;
+    int64_t render_memory;            /* renderer address space (RLIMIT_AS), bytes */
     int sandbox;                      /* workers: no-new-privs + seccomp allow-list */
     /* logging */
     int log_level;

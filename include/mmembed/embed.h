@@ -15,8 +15,18 @@ int mm_embed_load(const void *conf /* const mm_conf_t* */, mm_embed_t **out, cha
 void mm_embed_free(mm_embed_t *e);
 /* Worker, after fork: allocate per-worker scratch and set threads. */
 int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen);
-/* Handle one embedding route (r->route set by the router). */
-void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r);
+/* An embedding route's handler; the router's route table names one per
+ * route (src/serve/router.c), so a route is added there and here only. */
+typedef void mm_embed_route_fn(mm_embed_t *e, struct mm_http_req *r);
+mm_embed_route_fn mm_embed_openai;      /* POST /v1/embeddings */
+mm_embed_route_fn mm_embed_text;        /* POST /embed/text */
+mm_embed_route_fn mm_embed_image;       /* POST /embed/image */
+mm_embed_route_fn mm_embed_multimodal;  /* POST /embed/multimodal */
+mm_embed_route_fn mm_embed_video;       /* POST /embed/video */
+mm_embed_route_fn mm_embed_document;    /* POST /embed/document */
+/* Run an embedding route's handler: a 404 JSON answer when no model is
+ * configured (or fn is NULL), else fn. */
+void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r, mm_embed_route_fn *fn);
 /* Append the models as a JSON array for /info and /health. */
 void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b);
 /* The models in OpenAI's GET /v1/models shape. */

@@ -69,7 +69,7 @@ typedef struct {
                                 * (Qwen2-VL smart_resize); image segments carry their own h, w */
     const mm_enc_chat_t *chat; /* non-NULL: inputs are built by mm_encoder_chat_input */
     const char *dtype;         /* checkpoint dtype: "f32", "f16", "bf16", "mixed" */
-    const char *compute;       /* dense layers as run: "f32", "bf16", "q8" */
+    const char *compute;       /* dense layers as run: "f32", "bf16", "q8", "q4" */
     int pack_cache;            /* 0 none, 1 mapped from the pack cache, 2 stored, -1 not stored */
     size_t weight_bytes;       /* shared read-only weights */
 } mm_enc_info_t;
@@ -95,9 +95,47 @@ typedef struct {
 
 /* ---------------------------------------------------------------- registry */
 
+/* The dtype policy. A model's dense layers run in the dtype configured
+ * ("f32", "bf16", "q8", "q4"), or f32 where the CPU cannot run that one
+ * natively; "auto" takes the best the CPU runs natively — bf16 (AMX or
+ * AVX512-BF16; else f32), then q8 (AVX512-VNNI or AMX), then q4 (AVX2) —
+ * whose packs, with those of every other configured model, fit
+ * memory_share of the available memory, stepping the largest auto model
+ * down first. */
+#define MM_PLAN_WHY 320
+#define MM_MAX_PLAN 64
+typedef struct {
+    const char *dir;                /* model folder */
+    const char *want;               /* configured dtype name, or "auto" */
+    size_t bytes[MM_DT_COUNT];      /* pack size per dtype (mm_encoder_pack_bytes; needed for auto) */
+    mm_dtype_t dt;                  /* out: what runs */
+    char why[MM_PLAN_WHY];          /* out: one line, for /info's dtype_reason */
+} mm_enc_plan_t;
+
+/* Estimated bytes of dir's shared pack in each dtype, from its checkpoint
+ * headers (dense matrices as packed, everything else counted in f32).
+ * Returns 0, or the mm_st_open error with err set. */
+int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen);
+
+/* MemAvailable from /proc/meminfo in bytes (0 if unknown), or the
+ * MMEMBED_MEM_AVAILABLE environment variable (bytes, or with a K, M or G
+ * suffix) when set: tests force each branch of the policy with it. */
+size_t mm_encoder_mem_available(void);
+
+/* Resolves p[0..n) together for a budget of share (0 < share <= 1; else
+ * 0.5) x avail bytes (avail 0: unknown, auto takes the best native dtype).
+ * Returns 0; MM_E_INVALID for an unknown dtype name; MM_E_TOOBIG, with err
+ * naming every model's size, when the auto models cannot fit even in q4. */
+int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *err, size_t errlen);
+
+/* Loads p->dir with the plan's dtype and reason (mm_encoder_load's
+ * contract otherwise). */
+int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *err, size_t errlen);
+
 /* Loads the model folder `dir` with the dense layers in `dtype` ("f32",
- * "bf16", "q8" or "auto": the registry's policy from CPU features and
- * memory). On failure err names the file, key or tensor at fault. */
+ * "bf16", "q8", "q4" or "auto": the policy above for this model alone,
+ * memory_share 0.5). On failure err names the file, key or tensor at
+ * fault. */
 int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char *err, size_t errlen);
 void mm_encoder_free(mm_encoder_t *e);
 

@@ -48,12 +48,17 @@ void mm_nn_parallel(mm_nn_task_fn fn, void *ctx);
  *               accumulation (oneDNN brgemm: AMX or AVX512-BF16)
  *   MM_DT_Q8    int8 weights with one f32 scale per output channel;
  *               activations quantized per call to 8 bits with one scale per
- *               row (token); int32 accumulation, dequantized in f32 */
-typedef enum { MM_DT_F32 = 0, MM_DT_BF16, MM_DT_Q8 } mm_dtype_t;
+ *               row (token); int32 accumulation, dequantized in f32
+ *   MM_DT_Q4    4-bit weights in groups of 64 along K, one f16 scale per
+ *               group (4.25 bits a weight); activations quantized per row
+ *               to 8 bits; int32 per group, f32 across groups (our own
+ *               kernels: AVX512-VNNI, else AVX2; src/nn/q4.c)
+ * In decreasing precision; MM_DT_COUNT counts them. */
+typedef enum { MM_DT_F32 = 0, MM_DT_BF16, MM_DT_Q8, MM_DT_Q4, MM_DT_COUNT } mm_dtype_t;
 
 const char *mm_dtype_name(mm_dtype_t dt);
 
-/* "f32" / "bf16" / "q8" -> 0; anything else -> -1. */
+/* "f32" / "bf16" / "q8" / "q4" -> 0; anything else -> -1. */
 int mm_dtype_parse(const char *s, mm_dtype_t *dt);
 
 /* What the CPU can do, read once with cpuid (and capped by the MMEMBED_CPU
@@ -71,23 +76,19 @@ typedef struct {
 const mm_cpu_t *mm_nn_cpu(void);
 
 /* Whether dt runs natively here: bf16 on AMX or AVX512-BF16, q8 on AMX or
- * AVX512-VNNI (f32 always). */
+ * AVX512-VNNI, q4 on AVX2 (faster with AVX512-VNNI), f32 always. A
+ * capability, not a policy: which dtype a model runs is the registry's
+ * choice (mm_encoder_resolve_dtype). */
 int mm_nn_dtype_native(mm_dtype_t dt);
-
-/* The dtype to run for a model whose requested dtype is `want` ("f32",
- * "bf16", "q8" or "auto") and whose dense weights take f32_bytes in f32:
- * bf16 needs AMX or AVX512-BF16 and q8 needs AVX512-VNNI (or AMX), else
- * f32; auto picks bf16 where it is native, q8 where f32 would not fit in
- * half the available memory, else f32. Writes a one-line reason to why.
- * Returns -1 for an unknown name. */
-int mm_nn_resolve_dtype(const char *want, size_t f32_bytes, mm_dtype_t *out, char *why, size_t whylen);
 
 /* Packed weights of one dense layer W (N, K) (nn.Linear layout), a
  * self-describing blob: a 64-byte header (dtype, shape, layout), then
  *   f32:  W transposed, a plain row-major (K, N) matrix (what oneDNN's f32
  *         matmul streams without re-laying it out);
  *   bf16: W in oneDNN's blocked layout for its brgemm kernels;
- *   q8:   int8 W in the blocked layout, N f32 scales, N int32 column sums.
+ *   q8:   int8 W in the blocked layout, N f32 scales, N int32 column sums;
+ *   q4:   4-bit codes in panels of 16 columns, f16 group scales, f32
+ *         column scales (src/nn/q4.c: layout and why).
  * mm_nn_lin_bytes gives the blob's size (a multiple of 64) and
  * mm_nn_lin_pack writes it from W (N, K) f32; dst must be 64-byte aligned.
  * Packing runs oneDNN reorders single-threaded (no OpenMP team is started,

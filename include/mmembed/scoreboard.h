@@ -12,9 +12,11 @@
 
 #define MM_SB_SLOTS 512          /* 2x max workers: old + new during reload */
 
+/* Route ids: they size the per-route counters in shared memory; paths,
+ * methods, metrics names and handlers are in src/serve/router.c's table. */
 enum { MM_ROUTE_HEALTH, MM_ROUTE_INFO, MM_ROUTE_METRICS, MM_ROUTE_STATUS, MM_ROUTE_EMBEDDINGS,
        MM_ROUTE_EMBED_TEXT, MM_ROUTE_EMBED_IMAGE, MM_ROUTE_EMBED_MULTIMODAL, MM_ROUTE_EMBED_VIDEO,
-       MM_ROUTE_MODELS, MM_ROUTE_OTHER, MM_ROUTE_COUNT };
+       MM_ROUTE_MODELS, MM_ROUTE_EMBED_DOCUMENT, MM_ROUTE_OTHER, MM_ROUTE_COUNT };
 
 /* HTTP statuses counted one by one; anything else falls into "other". */
 #define MM_SB_STATUSES {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 503, 504}
@@ -109,8 +111,6 @@ void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *slot);
 int mm_sb_poison_mark(mm_scoreboard_t *sb, const char *fp, int cause);
 /* The cause of fp's mark, or -1 if fp ("" never) is not marked. */
 int mm_sb_poison_find(const mm_scoreboard_t *sb, const char *fp);
-/* Route names for metrics. */
-const char *mm_sb_route_name(int route);
 int64_t mm_now_us(void);       /* monotonic */
 int64_t mm_wall_us(void);      /* realtime */
 

@@ -16,6 +16,7 @@
 #include "mmembed/common.h"
 #include "mmembed/log.h"
 #include "mmembed/preprocess.h"
+#include "mmembed/safetensors.h"
 #include "mmembed/tokenizer.h"
 
 /* ---------------------------------------------------------------- the table */
@@ -70,7 +71,7 @@ struct mm_encoder {
     mm_tokenizer_t *tok;       /* NULL without a text tower or when ops->tokenize */
     mm_preproc_t pre;          /* valid with a vision tower */
     int synthetic;
-    char dtype_why[200];
+    char dtype_why[MM_PLAN_WHY];
     double load_ms;
 };
 
@@ -86,24 +87,154 @@ static double ms_now(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Bytes the dense weights would take in f32, estimated from the checkpoint
- * files (16-bit checkpoints double), for dtype "auto". */
-static size_t f32_estimate(const char *dir)
+/* ---------------------------------------------------------------- dtype policy */
+
+/* Bytes of one dense layer W (N, K) packed in dt, without asking oneDNN
+ * (the policy must also run where a dtype is not supported): f32 and q4
+ * are our own layouts, exact; bf16 and q8 pad N to 16 and K to 2 / 4 in
+ * oneDNN's blocked layouts, and q8 adds a scale and a column sum per
+ * column. */
+static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
 {
-    DIR *d = opendir(dir);
-    size_t total = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        char p[PATH_MAX + 300];
-        struct stat st;
-        if (n > 12 && !strcmp(de->d_name + n - 12, ".safetensors")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            if (stat(p, &st) == 0) total += (size_t)st.st_size * 2;
+    const size_t Np = (N + 15) / 16 * 16;
+    switch (dt) {
+    case MM_DT_BF16: return 64 + Np * ((K + 1) / 2 * 2) * 2;
+    case MM_DT_Q8: return 64 + Np * ((K + 3) / 4 * 4) + Np * 8;
+    default: return mm_nn_lin_bytes((int)N, (int)K, dt);
+    }
+}
+
+int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen)
+{
+    mm_st_t *st;
+    int rc = mm_st_open(dir, &st, err, errlen);
+    for (int d = 0; d < MM_DT_COUNT; d++) bytes[d] = 0;
+    if (rc) return rc;
+    for (int i = 0; i < mm_st_count(st); i++) {
+        const mm_st_tensor_t *t = mm_st_at(st, i);
+        /* dense: matrices and the patch convolution, not embedding tables
+         * (those stay in f32 or their checkpoint dtype in every pack) */
+        const int dense = (t->ndim == 2 || t->ndim == 4) && !strstr(t->name, "embed") && t->shape[0] > 1;
+        for (int d = 0; d < MM_DT_COUNT; d++)
+            bytes[d] += dense ? dense_bytes((size_t)t->shape[0], t->numel / (size_t)t->shape[0], (mm_dtype_t)d)
+                              : (t->numel * 4 + 63) / 64 * 64;
+    }
+    mm_st_close(st);
+    return MM_OK;
+}
+
+size_t mm_encoder_mem_available(void)
+{
+    /* a documented override, for tests and for containers whose
+     * /proc/meminfo shows the host's memory: bytes, or with K/M/G */
+    const char *o = getenv("MMEMBED_MEM_AVAILABLE");
+    if (o && *o) {
+        char *end;
+        double v = strtod(o, &end);
+        const double unit = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0
+                          : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
+        if (end != o && v >= 0) return (size_t)(v * unit);
+        mm_log_warn("MMEMBED_MEM_AVAILABLE=%s ignored (expected bytes, or a number with K, M or G)", o);
+    }
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb * 1024;
+}
+
+/* The dtypes auto may take here, best first: bf16 where the CPU multiplies
+ * it natively, else f32; then q8 where native; then q4 (our kernels run on
+ * any AVX2 CPU). Returns how many. */
+static int auto_ladder(mm_dtype_t ladder[3])
+{
+    int n = 0;
+    ladder[n++] = mm_nn_dtype_native(MM_DT_BF16) ? MM_DT_BF16 : MM_DT_F32;
+    if (mm_nn_dtype_native(MM_DT_Q8)) ladder[n++] = MM_DT_Q8;
+    if (mm_nn_dtype_native(MM_DT_Q4)) ladder[n++] = MM_DT_Q4;
+    return n;
+}
+
+#define MIB(b) ((double)(b) / 1048576.0)
+
+int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *err, size_t errlen)
+{
+    const mm_cpu_t *c = mm_nn_cpu();
+    const char *capped = c->forced ? " (capped by MMEMBED_CPU)" : "";
+    mm_dtype_t ladder[3];
+    const int nl = auto_ladder(ladder);
+    int step[MM_MAX_PLAN] = {0}, any_auto = 0;
+    if (n > MM_MAX_PLAN) return mm_errf(err, errlen, MM_E_INVALID, "more than %d models", MM_MAX_PLAN);
+    if (share <= 0 || share > 1) share = 0.5;
+    const size_t budget = (size_t)((double)avail * share);
+    for (int i = 0; i < n; i++) {
+        mm_enc_plan_t *m = &p[i];
+        if (!strcmp(m->want, "auto")) {
+            any_auto = 1;
+            m->dt = ladder[0];
+            continue;
+        }
+        mm_dtype_t dt;
+        if (mm_dtype_parse(m->want, &dt))
+            return mm_errf(err, errlen, MM_E_INVALID, "unknown dtype '%s' (supported: f32, bf16, q8, q4, auto)", m->want);
+        if (!mm_nn_dtype_native(dt)) {
+            m->dt = MM_DT_F32;
+            snprintf(m->why, sizeof m->why, "%s requested, but this CPU (%s)%s has %s; running f32", m->want, c->isa,
+                     capped, dt == MM_DT_BF16 ? "neither AMX nor AVX512-BF16" : dt == MM_DT_Q8
+                     ? "neither AMX nor AVX512-VNNI" : "no AVX2");
+        } else {
+            m->dt = dt;
+            snprintf(m->why, sizeof m->why, "%s as configured (CPU: %s%s)", m->want, c->isa, capped);
         }
     }
-    if (d) closedir(d);
-    return total;
+    if (!any_auto) return MM_OK;
+    /* auto models step down, the one with the largest pack first, until
+     * the packs of all models fit the budget (an unknown amount of memory,
+     * avail 0, fits anything) */
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += p[i].bytes[p[i].dt];
+    while (avail && total > budget) {
+        int pick = -1;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(p[i].want, "auto") && step[i] + 1 < nl &&
+                (pick < 0 || p[i].bytes[p[i].dt] > p[pick].bytes[p[pick].dt]))
+                pick = i;
+        if (pick < 0) break;
+        total -= p[pick].bytes[p[pick].dt];
+        p[pick].dt = ladder[++step[pick]];
+        total += p[pick].bytes[p[pick].dt];
+    }
+    if (avail && total > budget) {
+        char sizes[512] = "";
+        size_t o = 0;
+        for (int i = 0; i < n && o < sizeof sizes; i++)
+            o += (size_t)snprintf(sizes + o, sizeof sizes - o, "%s%s %.0f MiB in %s", i ? ", " : "", p[i].dir,
+                                  MIB(p[i].bytes[p[i].dt]), mm_dtype_name(p[i].dt));
+        return mm_errf(err, errlen, MM_E_TOOBIG, "the models do not fit: %.0f MiB of packs (%s) against %.0f MiB, "
+                       "memory_share %.2f of %.0f MiB available; raise memory_share, add memory or serve fewer models",
+                       MIB(total), sizes, MIB(budget), share, MIB(avail));
+    }
+    for (int i = 0; i < n; i++) {
+        mm_enc_plan_t *m = &p[i];
+        if (strcmp(m->want, "auto")) continue;
+        const char *native = m->dt == MM_DT_BF16 ? (c->amx ? "AMX multiplies bf16 natively" : "AVX512-BF16 multiplies bf16 natively")
+                           : m->dt == MM_DT_F32 ? "no native bf16 on this CPU" : "";
+        if (!avail)
+            snprintf(m->why, sizeof m->why, "auto: %s%s; available memory unknown", native, capped);
+        else if (step[i] == 0)
+            snprintf(m->why, sizeof m->why, "auto: %s%s; packs %.0f MiB (all models %.0f MiB) fit %.0f MiB "
+                     "(memory_share %.2f of %.0f MiB available)", native, capped, MIB(m->bytes[m->dt]), MIB(total),
+                     MIB(budget), share, MIB(avail));
+        else
+            snprintf(m->why, sizeof m->why, "auto: %s would take %.0f MiB, over the budget of %.0f MiB with the "
+                     "other models (memory_share %.2f of %.0f MiB available); %s takes %.0f MiB (all models %.0f MiB)%s",
+                     mm_dtype_name(ladder[0]), MIB(m->bytes[ladder[0]]), MIB(budget), share, MIB(avail),
+                     mm_dtype_name(m->dt), MIB(m->bytes[m->dt]), MIB(total), capped);
+    }
+    return MM_OK;
 }
 
 static int synthetic_flag(json_object *cfg)
@@ -118,6 +249,17 @@ static int synthetic_flag(json_object *cfg)
 
 int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char *err, size_t errlen)
 {
+    mm_enc_plan_t p = {.dir = dir, .want = dtype};
+    int rc;
+    *out = NULL;
+    if (!strcmp(dtype, "auto") && (rc = mm_encoder_pack_bytes(dir, p.bytes, err, errlen))) return rc;
+    if ((rc = mm_encoder_plan(&p, 1, 0.5, mm_encoder_mem_available(), err, errlen))) return rc;
+    return mm_encoder_load_planned(&p, out, err, errlen);
+}
+
+int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *err, size_t errlen)
+{
+    const char *dir = p->dir;
     *out = NULL;
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -145,10 +287,10 @@ int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char
     int rc;
     mm_dtype_t dt = MM_DT_F32;
     if (ops->f32_only) {
-        snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(dtype, "f32") ? ops->f32_only : "f32 as configured");
-    } else if (mm_nn_resolve_dtype(dtype, f32_estimate(dir), &dt, e->dtype_why, sizeof e->dtype_why)) {
-        free(e);
-        return mm_errf(err, errlen, MM_E_INVALID, "unknown dtype '%s'", dtype);
+        snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(p->want, "f32") ? ops->f32_only : "f32 as configured");
+    } else {
+        dt = p->dt;
+        snprintf(e->dtype_why, sizeof e->dtype_why, "%s", p->why);
     }
     char sub[MM_ERRLEN];
     if ((rc = ops->load(dir, dt, &e->model, sub, sizeof sub))) {

@@ -1,5 +1,6 @@
 /* CPU dispatch: what this processor can multiply natively, read once with
- * cpuid, and which dense-layer dtype a model runs in.
+ * cpuid. Which dtype a model runs in is the registry's policy
+ * (src/model/registry.c), not the kernels'.
  *
  * Order of preference for bf16: AMX (tile multiply) -> AVX512-BF16
  * (vdpbf16ps) -> none (f32). For q8: AMX-INT8 or AVX512-VNNI (vpdpbusd).
@@ -91,7 +92,7 @@ const mm_cpu_t *mm_nn_cpu(void)
 
 const char *mm_dtype_name(mm_dtype_t dt)
 {
-    return dt == MM_DT_BF16 ? "bf16" : dt == MM_DT_Q8 ? "q8" : "f32";
+    return dt == MM_DT_BF16 ? "bf16" : dt == MM_DT_Q8 ? "q8" : dt == MM_DT_Q4 ? "q4" : "f32";
 }
 
 int mm_dtype_parse(const char *s, mm_dtype_t *dt)
@@ -102,24 +103,11 @@ int mm_dtype_parse(const char *s, mm_dtype_t *dt)
         *dt = MM_DT_BF16;
     else if (!strcmp(s, "q8"))
         *dt = MM_DT_Q8;
+    else if (!strcmp(s, "q4"))
+        *dt = MM_DT_Q4;
     else
         return -1;
     return 0;
-}
-
-/* MemAvailable from /proc/meminfo in bytes (0 if unknown). */
-static size_t mem_available(void)
-{
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return 0;
-    char line[128];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-            break;
-    fclose(f);
-    return (size_t)kb * 1024;
 }
 
 int mm_nn_dtype_native(mm_dtype_t dt)
@@ -129,43 +117,7 @@ int mm_nn_dtype_native(mm_dtype_t dt)
         return (c->amx || c->avx512_bf16) && mm_nn_lin_supported(dt);
     if (dt == MM_DT_Q8) /* without VNNI oneDNN's int8 GEMM saturates pairs of products to 16 bits */
         return (c->amx || c->avx512_vnni) && mm_nn_lin_supported(dt);
+    if (dt == MM_DT_Q4) /* our kernels; AVX2 is the build's baseline */
+        return c->avx2;
     return 1;
-}
-
-int mm_nn_resolve_dtype(const char *want, size_t f32_bytes, mm_dtype_t *out, char *why, size_t whylen)
-{
-    const mm_cpu_t *c = mm_nn_cpu();
-    const int bf16 = mm_nn_dtype_native(MM_DT_BF16), q8 = mm_nn_dtype_native(MM_DT_Q8);
-    const char *forced = c->forced ? " (capped by MMEMBED_CPU)" : "";
-    mm_dtype_t dt;
-    if (!strcmp(want, "auto")) {
-        size_t avail = mem_available();
-        if (bf16) {
-            *out = MM_DT_BF16;
-            snprintf(why, whylen, "auto: %s multiplies bf16 natively", c->amx ? "AMX" : "AVX512-BF16");
-        } else if (q8 && avail && f32_bytes > avail / 2) {
-            *out = MM_DT_Q8;
-            snprintf(why, whylen, "auto: no native bf16 on this CPU%s, and %zu MiB of f32 weights exceed half of the "
-                     "%zu MiB available; int8 with VNNI", forced, f32_bytes >> 20, avail >> 20);
-        } else {
-            *out = MM_DT_F32;
-            snprintf(why, whylen, "auto: no native bf16 on this CPU (%s)%s; f32", c->isa, forced);
-        }
-        return 0;
-    }
-    if (mm_dtype_parse(want, &dt))
-        return -1;
-    if (dt == MM_DT_BF16 && !bf16) {
-        *out = MM_DT_F32;
-        snprintf(why, whylen, "bf16 requested, but this CPU (%s)%s has neither AMX nor AVX512-BF16; running f32",
-                 c->isa, forced);
-    } else if (dt == MM_DT_Q8 && !q8) {
-        *out = MM_DT_F32;
-        snprintf(why, whylen, "q8 requested, but this CPU (%s)%s has neither AMX nor AVX512-VNNI; running f32",
-                 c->isa, forced);
-    } else {
-        *out = dt;
-        snprintf(why, whylen, "%s as configured (CPU: %s%s)", mm_dtype_name(dt), c->isa, forced);
-    }
-    return 0;
 }

@@ -1,5 +1,6 @@
 /* Every matrix product of the kernels, through oneDNN's matmul primitive:
- * dense layers (mm_nn_linear, mm_nn_linear_add) in f32, bf16 or q8, and the
+ * dense layers (mm_nn_linear, mm_nn_linear_add) in f32, bf16 or q8 (q4 runs
+ * our own kernels, src/nn/q4.c, over the same blob header), and the
  * strided f32 products of attention (mm_nn_matmul_nt, mm_nn_matmul_nn).
  *
  * Weights: each dense layer is one blob (lin_hdr_t + data) packed once by
@@ -36,6 +37,7 @@
  * Fork: the table and the engine record the pid that made them; a process
  * that finds another pid (a forked child) starts a fresh table. */
 #include "mmembed/nn.h"
+#include "q4.h"
 
 #include <dnnl.h>
 #ifdef __AVX2__
@@ -390,8 +392,8 @@ typedef struct {
     int32_t tag;    /* dnnl_format_tag_t of the weights (f32: plain (K, N), 0) */
     int32_t split;  /* 1: column ranges starting at multiples of NBLOCK are again (K, n) matrices of tag */
     uint64_t data;  /* the weights */
-    uint64_t scale; /* q8: N floats */
-    uint64_t csum;  /* q8: N int32: 128 x the column sums of the int8 weights */
+    uint64_t scale; /* q8: N floats; q4: the f16 group scales (q4.h) */
+    uint64_t csum;  /* q8: N int32: 128 x the column sums of the int8 weights; q4: the f32 column scales */
     uint8_t pad[16];
 } lin_hdr_t;
 
@@ -446,6 +448,8 @@ int mm_nn_lin_supported(mm_dtype_t dt)
 {
     if (dt == MM_DT_F32)
         return 1;
+    if (dt == MM_DT_Q4) /* our kernels: AVX512-VNNI, else AVX2 (the build's baseline) */
+        return mm_nn_cpu()->avx2;
     dnnl_memory_desc_t w;
     dnnl_primitive_desc_t pd;
     if (any_pd(dt, 64, 64, &w, &pd) != dnnl_success)
@@ -479,6 +483,13 @@ static void layout(lin_hdr_t *h, int N, int K, mm_dtype_t dt)
     h->N = N;
     h->K = K;
     h->data = sizeof *h;
+    if (dt == MM_DT_Q4) { /* our own kernels' layout (q4.c) */
+        mm_q4_layout_t l;
+        mm_nn_q4_layout(N, K, sizeof *h, &l);
+        h->data = l.data, h->scale = l.gscale, h->csum = l.cscale;
+        h->split = 1;
+        return;
+    }
     if (dt == MM_DT_F32) {
         h->split = 1;
         h->scale = h->csum = h->data + up64((size_t)N * K * sizeof(float));
@@ -494,6 +505,11 @@ size_t mm_nn_lin_bytes(int N, int K, mm_dtype_t dt)
 {
     lin_hdr_t h;
     layout(&h, N, K, dt);
+    if (dt == MM_DT_Q4) {
+        mm_q4_layout_t l;
+        mm_nn_q4_layout(N, K, sizeof h, &l);
+        return l.end;
+    }
     return h.csum + (dt == MM_DT_Q8 ? up64((size_t)N * sizeof(int32_t)) : 0);
 }
 
@@ -541,6 +557,12 @@ void mm_nn_lin_pack(void *dst, const float *w, int N, int K, mm_dtype_t dt)
     }
     if (dt == MM_DT_BF16) {
         reorder(h, data, w, dnnl_f32); /* rounds to nearest even */
+        return;
+    }
+    if (dt == MM_DT_Q4) {
+        mm_q4_layout_t l;
+        mm_nn_q4_layout(N, K, sizeof *h, &l);
+        mm_nn_q4_pack(dst, &l, w, N, K);
         return;
     }
     /* q8: per output channel n, scale = max |W[n, :]| / 127, W / scale rounded */
@@ -829,6 +851,12 @@ static void linear_run(linear_job_t *j)
         return;
     if (j->h->magic != LIN_MAGIC || j->h->N != j->N || j->h->K != j->K)
         die("linear: weights packed for another shape", dnnl_invalid_arguments);
+    if (j->h->dtype == MM_DT_Q4) {
+        mm_q4_layout_t l;
+        mm_nn_q4_layout(j->N, j->K, sizeof *j->h, &l);
+        mm_nn_q4_linear(j->y, j->ldy, j->x, j->ldx, j->h, &l, j->b, j->M, j->K, j->N, j->act, j->add);
+        return;
+    }
     const int small = (double)j->M * j->N * j->K < 5e5; /* a pool wake-up would cost more */
     if (j->h->dtype == MM_DT_F32) {
         if (small || j->N <= NBLOCK)

@@ -48,6 +48,7 @@ static const key_t_ keys[] = {
     K_INT("retry_after", retry_after, 1, 3600),
     K_PATH("pid_file", pid_file),
     K_PATH("pack_cache", pack_cache),
+    K_FLT("memory_share", memory_share, 0.01, 1.0),
     K_INT("jpeg_dct_scaling", jpeg_dct_scaling, 0, 64),
     {"socket_mode", T_MODE, offsetof(mm_conf_t, socket_mode), 0, 0, 0777},
     K_STR("http.listen", http_listen),
@@ -63,6 +64,14 @@ static const key_t_ keys[] = {
     K_FLT("limits.max_video_seconds", max_video_seconds, 0.1, 86400),
     K_FLT("limits.video_budget", video_budget, 0.001, 3600),
     K_FLT("limits.image_budget", image_budget, 0, 3600),
+    /* documents (issue 19): pages per request, pixels per rendered page,
+     * the renderer's wall-clock budget per request, PDF size, the
+     * renderer's address space */
+    K_INT("limits.max_pages", max_pages, 1, 4096),
+    K_INT("limits.max_page_pixels", max_page_pixels, 4096, 1e9),
+    K_FLT("limits.render_budget", render_budget, 0.1, 3600),
+    K_BYTES("limits.max_pdf_bytes", max_pdf_bytes, 1024, 1 << 30),
+    K_BYTES("limits.render_memory", render_memory, 64 << 20, 1LL << 40),
     {"sandbox", T_BOOL, offsetof(mm_conf_t, sandbox), 0, 0, 1},
     {"log.level", T_LOGLEVEL, offsetof(mm_conf_t, log_level), 0, 0, 0},
     K_PATH("log.file", log_file),
@@ -79,6 +88,7 @@ void mm_conf_defaults(mm_conf_t *c)
     snprintf(c->listen, sizeof c->listen, "/tmp/mmembed-%%d.sock");
     c->workers = 0; /* auto: cores / threads (mm_conf_load) */
     c->threads = 1;
+    c->memory_share = 0.5; /* of the available memory, for the packs of dtype = "auto" models */
     c->request_timeout = 60;
     c->max_requests = 10000;
     c->queue_depth = 0;
@@ -101,6 +111,11 @@ void mm_conf_defaults(mm_conf_t *c)
     c->max_video_seconds = 600;
     c->video_budget = 10;
     c->image_budget = 5;
+    c->max_pages = 32;
+    c->max_page_pixels = 4000000;
+    c->render_budget = 20;
+    c->max_pdf_bytes = 50 << 20;
+    c->render_memory = 1LL << 30;
     c->sandbox = 1;
     c->log_level = MM_LOG_INFO;
     snprintf(c->log_file, sizeof c->log_file, "-");
@@ -343,7 +358,7 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
         if (!m->path[0]) FAIL(g, "models[%d] ('%s') needs a path", i, m->name);
         mm_dtype_t dt;
         if (strcmp(m->dtype, "auto") != 0 && mm_dtype_parse(m->dtype, &dt) != 0)
-            FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32, bf16, q8, auto)", i, m->dtype);
+            FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32, bf16, q8, q4, auto)", i, m->dtype);
         if (absolutize(m->path, sizeof m->path) < 0) FAIL(g, "models[%d].path too long", i);
         struct stat st;
         if (stat(m->path, &st) < 0 || !S_ISDIR(st.st_mode))

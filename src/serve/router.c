@@ -11,28 +11,47 @@
 #include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
 
+typedef void control_fn(mm_worker_ctx_t *ctx, mm_http_req_t *r);
+static control_fn h_health, h_info, h_metrics, h_status, h_models, h_model;
+
+/* The one route table: path, id (its counters in the scoreboard), method,
+ * whether the accept thread answers it even while busy, its metrics name
+ * and its handler (a control route here, or an embedding route in
+ * src/embed/). A new route is one row here, its handler, and its id in
+ * scoreboard.h (shared-memory counters are sized by the id count). */
 typedef struct {
     const char *path;
-    int route;
+    int route;                 /* MM_ROUTE_* */
     const char *method;
-    int control;      /* cheap: answered by the accept thread even when busy */
+    int control;               /* cheap: answered by the accept thread even when busy */
+    const char *name;          /* label in /metrics */
+    control_fn *serve;         /* control routes */
+    mm_embed_route_fn *embed;  /* embedding routes */
 } route_t;
 
 static const route_t routes[] = {
-    {"/health", MM_ROUTE_HEALTH, "GET", 1},
-    {"/info", MM_ROUTE_INFO, "GET", 1},
-    {"/metrics", MM_ROUTE_METRICS, "GET", 1},
-    {"/status", MM_ROUTE_STATUS, "GET", 1},
-    {"/v1/models", MM_ROUTE_MODELS, "GET", 1},
-    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0},
-    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0},
-    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0},
-    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0},
-    {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0},
+    {"/health", MM_ROUTE_HEALTH, "GET", 1, "/health", h_health, NULL},
+    {"/info", MM_ROUTE_INFO, "GET", 1, "/info", h_info, NULL},
+    {"/metrics", MM_ROUTE_METRICS, "GET", 1, "/metrics", h_metrics, NULL},
+    {"/status", MM_ROUTE_STATUS, "GET", 1, "/status", h_status, NULL},
+    {"/v1/models", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_models, NULL},
+    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0, "/v1/embeddings", NULL, mm_embed_openai},
+    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0, "/embed/text", NULL, mm_embed_text},
+    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0, "/embed/image", NULL, mm_embed_image},
+    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0, "/embed/multimodal", NULL, mm_embed_multimodal},
+    {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0, "/embed/video", NULL, mm_embed_video},
+    {"/embed/document", MM_ROUTE_EMBED_DOCUMENT, "POST", 0, "/embed/document", NULL, mm_embed_document},
 };
 
-/* GET /v1/models/{id}: one model (or alias) in OpenAI's shape. */
-static const route_t model_route = {"/v1/models/", MM_ROUTE_MODELS, "GET", 1};
+/* GET /v1/models/{id}: one model (or alias) in OpenAI's shape; counted with /v1/models. */
+static const route_t model_route = {"/v1/models/", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_model, NULL};
+
+static const char *route_name(int route)
+{
+    for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++)
+        if (routes[i].route == route) return routes[i].name;
+    return "other";
+}
 
 static const route_t *find(const char *path)
 {
@@ -46,6 +65,12 @@ static const route_t *find(const char *path)
 static int hexdig(int c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static void h_models(mm_worker_ctx_t *ctx, mm_http_req_t *r)
+{
+    mm_embed_models_openai(ctx->embed, &r->out);
+    mm_http_respond_json(r, 200);
 }
 
 static void h_model(mm_worker_ctx_t *ctx, mm_http_req_t *r)
@@ -167,11 +192,11 @@ static void h_metrics(mm_worker_ctx_t *ctx, mm_http_req_t *r)
         for (int s = 0; s < MM_SB_N_STATUS; s++) {
             if (!t.rs[a][s]) continue;
             if (s < MM_SB_N_STATUS - 1)
-                mm_buf_printf(b, "mmembed_requests_total{route=\"%s\",status=\"%d\"} %llu\n", mm_sb_route_name(a),
+                mm_buf_printf(b, "mmembed_requests_total{route=\"%s\",status=\"%d\"} %llu\n", route_name(a),
                               statuses[s], (unsigned long long)t.rs[a][s]);
             else
                 mm_buf_printf(b, "mmembed_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                              mm_sb_route_name(a), (unsigned long long)t.rs[a][s]);
+                              route_name(a), (unsigned long long)t.rs[a][s]);
         }
     mm_buf_printf(b, "# HELP mmembed_busy_rejections_total Requests answered 503 because the worker was busy.\n"
                      "# TYPE mmembed_busy_rejections_total counter\nmmembed_busy_rejections_total %llu\n",
@@ -375,19 +400,6 @@ void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)
         mm_http_error(r, 405, "method_not_allowed", "%s does not accept %s (use %s)", rt->path, r->method, rt->method);
         return;
     }
-    switch (rt->route) {
-    case MM_ROUTE_HEALTH: h_health(ctx, r); return;
-    case MM_ROUTE_INFO: h_info(ctx, r); return;
-    case MM_ROUTE_METRICS: h_metrics(ctx, r); return;
-    case MM_ROUTE_STATUS: h_status(ctx, r); return;
-    case MM_ROUTE_MODELS:
-        if (rt == &model_route) {
-            h_model(ctx, r);
-            return;
-        }
-        mm_embed_models_openai(ctx->embed, &r->out);
-        mm_http_respond_json(r, 200);
-        return;
-    default: mm_embed_handle(ctx->embed, r); return;
-    }
+    if (rt->serve) rt->serve(ctx, r);
+    else mm_embed_handle(ctx->embed, r, rt->embed);
 }

@@ -70,6 +70,12 @@ static const int allowed[] = {
     SYS_mremap, SYS_accept4, SYS_readv, SYS_writev, SYS_select, SYS_ppoll, SYS_fcntl, SYS_lseek, SYS_fstat,
     SYS_restart_syscall, SYS_nanosleep, SYS_clock_gettime, SYS_clock_getres, SYS_gettimeofday,
     SYS_getrandom, SYS_sched_getaffinity, SYS_rt_sigaction, SYS_dup3,
+    /* process-local queries and settings that CPU-specific library paths
+     * make (oneDNN asks for AMX tile state with arch_prctl on its first
+     * large product: USE-Lite's 128-token batches hit it here; every
+     * product on AMX hosts), none of which reaches outside the process */
+    SYS_arch_prctl, SYS_sysinfo, SYS_uname, SYS_getrusage, SYS_times, SYS_getcpu, SYS_sigaltstack,
+    SYS_set_tid_address, SYS_membarrier, SYS_sched_getparam, SYS_sched_getscheduler,
 };
 
 #define A_ARCH offsetof(struct seccomp_data, arch)
@@ -247,6 +253,11 @@ int mm_sandbox_enter(char *err, size_t errlen)
 }
 
 #else /* no sandbox in this build */
+
+void mm_sandbox_on_deny(void (*fn)(int sig))
+{
+    (void)fn;
+}
 
 int mm_sandbox_enter(char *err, size_t errlen)
 {

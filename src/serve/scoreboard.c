@@ -6,9 +6,6 @@
 
 static const int statuses[] = MM_SB_STATUSES;
 static const double buckets[] = MM_SB_BUCKETS;
-static const char *route_names[MM_ROUTE_COUNT] = {
-    "/health", "/info", "/metrics", "/status", "/v1/embeddings", "/embed/text", "/embed/image",
-    "/embed/multimodal", "/embed/video", "/v1/models", "other"};
 
 _Static_assert(MM_ARRAY_LEN(statuses) + 1 == MM_SB_N_STATUS, "status list");
 _Static_assert(MM_ARRAY_LEN(buckets) + 1 == MM_SB_N_BUCKETS, "bucket list");
@@ -94,11 +91,6 @@ int mm_sb_poison_mark(mm_scoreboard_t *sb, const char *fp, int cause)
     __atomic_store_n(&p->seq, n + 1 ? n + 1 : 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&sb->poison_marked, 1, __ATOMIC_RELAXED);
     return 1;
-}
-
-const char *mm_sb_route_name(int route)
-{
-    return route >= 0 && route < MM_ROUTE_COUNT ? route_names[route] : "other";
 }
 
 int64_t mm_now_us(void)

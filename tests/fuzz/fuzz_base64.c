@@ -3,7 +3,7 @@
  * The input is used three ways:
  *  1. as base64 text: mm_base64_decode into a buffer of exactly the
  *     documented capacity (len / 4 * 3 + 3), after stripping a data: URI
- *     prefix the way src/embed.c does for JSON images; a success must
+ *     prefix the way src/embed/body.c does for JSON images; a success must
  *     re-encode and decode to the same bytes;
  *  2. as raw bytes: encode → decode must give them back, and the encoding
  *     has the canonical length and alphabet;
@@ -28,7 +28,7 @@ static long decode(const char *s, size_t len, unsigned char **out)
     return n;
 }
 
-/* src/embed.c decode_b64_image: a "data:" URI must say ";base64" before
+/* src/embed/body.c decode_b64_image: a "data:" URI must say ";base64" before
  * its comma; what follows the comma is the payload. Returns 0 when the
  * URI is refused. */
 static int strip_data_uri(const char **s, size_t *len)

@@ -1,4 +1,4 @@
-/* libFuzzer harness: the real request handlers, mm_embed_handle (src/embed.c).
+/* libFuzzer harness: the real request handlers, mm_embed_handle (src/embed/).
  *
  * The tiny fixture models are loaded once, as a worker has them after fork
  * (clip: tests/fixtures/clip/clip-tiny, text + image; bert:
@@ -80,10 +80,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static const struct {
     const char *path;
     int route;
+    mm_embed_route_fn *fn;
 } routes[] = {
-    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS},   {"/embed/text", MM_ROUTE_EMBED_TEXT},
-    {"/embed/image", MM_ROUTE_EMBED_IMAGE},    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL},
-    {"/embed/video", MM_ROUTE_EMBED_VIDEO},
+    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, mm_embed_openai},
+    {"/embed/text", MM_ROUTE_EMBED_TEXT, mm_embed_text},
+    {"/embed/image", MM_ROUTE_EMBED_IMAGE, mm_embed_image},
+    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, mm_embed_multimodal},
+    {"/embed/video", MM_ROUTE_EMBED_VIDEO, mm_embed_video},
 };
 
 /* body with @BIG@ / @HUGE@ expanded (malloc'd, exact size so ASan sees overreads) */
@@ -192,8 +195,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *ctype = sp ? sp + 1 : "";
     if (sp) *sp = '\0';
     int route = MM_ROUTE_OTHER;
+    mm_embed_route_fn *fn = NULL;
     for (size_t i = 0; i < MM_ARRAY_LEN(routes); i++)
-        if (!strcmp(line, routes[i].path)) route = routes[i].route;
+        if (!strcmp(line, routes[i].path)) route = routes[i].route, fn = routes[i].fn;
 
     size_t blen;
     char *body = expand(nl + 1, size - (size_t)(nl + 1 - p), &blen);
@@ -202,7 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static mm_http_req_t r;   /* r.out keeps its capacity between requests, as in a worker */
     mm_http_req_init_mem(&r, &m, "POST", line, ctype);
     r.route = route;
-    mm_embed_handle(E, &r);
+    mm_embed_handle(E, &r, fn);
     if (getenv("FUZZ_EMBED_VERBOSE"))   /* replaying seeds: what each one was answered */
         fprintf(stderr, "%s %d: %.*s\n", line, m.status, (int)(m.wire.len < 300 ? m.wire.len : 300),
                 m.wire.data ? m.wire.data : "");

@@ -1,7 +1,7 @@
 /* libFuzzer harness: JSON request decoding.
  *
  * The server parses request bodies with json-c and checks their shape in
- * src/embed.c (static functions, not exposed). This harness repeats that
+ * src/embed/body.c. This harness repeats that
  * path on the input as a request body: read_json (tokener with depth 16,
  * only whitespace after the value, an object at the top) and the shape
  * checks of each route:
@@ -26,12 +26,12 @@
 #include <math.h>
 #include <string.h>
 
-#define JSON_MAX_DEPTH 16   /* src/embed.c */
+#define JSON_MAX_DEPTH 16   /* src/embed/internal.h */
 #define MAX_ITEMS 64        /* limits.max_items */
 #define MAX_TOKENS 77       /* CLIP's text context */
 #define VOCAB 49408         /* CLIP's vocabulary */
 
-/* src/embed.c read_json: NULL unless the body is one JSON object. */
+/* src/embed/body.c read_json: NULL unless the body is one JSON object. */
 static json_object *read_json(const char *body, size_t len)
 {
     if (len == 0) return NULL;
@@ -64,7 +64,7 @@ static int field_ok(json_object *j, const char *key, json_type type)
     return json_object_is_type(v, type);
 }
 
-/* src/embed.c decode_b64_image */
+/* src/embed/body.c decode_b64_image */
 static int decode_b64_image(const char *s, size_t len)
 {
     if (len > 5 && !strncmp(s, "data:", 5)) {

@@ -329,8 +329,8 @@ def test_daemonize_with_pid_file():
         wait_until(lambda: "ready in" in s.log(), what="daemon ready")
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
-                   what="daemon exits")
-        wait_until(lambda: not os.path.exists(s.pid_path), what="pid file removed")
+                   timeout=60, what="daemon exits")   # generous: a loaded 2-core machine
+        wait_until(lambda: not os.path.exists(s.pid_path), timeout=30, what="pid file removed")
     finally:
         s.stop()
     # startup failure (a folder that is not a model) is reported by `serve -d` itself

@@ -68,7 +68,8 @@ static inline int check_summary(const char *name)
 
 /* Whether /proc/cpuinfo's flags, capped by MMEMBED_CPU as src/nn/cpu.c
  * documents (avx2 < avx512 < avx512_bf16 < amx), say the CPU multiplies
- * dtype ("bf16" or "q8"; "f32" always) natively. The expectation comes from
+ * dtype ("bf16", "q8" or "q4"; "f32" always) natively (q4: our own
+ * kernels, AVX2 at least). The expectation comes from
  * the kernel's view of the CPU, not from mmembed's own cpuid report, so a
  * detection bug cannot hide itself. */
 static inline int cpuinfo_flag(const char *flags, const char *name)
@@ -107,6 +108,8 @@ static inline int cpuinfo_native(const char *dtype)
         return amx || bf16;
     if (!strcmp(dtype, "q8"))
         return amx || vnni;
+    if (!strcmp(dtype, "q4"))
+        return cpuinfo_flag(flags, "avx2") && cpuinfo_flag(flags, "fma");
     return 0;
 }
 

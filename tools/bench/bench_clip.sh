@@ -4,7 +4,7 @@
 #
 #   usage (from anywhere): tools/bench/bench_clip.sh
 #   knobs (environment):   THREADS=1,2  SECS=3  MIN_RUNS=5  MAX_RUNS=30  GAP_MS=100
-#                          DTYPES=f32,bf16,q8  (our dense-layer dtypes, each
+#                          DTYPES=f32,bf16,q8,q4  (our dense-layer dtypes, each
 #                            timed against the same ORT f32 runs)
 #                          OPENBLAS_CORETYPE=...  (reaches our engine only; note
 #                            that some sandboxes preset it, e.g. to Haswell)
@@ -33,7 +33,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 THREADS=${THREADS:-1,2}
-DTYPES=${DTYPES:-f32,bf16,q8}
+DTYPES=${DTYPES:-f32,bf16,q8,q4}
 SECS=${SECS:-3}
 MIN_RUNS=${MIN_RUNS:-5}
 MAX_RUNS=${MAX_RUNS:-30}

@@ -32,7 +32,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 THREADS=${THREADS:-1,2}
-DTYPES=${DTYPES:-f32,bf16,q8}
+DTYPES=${DTYPES:-f32,bf16,q8,q4}
 SECS=${SECS:-3}
 MIN_RUNS=${MIN_RUNS:-5}
 MAX_RUNS=${MAX_RUNS:-40}

@@ -133,9 +133,9 @@ static inline int bench_time_case(const bench_opts_t *o, const char *engine, con
 }
 
 /* --dtypes LIST: f32 first (the check outputs are its), then the others
- * of "f32,bf16,q8" named in LIST, as mm_dtype_name strings. Returns how
+ * of "f32,bf16,q8,q4" named in LIST, as mm_dtype_name strings. Returns how
  * many, or -1 after printing the unknown name. */
-#define BENCH_MAX_DT 3
+#define BENCH_MAX_DT MM_DT_COUNT
 static inline int bench_dtypes(const char *list, const char *dts[BENCH_MAX_DT])
 {
     int n = 0;

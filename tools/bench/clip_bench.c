@@ -5,7 +5,7 @@
  *
  *   usage: clip_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S]
  *                     [--min-runs N] [--max-runs N] [--no-time | --serve]
- *                     [--dtypes f32,bf16,q8]
+ *                     [--dtypes f32,bf16,q8,q4]
  *
  * --dtypes loads the model once per dtype (f32 always first: the check
  * outputs are its); --serve requests may name one ("run CASE TH K bf16"),

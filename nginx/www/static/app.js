@@ -1,11 +1,19 @@
 // mmembed demo page: no framework. Each side is a text, an image or a video;
-// the page posts it to the API, shows the vector and the cosine of A and B.
+// both sides go through the one model chosen at the top (vectors of two
+// models live in different spaces: their cosine means nothing), the page
+// shows each vector and the cosine of A and B.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const SIDES = ["a", "b"];
+let models = [];   // /info's models: name, modalities, synthetic, dims, default
 
 function kind(side) {
   return document.querySelector(`input[name="kind-${side}"]:checked`).value;
+}
+
+function current() {
+  return models.find((m) => m.name === $("model").value) || null;
 }
 
 function syncInputs(side) {
@@ -13,6 +21,30 @@ function syncInputs(side) {
   $(`text-${side}`).hidden = k !== "text";
   $(`file-${side}`).hidden = k === "text";
   $(`file-${side}`).accept = k === "video" ? "video/*,image/gif" : "image/*";
+}
+
+// Offer only the kinds of input the chosen model embeds.
+function syncModel() {
+  const m = current();
+  const can = (k) => !m || (m.modalities || []).includes(k);
+  for (const side of SIDES) {
+    let checked = null;
+    document.querySelectorAll(`input[name="kind-${side}"]`).forEach((r) => {
+      r.disabled = !can(r.value);
+      r.parentElement.classList.toggle("disabled", r.disabled);
+      if (r.checked && !r.disabled) checked = r;
+    });
+    if (!checked) {
+      const first = document.querySelector(`input[name="kind-${side}"]:not(:disabled)`);
+      if (first) first.checked = true;
+    }
+    syncInputs(side);
+  }
+  $("model-info").textContent = m ? `${m.dims}-d · ${(m.modalities || []).join(", ")}` : "";
+  $("model-note").textContent = m && m.synthetic
+    ? `Note: ${m.name} has synthetic (random) weights — its vectors are not semantic, so its cosines mean nothing. ` +
+      "Point the config at real weights to compare meaningfully."
+    : "";
 }
 
 async function apiError(res) {
@@ -26,28 +58,34 @@ async function apiError(res) {
 
 async function embedSide(side) {
   const k = kind(side);
+  const model = $("model").value;
   const t0 = performance.now();
   let res;
   if (k === "text") {
     const text = $(`text-${side}`).value;
     if (!text.trim()) throw new Error("enter a text");
+    const body = { texts: [text] };
+    if (model) body.model = model;
     res = await fetch("/embed/text", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ texts: [text] }),
+      body: JSON.stringify(body),
     });
   } else {
     const f = $(`file-${side}`).files[0];
     if (!f) throw new Error(`choose a${k === "image" ? "n image" : " video"} file`);
     const fd = new FormData();
+    if (model) fd.append("model", model);
     fd.append(k === "image" ? "image" : "video", f, f.name);
     res = await fetch(k === "image" ? "/embed/image" : "/embed/video", { method: "POST", body: fd });
   }
   if (!res.ok) throw new Error(await apiError(res));
   const j = await res.json();
   const ms = performance.now() - t0;
-  const vec = j.data[0].embedding;
-  return { kind: k, model: j.model, vec, ms, frames: j.frames };
+  // every route answers data[]; older servers put a video's vector at the top level
+  const vec = j.data ? j.data[0].embedding : j.embedding;
+  const frames = j.frames || (j.data && j.data[0].frames);
+  return { kind: k, model: j.model, vec, ms, frames };
 }
 
 function show(side, r) {
@@ -58,6 +96,7 @@ function show(side, r) {
   if (r.frames) s += `\nframes at ${r.frames.map((f) => f.time.toFixed(2) + "s").join(", ")}`;
   el.textContent = s;
   el.dataset.dim = String(r.vec.length);
+  el.dataset.model = r.model;
   el.dataset.ms = r.ms.toFixed(1);
 }
 
@@ -71,8 +110,9 @@ async function run(ev) {
   ev.preventDefault();
   $("status").textContent = "working…";
   $("cosine").textContent = "";
+  delete $("cosine").dataset.value;
   const out = {};
-  for (const side of ["a", "b"]) {
+  for (const side of SIDES) {
     try {
       out[side] = await embedSide(side);
       show(side, out[side]);
@@ -82,20 +122,43 @@ async function run(ev) {
       el.classList.add("error");
     }
   }
-  if (out.a && out.b && out.a.vec.length === out.b.vec.length) {
-    const c = cosine(out.a.vec, out.b.vec);
-    $("cosine").textContent = `cosine(A, B) = ${c.toFixed(4)}`;
-    $("cosine").dataset.value = String(c);
+  if (out.a && out.b) {
+    if (out.a.model !== out.b.model || out.a.vec.length !== out.b.vec.length) {
+      // cannot happen with one model chosen, but the server's defaults may pick two
+      $("cosine").textContent = `A (${out.a.model}) and B (${out.b.model}) come from different models: not comparable`;
+    } else {
+      const c = cosine(out.a.vec, out.b.vec);
+      const m = models.find((x) => x.name === out.a.model);
+      $("cosine").textContent = `cosine(A, B) = ${c.toFixed(4)} in ${out.a.model}'s space` +
+        (m && m.synthetic ? " (synthetic weights: not meaningful)" : "");
+      $("cosine").dataset.value = String(c);
+    }
   }
   $("status").textContent = "done";
 }
 
-for (const side of ["a", "b"]) {
+for (const side of SIDES) {
   document.querySelectorAll(`input[name="kind-${side}"]`).forEach((r) => r.addEventListener("change", () => syncInputs(side)));
   syncInputs(side);
 }
+$("model").addEventListener("change", syncModel);
 $("form").addEventListener("submit", run);
+
+// The models: pick the first that embeds both texts and images (so A and B
+// of the default form are comparable), else the default one.
 fetch("/info").then((r) => r.json()).then((info) => {
-  const syn = (info.models || []).filter((m) => m.synthetic);
-  if (syn.length) $("model-note").textContent = `Note: ${syn.map((m) => m.name).join(", ")} has synthetic weights — vectors are not semantic.`;
-}).catch(() => {});
+  models = info.models || [];
+  const sel = $("model");
+  sel.textContent = "";
+  for (const m of models) {
+    const o = document.createElement("option");
+    o.value = m.name;
+    o.textContent = `${m.name} (${(m.modalities || []).join(", ")}${m.synthetic ? "; synthetic weights" : ""})`;
+    sel.appendChild(o);
+  }
+  const both = models.find((m) => (m.modalities || []).includes("text") && (m.modalities || []).includes("image"));
+  const pick = both || models.find((m) => m.default) || models[0];
+  if (pick) sel.value = pick.name;
+  syncModel();
+  document.body.dataset.ready = "1";
+}).catch(() => { document.body.dataset.ready = "1"; });

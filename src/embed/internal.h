@@ -1,0 +1,159 @@
+/* Private to src/embed/: the served-model registry, per-worker scratch,
+ * and what the route files share (request bodies, the encode loop, the
+ * response writer). Not part of the public API (include/mmembed/embed.h). */
+#ifndef MMEMBED_EMBED_INTERNAL_H
+#define MMEMBED_EMBED_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mmembed/buf.h"
+#include "mmembed/cache.h"
+#include "mmembed/common.h"
+#include "mmembed/conf.h"
+#include "mmembed/document.h"
+#include "mmembed/embed.h"
+#include "mmembed/encoder.h"
+#include "mmembed/http.h"
+#include "mmembed/multipart.h"
+#include "mmembed/preprocess.h"
+
+struct json_object;
+
+#define IMG_CHUNK 8            /* images decoded and encoded per pass */
+#define TEXT_CHUNK 64          /* texts tokenized and encoded per pass (a request may hold max_items) */
+#define JSON_MAX_DEPTH 16
+#define MAX_WEIGHT 1e6         /* multimodal text/image weights: a ratio, far from float overflow */
+
+typedef struct {
+    char name[64];
+    char dir[MM_PATH_MAX];
+    mm_encoder_t *enc;         /* the model: any architecture the registry knows */
+    const mm_enc_info_t *info; /* = mm_encoder_info(enc) */
+    const mm_preproc_t *pre;   /* its image preprocessor, NULL without vision */
+    mm_enc_runner_t *run;      /* worker only */
+    char dtype_want[8];        /* as configured: f32, bf16, q8, auto */
+    int max_tokens;            /* truncation length: config max_tokens, else the model's */
+    char instruction[512];     /* prefix for input_type "query" (config) */
+    int is_default;
+    int default_for;           /* MM_MOD_* bits from the config */
+    const mm_conf_model_t *cm; /* its config entry (aliases); NULL for the CLI */
+} entry_t;
+
+struct mm_embed {
+    const mm_conf_t *conf;
+    int n;
+    entry_t m[MM_MAX_MODELS];
+    /* worker scratch, sized once for the largest model */
+    int max_items;
+    int max_tokens, max_dim, max_pix;
+    int32_t *ids;              /* (TEXT_CHUNK, max_tokens) */
+    const int32_t **idp;       /* (TEXT_CHUNK) */
+    int *lens;                 /* (max_items): tokens per input */
+    int *mlens;                /* (TEXT_CHUNK): tokens per cache miss, packed */
+    int max_vecs;              /* max(max_items, max_frames) + 2 */
+    float *vecs;               /* (max_vecs, max_dim) */
+    float *pix;                /* (IMG_CHUNK, max_pix) */
+    float *tmp;                /* (TEXT_CHUNK, max_dim): one chunk's cache misses' vectors */
+    int *miss;                 /* (max_vecs) */
+    mm_cache_t *cache;         /* shared by all workers; NULL = off */
+    double t_decode, t_model;  /* ms spent by emb_encode_images in this request (Server-Timing) */
+    int generation;            /* config generation: part of every cache key */
+    mm_doc_renderer_t doc;     /* worker only: its isolated PDF renderer (fd < 0: none) */
+};
+
+/* ---------------------------------------------------------------- errors */
+
+/* What went wrong with a request: the HTTP status, a code and a message. */
+typedef struct {
+    int status;
+    char msg[MM_ERRLEN + 64];
+    const char *code;
+} fail_t;
+
+
+/* Fill f and return -1 (for `return emb_failf(...)`). */
+int emb_failf(fail_t *f, int status, const char *code, const char *fmt, ...) MM_PRINTF(4, 5);
+
+/* Per-request text options: truncate (else 422 when too long) and an
+ * instruction prefix (input_type "query" or an explicit "instruction"). */
+typedef struct {
+    int truncate;
+    const char *prefix;
+    size_t prefix_len;
+} text_opts_t;
+
+extern const text_opts_t emb_default_text_opts;
+
+/* ---------------------------------------------------------------- models (embed.c) */
+
+entry_t *emb_find_model(mm_embed_t *e, const char *name, int need_text, int need_vision, int want);
+/* emb_find_model, or a 404 naming the served models. */
+entry_t *emb_pick_model_for(mm_embed_t *e, const char *name, int need_text, int need_vision, int want, fail_t *f);
+double emb_ms_now(void);
+
+/* ---------------------------------------------------------------- the encode loop (encode.c) */
+
+void emb_input_key(const mm_embed_t *e, const char *model, const char *modality, const void *p, size_t n,
+               mm_cache_key_t *k);
+int emb_check_text_sizes(const mm_embed_t *e, const size_t *lens, int n, const text_opts_t *o, fail_t *f);
+int emb_tokenize_one(mm_embed_t *e, entry_t *m, const char *t, size_t tl, int32_t *ids, int *len, int idx,
+                 const text_opts_t *o, fail_t *f);
+/* Tokenize and encode n texts into out (n, dim), TEXT_CHUNK at a time,
+ * through the cache; e->lens[i] gets each text's token count. */
+int emb_encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n, float *out,
+                      long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f);
+int emb_encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n, float *out,
+                 long *tokens, int use_cache, int *hits, fail_t *f);
+/* Decode, preprocess and encode n images (IMG_CHUNK at a time) into out. */
+int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
+                  float *out, int use_cache, int *hits, fail_t *f);
+
+/* ---------------------------------------------------------------- request bodies (body.c) */
+
+/* A multipart form collected in memory: small fields and file parts. */
+typedef struct {
+    char name[MM_MULTIPART_FIELD_MAX];
+    char filename[MM_MULTIPART_FIELD_MAX];
+    char ctype[MM_MULTIPART_FIELD_MAX];
+    int is_file;
+    mm_buf_t data;
+} part_t;
+
+typedef struct {
+    part_t *parts;
+    int n, cap;
+    int64_t total, max_total;
+} form_t;
+
+int emb_is_json(const char *ct);
+int emb_is_multipart(const char *ct);
+/* The body as a JSON object (413 / 400 with a reason otherwise). */
+struct json_object *emb_read_json(mm_embed_t *e, mm_http_req_t *r, fail_t *f);
+/* The body as a multipart form held in memory (limits.max_parts, max_body_bytes). */
+int emb_read_form(mm_embed_t *e, mm_http_req_t *r, form_t *fm, fail_t *f);
+void emb_form_free(form_t *fm);
+const part_t *emb_form_field(const form_t *fm, const char *name);
+int emb_form_number(const form_t *fm, const char *name, double *out, fail_t *f);
+int emb_form_int(const form_t *fm, const char *name, int *out, fail_t *f);
+int emb_parse_bool(const char *s, int *out);
+int emb_jbool(struct json_object *j, const char *key, int *out, fail_t *f);
+int emb_jstr(struct json_object *j, const char *key, const char **out, fail_t *f);
+/* A base64 string or data: URI into a malloc'd buffer. */
+int emb_decode_b64_image(const char *s, size_t len, unsigned char **out, size_t *olen, int idx, fail_t *f);
+
+/* ---------------------------------------------------------------- responses (respond.c) */
+
+void emb_set_x_cache(mm_embed_t *e, mm_http_req_t *r, int use_cache, int hits, int n);
+void emb_write_vec(mm_buf_t *b, const float *v, int d);
+int emb_vec_usable(const float *v, int d);
+void emb_respond_fail(mm_http_req_t *r, const fail_t *f);
+/* {"model":...,"dim":...,"data":[  — the list shape every route answers in. */
+void emb_begin_data(mm_buf_t *b, const entry_t *m, int dim);
+
+/* ---------------------------------------------------------------- routes (route_*.c) */
+
+int emb_text_options(struct json_object *j, const entry_t *m, int *dims, int *normalize, text_opts_t *o, fail_t *f);
+/* the handlers themselves are public (mmembed/embed.h): the router names them */
+
+#endif

@@ -1,0 +1,434 @@
+/* q4 dense layers: group-wise 4-bit weights times 8-bit activations, our
+ * own kernels (oneDNN 2.6, Debian's, has no int4 weights).
+ *
+ * Weights. W (N, K) is cut into groups of 64 along K; group g of column n
+ * stores 64 codes q in [0, 15] and w ~ cs[n] * gs[n, g] * (q - 8): a
+ * symmetric 16-level grid (-8..7 steps) whose step is chosen per group to
+ * minimise the squared error (the signed extreme lands on -8, as in
+ * llama.cpp's Q4_0, then a few nearby steps are tried and the best kept with
+ * its least-squares scale). gs is f16 relative to the column's largest
+ * group step cs (f32), so f16's range never clips a small column. Cost:
+ * 4 bits + 16 bits per 64 weights = 4.25 bits, 0.53 of q8's bytes.
+ *
+ * Layout: columns in panels of 16, a panel's groups one after another, a
+ * group as 8 steps of 64 bytes. In a step, byte 4c + i holds column c's
+ * code for k = 8s + i in its low nibble and for k = 8s + 4 + i in its high
+ * nibble (i < 4). One 64-byte load, an AND and a shift+AND give the two
+ * operands of AVX512-VNNI's vpdpbusd (16 int32 lanes x 4 unsigned bytes):
+ * exactly its "4 consecutive k per column lane" order, so there is no
+ * shuffle in the inner loop; the weights' nibbles are the unsigned operand
+ * and the activations (s8, broadcast 4 bytes at a time) the signed one.
+ * AVX2 reads each step as two 32-byte halves (columns 0-7, 8-15) with
+ * vpmaddubsw + vpmaddwd. The same 64-byte rows (16 columns x 4 k) are also
+ * the B-tile row format of AMX-INT8, and a group (64 k) is one tile's
+ * depth, so an AMX kernel could take this layout unchanged.
+ *
+ * Activations: one scale per row (token), s = max|x| / 127, codes
+ * round(x / s) in [-127, 127]. With the weights' offset of 8 the product
+ * of a group is sum q x - 8 sum x: the second term is per row and group,
+ * computed once when x is quantized and used as the accumulator's start.
+ * Per group: int32 accumulate (|acc| <= 64 * 15 * 127), to f32, times the
+ * group's scale (one FMA per 16 outputs per 64 k); at the end times the
+ * row's and the column's scale.
+ *
+ * Threads: parts take panel ranges (few rows) or row ranges (many); every
+ * output is summed over k in the same order whichever tile or part computed
+ * it, so results do not depend on the thread count or the batch. */
+#include "q4.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define G64 MM_Q4_GROUP
+#define PC MM_Q4_COLS
+#define RCHUNK 64      /* rows per pass over a part's panels (the f32 scratch) */
+#define ROWSPLIT_MIN 32 /* rows per thread before parts take rows instead of panels */
+
+static size_t up64(size_t n)
+{
+    return (n + 63) / 64 * 64;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "mmembed nn: q4 %s failed\n", what);
+    abort();
+}
+
+void mm_nn_q4_layout(int N, int K, size_t hdr, mm_q4_layout_t *l)
+{
+    const size_t Np = (size_t)(N + PC - 1) / PC * PC, G = (size_t)(K + G64 - 1) / G64;
+    l->data = up64(hdr);
+    l->gscale = l->data + up64(Np * G * G64 / 2);
+    l->cscale = l->gscale + up64(Np * G * 2);
+    l->end = l->cscale + up64(Np * 4);
+}
+
+/* ============================================================ packing == */
+
+/* The step of one group of 64 values (zero padded): among grids with the
+ * extreme at -(8 + t/10) steps, the one whose least-squares step leaves
+ * the smallest squared error (make_qx_quants in llama.cpp does the same). */
+static float group_step(const float *v)
+{
+    float amax = 0.0f, m = 0.0f;
+    for (int i = 0; i < G64; i++)
+        if (fabsf(v[i]) > amax)
+            amax = fabsf(v[i]), m = v[i];
+    if (amax == 0.0f)
+        return 0.0f;
+    float best = -1.0f, step = m / -8.0f;
+    for (int t = -9; t <= 9; t++) {
+        const float inv = -(8.0f + 0.1f * (float)t) / m;
+        double slx = 0, sll = 0;
+        for (int i = 0; i < G64; i++) {
+            int l = (int)lrintf(v[i] * inv);
+            l = l < -8 ? -8 : l > 7 ? 7 : l;
+            slx += (double)v[i] * l;
+            sll += (double)l * l;
+        }
+        if (sll > 0 && slx * slx / sll > best) {
+            best = (float)(slx * slx / sll);
+            step = (float)(slx / sll);
+        }
+    }
+    return step;
+}
+
+void mm_nn_q4_pack(void *blob, const mm_q4_layout_t *l, const float *w, int N, int K)
+{
+    const int G = (K + G64 - 1) / G64, Np = (N + PC - 1) / PC * PC;
+    uint8_t *data = (uint8_t *)blob + l->data;
+    uint16_t *gs = (uint16_t *)((char *)blob + l->gscale);
+    float *cs = (float *)((char *)blob + l->cscale);
+    float *step = malloc(sizeof(float) * (size_t)G), v[G64];
+    if (!step)
+        die("packing allocation");
+    memset(data, 0x88, (size_t)Np * G * G64 / 2); /* padding columns: code 8 = 0 */
+    memset(gs, 0, (size_t)Np * G * 2);
+    for (int n = 0; n < Np; n++) {
+        const int p = n / PC, c = n % PC;
+        if (n >= N) {
+            cs[n] = 0.0f;
+            continue;
+        }
+        float smax = 0.0f;
+        for (int g = 0; g < G; g++) {
+            for (int i = 0; i < G64; i++) {
+                const int k = g * G64 + i;
+                v[i] = k < K ? w[(size_t)n * K + k] : 0.0f;
+            }
+            step[g] = group_step(v);
+            smax = fmaxf(smax, fabsf(step[g]));
+        }
+        cs[n] = smax > 0.0f ? smax : 1.0f;
+        for (int g = 0; g < G; g++) {
+            /* the step as stored (f16 of step / cs) is the one the codes use */
+            const uint16_t h = _cvtss_sh(step[g] / cs[n], _MM_FROUND_TO_NEAREST_INT);
+            const float d = _cvtsh_ss(h) * cs[n], inv = d != 0.0f ? 1.0f / d : 0.0f;
+            gs[((size_t)p * G + g) * PC + c] = h;
+            uint8_t *grp = data + ((size_t)p * G + g) * (G64 / 2) * PC;
+            for (int i = 0; i < G64; i++) {
+                const int k = g * G64 + i;
+                int q = k < K ? (int)lrintf(w[(size_t)n * K + k] * inv) : 0;
+                q = (q < -8 ? -8 : q > 7 ? 7 : q) + 8;
+                const int s = i / 8, r = i % 8;
+                uint8_t *byte = grp + s * 64 + c * 4 + r % 4;
+                *byte = r < 4 ? (uint8_t)((*byte & 0xf0) | q) : (uint8_t)((*byte & 0x0f) | (q << 4));
+            }
+        }
+    }
+    free(step);
+}
+
+/* ============================================================ kernels == */
+
+typedef struct {
+    float *y;
+    const float *b;
+    const uint8_t *w;   /* the panels */
+    const uint16_t *gs; /* (Np/16, G, 16) */
+    const float *cs;    /* (Np) */
+    const int8_t *xq;   /* (M, Kp) activation codes */
+    const int32_t *xo;  /* (M, G): -8 x the sum of a row's codes in each group */
+    const float *xs;    /* (M): row scales */
+    int ldy, M, K, N, G;
+    mm_act_t act;
+    int add, rowsplit, vnni;
+} q4_job_t;
+
+static int32_t load4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* out (mr, 16), row stride ldo = the f32 products of rows x .. x + mr - 1
+ * with panel p, times the rows' and the columns' scales. */
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"), always_inline)) static inline
+VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, int ldo)
+{
+    const int G = j->G;
+    const size_t Kp = (size_t)G * G64;
+    const uint8_t *w = j->w + (size_t)p * G * (G64 / 2) * PC;
+    const uint16_t *gs = j->gs + (size_t)p * G * PC;
+    const int8_t *x = j->xq + (size_t)r0 * Kp;
+    const int32_t *xo = j->xo + (size_t)r0 * G;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 f[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++)
+        f[r] = _mm512_setzero_ps();
+    for (int g = 0; g < G; g++) {
+        __m512i a[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++)
+            a[r] = _mm512_set1_epi32(xo[(size_t)r * G + g]);
+        const int8_t *xg = x + (size_t)g * G64;
+        const uint8_t *wg = w + (size_t)g * (G64 / 2) * PC;
+#pragma GCC unroll 2
+        for (int s = 0; s < G64 / 8; s++) {
+            const __m512i raw = _mm512_loadu_si512(wg + s * 64);
+            const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+#pragma GCC unroll 8
+            for (int r = 0; r < mr; r++) {
+                a[r] = _mm512_dpbusd_epi32(a[r], lo, _mm512_set1_epi32(load4(xg + r * Kp + s * 8)));
+                a[r] = _mm512_dpbusd_epi32(a[r], hi, _mm512_set1_epi32(load4(xg + r * Kp + s * 8 + 4)));
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)g * PC)));
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++)
+            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), d, f[r]);
+    }
+    const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)p * PC);
+#pragma GCC unroll 8
+    for (int r = 0; r < mr; r++)
+        _mm512_storeu_ps(out + (size_t)r * ldo, _mm512_mul_ps(_mm512_mul_ps(f[r], cs), _mm512_set1_ps(j->xs[r0 + r])));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
+static void rows_vnni(const q4_job_t *j, int p, int r0, int r1, float *out, int ldo)
+{
+    int r = r0;
+    for (; r + 8 <= r1; r += 8)
+        tile_vnni(j, p, r, 8, out + (size_t)(r - r0) * ldo, ldo);
+    if (r + 4 <= r1) {
+        tile_vnni(j, p, r, 4, out + (size_t)(r - r0) * ldo, ldo);
+        r += 4;
+    }
+    if (r + 2 <= r1) {
+        tile_vnni(j, p, r, 2, out + (size_t)(r - r0) * ldo, ldo);
+        r += 2;
+    }
+    if (r < r1)
+        tile_vnni(j, p, r, 1, out + (size_t)(r - r0) * ldo, ldo);
+}
+
+/* AVX2: the same sums with vpmaddubsw (pairs of u8 x s8 to s16: at most
+ * 2 x 15 x 127, and 8 of them still fit s16) and vpmaddwd by ones. */
+#define AVX2 __attribute__((always_inline)) static inline
+AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, int ldo)
+{
+    const int G = j->G;
+    const size_t Kp = (size_t)G * G64;
+    const uint8_t *w = j->w + (size_t)p * G * (G64 / 2) * PC;
+    const uint16_t *gs = j->gs + (size_t)p * G * PC;
+    const int8_t *x = j->xq + (size_t)r0 * Kp;
+    const int32_t *xo = j->xo + (size_t)r0 * G;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 f[2][2];
+#pragma GCC unroll 2
+    for (int r = 0; r < mr; r++)
+        f[r][0] = f[r][1] = _mm256_setzero_ps();
+    for (int g = 0; g < G; g++) {
+        __m256i a[2][2];
+#pragma GCC unroll 2
+        for (int r = 0; r < mr; r++)
+            a[r][0] = a[r][1] = _mm256_set1_epi32(xo[(size_t)r * G + g]);
+        const int8_t *xg = x + (size_t)g * G64;
+        const uint8_t *wg = w + (size_t)g * (G64 / 2) * PC;
+        for (int s0 = 0; s0 < G64 / 8; s0 += 4) {
+            __m256i h[2][2];
+#pragma GCC unroll 2
+            for (int r = 0; r < mr; r++)
+                h[r][0] = h[r][1] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int s = s0; s < s0 + 4; s++) {
+#pragma GCC unroll 2
+                for (int c = 0; c < 2; c++) {
+                    const __m256i raw = _mm256_loadu_si256((const __m256i *)(wg + s * 64 + c * 32));
+                    const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+#pragma GCC unroll 2
+                    for (int r = 0; r < mr; r++) {
+                        h[r][c] = _mm256_add_epi16(h[r][c], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load4(xg + r * Kp + s * 8))));
+                        h[r][c] = _mm256_add_epi16(h[r][c], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load4(xg + r * Kp + s * 8 + 4))));
+                    }
+                }
+            }
+#pragma GCC unroll 2
+            for (int r = 0; r < mr; r++)
+                for (int c = 0; c < 2; c++)
+                    a[r][c] = _mm256_add_epi32(a[r][c], _mm256_madd_epi16(h[r][c], ones));
+        }
+#pragma GCC unroll 2
+        for (int c = 0; c < 2; c++) {
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC + c * 8)));
+#pragma GCC unroll 2
+            for (int r = 0; r < mr; r++)
+                f[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[r][c]), d, f[r][c]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int c = 0; c < 2; c++) {
+        const __m256 cs = _mm256_loadu_ps(j->cs + (size_t)p * PC + c * 8);
+#pragma GCC unroll 2
+        for (int r = 0; r < mr; r++)
+            _mm256_storeu_ps(out + (size_t)r * ldo + c * 8,
+                             _mm256_mul_ps(_mm256_mul_ps(f[r][c], cs), _mm256_set1_ps(j->xs[r0 + r])));
+    }
+}
+
+static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int ldo)
+{
+    int r = r0;
+    for (; r + 2 <= r1; r += 2)
+        tile_avx2(j, p, r, 2, out + (size_t)(r - r0) * ldo, ldo);
+    if (r < r1)
+        tile_avx2(j, p, r, 1, out + (size_t)(r - r0) * ldo, ldo);
+}
+
+/* ============================================================ driving == */
+
+/* A thread's f32 products before the epilogue (grown, never shrunk). */
+static _Thread_local struct {
+    float *p;
+    size_t cap;
+} Y;
+
+/* The calling thread's quantized activations (grown, never shrunk). */
+static _Thread_local struct {
+    int8_t *q;
+    int32_t *o;
+    float *s;
+    size_t qcap, ocap, scap;
+} X;
+
+static void *grow(void *p, size_t *cap, size_t want)
+{
+    if (want <= *cap)
+        return p;
+    free(p);
+    p = aligned_alloc(64, up64(want));
+    if (!p)
+        die("scratch allocation");
+    *cap = want;
+    return p;
+}
+
+/* Panels [p0, p1) of rows [r0, r1), RCHUNK rows at a time: the products
+ * into the thread's scratch, then bias, activation and the residual add. */
+static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
+{
+    const int c0 = p0 * PC, c1 = p1 * PC < j->N ? p1 * PC : j->N, ldo = (p1 - p0) * PC;
+    Y.p = grow(Y.p, &Y.cap, sizeof(float) * RCHUNK * (size_t)ldo);
+    for (int m0 = r0; m0 < r1; m0 += RCHUNK) {
+        const int m1 = m0 + RCHUNK < r1 ? m0 + RCHUNK : r1;
+        for (int p = p0; p < p1; p++) {
+            if (j->vnni)
+                rows_vnni(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
+            else
+                rows_avx2(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
+        }
+        for (int m = m0; m < m1; m++)
+            mm_nn_bias_act_row(j->y + (size_t)m * j->ldy + c0, Y.p + (size_t)(m - m0) * ldo, j->b ? j->b + c0 : NULL,
+                               c1 - c0, j->act, j->add);
+    }
+}
+
+static void part(void *arg, int part, int nparts)
+{
+    const q4_job_t *j = arg;
+    const int P = (j->N + PC - 1) / PC;
+    if (j->rowsplit) {
+        const int a = (int)((long)j->M * part / nparts), b = (int)((long)j->M * (part + 1) / nparts);
+        if (a < b)
+            range(j, 0, P, a, b);
+        return;
+    }
+    const int a = (int)((long)P * part / nparts), b = (int)((long)P * (part + 1) / nparts);
+    if (a < b)
+        range(j, a, b, 0, j->M);
+}
+
+/* Quantizes x (M, K) row by row into X: codes, -8 x group sums, scales. */
+static void quantize(q4_job_t *j, const float *x, int ldx)
+{
+    const int G = j->G, Kp = G * G64, K = j->K;
+    X.q = grow(X.q, &X.qcap, (size_t)j->M * Kp);
+    X.o = grow(X.o, &X.ocap, sizeof(int32_t) * (size_t)j->M * G);
+    X.s = grow(X.s, &X.scap, sizeof(float) * (size_t)j->M);
+    for (int m = 0; m < j->M; m++) {
+        const float *xr = x + (size_t)m * ldx;
+        int8_t *q = X.q + (size_t)m * Kp;
+        int k = 0;
+        __m256 vm = _mm256_setzero_ps();
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        for (; k + 8 <= K; k += 8)
+            vm = _mm256_max_ps(vm, _mm256_andnot_ps(sign, _mm256_loadu_ps(xr + k)));
+        float t[8], amax = 0.0f;
+        _mm256_storeu_ps(t, vm);
+        for (int i = 0; i < 8; i++)
+            amax = t[i] > amax ? t[i] : amax;
+        for (; k < K; k++)
+            amax = fabsf(xr[k]) > amax ? fabsf(xr[k]) : amax;
+        const float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+        X.s[m] = s;
+        k = 0;
+        const __m256 vi = _mm256_set1_ps(inv);
+        for (; k + 16 <= K; k += 16) { /* round to nearest even, as lrintf below */
+            __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + k), vi));
+            __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + k + 8), vi));
+            __m128i w = _mm_packs_epi16(_mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1)),
+                                        _mm_packs_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+            _mm_storeu_si128((__m128i *)(q + k), w);
+        }
+        for (; k < K; k++)
+            q[k] = (int8_t)lrintf(xr[k] * inv);
+        memset(q + K, 0, (size_t)(Kp - K));
+        for (int g = 0; g < G; g++) {
+            int32_t sum = 0;
+            for (int i = 0; i < G64; i++)
+                sum += q[g * G64 + i];
+            X.o[(size_t)m * G + g] = -8 * sum;
+        }
+    }
+    j->xq = X.q;
+    j->xo = X.o;
+    j->xs = X.s;
+}
+
+void mm_nn_q4_linear(float *y, int ldy, const float *x, int ldx, const void *blob, const mm_q4_layout_t *l,
+                     const float *b, int M, int K, int N, mm_act_t act, int add)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    const mm_cpu_t *cpu = mm_nn_cpu();
+    q4_job_t j = {.y = y, .b = b, .ldy = ldy, .M = M, .K = K, .N = N, .G = (K + G64 - 1) / G64, .act = act,
+                  .add = add, .vnni = cpu->avx512_vnni,
+                  .w = (const uint8_t *)blob + l->data, .gs = (const uint16_t *)((const char *)blob + l->gscale),
+                  .cs = (const float *)((const char *)blob + l->cscale)};
+    quantize(&j, x, ldx);
+    const int threads = mm_nn_threads(), panels = (N + PC - 1) / PC;
+    if (threads == 1 || (double)M * N * K < 5e5) { /* a pool wake-up would cost more */
+        range(&j, 0, panels, 0, M);
+        return;
+    }
+    j.rowsplit = M >= threads * ROWSPLIT_MIN || panels < 2 * threads;
+    mm_nn_parallel(part, &j);
+}
