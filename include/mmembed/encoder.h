@@ -161,7 +161,7 @@ int mm_encoder_tokenize(const mm_encoder_t *e, const char *text, size_t len, int
  *   <|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n
  *   (<|vision_start|><|image_pad|><|vision_end|>) per image {text}<|im_end|>\n
  *   <|im_start|>assistant\n<|endoftext|>
- * instruction NULL: info->chat->default_instruction. The text pieces are
+ * instruction (ilen bytes) NULL: info->chat->default_instruction. The text pieces are
  * written to ids (cap ids) and seg[0 .. 2 n_images] is filled: TEXT, then
  * IMAGE, TEXT per image; the caller sets each IMAGE segment's pixels and
  * size. Each image stands for `visual_tokens / n_images` tokens on average:
@@ -169,7 +169,7 @@ int mm_encoder_tokenize(const mm_encoder_t *e, const char *text, size_t len, int
  * the text is cut to fit; without, a longer input is MM_E_TOOBIG. *n_seg
  * is 2 n_images + 1. Returns 0, MM_E_TOOBIG, MM_E_UNSUPPORTED (not a chat
  * model) or a tokenizer error. */
-int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, const char *text, size_t len,
+int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t ilen, const char *text, size_t len,
                           int n_images, int visual_tokens, int truncate, int32_t *ids, int cap, mm_segment_t *seg,
                           int *n_seg, char *err, size_t errlen);
 

@@ -500,7 +500,7 @@ static int put_id(const mm_encoder_t *e, char *buf, size_t cap, size_t *len, int
  * text that starts with blanks joins "user\n" in one pre-token), then cut
  * at the <|image_pad|> placeholders. Only a text too long for the model is
  * tokenized alone, cut, and joined by ids. */
-int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, const char *text, size_t len,
+int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t ilen, const char *text, size_t len,
                           int n_images, int visual_tokens, int truncate, int32_t *ids, int cap, mm_segment_t *seg,
                           int *n_seg, char *err, size_t errlen)
 {
@@ -509,11 +509,13 @@ int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, const 
         return mm_errf(err, errlen, MM_E_UNSUPPORTED, "the model takes no chat prompt");
     if (n_images < 0 || visual_tokens < 0)
         return mm_errf(err, errlen, MM_E_INVALID, "bad image count");
-    if (!instruction)
+    if (!instruction) {
         instruction = c->default_instruction;
+        ilen = strlen(instruction);
+    }
     if (!text)
         len = 0;
-    const size_t ilen = strlen(instruction), pcap = ilen + len + 256 + (size_t)n_images * 64;
+    const size_t pcap = ilen + len + 256 + (size_t)n_images * 64;
     char *p = malloc(pcap);
     if (!p)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
