@@ -26,8 +26,11 @@ static void chat_key(const mm_embed_t *e, const entry_t *m, const chat_item_t *i
     mm_cache_key_add_input(k, o->prefix, o->prefix_len);
     mm_cache_key_add_input(k, it->text ? it->text : "", it->text ? it->text_len : 0);
     mm_cache_key_add_int(k, it->n_images);
-    for (int i = 0; i < it->n_images; i++)
-        mm_cache_key_add_input(k, it->bufs[i], it->lens[i]);
+    for (int i = 0; i < it->n_images; i++) {
+        mm_cache_key_add_int(k, it->rgb_w ? it->rgb_w[i] : -1);
+        mm_cache_key_add_int(k, it->rgb_h ? it->rgb_h[i] : -1);
+        mm_cache_key_add_input(k, it->bufs[i], it->rgb_w ? (size_t)it->rgb_w[i] * it->rgb_h[i] * 3 : it->lens[i]);
+    }
 }
 
 int emb_encode_chat(mm_embed_t *e, entry_t *m, const chat_item_t *it, const text_opts_t *o, float *out, long *tokens,
@@ -56,6 +59,11 @@ int emb_encode_chat(mm_embed_t *e, entry_t *m, const chat_item_t *it, const text
     double t0 = emb_ms_now();
     for (int i = 0; i < n; i++) {
         mm_image_t img;
+        if (it->rgb_w) {   /* a video frame, decoded already */
+            img = (mm_image_t){.w = it->rgb_w[i], .h = it->rgb_h[i], .src_w = it->rgb_w[i], .src_h = it->rgb_h[i],
+                               .rgb = (unsigned char *)it->bufs[i]};
+            goto sized;
+        }
         if (it->lens[i] == 0) {
             rc = emb_failf(f, 400, "empty_image", "input %d: image %d is empty", idx, i);
             goto out;
@@ -73,6 +81,7 @@ int emb_encode_chat(mm_embed_t *e, entry_t *m, const chat_item_t *it, const text
                            "input %d: image %d: %s", idx, i, err);
             goto out;
         }
+    sized:
         /* smart_resize: sides multiples of 28, the pixel count clamped; HF
          * refuses an aspect ratio over 200 and so do we (422) */
         drc = mm_preproc_out_dims(m->pre, img.src_w, img.src_h, &hw[i][0], &hw[i][1]);
@@ -80,17 +89,20 @@ int emb_encode_chat(mm_embed_t *e, entry_t *m, const chat_item_t *it, const text
             rc = emb_failf(f, 422, "invalid_image",
                            "input %d: image %d (%dx%d): the model takes aspect ratios up to 200:1", idx, i, img.src_w,
                            img.src_h);
-            mm_image_free(&img);
+            if (!it->rgb_w)
+                mm_image_free(&img);
             goto out;
         }
         visual += hw[i][0] / 28 * (hw[i][1] / 28);
         if (!(pix[i] = malloc(sizeof(float) * 3 * (size_t)hw[i][0] * hw[i][1]))) {
-            mm_image_free(&img);
+            if (!it->rgb_w)
+                mm_image_free(&img);
             rc = emb_failf(f, 500, NULL, "out of memory");
             goto out;
         }
         drc = mm_preproc_run(m->pre, &img, pix[i]);
-        mm_image_free(&img);
+        if (!it->rgb_w)
+            mm_image_free(&img);
         if (drc) {
             rc = emb_failf(f, mm_status_http(drc), "invalid_image", "input %d: image %d: preprocessing failed", idx, i);
             goto out;

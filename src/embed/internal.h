@@ -117,9 +117,10 @@ int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *buf
 typedef struct {
     const char *text;                   /* NULL or "" for none */
     size_t text_len;
-    const unsigned char *const *bufs;   /* (n_images) */
+    const unsigned char *const *bufs;   /* (n_images) encoded files, or with rgb_w: RGB8 frames */
     const size_t *lens;
     int n_images;
+    const int *rgb_w, *rgb_h;           /* non-NULL: bufs[i] is (rgb_h[i], rgb_w[i], 3) decoded pixels */
 } chat_item_t;
 
 /* Decodes and preprocesses the item's images, builds the model's prompt

@@ -117,3 +117,29 @@ def test_qwen2vl_image_token_cap():
             r = s.post_json("/embed/multimodal", {"image": b64("rgb224.png"), "text": "x"}).json()
             # 224 x 224 at 4 tokens: 56 x 56; prompt 20 ids + 1 text token + 2 vision marks... counted by the server
             assert r["usage"]["prompt_tokens"] <= 21 + 2 + 4 + 1, r["usage"]
+
+
+def test_qwen2vl_video_frames_in_one_sequence():
+    """/embed/video: the sampled frames are several images of ONE input by
+    default (pooling "sequence"); a pooling over per-frame vectors stays."""
+    from test_video import colours, post_video
+    from harness import need_tool
+    need_tool("ffmpeg")
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "v.mp4")
+        colours(path)
+        data = open(path, "rb").read()
+        models = [{"name": "opsmm", "path": model_dir(d), "default": True}]
+        with Server(workers=1, models=models) as s:
+            r = post_video(s, data, max_frames=4, return_frames=True)
+            assert r.status == 200, r.body[:300]
+            seq = r.json()
+            assert seq["pooling"] == "sequence" and len(seq["frames"]) == 4, seq["pooling"]
+            assert len(seq["frame_embeddings"]) == 4
+            mean = post_video(s, data, max_frames=4, pooling="mean").json()
+            assert mean["pooling"] == "mean"
+            c = cos(seq["data"][0]["embedding"], mean["data"][0]["embedding"])
+            assert c < 0.99999, c        # the joint embedding is not the mean of the frames'
+            again = post_video(s, data, max_frames=4).json()
+            assert cos(again["data"][0]["embedding"], seq["data"][0]["embedding"]) > 0.999999
