@@ -187,7 +187,7 @@ static int run_case(const mm_encoder_t *e, mm_enc_runner_t *r, json_object *c, f
     mm_segment_t seg[17];
     int nseg = 0;
     char err[MM_ERRLEN];
-    int rc = mm_encoder_chat_input(e, instr, text, strlen(text), ni, vt, 1, ids, 4096, seg, &nseg, err, sizeof err);
+    int rc = mm_encoder_chat_input(e, instr, strlen(instr), text, strlen(text), ni, vt, 1, ids, 4096, seg, &nseg, err, sizeof err);
     CHECK(rc == MM_OK, "%s: chat input: %s", jstr(c, "name"), err);
     if (rc)
         return rc;
