@@ -484,7 +484,8 @@ static int put(char *buf, size_t cap, size_t *len, const char *s, size_t n)
 {
     if (*len + n + 1 > cap)
         return MM_E_TOOBIG;
-    memcpy(buf + *len, s, n);
+    if (n)   /* s may be NULL for an empty text */
+        memcpy(buf + *len, s, n);
     *len += n;
     buf[*len] = 0;
     return MM_OK;
