@@ -237,6 +237,9 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                       m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
                       m->info->weight_bytes, synthetic ? "true" : "false");
+        if (m->info->image_dynamic && m->pre)   /* Qwen2-VL: images at their own size, text and images in one sequence */
+            mm_buf_printf(b, ",\"image_dynamic\":true,\"max_image_tokens\":%ld,\"fusion\":\"sequence\"",
+                          m->pre->max_pixels / (28 * 28));
         if (synthetic)
             mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
                            "point models.path at a real CLIP folder\"");

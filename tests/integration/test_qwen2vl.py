@@ -45,7 +45,8 @@ def test_qwen2vl_routes_match_hf():
         models = [{"name": "opsmm", "path": model_dir(d), "default": True}]
         with Server(workers=2, models=models) as s:
             info = {m["name"]: m for m in s.get("/info").json()["models"]}["opsmm"]
-            assert info["arch"] == "qwen2vl", info
+            assert info["arch"] == "qwen2vl" and info["image_dynamic"] and info["fusion"] == "sequence", info
+            assert info["max_image_tokens"] == ref["max_pixels"] // 784, info
             worst = {}
 
             def check(kind, vec, case):
@@ -114,6 +115,7 @@ def test_qwen2vl_image_token_cap():
         os.chmod(d, 0o755)
         models = [{"name": "opsmm", "path": model_dir(d, "qwen2vl-tiny-v5"), "default": True, "max_image_tokens": 4}]
         with Server(workers=1, models=models) as s:
+            assert s.get("/info").json()["models"][0]["max_image_tokens"] == 4
             r = s.post_json("/embed/multimodal", {"image": b64("rgb224.png"), "text": "x"}).json()
             # 224 x 224 at 4 tokens: 56 x 56; prompt 20 ids + 1 text token + 2 vision marks... counted by the server
             assert r["usage"]["prompt_tokens"] <= 21 + 2 + 4 + 1, r["usage"]

@@ -30,6 +30,10 @@
 #define MIN_COS_F32 0.9999
 #define MIN_COS_BF16 0.999
 #define MIN_COS_Q8 0.995
+/* q4 (issue 20's group-wise 4-bit weights) is not asked of this model by
+ * issue 16; on this tiny shape it measures 1 - 1.7e-2 (issue 20 bounds
+ * Qwen3-tiny at 0.99): held at 0.97 so a regression shows, left to tune. */
+#define MIN_COS_Q4 0.97
 /* Pixel values: torchvision's uint8 resize is reproduced bit-exactly, so
  * only the f16 storage of the reference (2^-11 relative) separates them. */
 #define MAX_PIX_DIFF 4e-3
@@ -346,10 +350,10 @@ int main(void)
     test_preprocess(ref, &pre);
     test_model(ref, "qwen2vl-tiny", "f32", MIN_COS_F32, 1);
     test_model(ref, "qwen2vl-tiny-v5", "f32", MIN_COS_F32, 0);
-    const char *dts[2] = {"bf16", "q8"};
-    const double mins[2] = {MIN_COS_BF16, MIN_COS_Q8};
-    for (int d = 0; d < 2; d++) {
-        if (!cpuinfo_native(dts[d])) {
+    const char *dts[3] = {"bf16", "q8", "q4"};
+    const double mins[3] = {MIN_COS_BF16, MIN_COS_Q8, MIN_COS_Q4};
+    for (int d = 0; d < 3; d++) {
+        if (d < 2 && !cpuinfo_native(dts[d])) {
             SKIP("%s: not native on this CPU", dts[d]);
             continue;
         }
