@@ -945,16 +945,19 @@ static void test_decode_budget(void)
     double one = now_s() - t0;
     CHECK(rc == MM_OK, "no budget: %s", err);
     mm_image_free(&img);
-    mm_image_set_budget(one * 3); /* margin for a loaded machine */
+    mm_image_set_budget(one * 8); /* wide margin: a loaded 2-core machine slows single decodes a lot */
     CHECK(mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err) == MM_OK, "one decode fits: %s", err);
     mm_image_free(&img);
     mm_image_budget_begin();
     int n = 0;
-    for (rc = MM_OK; rc == MM_OK && n < 8; n++) {
+    for (rc = MM_OK; rc == MM_OK && n < 200; n++) {
         rc = mm_image_decode(j, len, 0, MAX_PIXELS, &img, err, sizeof err);
         mm_image_free(&img);
     }
-    CHECK(rc == MM_E_TIMEOUT && n >= 3, "one request's decodes share the budget: rc %d after %d decodes", rc, n);
+    /* the budget ran out in a later decode of the same request although each
+     * decode alone fits: it is shared (the count depends on the machine's
+     * speed, so only "more than one" is asserted) */
+    CHECK(rc == MM_E_TIMEOUT && n >= 2, "one request's decodes share the budget: rc %d after %d decodes", rc, n);
     mm_image_set_budget(MM_IMAGE_BUDGET_DEFAULT);
     mm_image_budget_begin();
     free(j);
