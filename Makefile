@@ -91,7 +91,7 @@ unit: deps use-model default-model
 	@$(MAKE) --no-print-directory unit-bins
 	@set -e; for t in $(TESTS); do echo "== $$t"; $(B)/tests/$$t; done
 	@# the CPU fallback (no AMX, no AVX512-BF16/VNNI: AVX2 f32), forced on this machine
-	@set -e; for t in test_model test_textmodel; do echo "== $$t (MMEMBED_CPU=avx2)"; MMEMBED_CPU=avx2 $(B)/tests/$$t; done
+	@set -e; for t in test_model test_textmodel test_qwen2vl; do echo "== $$t (MMEMBED_CPU=avx2)"; MMEMBED_CPU=avx2 $(B)/tests/$$t; done
 
 test-build:
 	@$(MAKE) --no-print-directory B=build/test EXTRA_CFLAGS=-DMM_TEST_HOOKS build/test/mmembed

@@ -20,6 +20,8 @@ typedef struct {
     char path[MM_PATH_MAX];  /* absolute after load */
     char dtype[8];           /* "f32" (compute precision) */
     int max_tokens;          /* truncation length (0: the model's own) */
+    int max_image_tokens;    /* Qwen2-VL: visual tokens per image at most (max_pixels = n * 28 * 28; 0: the
+                              * preprocessor's own) */
     int default_for;         /* MM_MOD_* bits: the default model for these modalities */
     char instruction[512];   /* prefix for input_type "query" */
     int is_default;

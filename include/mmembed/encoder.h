@@ -10,8 +10,10 @@
  *
  * Inputs are sequences of segments — token ids, or an image's pixels at
  * the geometry the model's preprocessor chose — so a model that reads text
- * and images in one sequence fits the same call. Today's architectures take
- * one segment per input.
+ * and images in one sequence fits the same call. CLIP, BERT, Qwen3 and USE
+ * take one segment per input; Qwen2-VL (info.chat set) takes the segments
+ * of mm_encoder_chat_input: text, images and text in one sequence, each
+ * image at its own size (info.image_dynamic).
  *
  * Lifetimes as in model.h: mm_encoder_t is loaded in the master before
  * fork and never written afterwards; mm_enc_runner_t is one per worker. */
@@ -44,6 +46,15 @@ typedef struct {
     int n_seg;
 } mm_input_t;
 
+/* A chat-prompted embedder (Qwen2-VL: Ops-MM-embedding-v1, GME): the
+ * special ids its prompt is made of, and the system instruction used when
+ * a request gives none. See mm_encoder_chat_input. */
+typedef struct {
+    int im_start, im_end, endoftext;       /* <|im_start|> <|im_end|> <|endoftext|> */
+    int vision_start, vision_end, image_pad;
+    const char *default_instruction;       /* "You are a helpful assistant." */
+} mm_enc_chat_t;
+
 /* Static facts about a loaded model, the same struct for every architecture. */
 typedef struct {
     const char *arch;          /* "clip", "bert", "qwen3", "use-lite" */
@@ -53,7 +64,10 @@ typedef struct {
     int has_text, has_vision;
     int takes_ids;             /* clients may send token ids instead of text */
     int append_eos_id;         /* -1, or an id appended after the tokenizer's output (qwen3) */
-    int image_size, channels;  /* vision input geometry (0 without vision) */
+    int image_size, channels;  /* vision input geometry (0 without vision; image_size 0 when dynamic) */
+    int image_dynamic;         /* 1: each image keeps its aspect, sized by mm_preproc_out_dims
+                                * (Qwen2-VL smart_resize); image segments carry their own h, w */
+    const mm_enc_chat_t *chat; /* non-NULL: inputs are built by mm_encoder_chat_input */
     const char *dtype;         /* checkpoint dtype: "f32", "f16", "bf16", "mixed" */
     const char *compute;       /* dense layers as run: "f32", "bf16", "q8", "q4" */
     int pack_cache;            /* 0 none, 1 mapped from the pack cache, 2 stored, -1 not stored */
@@ -141,17 +155,36 @@ int mm_encoder_synthetic(const mm_encoder_t *e);
 int mm_encoder_tokenize(const mm_encoder_t *e, const char *text, size_t len, int max_tokens, int truncate,
                         int32_t *ids, int *n, char *err, size_t errlen);
 
+/* For a model with info->chat: one input of `text` (len bytes; NULL or
+ * empty for none) and n_images images in ONE sequence, the way Ops-MM-
+ * embedding-v1 builds it:
+ *   <|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n
+ *   (<|vision_start|><|image_pad|><|vision_end|>) per image {text}<|im_end|>\n
+ *   <|im_start|>assistant\n<|endoftext|>
+ * instruction (ilen bytes) NULL: info->chat->default_instruction. The text pieces are
+ * written to ids (cap ids) and seg[0 .. 2 n_images] is filled: TEXT, then
+ * IMAGE, TEXT per image; the caller sets each IMAGE segment's pixels and
+ * size. Each image stands for `visual_tokens / n_images` tokens on average:
+ * visual_tokens (all images) counts toward max_tokens, and with truncate
+ * the text is cut to fit; without, a longer input is MM_E_TOOBIG. *n_seg
+ * is 2 n_images + 1. Returns 0, MM_E_TOOBIG, MM_E_UNSUPPORTED (not a chat
+ * model) or a tokenizer error. */
+int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t ilen, const char *text, size_t len,
+                          int n_images, int visual_tokens, int truncate, int32_t *ids, int cap, mm_segment_t *seg,
+                          int *n_seg, char *err, size_t errlen);
+
 /* A worker's run state for passes of up to max_batch texts and max_images
  * images. NULL when out of memory. */
 mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int max_images, int threads);
 void mm_encoder_runner_free(mm_enc_runner_t *r);
 int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out);
 /* Conveniences over mm_encoder_encode: n token sequences, or n images laid
- * out one after another at the model's geometry. */
+ * out one after another at the model's geometry (fixed-geometry models:
+ * MM_E_UNSUPPORTED when info->image_dynamic). */
 int mm_encoder_encode_ids(mm_enc_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
 int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, float *out);
 
 /* The architectures (each defined in its own file). */
-extern const mm_encoder_ops_t mm_enc_clip, mm_enc_bert, mm_enc_qwen3, mm_enc_use;
+extern const mm_encoder_ops_t mm_enc_clip, mm_enc_bert, mm_enc_qwen3, mm_enc_use, mm_enc_qwen2vl;
 
 #endif

@@ -3,6 +3,16 @@
  * small) → rescale → normalize, producing float32 CHW. Configured from
  * preprocessor_config.json.
  *
+ * Qwen2VLImageProcessor (`dynamic`): no crop; each image is resized to its
+ * own size by smart_resize — both sides multiples of patch_size *
+ * merge_size (28), the pixel count brought into [min_pixels, max_pixels],
+ * the aspect kept — so mm_preproc_out_dims differs per image. Cutting the
+ * result into the vision tower's patch rows is the model's business
+ * (mmembed/qwen2vl.h). Its config comes in two forms, both read:
+ * "min_pixels" / "max_pixels" (transformers 4) or "size": {"shortest_edge":
+ * min_pixels, "longest_edge": max_pixels} (transformers 5; pixel counts
+ * despite the names).
+ *
  * transformers v5 has two backends that differ in the last bit: the default
  * torchvision one (which produced tests/fixtures/clip/pixels, bit-exactly
  * reproduced here) and the PIL one (also v4's "slow" processors). The
@@ -41,7 +51,18 @@ typedef struct mm_preproc {
     double rescale_factor; /* HF rescales in float64, then casts to float32 */
     int do_normalize;
     float mean[3], std[3];
+    /* Qwen2-VL (dynamic = 1; crop off) */
+    int dynamic;
+    long min_pixels, max_pixels; /* smart_resize's bounds on height * width */
+    int patch_size;              /* 14 */
+    int temporal_patch_size;     /* 2: an image is repeated to 2 frames */
+    int merge_size;              /* 2: 2x2 patches become one token */
 } mm_preproc_t;
+
+/* Hugging Face's smart_resize (transformers 5): (h, w) -> (*oh, *ow), both
+ * multiples of factor. Returns 0, or MM_E_UNPROCESSABLE when the aspect
+ * ratio exceeds 200 (HF raises) or a side is not positive. */
+int mm_preproc_smart_resize(int h, int w, int factor, long min_pixels, long max_pixels, int *oh, int *ow);
 
 /* Fill *p with CLIPImageProcessor's defaults for a square model input of
  * image_size (224 for ViT-B/32): shortest_edge = crop = image_size, bicubic,
@@ -67,8 +88,9 @@ int mm_preproc_load(const char *path, mm_preproc_t *p, char *err, size_t errlen)
 int mm_preproc_min_edge(const mm_preproc_t *p);
 
 /* Output height/width for an image of src_w x src_h pixels (the dimensions
- * stored in the file). With center crop this is always crop_h x crop_w.
- * Returns 0 or MM_E_INVALID. */
+ * stored in the file). With center crop this is always crop_h x crop_w;
+ * dynamic: smart_resize. Returns 0, MM_E_INVALID or (dynamic, extreme
+ * aspect) MM_E_UNPROCESSABLE. */
 int mm_preproc_out_dims(const mm_preproc_t *p, int src_w, int src_h, int *out_h, int *out_w);
 
 /* Preprocess a decoded image into out: float32 (3, out_h, out_w) with dims

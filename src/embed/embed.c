@@ -112,6 +112,13 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
         e->m[i].max_tokens = e->m[i].info->max_tokens;
         if (c->models[i].max_tokens > 0) e->m[i].max_tokens = MM_MIN(c->models[i].max_tokens, e->m[i].info->max_tokens);
         snprintf(e->m[i].instruction, sizeof e->m[i].instruction, "%s", c->models[i].instruction);
+        if (c->models[i].max_image_tokens > 0 && e->m[i].pre && e->m[i].pre->dynamic) {
+            e->m[i].pre_own = *e->m[i].pre;   /* the cost lever: pixels per image */
+            const long cap = (long)c->models[i].max_image_tokens * 28 * 28;
+            e->m[i].pre_own.max_pixels = MM_MIN(e->m[i].pre_own.max_pixels, cap);
+            e->m[i].pre_own.min_pixels = MM_MIN(e->m[i].pre_own.min_pixels, e->m[i].pre_own.max_pixels);
+            e->m[i].pre = &e->m[i].pre_own;
+        }
         e->n = i + 1;
     }
     *out = e;
@@ -230,6 +237,9 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
                       m->info->max_tokens,
                       m->info->image_size, m->is_default ? "true" : "false",
                       m->info->weight_bytes, synthetic ? "true" : "false");
+        if (m->info->image_dynamic && m->pre)   /* Qwen2-VL: images at their own size, text and images in one sequence */
+            mm_buf_printf(b, ",\"image_dynamic\":true,\"max_image_tokens\":%ld,\"fusion\":\"sequence\"",
+                          m->pre->max_pixels / (28 * 28));
         if (synthetic)
             mm_buf_puts(b, ",\"note\":\"synthetic random weights for trying the server: vectors are NOT semantic; "
                            "point models.path at a real CLIP folder\"");

@@ -82,6 +82,16 @@ int emb_encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, c
 {
     if (!m->info->has_text) return emb_failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
     if (emb_check_text_sizes(e, lens, n, o, f)) return -1;
+    if (m->info->chat) {   /* the instruction is the system prompt, not a prefix: one prompt per text */
+        const int d = m->info->dim;
+        for (int i = 0; i < n; i++) {
+            const chat_item_t it = {.text = texts[i], .text_len = lens[i]};
+            long before = *tokens;
+            if (emb_encode_chat(e, m, &it, o, out + (size_t)i * d, tokens, use_cache, hits, i, f)) return -1;
+            e->lens[i] = (int)(*tokens - before);
+        }
+        return 0;
+    }
     const int d = m->info->dim, chunk = MM_MIN(n, TEXT_CHUNK);
     int rc = 0;
     /* the texts the model sees: instruction + text, tokenized and cached as one string */
@@ -165,6 +175,16 @@ int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *buf
                          float *out, int use_cache, int *hits, fail_t *f)
 {
     if (!m->info->has_vision) return emb_failf(f, 422, "no_vision_tower", "model '%s' cannot embed images", m->name);
+    if (m->info->chat) {   /* each image its own prompt, at its own size */
+        long tokens = 0;
+        for (int i = 0; i < n; i++) {
+            const chat_item_t it = {.bufs = &bufs[i], .lens = &lens[i], .n_images = 1};
+            if (emb_encode_chat(e, m, &it, &emb_default_text_opts, out + (size_t)i * m->info->dim, &tokens, use_cache,
+                                hits, i, f))
+                return -1;
+        }
+        return 0;
+    }
     size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
     char err[MM_ERRLEN];
     int d = m->info->dim, nm = 0;

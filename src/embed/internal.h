@@ -30,7 +30,8 @@ typedef struct {
     char dir[MM_PATH_MAX];
     mm_encoder_t *enc;         /* the model: any architecture the registry knows */
     const mm_enc_info_t *info; /* = mm_encoder_info(enc) */
-    const mm_preproc_t *pre;   /* its image preprocessor, NULL without vision */
+    const mm_preproc_t *pre;   /* its image preprocessor, NULL without vision (&pre_own when capped) */
+    mm_preproc_t pre_own;      /* the registry's, max_pixels capped by the config's max_image_tokens */
     mm_enc_runner_t *run;      /* worker only */
     char dtype_want[8];        /* as configured: f32, bf16, q8, auto */
     int max_tokens;            /* truncation length: config max_tokens, else the model's */
@@ -108,6 +109,26 @@ int emb_encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const 
 /* Decode, preprocess and encode n images (IMG_CHUNK at a time) into out. */
 int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
                   float *out, int use_cache, int *hits, fail_t *f);
+
+/* ---------------------------------------------------------------- one-sequence inputs (chat.c) */
+
+/* One input of a chat-prompted model (info->chat: Qwen2-VL): a text and
+ * any number of images (encoded files) in ONE sequence. */
+typedef struct {
+    const char *text;                   /* NULL or "" for none */
+    size_t text_len;
+    const unsigned char *const *bufs;   /* (n_images) encoded files, or with rgb_w: RGB8 frames */
+    const size_t *lens;
+    int n_images;
+    const int *rgb_w, *rgb_h;           /* non-NULL: bufs[i] is (rgb_h[i], rgb_w[i], 3) decoded pixels */
+} chat_item_t;
+
+/* Decodes and preprocesses the item's images, builds the model's prompt
+ * with the request's instruction (o->prefix; none: the model's default) and
+ * encodes it into out (dim), through the cache. *tokens grows by the
+ * sequence's length; idx names the input in errors. */
+int emb_encode_chat(mm_embed_t *e, entry_t *m, const chat_item_t *it, const text_opts_t *o, float *out, long *tokens,
+                    int use_cache, int *hits, int idx, fail_t *f);
 
 /* ---------------------------------------------------------------- request bodies (body.c) */
 

@@ -176,12 +176,79 @@ fail:
     emb_respond_fail(r, &f);
 }
 
+/* A chat-prompted model (Qwen2-VL) reads the text and every image in ONE
+ * sequence: the vector is its joint embedding, not a weighted mean. With
+ * return_parts, the text alone and the images alone come too. */
+static void multimodal_sequence(mm_embed_t *e, mm_http_req_t *r, entry_t *m, media_req_t *q)
+{
+    fail_t f = {0};
+    const int d = m->info->dim, has_text = q->text && q->text_len;
+    if (!has_text && q->n == 0) {
+        emb_failf(&f, 400, "missing_input", "send a 'text', one or more images, or both");
+        goto fail;
+    }
+    if (q->n > e->max_items) {
+        emb_failf(&f, 413, "too_many_inputs", "%d images; limits.max_items is %d", q->n, e->max_items);
+        goto fail;
+    }
+    text_opts_t o = emb_default_text_opts;
+    const char *instr = NULL;
+    if (q->json && emb_jstr(q->json, "instruction", &instr, &f)) goto fail;
+    if (instr) {
+        o.prefix = instr;
+        o.prefix_len = strlen(instr);
+    }
+    float *fv = e->vecs, *tv = e->vecs + d, *iv = e->vecs + 2 * (size_t)d;
+    long tokens = 0;
+    int hits = 0, parts = 1;
+    e->t_decode = e->t_model = 0;
+    chat_item_t it = {.text = q->text, .text_len = q->text_len, .bufs = q->bufs, .lens = q->lens, .n_images = q->n};
+    if (emb_encode_chat(e, m, &it, &o, fv, &tokens, q->use_cache, &hits, 0, &f)) goto fail;
+    if (q->return_parts && has_text && q->n) {
+        long t2 = 0;
+        chat_item_t ti = {.text = q->text, .text_len = q->text_len}, ii = it;
+        ii.text = NULL;
+        ii.text_len = 0;
+        if (emb_encode_chat(e, m, &ti, &o, tv, &t2, q->use_cache, &hits, 0, &f) ||
+            emb_encode_chat(e, m, &ii, &o, iv, &t2, q->use_cache, &hits, 0, &f))
+            goto fail;
+        parts = 3;
+        if (q->normalize) {
+            mm_nn_l2_normalize(tv, d);
+            mm_nn_l2_normalize(iv, d);
+        }
+    }
+    emb_set_x_cache(e, r, q->use_cache, hits, parts);
+    if (q->normalize) mm_nn_l2_normalize(fv, d);
+    mm_buf_t *b = &r->out;
+    emb_begin_data(b, m, d);
+    mm_buf_puts(b, "{\"index\":0,\"object\":\"embedding\",\"embedding\":");
+    emb_write_vec(b, fv, d);
+    if (parts == 3) {
+        mm_buf_puts(b, ",\"text_embedding\":");
+        emb_write_vec(b, tv, d);
+        mm_buf_puts(b, ",\"image_embedding\":");
+        emb_write_vec(b, iv, d);
+    }
+    mm_buf_printf(b, "}],\"fusion\":\"sequence\",\"images\":%d,\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n",
+                  q->n, tokens, tokens);
+    mm_http_respond_json(r, 200);
+    return;
+fail:
+    emb_respond_fail(r, &f);
+}
+
 void mm_embed_multimodal(mm_embed_t *e, mm_http_req_t *r)
 {
     fail_t f = {0};
     media_req_t q;
     entry_t *m;
     if (read_media(e, r, &q, 1, &f) || !(m = emb_pick_model_for(e, q.model, 1, 1, 0, &f))) goto fail;
+    if (m->info->chat) {
+        multimodal_sequence(e, r, m, &q);
+        media_free(&q);
+        return;
+    }
     if (!q.text || !q.text_len) {
         emb_failf(&f, 400, "missing_text", "a non-empty 'text' is required");
         goto fail;

@@ -42,6 +42,99 @@ int emb_text_options(json_object *j, const entry_t *m, int *dims, int *normalize
 
 /* ---------------------------------------------------------------- /v1/embeddings */
 
+/* An item's images: "image" (one base64 string or data: URI) and/or
+ * "images" (several: a video's frames). */
+static int item_images(json_object *it, json_object **one, json_object **many)
+{
+    *one = *many = NULL;
+    json_object_object_get_ex(it, "image", one);
+    json_object_object_get_ex(it, "images", many);
+    return (*one != NULL) + (*many && json_object_is_type(*many, json_type_array) ? (int)json_object_array_length(*many) : 0);
+}
+
+static int items_have_images(json_object *input)
+{
+    json_object *one, *many;
+    if (json_object_is_type(input, json_type_object)) return item_images(input, &one, &many) > 0;
+    for (size_t i = 0; i < json_object_array_length(input); i++) {
+        json_object *it = json_object_array_get_idx(input, i);
+        if (json_object_is_type(it, json_type_object) && item_images(it, &one, &many) > 0) return 1;
+    }
+    return 0;
+}
+
+/* Mixed items into e->vecs: a chat-prompted model (Qwen2-VL) embeds each
+ * item's text and images in one sequence; other models take an item of
+ * text or of one image (a text and an image together need such a model,
+ * or /embed/multimodal's weighted fusion). Plain strings are text items. */
+static int encode_items(mm_embed_t *e, entry_t *m, json_object *input, int n, const text_opts_t *o, int use_cache,
+                        int *hits, long *tokens, fail_t *f)
+{
+    const int d = m->info->dim;
+    int rc = 0;
+    unsigned char *owned[64] = {0};
+    for (int i = 0; i < n && !rc; i++) {
+        json_object *it = json_object_is_type(input, json_type_object) ? input : json_object_array_get_idx(input, i);
+        json_object *jt = NULL, *one, *many;
+        const char *text = NULL;
+        size_t tl = 0;
+        if (json_object_is_type(it, json_type_string)) {
+            jt = it;
+        } else if (!json_object_is_type(it, json_type_object)) {
+            return emb_failf(f, 400, "invalid_input", "input[%d] must be a string or an object with \"text\" and/or \"image\"", i);
+        } else {
+            json_object_object_get_ex(it, "text", &jt);
+        }
+        if (jt) {
+            if (!json_object_is_type(jt, json_type_string))
+                return emb_failf(f, 400, "invalid_input", "input[%d].text must be a string", i);
+            text = json_object_get_string(jt);
+            tl = (size_t)json_object_get_string_len(jt);
+        }
+        const int ni = json_object_is_type(it, json_type_object) ? item_images(it, &one, &many) : 0;
+        if (ni > 64) return emb_failf(f, 413, "too_many_images", "input[%d] has %d images; at most 64", i, ni);
+        if (!tl && !ni) return emb_failf(f, 400, "empty_input", "input[%d] has neither text nor an image", i);
+        if (many && !json_object_is_type(many, json_type_array))
+            return emb_failf(f, 400, "invalid_input", "input[%d].images must be an array", i);
+        const unsigned char *bufs[64];
+        size_t lens[64];
+        int k = 0;
+        for (int q = 0; q < ni; q++) {
+            json_object *s = one && q == 0 ? one : json_object_array_get_idx(many, (size_t)(q - (one != NULL)));
+            if (!json_object_is_type(s, json_type_string)) {
+                rc = emb_failf(f, 400, "invalid_input", "input[%d]: an image must be a base64 string or data: URI", i);
+                break;
+            }
+            if ((rc = emb_decode_b64_image(json_object_get_string(s), (size_t)json_object_get_string_len(s), &owned[k],
+                                           &lens[k], i, f)))
+                break;
+            bufs[k] = owned[k];
+            k++;
+        }
+        float *out = e->vecs + (size_t)i * d;
+        if (!rc && m->info->chat) {
+            const chat_item_t ci = {.text = text, .text_len = tl, .bufs = bufs, .lens = lens, .n_images = k};
+            if (tl && emb_check_text_sizes(e, &tl, 1, o, f)) rc = -1;
+            else rc = emb_encode_chat(e, m, &ci, o, out, tokens, use_cache, hits, i, f);
+        } else if (!rc && tl && k) {
+            rc = emb_failf(f, 422, "not_supported", "input[%d]: model '%s' cannot embed a text and an image in one "
+                           "sequence (a Qwen2-VL model can; /embed/multimodal fuses two vectors)", i, m->name);
+        } else if (!rc && k > 1) {
+            rc = emb_failf(f, 422, "not_supported", "input[%d]: model '%s' embeds one image per input", i, m->name);
+        } else if (!rc && k == 1) {
+            rc = emb_encode_images(e, m, bufs, lens, 1, out, use_cache, hits, f);
+        } else if (!rc) {
+            const char *tx[1] = {text};
+            rc = emb_encode_texts_opts(e, m, tx, &tl, 1, out, tokens, use_cache, hits, o, f);
+        }
+        for (int q = 0; q < k; q++) {
+            free(owned[q]);
+            owned[q] = NULL;
+        }
+    }
+    return rc ? -1 : 0;
+}
+
 void mm_embed_openai(mm_embed_t *e, mm_http_req_t *r)
 {
     fail_t f = {0};
@@ -65,22 +158,36 @@ void mm_embed_openai(mm_embed_t *e, mm_http_req_t *r)
         emb_failf(&f, 400, "invalid_parameter", "encoding_format must be 'float' or 'base64'");
         goto fail;
     }
-    if (!(m = emb_pick_model_for(e, model, 1, 0, MM_MOD_TEXT, &f))) goto fail;
-    if (!m->info->has_text) {
+    if (!json_object_object_get_ex(j, "input", &input)) {
+        emb_failf(&f, 400, "missing_input", "'input' is required");
+        goto fail;
+    }
+    /* input items that are objects ({"text"}, {"image"}, both): one vector each */
+    int mixed = json_object_is_type(input, json_type_object), any_image = 0;
+    for (size_t i = 0; json_object_is_type(input, json_type_array) && i < json_object_array_length(input); i++)
+        mixed |= json_object_is_type(json_object_array_get_idx(input, i), json_type_object);
+    if (mixed) any_image = items_have_images(input);
+    if (!(m = emb_pick_model_for(e, model, !any_image, any_image, any_image ? MM_MOD_IMAGE : MM_MOD_TEXT, &f)))
+        goto fail;
+    if (!any_image && !m->info->has_text) {
         emb_failf(&f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
         goto fail;
     }
     int dims, normalize = 1;
     text_opts_t topt;
     if (emb_text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
-    if (!json_object_object_get_ex(j, "input", &input)) {
-        emb_failf(&f, 400, "missing_input", "'input' is required");
-        goto fail;
-    }
     /* normalize the four input shapes into either texts or id sequences */
     int n = 0, ids_mode = 0;
     long tokens = 0;
-    if (json_object_is_type(input, json_type_string)) {
+    if (mixed) {
+        n = json_object_is_type(input, json_type_object) ? 1 : (int)json_object_array_length(input);
+        if (n > e->max_items) {
+            emb_failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
+            goto fail;
+        }
+        if (encode_items(e, m, input, n, &topt, use_cache, &hits, &tokens, &f)) goto fail;
+        emb_set_x_cache(e, r, use_cache, hits, n);
+    } else if (json_object_is_type(input, json_type_string)) {
         n = 1;
     } else if (json_object_is_type(input, json_type_array)) {
         n = (int)json_object_array_length(input);
@@ -105,7 +212,9 @@ void mm_embed_openai(mm_embed_t *e, mm_http_req_t *r)
               "Qwen3 models)", m->name, m->info->arch);
         goto fail;
     }
-    if (ids_mode) {
+    if (mixed) {
+        /* encoded above */
+    } else if (ids_mode) {
         /* validate every sequence first, then encode TEXT_CHUNK at a time */
         for (int i = 0; i < n; i++) {
             json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, i);

@@ -94,7 +94,30 @@ void mm_embed_video(mm_embed_t *e, mm_http_req_t *r)
     int64_t t1 = mm_now_us();
     int d = m->info->dim;
     size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
-    for (int base = 0; base < v.n; base += IMG_CHUNK) {
+    float *pooled = e->vecs + (size_t)v.n * d;
+    /* a chat-prompted model (Qwen2-VL) reads the frames as several images
+     * of ONE input (pooling "sequence"), unless a pooling over per-frame
+     * vectors is asked for */
+    const int sequence = m->info->chat && !emb_form_field(&fm, "pooling");
+    if (m->info->chat) {
+        const unsigned char *fb[v.n];
+        int fw[v.n], fh[v.n];
+        long tokens = 0;
+        int hits = 0;
+        for (int i = 0; i < v.n; i++) {
+            fb[i] = v.frames[i].rgb;
+            fw[i] = v.frames[i].w;
+            fh[i] = v.frames[i].h;
+        }
+        const chat_item_t all = {.bufs = fb, .n_images = v.n, .rgb_w = fw, .rgb_h = fh};
+        if (sequence && emb_encode_chat(e, m, &all, &emb_default_text_opts, pooled, &tokens, 0, &hits, 0, &f)) goto fail;
+        for (int i = 0; i < v.n && (!sequence || return_frames); i++) {
+            const chat_item_t one = {.bufs = &fb[i], .n_images = 1, .rgb_w = &fw[i], .rgb_h = &fh[i]};
+            if (emb_encode_chat(e, m, &one, &emb_default_text_opts, e->vecs + (size_t)i * d, &tokens, 0, &hits, i, &f))
+                goto fail;
+        }
+    }
+    for (int base = 0; base < v.n && !m->info->chat; base += IMG_CHUNK) {
         int k = MM_MIN(IMG_CHUNK, v.n - base);
         for (int j = 0; j < k; j++) {
             const mm_video_frame_t *fr = &v.frames[base + j];
@@ -108,10 +131,9 @@ void mm_embed_video(mm_embed_t *e, mm_http_req_t *r)
             goto fail;
         }
     }
-    float *pooled = e->vecs + (size_t)v.n * d;
     for (int i = 0; i < v.n; i++)
         if (normalize) mm_nn_l2_normalize(e->vecs + (size_t)i * d, d);
-    for (int k = 0; k < d; k++) {
+    for (int k = 0; k < d && !sequence; k++) {
         float acc = e->vecs[k];
         for (int i = 1; i < v.n && pooling != POOL_FIRST; i++) {
             float x = e->vecs[(size_t)i * d + k];
@@ -121,7 +143,8 @@ void mm_embed_video(mm_embed_t *e, mm_http_req_t *r)
     }
     if (normalize) mm_nn_l2_normalize(pooled, d);
     int64_t t2 = mm_now_us();
-    static const char *pool_names[] = {"mean", "max", "first"};
+    static const char *pool_names[] = {"mean", "max", "first", "sequence"};
+    if (sequence) pooling = 3;
     mm_buf_t *b = &r->out;
     mm_buf_puts(b, "{\"model\":");
     mm_buf_json_str(b, m->name, strlen(m->name));

@@ -17,6 +17,7 @@
 #include "mmembed/image.h"
 
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,57 @@ static int parse_vec3(struct json_object *v, const char *key, float dst[3], char
     return MM_OK;
 }
 
+static int as_long(struct json_object *v, const char *key, long *dst, char *err, size_t errlen)
+{
+    int64_t x;
+    if (!json_object_is_type(v, json_type_int) || (x = json_object_get_int64(v)) < 1 || x > 1000000000L)
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be an integer in [1, 1e9]", key);
+    *dst = (long)x;
+    return MM_OK;
+}
+
+/* Qwen2VLImageProcessor: named so, or carrying its keys. */
+static int is_qwen2vl(struct json_object *root)
+{
+    struct json_object *t = get(root, "image_processor_type");
+    const char *s = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
+    return !strncmp(s, "Qwen2VLImageProcessor", 21) || get(root, "min_pixels") || get(root, "max_pixels") ||
+           get(root, "merge_size");
+}
+
+/* The Qwen2-VL keys, over the defaults of Qwen2VLImageProcessor. As its
+ * __init__: min_pixels / max_pixels override size's shortest / longest
+ * edge. */
+static int parse_qwen2vl(struct json_object *root, mm_preproc_t *p, char *err, size_t errlen)
+{
+    struct json_object *v, *sz = get(root, "size");
+    int rc;
+    p->dynamic = 1;
+    p->do_center_crop = 0;
+    p->min_pixels = 56 * 56;
+    p->max_pixels = 28 * 28 * 1280;
+    p->patch_size = 14;
+    p->temporal_patch_size = 2;
+    p->merge_size = 2;
+    if (sz && json_object_is_type(sz, json_type_object)) {
+        if ((v = get(sz, "shortest_edge")) && (rc = as_long(v, "size.shortest_edge", &p->min_pixels, err, errlen)))
+            return rc;
+        if ((v = get(sz, "longest_edge")) && (rc = as_long(v, "size.longest_edge", &p->max_pixels, err, errlen)))
+            return rc;
+    }
+    if (((v = get(root, "min_pixels")) && (rc = as_long(v, "min_pixels", &p->min_pixels, err, errlen))) ||
+        ((v = get(root, "max_pixels")) && (rc = as_long(v, "max_pixels", &p->max_pixels, err, errlen))) ||
+        ((v = get(root, "patch_size")) && (rc = as_int(v, "patch_size", 1, 1024, &p->patch_size, err, errlen))) ||
+        ((v = get(root, "temporal_patch_size")) &&
+         (rc = as_int(v, "temporal_patch_size", 1, 16, &p->temporal_patch_size, err, errlen))) ||
+        ((v = get(root, "merge_size")) && (rc = as_int(v, "merge_size", 1, 16, &p->merge_size, err, errlen))))
+        return rc;
+    if (p->min_pixels > p->max_pixels)
+        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: min_pixels %ld > max_pixels %ld",
+                       p->min_pixels, p->max_pixels);
+    return MM_OK;
+}
+
 static int parse_root(struct json_object *root, mm_preproc_t *p, char *err, size_t errlen)
 {
     struct json_object *v;
@@ -145,7 +197,10 @@ static int parse_root(struct json_object *root, mm_preproc_t *p, char *err, size
         (rc = opt_bool(root, "do_normalize", &p->do_normalize, err, errlen)))
         return rc;
 
-    if ((v = get(root, "size"))) {
+    if (is_qwen2vl(root)) {
+        if ((rc = parse_qwen2vl(root, p, err, errlen)))
+            return rc;
+    } else if ((v = get(root, "size"))) {
         if (!json_object_is_type(v, json_type_object)) {
             /* legacy int: CLIP's get_size_dict(default_to_square=False) */
             if ((rc = as_int(v, "size", 1, MAX_EDGE, &p->shortest_edge, err, errlen)))
@@ -256,18 +311,48 @@ int mm_preproc_load(const char *path, mm_preproc_t *p, char *err, size_t errlen)
 
 int mm_preproc_min_edge(const mm_preproc_t *p)
 {
-    if (!p->do_resize)
+    if (!p->do_resize || p->dynamic)   /* dynamic: the whole image counts; decode it at full size */
         return 0;
     if (p->size_mode == MM_PREPROC_SIZE_SHORTEST)
         return p->shortest_edge;
     return MM_MAX(p->resize_h, p->resize_w);
 }
 
+/* Python's round() of a float: half to even, as nearbyint in the default
+ * rounding mode; floor / ceil / sqrt on the same doubles as Python. */
+int mm_preproc_smart_resize(int h, int w, int factor, long min_pixels, long max_pixels, int *oh, int *ow)
+{
+    if (h <= 0 || w <= 0 || factor <= 0)
+        return MM_E_UNPROCESSABLE;
+    if ((double)MM_MAX(h, w) / (double)MM_MIN(h, w) > 200)
+        return MM_E_UNPROCESSABLE;
+    const double f = factor;
+    long hb = (long)nearbyint(h / f) * factor, wb = (long)nearbyint(w / f) * factor;
+    if (hb * wb > max_pixels) {
+        double beta = sqrt((double)h * (double)w / (double)max_pixels);
+        hb = MM_MAX((long)factor, (long)floor(h / beta / f) * factor);
+        wb = MM_MAX((long)factor, (long)floor(w / beta / f) * factor);
+    } else if (hb * wb < min_pixels) {
+        double beta = sqrt((double)min_pixels / ((double)h * (double)w));
+        hb = (long)ceil(h * beta / f) * factor;
+        wb = (long)ceil(w * beta / f) * factor;
+    }
+    if (hb > MAX_EDGE || wb > MAX_EDGE)
+        return MM_E_UNPROCESSABLE;
+    *oh = (int)hb;
+    *ow = (int)wb;
+    return MM_OK;
+}
+
 /* HF get_resize_output_image_size(default_to_square=False) for shortest
- * edge: short → N, long → int(N * long / short) (true division, truncated). */
+ * edge: short → N, long → int(N * long / short) (true division, truncated).
+ * Dynamic: smart_resize (0 x 0 when it refuses). */
 static void resize_dims(const mm_preproc_t *p, int w, int h, int *rh, int *rw)
 {
-    if (!p->do_resize) {
+    if (p->dynamic) {
+        if (mm_preproc_smart_resize(h, w, p->patch_size * p->merge_size, p->min_pixels, p->max_pixels, rh, rw))
+            *rh = *rw = 0;
+    } else if (!p->do_resize) {
         *rh = h;
         *rw = w;
     } else if (p->size_mode == MM_PREPROC_SIZE_EXACT) {
@@ -290,6 +375,9 @@ int mm_preproc_out_dims(const mm_preproc_t *p, int src_w, int src_h, int *out_h,
 {
     if (src_w <= 0 || src_h <= 0)
         return MM_E_INVALID;
+    if (p->dynamic)
+        return mm_preproc_smart_resize(src_h, src_w, p->patch_size * p->merge_size, p->min_pixels,
+                                       p->max_pixels, out_h, out_w);
     if (p->do_center_crop) {
         *out_h = p->crop_h;
         *out_w = p->crop_w;
@@ -351,7 +439,7 @@ static int run(const mm_preproc_t *p, const unsigned char *rgb, int w, int h, si
     int rh, rw, oh, ow, offy = 0, offx = 0;
     resize_dims(p, src_w, src_h, &rh, &rw);
     if (rh <= 0 || rw <= 0)
-        return MM_E_INVALID;
+        return p->dynamic ? MM_E_UNPROCESSABLE : MM_E_INVALID;
     if (p->do_center_crop) {
         oh = p->crop_h;
         ow = p->crop_w;

@@ -34,25 +34,33 @@
 
 /* ============================================================ config */
 
-typedef struct {
-    int vocab;        /* vocab_size */
-    int hidden;       /* hidden_size */
-    int layers;       /* num_hidden_layers */
-    int heads;        /* num_attention_heads */
-    int kv_heads;     /* num_key_value_heads */
-    int head_dim;     /* head_dim (default hidden / heads) */
-    int inter;        /* intermediate_size */
-    int max_pos;      /* max_position_embeddings */
-    float eps;        /* rms_norm_eps */
-    double rope_theta;
-    int attn_bias;    /* attention_bias */
-    int eos_id;       /* eos_token_id */
-} qwen3_config_t;
 
-static int parse_config(json_object *o, qwen3_config_t *c, char *err, size_t errlen)
+/* mrope_section: three positive ints summing to head_dim / 2. */
+static int parse_mrope(json_object *rs, mm_q3_config_t *c, char *err, size_t errlen)
+{
+    json_object *a;
+    if (!rs || !json_object_object_get_ex(rs, "mrope_section", &a))
+        return MM_OK;
+    int sum = 0;
+    if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) != 3)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section must list 3 integers");
+    for (int i = 0; i < 3; i++) {
+        c->mrope[i] = json_object_get_int(json_object_array_get_idx(a, i));
+        if (c->mrope[i] < 1)
+            return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section entries must be positive");
+        sum += c->mrope[i];
+    }
+    if (sum != c->head_dim / 2)
+        return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section sums to %d, head_dim / 2 is %d", sum,
+                       c->head_dim / 2);
+    return MM_OK;
+}
+
+int mm_q3_parse_config(json_object *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen)
 {
     int rc;
     double eps;
+    memset(c, 0, sizeof *c);
     if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
         (rc = mm_tc_cfg_int(o, "max_position_embeddings", 32768, &c->max_pos, err, errlen)) ||
         (rc = mm_tc_cfg_int(o, "num_key_value_heads", c->heads, &c->kv_heads, err, errlen)) ||
@@ -71,7 +79,9 @@ static int parse_config(json_object *o, qwen3_config_t *c, char *err, size_t err
         return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: hidden_act \"%s\" not supported (silu)", act);
     if (mm_tc_jbool(o, "use_sliding_window"))
         return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: use_sliding_window not supported");
-    c->attn_bias = mm_tc_jbool(o, "attention_bias");
+    c->attn_bias = qwen2 || mm_tc_jbool(o, "attention_bias");
+    c->o_bias = !qwen2 && c->attn_bias;
+    c->qk_norm = !qwen2;
 
     /* rope_theta: transformers <= 4 top-level, >= 5 under rope_parameters.
      * Only the plain rotary ("default") is implemented. */
@@ -90,8 +100,12 @@ static int parse_config(json_object *o, qwen3_config_t *c, char *err, size_t err
         const char *t = mm_tc_jstr(sets[i], "rope_type");
         if (!t)
             t = mm_tc_jstr(sets[i], "type");
-        if (t && strcmp(t, "default"))
+        /* Qwen2-VL's M-RoPE: "mrope" (transformers 4) or "default" with an
+         * mrope_section (transformers 5) */
+        if (t && strcmp(t, "default") && !(qwen2 && !strcmp(t, "mrope")))
             return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: rope_type \"%s\" not supported (default)", t);
+        if (qwen2 && (rc = parse_mrope(sets[i], c, err, errlen)))
+            return rc;
     }
 
     c->eos_id = -1;
@@ -102,56 +116,25 @@ static int parse_config(json_object *o, qwen3_config_t *c, char *err, size_t err
         if (json_object_is_type(e, json_type_int))
             c->eos_id = json_object_get_int(e);
     }
-    if (c->eos_id < 0 || c->eos_id >= c->vocab)
+    if (!qwen2 && (c->eos_id < 0 || c->eos_id >= c->vocab))
         return mm_errf(err, errlen, MM_E_INVALID, "config.json: eos_token_id missing or outside the vocabulary");
     return MM_OK;
 }
 
 /* ============================================================ weights */
 
-typedef struct {
-    const float *in_norm;   /* (hidden) input_layernorm */
-    const float *wqkv;      /* ((heads + 2 kv_heads) head_dim, hidden) q | k | v rows */
-    const float *bqkv;      /* ((heads + 2 kv_heads) head_dim) or NULL */
-    const float *q_norm;    /* (head_dim) */
-    const float *k_norm;    /* (head_dim) */
-    const float *wo;        /* (hidden, heads head_dim) o_proj */
-    const float *bo;        /* (hidden) or NULL */
-    const float *post_norm; /* (hidden) post_attention_layernorm */
-    const float *wgu;       /* (2 inter, hidden) gate | up rows */
-    const float *wdown;     /* (hidden, inter) down_proj */
-} qwen3_layer_t;
 
-/* Rotary sections: which position axis each run of rotary frequencies
- * reads. Qwen3 has one axis over all head_dim / 2 frequencies; M-RoPE
- * (Qwen2-VL's mrope_section) has three (time, height, width). */
-typedef struct {
-    int n;                  /* axes (1 here) */
-    int len[3];             /* frequencies per axis, summing to head_dim / 2 */
-} rope_sections_t;
-
-typedef struct {
-    mm_tm_t tm;             /* first: the common part; tok_emb is embed_tokens */
-    qwen3_config_t c;
-    qwen3_layer_t *l;       /* (layers) */
-    const float *norm;      /* (hidden) final norm */
-    rope_sections_t sec;
-    int rope_rows;          /* positions the tables cover: [0, rope_rows) */
-    float *rope_cos;        /* (rope_rows, head_dim / 2) cos(p inv_freq_i) */
-    float *rope_sin;        /* (rope_rows, head_dim / 2) */
-} qwen3_t;
-
-static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
+int mm_q3_walk(mm_tc_walk_t *w, mm_tm_t *tm)
 {
-    qwen3_t *m = (qwen3_t *)tm;
-    const qwen3_config_t *c = &m->c;
+    mm_q3_t *m = (mm_q3_t *)tm;
+    const mm_q3_config_t *c = &m->c;
     int64_t H = c->hidden, F = c->inter, D = c->head_dim;
     int64_t Q = (int64_t)c->heads * D, KV = (int64_t)c->kv_heads * D;
     int rc;
     if ((rc = mm_tc_walk_table(w, tm, c->vocab, H, "embed_tokens.weight")))
         return rc;
     for (int l = 0; l < c->layers; l++) {
-        qwen3_layer_t *L = &m->l[l];
+        mm_q3_layer_t *L = &m->l[l];
         if ((rc = mm_tc_walk_one(w, &L->in_norm, 1, H, 0, "layers.%d.input_layernorm.weight", l)))
             return rc;
         L->wqkv = mm_tc_walk_lin_begin(w);
@@ -166,13 +149,17 @@ static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
             L->bqkv = mm_tc_walk_begin(w);
             if ((rc = mm_tc_walk_part(w, 1, Q, 0, "layers.%d.self_attn.q_proj.bias", l)) ||
                 (rc = mm_tc_walk_part(w, 1, KV, 0, "layers.%d.self_attn.k_proj.bias", l)) ||
-                (rc = mm_tc_walk_part(w, 1, KV, 0, "layers.%d.self_attn.v_proj.bias", l)) ||
-                (rc = mm_tc_walk_one(w, &L->bo, 1, H, 0, "layers.%d.self_attn.o_proj.bias", l)))
+                (rc = mm_tc_walk_part(w, 1, KV, 0, "layers.%d.self_attn.v_proj.bias", l)))
                 return rc;
         }
-        if ((rc = mm_tc_walk_one(w, &L->q_norm, 1, D, 0, "layers.%d.self_attn.q_norm.weight", l)) ||
-            (rc = mm_tc_walk_one(w, &L->k_norm, 1, D, 0, "layers.%d.self_attn.k_norm.weight", l)) ||
-            (L->wo = mm_tc_walk_lin_begin(w), 0) ||
+        if (c->o_bias && (rc = mm_tc_walk_one(w, &L->bo, 1, H, 0, "layers.%d.self_attn.o_proj.bias", l)))
+            return rc;
+        L->q_norm = L->k_norm = NULL;
+        if (c->qk_norm &&
+            ((rc = mm_tc_walk_one(w, &L->q_norm, 1, D, 0, "layers.%d.self_attn.q_norm.weight", l)) ||
+             (rc = mm_tc_walk_one(w, &L->k_norm, 1, D, 0, "layers.%d.self_attn.k_norm.weight", l))))
+            return rc;
+        if ((L->wo = mm_tc_walk_lin_begin(w), 0) ||
             (rc = mm_tc_walk_part(w, 2, H, Q, "layers.%d.self_attn.o_proj.weight", l)) ||
             (rc = mm_tc_walk_lin_end(w, H, Q)) ||
             (rc = mm_tc_walk_one(w, &L->post_norm, 1, H, 0, "layers.%d.post_attention_layernorm.weight", l)))
@@ -189,9 +176,9 @@ static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
     return mm_tc_walk_one(w, &m->norm, 1, H, 0, "norm.weight");
 }
 
-static void qwen3_free(mm_tm_t *tm)
+void mm_q3_free(mm_tm_t *tm)
 {
-    qwen3_t *m = (qwen3_t *)tm;
+    mm_q3_t *m = (mm_q3_t *)tm;
     free(m->l);
     free(m->rope_cos);
     free(m->rope_sin);
@@ -201,7 +188,7 @@ static void qwen3_free(mm_tm_t *tm)
 
 /* cos / sin of position p times inv_freq_i, in f32 as HF's rotary module
  * computes them: inv_freq = 1 / theta^(2i/hd), freq = p * inv_freq. */
-static int build_rope(qwen3_t *m)
+static int build_rope(mm_q3_t *m)
 {
     int half = m->c.head_dim / 2, n = m->rope_rows;
     m->rope_cos = malloc((size_t)n * half * sizeof(float));
@@ -217,7 +204,9 @@ static int build_rope(qwen3_t *m)
             m->rope_sin[(size_t)p * half + i] = (float)sin((double)f);
         }
     }
-    m->sec = (rope_sections_t){.n = 1, .len = {half}};
+    m->sec = (mm_q3_sections_t){.n = 1, .len = {half}};
+    if (m->c.mrope[0])   /* M-RoPE: frequencies [0, t) read the time axis, then h, then w */
+        m->sec = (mm_q3_sections_t){.n = 3, .len = {m->c.mrope[0], m->c.mrope[1], m->c.mrope[2]}};
     return MM_OK;
 }
 
@@ -225,7 +214,7 @@ static int build_rope(qwen3_t *m)
  * a read the table at the token's position on axis a, pos[a * T + t].
  * Qwen3 has the one axis; M-RoPE fills sec from mrope_section and passes
  * (3, T) positions, and nothing after this step changes. */
-static void rope_rows(const qwen3_t *m, const int32_t *pos, int T, float *cos, float *sin)
+static void rope_rows(const mm_q3_t *m, const int32_t *pos, int T, float *cos, float *sin)
 {
     const size_t half = (size_t)m->c.head_dim / 2;
     for (int t = 0; t < T; t++) {
@@ -243,10 +232,10 @@ static void rope_rows(const qwen3_t *m, const int32_t *pos, int T, float *cos, f
 
 /* Qwen3Model over n packed sequences: r->x holds the input rows and r->pos
  * their positions; leaves the final-normed last hidden state in r->x. */
-static void forward(mm_tm_runner_t *r, const int *lens, int n)
+void mm_q3_forward(mm_tm_runner_t *r, const int *lens, int n)
 {
-    const qwen3_t *m = (const qwen3_t *)r->m;
-    const qwen3_config_t *c = &m->c;
+    const mm_q3_t *m = (const mm_q3_t *)r->m;
+    const mm_q3_config_t *c = &m->c;
     const int H = c->hidden, F = c->inter, D = c->head_dim, T = r->start[n];
     const int Q = c->heads * D, KV = c->kv_heads * D, ld = r->m->ld_qkv;
     float *x = r->x;
@@ -254,11 +243,11 @@ static void forward(mm_tm_runner_t *r, const int *lens, int n)
     /* Qwen3RotaryEmbedding: the same cos / sin for every layer */
     rope_rows(m, r->pos, T, r->rope_cos, r->rope_sin);
     for (int l = 0; l < c->layers; l++) {
-        const qwen3_layer_t *L = &m->l[l];
+        const mm_q3_layer_t *L = &m->l[l];
         /* Qwen3Attention */
         mm_tops_rmsnorm(r->y, H, x, H, L->in_norm, T, H, c->eps);
         mm_nn_linear(r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE);
-        for (int t = 0; t < T; t++) {
+        for (int t = 0; c->qk_norm && t < T; t++) {
             float *row = r->qkv + (size_t)t * ld;
             mm_tops_rmsnorm(row, D, row, D, L->q_norm, c->heads, D, c->eps);
             mm_tops_rmsnorm(row + Q, D, row + Q, D, L->k_norm, c->kv_heads, D, c->eps);
@@ -283,30 +272,13 @@ static void forward(mm_tm_runner_t *r, const int *lens, int n)
     mm_tops_rmsnorm(x, H, x, H, m->norm, T, H, c->eps);
 }
 
-const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = forward, .free = qwen3_free};
+const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = mm_q3_forward, .free = mm_q3_free};
 
 /* ============================================================ load */
 
-/* mm_enc_qwen3.load; see mm_tm_load_as (textmodel.h) for the contract.
- * dir's config.json describes a Qwen3Model (the registry or mm_tm_load_as chose
- * this file by it). *out is an mm_tm_t. */
-static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+int mm_q3_setup(mm_q3_t *m, char *err, size_t errlen)
 {
-    *out = NULL;
-    qwen3_t *m = calloc(1, sizeof(*m));
-    if (!m)
-        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
-    int rc, max_seq = 0;
-    json_object *cfg = NULL;
-    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)) ||
-        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
-        goto fail;
-    rc = parse_config(cfg, &m->c, err, errlen);
-    json_object_put(cfg);
-    m->tm.info.pooling = MM_TM_POOL_LAST;
-    if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)))
-        goto fail;
-    const qwen3_config_t *c = &m->c;
+    const mm_q3_config_t *c = &m->c;
     m->tm.vocab = c->vocab;
     m->tm.hidden = c->hidden;
     m->tm.ld_qkv = (c->heads + 2 * c->kv_heads) * c->head_dim;
@@ -314,18 +286,44 @@ static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t
     m->tm.ff_width = 2 * c->inter;
     m->tm.ff2_width = c->inter;
     m->tm.rope_half = c->head_dim / 2;
-    if (!(m->l = calloc((size_t)c->layers, sizeof(*m->l)))) {
-        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
-        goto fail;
-    }
-    if ((rc = mm_tc_pack(&m->tm, dir, "embed_tokens.weight", walk, err, errlen)))
-        goto fail;
+    m->tm.pos_axes = c->mrope[0] ? 3 : 1;
+    if (!(m->l = calloc((size_t)c->layers, sizeof(*m->l))))
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    return MM_OK;
+}
+
+int mm_q3_finish(mm_q3_t *m, int max_seq, char *err, size_t errlen)
+{
+    const mm_q3_config_t *c = &m->c;
     mm_tc_finish(&m->tm, c->max_pos, max_seq, c->layers, c->heads, c->eos_id);
     m->rope_rows = m->tm.info.max_tokens;
-    if (build_rope(m)) {
-        rc = mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    if (build_rope(m))
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    return MM_OK;
+}
+
+/* mm_enc_qwen3.load; see mm_tm_load_as (textmodel.h) for the contract.
+ * dir's config.json describes a Qwen3Model (the registry or mm_tm_load_as chose
+ * this file by it). *out is an mm_tm_t. */
+static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    mm_q3_t *m = calloc(1, sizeof(*m));
+    if (!m)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    int rc, max_seq = 0;
+    json_object *cfg = NULL;
+    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)) ||
+        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
         goto fail;
-    }
+    rc = mm_q3_parse_config(cfg, 0, &m->c, err, errlen);
+    json_object_put(cfg);
+    m->tm.info.pooling = MM_TM_POOL_LAST;
+    if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)) ||
+        (rc = mm_q3_setup(m, err, errlen)) ||
+        (rc = mm_tc_pack(&m->tm, dir, "embed_tokens.weight", mm_q3_walk, err, errlen)) ||
+        (rc = mm_q3_finish(m, max_seq, err, errlen)))
+        goto fail;
     *out = &m->tm;   /* == m: mm_tm_t comes first */
     return MM_OK;
 fail:
@@ -337,7 +335,7 @@ fail:
 
 int mm_qwen3_embed_ids(const mm_tm_t *m, const int32_t *ids, int n, float *x)
 {
-    if (m->arch != &mm_tc_qwen3)
+    if (m->arch->forward != mm_q3_forward)
         return MM_E_UNSUPPORTED;
     for (int t = 0; t < n; t++)
         if (ids[t] < 0 || ids[t] >= m->vocab)
@@ -350,8 +348,8 @@ int mm_qwen3_embed_ids(const mm_tm_t *m, const int32_t *ids, int n, float *x)
 int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *pos, const int *lens, int n,
                             float *out)
 {
-    const qwen3_t *m = (const qwen3_t *)r->m;
-    if (r->m->arch != &mm_tc_qwen3)
+    const mm_q3_t *m = (const mm_q3_t *)r->m;
+    if (r->m->arch->forward != mm_q3_forward)
         return MM_E_UNSUPPORTED;
     int rc = mm_tc_check_lens(&m->tm, lens, n);
     if (rc)

@@ -33,6 +33,7 @@ static const struct {
     {{"BertModel", "BertForMaskedLM", "BertForPreTraining"}, {"bert"}, &mm_enc_bert},
     {{"Qwen3Model", "Qwen3ForCausalLM"}, {"qwen3"}, &mm_enc_qwen3},
     {{"USELite"}, {NULL}, &mm_enc_use},
+    {{"Qwen2VLForConditionalGeneration", "Qwen2VLModel"}, {"qwen2_vl"}, &mm_enc_qwen2vl},
 };
 
 static const char *jstr(json_object *o, const char *key)
@@ -270,7 +271,7 @@ int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *er
         int rc = mm_errf(err, errlen, MM_E_UNSUPPORTED,
                          "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
                          "CLIPTextModelWithProjection, CLIPVisionModelWithProjection, BertModel, Qwen3Model, "
-                         "USE-Lite (tools/use)", path, arch ? arch : "?", mt ? mt : "?");
+                         "Qwen2VLForConditionalGeneration, USE-Lite (tools/use)", path, arch ? arch : "?", mt ? mt : "?");
         json_object_put(cfg);
         return rc;
     }
@@ -315,7 +316,21 @@ int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *er
             return mm_errf(err, errlen, rc, "%s", sub);
         }
         int oh, ow;
-        if (mm_preproc_out_dims(&e->pre, 1000, 1000, &oh, &ow) || oh != e->info.image_size ||
+        if (e->info.image_dynamic != e->pre.dynamic) {
+            const int dyn = e->pre.dynamic;
+            mm_encoder_free(e);
+            return mm_errf(err, errlen, MM_E_INVALID, "%s/preprocessor_config.json: %s", dir,
+                           dyn ? "a Qwen2-VL image processor for a fixed-size model"
+                               : "the model sizes each image itself (Qwen2VLImageProcessor expected)");
+        }
+        if (e->info.image_dynamic) {
+            const int ps = e->pre.patch_size, ms = e->pre.merge_size, ts = e->pre.temporal_patch_size;
+            if (ps * ms != 28 || ts != 2) {
+                mm_encoder_free(e);
+                return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s/preprocessor_config.json: patch %d x merge %d, "
+                               "temporal %d (the model reads 14 x 2, 2)", dir, ps, ms, ts);
+            }
+        } else if (mm_preproc_out_dims(&e->pre, 1000, 1000, &oh, &ow) || oh != e->info.image_size ||
             ow != e->info.image_size) {
             const int size = e->info.image_size;
             mm_encoder_free(e);
@@ -445,6 +460,8 @@ int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, flo
     mm_segment_t seg[SEG_BATCH];
     mm_input_t in[SEG_BATCH];
     const mm_enc_info_t *info = &r->enc->info;
+    if (info->image_dynamic)
+        return MM_E_UNSUPPORTED;
     const size_t per = (size_t)info->channels * info->image_size * info->image_size;
     for (int base = 0; base < n; base += SEG_BATCH) {
         const int k = MM_MIN(SEG_BATCH, n - base);
@@ -458,4 +475,124 @@ int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, flo
         if (rc) return rc;
     }
     return MM_OK;
+}
+
+/* ---------------------------------------------------------------- chat input */
+
+/* Appends s[0..n) to the prompt buffer; 0 or MM_E_TOOBIG. */
+static int put(char *buf, size_t cap, size_t *len, const char *s, size_t n)
+{
+    if (*len + n + 1 > cap)
+        return MM_E_TOOBIG;
+    if (n)   /* s may be NULL for an empty text */
+        memcpy(buf + *len, s, n);
+    *len += n;
+    buf[*len] = 0;
+    return MM_OK;
+}
+
+static int put_id(const mm_encoder_t *e, char *buf, size_t cap, size_t *len, int id)
+{
+    const char *t = mm_tokenizer_id_token(e->tok, id);
+    return t ? put(buf, cap, len, t, strlen(t)) : MM_E_INVALID;
+}
+
+/* The whole prompt is tokenized in one go, as the HF processor does (a
+ * text that starts with blanks joins "user\n" in one pre-token), then cut
+ * at the <|image_pad|> placeholders. Only a text too long for the model is
+ * tokenized alone, cut, and joined by ids. */
+int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t ilen, const char *text, size_t len,
+                          int n_images, int visual_tokens, int truncate, int32_t *ids, int cap, mm_segment_t *seg,
+                          int *n_seg, char *err, size_t errlen)
+{
+    const mm_enc_chat_t *c = e->info.chat;
+    if (!c || !e->tok)
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "the model takes no chat prompt");
+    if (n_images < 0 || visual_tokens < 0)
+        return mm_errf(err, errlen, MM_E_INVALID, "bad image count");
+    if (!instruction) {
+        instruction = c->default_instruction;
+        ilen = strlen(instruction);
+    }
+    if (!text)
+        len = 0;
+    const size_t pcap = ilen + len + 256 + (size_t)n_images * 64;
+    char *p = malloc(pcap);
+    if (!p)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    size_t pl = 0;
+    int rc = MM_OK, n = 0;
+    static const char nl = '\n';
+    if ((rc = put_id(e, p, pcap, &pl, c->im_start)) || (rc = put(p, pcap, &pl, "system\n", 7)) ||
+        (rc = put(p, pcap, &pl, instruction, ilen)) || (rc = put_id(e, p, pcap, &pl, c->im_end)) ||
+        (rc = put(p, pcap, &pl, &nl, 1)) || (rc = put_id(e, p, pcap, &pl, c->im_start)) ||
+        (rc = put(p, pcap, &pl, "user\n", 5)))
+        goto done;
+    for (int i = 0; i < n_images; i++)
+        if ((rc = put_id(e, p, pcap, &pl, c->vision_start)) || (rc = put_id(e, p, pcap, &pl, c->image_pad)) ||
+            (rc = put_id(e, p, pcap, &pl, c->vision_end)))
+            goto done;
+    const size_t text_at = pl;
+    if ((rc = put(p, pcap, &pl, text, len)) || (rc = put_id(e, p, pcap, &pl, c->im_end)) ||
+        (rc = put(p, pcap, &pl, &nl, 1)) || (rc = put_id(e, p, pcap, &pl, c->im_start)) ||
+        (rc = put(p, pcap, &pl, "assistant\n", 10)) || (rc = put_id(e, p, pcap, &pl, c->endoftext)))
+        goto done;
+    const int room = e->info.max_tokens - visual_tokens + n_images;   /* pads are replaced by the images' tokens */
+    if (room < 1) {
+        rc = mm_errf(err, errlen, MM_E_TOOBIG, "the images alone take %d of the model's %d tokens", visual_tokens,
+                     e->info.max_tokens);
+        goto done;
+    }
+    rc = mm_tokenizer_encode(e->tok, p, pl, 0, ids, MM_MIN(cap, room), &n, err, errlen);
+    if (rc == MM_E_TOOBIG && truncate && len > 0) {
+        /* prompt without the text, then the text cut to what is left */
+        int nt = 0, np = 0;
+        memmove(p + text_at, p + text_at + len, pl - text_at - len + 1);
+        pl -= len;
+        if ((rc = mm_tokenizer_encode(e->tok, p, pl, 0, ids, MM_MIN(cap, room), &np, err, errlen)))
+            goto done;
+        int32_t *tail = malloc(sizeof(int32_t) * (size_t)np);
+        if (!tail) {
+            rc = MM_E_NOMEM;
+            goto done;
+        }
+        /* the text goes before the 6 ids after it: <|im_end|> \n <|im_start|> assistant \n <|endoftext|> */
+        int after = 0;
+        for (int i = np - 1; i >= 0; i--)
+            if (ids[i] == c->im_end) {
+                after = np - i;
+                break;
+            }
+        memcpy(tail, ids + np - after, sizeof(int32_t) * (size_t)after);
+        const int left = MM_MIN(cap, room) - np;
+        if (left > 0 && (rc = mm_tokenizer_encode(e->tok, text, len, left, ids + np - after, left, &nt, err, errlen))) {
+            free(tail);
+            goto done;
+        }
+        memcpy(ids + np - after + nt, tail, sizeof(int32_t) * (size_t)after);
+        free(tail);
+        n = np + nt;
+    } else if (rc == MM_E_TOOBIG) {
+        mm_errf(err, errlen, MM_E_TOOBIG, "input longer than the model's %d tokens", e->info.max_tokens);
+    }
+    if (rc)
+        goto done;
+    /* cut at the placeholders: TEXT (IMAGE TEXT) per image */
+    int k = 0, start = 0, w = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] != c->image_pad) {
+            ids[w++] = ids[i];
+            continue;
+        }
+        seg[k++] = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = ids + start, .n_ids = w - start};
+        seg[k++] = (mm_segment_t){.kind = MM_SEG_IMAGE};
+        start = w;
+    }
+    seg[k++] = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = ids + start, .n_ids = w - start};
+    if (k != 2 * n_images + 1)
+        rc = mm_errf(err, errlen, MM_E_INVALID, "the text holds image placeholders");
+    *n_seg = k;
+done:
+    free(p);
+    return rc;
 }

@@ -269,6 +269,36 @@ int mm_tc_walk_lin_end(mm_tc_walk_t *w, int64_t N, int64_t K)
     return MM_OK;
 }
 
+int mm_tc_walk_part_shape(mm_tc_walk_t *w, int ndim, const int64_t *shape, const char *name)
+{
+    const mm_st_tensor_t *t;
+    char full[300];
+    snprintf(full, sizeof full, "%s%s", w->prefix, name);
+    int rc = mm_st_get(w->st, full, ndim, shape, &t, w->err, w->errlen);
+    if (rc)
+        return rc;
+    w->dtypes |= 1u << t->dtype;
+    if (!w->lin) {
+        if (w->base)
+            mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
+        w->off += t->numel * sizeof(float);
+        return MM_OK;
+    }
+    if (w->base) {
+        if (w->tmp_n + t->numel > w->tmp_cap) {
+            size_t cap = (w->tmp_n + t->numel) * 2;
+            float *p = realloc(w->tmp, cap * sizeof(float));
+            if (!p)
+                return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+            w->tmp = p;
+            w->tmp_cap = cap;
+        }
+        mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
+    }
+    w->tmp_n += t->numel;
+    return MM_OK;
+}
+
 int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
 {
     const mm_st_tensor_t *t;
@@ -321,11 +351,12 @@ int mm_tc_walk_row0(mm_tc_walk_t *w, const float **dst, int64_t d0, int64_t d1, 
 
 /* ================================================================ pack */
 
-/* The checkpoint's prefix: bare (BertModel / Qwen3Model saves) or that of
- * the *For* wrappers. */
+/* The checkpoint's prefix: bare (BertModel / Qwen3Model saves), that of
+ * the *For* wrappers, or transformers 5's internal name of a
+ * vision-language model's decoder. */
 static const char *find_prefix(const mm_st_t *st, const char *probe)
 {
-    static const char *prefixes[] = {"", "bert.", "model."};
+    static const char *prefixes[] = {"", "bert.", "model.", "model.language_model."};
     char name[256];
     for (size_t i = 0; i < MM_ARRAY_LEN(prefixes); i++) {
         snprintf(name, sizeof name, "%s%s", prefixes[i], probe);
@@ -543,7 +574,9 @@ void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n
      * attention needs one scores block per part) */
     if (mm_nn_threads() != r->threads)
         mm_nn_set_threads(r->threads);
-    size_t tok0 = 0;   /* first token of the pass among all n sequences */
+    size_t tok0 = 0, total = 0;   /* first token of the pass among all n sequences; all of them */
+    for (int s = 0; s < n; s++)
+        total += (size_t)lens[s];
     for (int s0 = 0; s0 < n;) {
         int k = 0, t = 0;
         r->start[0] = 0;
@@ -551,14 +584,17 @@ void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n
             t += lens[s0 + k];
             r->start[++k] = t;
         }
-        if (src->ids) {
+        const int axes = m->pos_axes > 1 ? m->pos_axes : 1;
+        if (src->ids) {   /* text: the same position on every axis */
             mm_tc_embed(m, src->ids + s0, lens + s0, k, r->x);
-            for (int s = 0; s < k; s++)
-                for (int p = 0; p < lens[s0 + s]; p++)
-                    r->pos[r->start[s] + p] = p;
+            for (int a = 0; a < axes; a++)
+                for (int s = 0; s < k; s++)
+                    for (int p = 0; p < lens[s0 + s]; p++)
+                        r->pos[(size_t)a * t + r->start[s] + p] = p;
         } else {
             memcpy(r->x, src->x + tok0 * H, (size_t)t * H * sizeof(float));
-            memcpy(r->pos, src->pos + tok0, (size_t)t * sizeof(int32_t));
+            for (int a = 0; a < axes; a++)
+                memcpy(r->pos + (size_t)a * t, src->pos + (size_t)a * total + tok0, (size_t)t * sizeof(int32_t));
         }
         m->arch->forward(r, lens + s0, k);
         pool(r, lens + s0, k, out + (size_t)s0 * H);

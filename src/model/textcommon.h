@@ -53,6 +53,7 @@ struct mm_tm {
     int ff_width;            /* floats per row of the runner's ff block */
     int ff2_width;           /* floats per row of its ff2 block (0: none) */
     int rope_half;           /* > 0: the runner keeps (cap, rope_half) cos / sin rows */
+    int pos_axes;            /* position ids per token: 1, or 3 with M-RoPE (0 counts as 1) */
     const void *tok_emb;     /* (vocab, hidden) in tok_dtype: word_embeddings / embed_tokens */
     mm_st_dtype_t tok_dtype;
     void *base;              /* the shared read-only weight mapping */
@@ -76,7 +77,8 @@ struct mm_tm_runner {
     float *ff2;       /* (MM_TC_FF_BLOCK, ff2_width) or NULL */
     float *rope_cos;  /* (cap, rope_half) each token's rotary cos row, or NULL */
     float *rope_sin;  /* (cap, rope_half) */
-    int32_t *pos;     /* (cap) each token's position in the pass */
+    int32_t *pos;     /* (pos_axes, cap) each token's position in the pass, axis after axis
+                       * (rows of this pass's T tokens: pos[a * T + t]) */
     float *scores;    /* (threads, MM_TOPS_QBLOCK, max_tokens): one block per pool part */
     int *start;       /* (max_batch + 1) first token of each sequence in the pass */
 };
@@ -136,6 +138,9 @@ typedef int (*mm_tc_walk_fn)(mm_tc_walk_t *w, mm_tm_t *m);
 const float *mm_tc_walk_begin(mm_tc_walk_t *w);
 /* Appends tensor prefix + fmt..., which must be (d0) or (d0, d1), as f32. */
 int mm_tc_walk_part(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) MM_PRINTF(5, 6);
+/* mm_tc_walk_part for a tensor of any rank (a conv kernel read as its
+ * GEMM operand): prefix + name, shape[ndim]. */
+int mm_tc_walk_part_shape(mm_tc_walk_t *w, int ndim, const int64_t *shape, const char *name);
 /* A region of one tensor, converted to f32; *dst points at it. */
 int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
     MM_PRINTF(6, 7);
@@ -169,6 +174,76 @@ void mm_tc_finish(mm_tm_t *m, int max_pos, int max_seq, int layers, int heads, i
  * the load of mm_enc_bert / mm_enc_qwen3 (encoder.h). */
 extern const mm_tc_arch_t mm_tc_bert, mm_tc_qwen3;
 
+/* ---------------------------------------------------------------- the Qwen decoder */
+
+/* qwen3.c's decoder stack, shared with qwen2vl.c (whose language model is
+ * a Qwen2 decoder: q/k/v bias, no q/k norm, M-RoPE). A model struct starts
+ * with mm_q3_t, which starts with mm_tm_t. */
+
+typedef struct {
+    int vocab;        /* vocab_size */
+    int hidden;       /* hidden_size */
+    int layers;       /* num_hidden_layers */
+    int heads;        /* num_attention_heads */
+    int kv_heads;     /* num_key_value_heads */
+    int head_dim;     /* head_dim (default hidden / heads) */
+    int inter;        /* intermediate_size */
+    int max_pos;      /* max_position_embeddings */
+    float eps;        /* rms_norm_eps */
+    double rope_theta;
+    int attn_bias;    /* q/k/v projections have a bias (attention_bias; always in Qwen2) */
+    int o_bias;       /* o_proj has one (Qwen3 with attention_bias; never in Qwen2) */
+    int qk_norm;      /* RMSNorm of q and k per head before rotary (Qwen3, not Qwen2) */
+    int mrope[3];     /* Qwen2-VL mrope_section (t, h, w), or all 0 */
+    int eos_id;       /* eos_token_id (-1 when the config has none: Qwen2-VL) */
+} mm_q3_config_t;
+
+typedef struct {
+    const float *in_norm;   /* (hidden) input_layernorm */
+    const float *wqkv;      /* ((heads + 2 kv_heads) head_dim, hidden) q | k | v rows */
+    const float *bqkv;      /* ((heads + 2 kv_heads) head_dim) or NULL */
+    const float *q_norm;    /* (head_dim) */
+    const float *k_norm;    /* (head_dim) */
+    const float *wo;        /* (hidden, heads head_dim) o_proj */
+    const float *bo;        /* (hidden) or NULL */
+    const float *post_norm; /* (hidden) post_attention_layernorm */
+    const float *wgu;       /* (2 inter, hidden) gate | up rows */
+    const float *wdown;     /* (hidden, inter) down_proj */
+} mm_q3_layer_t;
+
+/* Rotary sections: which position axis each run of rotary frequencies
+ * reads. Qwen3 has one axis over all head_dim / 2 frequencies; M-RoPE
+ * (Qwen2-VL's mrope_section) has three (time, height, width). */
+typedef struct {
+    int n;                  /* axes: 1, or 3 with M-RoPE */
+    int len[3];             /* frequencies per axis, summing to head_dim / 2 */
+} mm_q3_sections_t;
+
+typedef struct {
+    mm_tm_t tm;             /* first: the common part; tok_emb is embed_tokens */
+    mm_q3_config_t c;
+    mm_q3_layer_t *l;       /* (layers) */
+    const float *norm;      /* (hidden) final norm */
+    mm_q3_sections_t sec;
+    int rope_rows;          /* positions the tables cover: [0, rope_rows) */
+    float *rope_cos;        /* (rope_rows, head_dim / 2) cos(p inv_freq_i) */
+    float *rope_sin;        /* (rope_rows, head_dim / 2) */
+} mm_q3_t;
+
+/* Reads the decoder's config from o (Qwen3's config.json, or Qwen2-VL's
+ * text config: qwen2 != 0 switches to Qwen2's attention — q/k/v bias, no
+ * q/k norm — and reads mrope_section from rope_scaling / rope_parameters). */
+int mm_q3_parse_config(struct json_object *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen);
+/* After the config: the mm_tm_t dims and the layer array. */
+int mm_q3_setup(mm_q3_t *m, char *err, size_t errlen);
+/* The decoder's part of a weight walk (names relative to the walk's prefix). */
+int mm_q3_walk(mm_tc_walk_t *w, mm_tm_t *tm);
+/* After the pack: info (mm_tc_finish) and the rotary tables. */
+int mm_q3_finish(mm_q3_t *m, int max_seq, char *err, size_t errlen);
+/* The architecture's forward (mm_tc_arch_t.forward) and what it frees. */
+void mm_q3_forward(mm_tm_runner_t *r, const int *lens, int n);
+void mm_q3_free(mm_tm_t *tm);
+
 /* ---------------------------------------------------------------- forward pieces */
 
 /* x (sum lens, hidden) = token embedding rows, converted from the table's dtype. */
@@ -186,7 +261,7 @@ void mm_tc_attention(mm_tm_runner_t *r, const int *lens, int n, int heads, int g
 typedef struct {
     const int32_t *const *ids;  /* (n) sequences of lens[s] ids, or NULL */
     const float *x;             /* (sum lens, hidden) input rows when ids is NULL */
-    const int32_t *pos;         /* (sum lens) their positions */
+    const int32_t *pos;         /* (pos_axes, sum lens) their positions, axis after axis */
 } mm_tc_src_t;
 
 /* Runs passes over n sequences, each pass as many whole sequences as fit in

@@ -132,7 +132,7 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
     r->ff2 = m->ff2_width ? malloc(MM_TC_FF_BLOCK * (size_t)m->ff2_width * sizeof(float)) : NULL;
     r->rope_cos = m->rope_half ? malloc(T * m->rope_half * sizeof(float)) : NULL;
     r->rope_sin = m->rope_half ? malloc(T * m->rope_half * sizeof(float)) : NULL;
-    r->pos = malloc(T * sizeof(int32_t));
+    r->pos = malloc(T * (size_t)MM_MAX(1, m->pos_axes) * sizeof(int32_t));
     r->threads = threads < 1 ? 1 : threads;
     r->scores = malloc((size_t)r->threads * MM_TOPS_QBLOCK * mt * sizeof(float));
     r->start = malloc(((size_t)max_batch + 1) * sizeof(int));

@@ -314,6 +314,10 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
                 if (t != CONFIG_TYPE_INT || config_setting_get_int(s) < 1 || config_setting_get_int(s) > 1 << 20)
                     FAIL(s, "models[%d].max_tokens must be a positive integer", i);
                 m->max_tokens = config_setting_get_int(s);
+            } else if (strcmp(k, "max_image_tokens") == 0) {
+                if (t != CONFIG_TYPE_INT || config_setting_get_int(s) < 4 || config_setting_get_int(s) > 16384)
+                    FAIL(s, "models[%d].max_image_tokens must be an integer from 4 to 16384", i);
+                m->max_image_tokens = config_setting_get_int(s);
             } else if (strcmp(k, "instruction") == 0) {
                 if (t != CONFIG_TYPE_STRING) FAIL(s, "models[%d].instruction must be a string", i);
                 if (strlen(config_setting_get_string(s)) >= sizeof m->instruction)
@@ -348,7 +352,7 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
                 if (t != CONFIG_TYPE_BOOL) FAIL(s, "models[%d].default must be true or false", i);
                 m->is_default = config_setting_get_bool(s);
             } else {
-                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, instruction, aliases)", i, k);
+                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, max_image_tokens, instruction, aliases)", i, k);
             }
         }
         if (!m->name[0]) FAIL(g, "models[%d] needs a name", i);

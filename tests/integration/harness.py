@@ -178,6 +178,8 @@ class Server:
                     d += " default_for = [" + ", ".join(f'"{x}"' for x in m["default_for"]) + "];"
                 if m.get("max_tokens"):
                     d += f' max_tokens = {m["max_tokens"]};'
+                if m.get("max_image_tokens"):
+                    d += f' max_image_tokens = {m["max_image_tokens"]};'
                 if m.get("dtype"):
                     d += f' dtype = "{m["dtype"]}";'
                 if m.get("aliases"):
