@@ -40,6 +40,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,10 +320,34 @@ static _Thread_local struct {
     size_t qcap, ocap, scap;
 } X;
 
+/* A pool thread that ends (mm_nn_set_threads shrinking the pool) frees its
+ * scratch: a key whose destructor runs at thread exit. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *arg)
+{
+    (void)arg;
+    free(Y.p);
+    free(X.q);
+    free(X.o);
+    free(X.s);
+    memset(&Y, 0, sizeof Y);
+    memset(&X, 0, sizeof X);
+}
+
+static void scratch_key_make(void)
+{
+    if (pthread_key_create(&scratch_key, scratch_free) != 0)
+        die("pthread_key_create");
+}
+
 static void *grow(void *p, size_t *cap, size_t want)
 {
     if (want <= *cap)
         return p;
+    pthread_once(&scratch_once, scratch_key_make);
+    pthread_setspecific(scratch_key, &X);   /* non-NULL: the destructor runs */
     free(p);
     p = aligned_alloc(64, up64(want));
     if (!p)
