@@ -24,6 +24,13 @@ mm_embed_route_fn mm_embed_image;       /* POST /embed/image */
 mm_embed_route_fn mm_embed_multimodal;  /* POST /embed/multimodal */
 mm_embed_route_fn mm_embed_video;       /* POST /embed/video */
 mm_embed_route_fn mm_embed_document;    /* POST /embed/document */
+/* Requests of the text routes (/v1/embeddings, /embed/text, told apart by
+ * r->route) answered together: each is parsed with its own options, the
+ * inputs of all are encoded packed per model (emb_encode_text_items), and
+ * each is answered; one request's error answers that request only. The
+ * worker's request thread hands it every such request it took in one pass;
+ * mm_embed_openai / mm_embed_text are this with n = 1. */
+void mm_embed_text_batch(mm_embed_t *e, struct mm_http_req *const *rs, int n);
 /* Run an embedding route's handler: a 404 JSON answer when no model is
  * configured (or fn is NULL), else fn. */
 void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r, mm_embed_route_fn *fn);

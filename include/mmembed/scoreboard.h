@@ -32,6 +32,16 @@ enum { MM_SB_N_BUCKETS = 15 };   /* the list above + Inf */
 #define MM_SB_FP 40
 #define MM_SB_POISON 128
 enum { MM_POISON_TIMEOUT = 0 };      /* else the signal number that killed the worker */
+/* Added to the cause when the request was one of a batch that died: any
+ * member may be the culprit, so none is refused; a retry runs alone, and
+ * if it kills a worker alone its mark becomes a real one. */
+#define MM_POISON_SUSPECT 0x10000
+
+/* Requests one pass of the request thread may run together (a batch). */
+#define MM_SB_BATCH 32
+/* Batch size histogram upper bounds for /metrics. */
+#define MM_SB_BATCH_BUCKETS {1, 2, 4, 8, 16, 32}
+enum { MM_SB_N_BATCH_BUCKETS = 7 };  /* the list above + Inf */
 
 typedef struct {
     volatile uint32_t seq;           /* 0 while being written; else the mark's number + 1 */
@@ -53,6 +63,10 @@ typedef struct {
     volatile int64_t heartbeat_us;   /* monotonic; the accept loop refreshes it at least every second */
     volatile int64_t req_start_us;   /* monotonic start of the running request, 0 if none */
     char req_fp[MM_SB_FP];           /* the running request's attempt id (nginx $request_id) */
+    volatile int32_t batch_n;        /* requests running together (batch_fp[0] = req_fp); 0 or 1: one */
+    char batch_fp[MM_SB_BATCH][MM_SB_FP];
+    volatile int32_t queued;         /* requests waiting in this worker's queue */
+    volatile int32_t last_batch;     /* size of the last batch run */
     volatile int32_t req_route;
     char req_method[8];
     char req_uri[64];
@@ -63,6 +77,9 @@ typedef struct {
     uint64_t by_route_status[MM_ROUTE_COUNT][MM_SB_N_STATUS];
     uint64_t hist[MM_SB_N_BUCKETS];  /* request duration, all routes */
     uint64_t duration_us_sum;        /* request time, microseconds */
+    uint64_t batch_hist[MM_SB_N_BATCH_BUCKETS];   /* passes of the request thread by batch size */
+    uint64_t qwait_hist[MM_SB_N_BUCKETS];         /* per request: accepted -> its pass starts */
+    uint64_t qwait_us_sum;
 } mm_sb_slot_t;
 
 typedef struct {
@@ -89,6 +106,9 @@ typedef struct {
     uint64_t gone_by_route_status[MM_ROUTE_COUNT][MM_SB_N_STATUS];
     uint64_t gone_hist[MM_SB_N_BUCKETS];
     uint64_t gone_duration_us_sum;
+    uint64_t gone_batch_hist[MM_SB_N_BATCH_BUCKETS];
+    uint64_t gone_qwait_hist[MM_SB_N_BUCKETS];
+    uint64_t gone_qwait_us_sum;
     mm_sb_slot_t slots[MM_SB_SLOTS];
 } mm_scoreboard_t;
 
@@ -100,6 +120,9 @@ int mm_sb_status_index(int status);
 int mm_sb_bucket(double seconds);
 /* Record a finished request in `slot` (called by the owning worker). */
 void mm_sb_record(mm_sb_slot_t *slot, int route, int status, double seconds);
+/* Record one pass of the request thread: n requests run together, each
+ * having waited waits_s[i] seconds in the queue (owning worker). */
+void mm_sb_record_batch(mm_sb_slot_t *slot, int n, const double *waits_s);
 /* Fold a dead process's counters into the header totals, then free the slot
  * (master only). */
 void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *slot);
@@ -109,8 +132,14 @@ void mm_sb_retire(mm_scoreboard_t *sb, mm_sb_slot_t *slot);
  * fingerprint already marked is not marked twice. Returns 1 if it added a
  * mark. */
 int mm_sb_poison_mark(mm_scoreboard_t *sb, const char *fp, int cause);
-/* The cause of fp's mark, or -1 if fp ("" never) is not marked. */
+/* The cause of fp's mark, or -1 if fp ("" never) is not marked. A real
+ * mark wins over a suspect one (cause | MM_POISON_SUSPECT). */
 int mm_sb_poison_find(const mm_scoreboard_t *sb, const char *fp);
+/* Mark what slot s is running when it dies of `cause`: its one request for
+ * real, or every member of a batch as a suspect. Async-signal-safe (the
+ * worker's fault handler) and used by the master (timeouts, faults).
+ * Returns the number of marks added. */
+int mm_sb_poison_mark_running(mm_scoreboard_t *sb, const mm_sb_slot_t *s, int cause);
 int64_t mm_now_us(void);       /* monotonic */
 int64_t mm_wall_us(void);      /* realtime */
 

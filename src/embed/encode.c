@@ -74,96 +74,182 @@ int emb_tokenize_one(mm_embed_t *e, entry_t *m, const char *t, size_t tl, int32_
     return 0;
 }
 
-/* Tokenize and encode n texts (up to limits.max_items) into out (n, dim),
- * TEXT_CHUNK at a time, so the run state stays the size of one chunk
- * whatever n is. e->lens[i] receives each text's token count. */
+/* ---------------------------------------------------------------- texts, packed across requests */
+
+/* The encoder pass being filled: which item and input each row is, and
+ * each row's cache key. Rows of one item are contiguous and the current
+ * item's are last, so a failing item takes its rows back by shrinking np. */
+typedef struct {
+    int np;                          /* rows */
+    long tokens;                     /* their tokens */
+    text_item_t *item[TEXT_CHUNK];
+    int input[TEXT_CHUNK];
+    mm_cache_key_t key[TEXT_CHUNK];  /* when the item uses the cache */
+} pass_t;
+
+/* Run the pass through the encoder and hand each row's vector back. */
+static void flush_pass(mm_embed_t *e, entry_t *m, pass_t *p)
+{
+    if (p->np == 0) return;
+    const int d = m->info->dim;
+    int mrc = mm_encoder_encode_ids(m->run, e->idp, e->mlens, p->np, e->tmp);
+    for (int q = 0; q < p->np; q++) {
+        text_item_t *it = p->item[q];
+        if (it->failed) continue;
+        if (mrc) {
+            it->failed = 1;
+            emb_failf(&it->f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
+            continue;
+        }
+        float *dst = it->out + (size_t)p->input[q] * d;
+        memcpy(dst, e->tmp + (size_t)q * d, sizeof(float) * (size_t)d);
+        if (it->use_cache && e->cache) mm_cache_put(e->cache, &p->key[q], dst, d);
+    }
+    p->np = 0;
+    p->tokens = 0;
+}
+
+/* Tokenize (or copy) one item's inputs into the pass, flushing it when
+ * full. On a failure the item's rows still in the pass are taken back. */
+static void add_item(mm_embed_t *e, entry_t *m, text_item_t *it, pass_t *p, char **buf, size_t *cap)
+{
+    const int d = m->info->dim;
+    if (!it->ids && emb_check_text_sizes(e, it->lens, it->n, &it->o, &it->f)) {
+        it->failed = 1;
+        return;
+    }
+    const int cache = it->use_cache && e->cache && !it->ids;   /* token ids are not cached */
+    int start = p->np;                     /* this item's rows in the current pass start here */
+    long start_tokens = p->tokens;
+    for (int i = 0; i < it->n; i++) {
+        const int j = p->np;
+        int32_t *ids = e->ids + (size_t)j * e->max_tokens;
+        const char *eff = NULL;
+        size_t efl = 0;
+        if (it->ids) {
+            memcpy(ids, it->ids[i], sizeof(int32_t) * (size_t)it->id_lens[i]);
+            it->ntok[i] = it->id_lens[i];
+        } else {
+            /* the text the model sees: instruction + text, tokenized and cached as one string */
+            eff = it->texts[i];
+            efl = it->lens[i];
+            if (it->o.prefix_len) {
+                efl += it->o.prefix_len;   /* bounded by emb_check_text_sizes */
+                if (efl > *cap) {
+                    free(*buf);
+                    *cap = efl;
+                    if (!(*buf = malloc(*cap))) {
+                        *cap = 0;
+                        emb_failf(&it->f, 500, NULL, "out of memory");
+                        goto fail;
+                    }
+                }
+                memcpy(*buf, it->o.prefix, it->o.prefix_len);
+                memcpy(*buf + it->o.prefix_len, it->texts[i], it->lens[i]);
+                eff = *buf;
+            }
+            if (emb_tokenize_one(e, m, eff, efl, ids, &it->ntok[i], i, &it->o, &it->f)) goto fail;
+        }
+        it->tokens += it->ntok[i];
+        if (cache) {
+            emb_input_key(e, m->name, "text", eff, efl, &p->key[j]);
+            if (mm_cache_get(e->cache, &p->key[j], it->out + (size_t)i * d, d) == 1) {
+                it->hits++;
+                continue;
+            }
+        }
+        e->idp[j] = ids;
+        e->mlens[j] = it->ntok[i];
+        p->item[j] = it;
+        p->input[j] = i;
+        p->tokens += it->ntok[i];
+        p->np++;
+        if (p->np == TEXT_CHUNK || p->tokens >= TEXT_CHUNK_TOKENS) {
+            flush_pass(e, m, p);
+            if (it->failed) return;
+            start = 0;
+            start_tokens = 0;
+        }
+    }
+    return;
+fail:
+    it->failed = 1;
+    p->np = start;   /* its rows since the last flush leave the pass */
+    p->tokens = start_tokens;
+}
+
+/* A chat-prompted model (Qwen2-VL) builds each text's whole prompt around
+ * it, so its texts go one by one through emb_encode_chat (with the cache). */
+static void chat_texts(mm_embed_t *e, entry_t *m, text_item_t *it)
+{
+    if (emb_check_text_sizes(e, it->lens, it->n, &it->o, &it->f)) {
+        it->failed = 1;
+        return;
+    }
+    for (int i = 0; i < it->n; i++) {
+        const chat_item_t ci = {.text = it->texts[i], .text_len = it->lens[i]};
+        long before = it->tokens;
+        if (emb_encode_chat(e, m, &ci, &it->o, it->out + (size_t)i * m->info->dim, &it->tokens, it->use_cache,
+                            &it->hits, i, &it->f)) {
+            it->failed = 1;
+            return;
+        }
+        it->ntok[i] = (int)(it->tokens - before);
+    }
+}
+
+void emb_encode_text_items(mm_embed_t *e, text_item_t *const *items, int n)
+{
+    pass_t *p = malloc(sizeof *p);
+    char *buf = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < n; i++)
+        if (!p && !items[i]->failed) {
+            items[i]->failed = 1;
+            emb_failf(&items[i]->f, 500, NULL, "out of memory");
+        }
+    for (int g = 0; p && g < n; g++) {   /* one group per model, in order of first appearance */
+        entry_t *m = items[g]->m;
+        int seen = 0;
+        for (int k = 0; k < g && !seen; k++) seen = items[k]->m == m;
+        if (seen) continue;
+        p->np = 0;
+        p->tokens = 0;
+        for (int i = g; i < n; i++) {
+            text_item_t *it = items[i];
+            if (it->m != m || it->failed) continue;
+            if (!m->info->has_text) {
+                it->failed = 1;
+                emb_failf(&it->f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
+                continue;
+            }
+            if (m->info->chat && !it->ids) {   /* the instruction is the system prompt: one prompt per text */
+                chat_texts(e, m, it);
+                continue;
+            }
+            add_item(e, m, it, p, &buf, &cap);
+        }
+        flush_pass(e, m, p);
+    }
+    free(buf);
+    free(p);
+}
+
 int emb_encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
                              float *out, long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f)
 {
-    if (!m->info->has_text) return emb_failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
-    if (emb_check_text_sizes(e, lens, n, o, f)) return -1;
-    if (m->info->chat) {   /* the instruction is the system prompt, not a prefix: one prompt per text */
-        const int d = m->info->dim;
-        for (int i = 0; i < n; i++) {
-            const chat_item_t it = {.text = texts[i], .text_len = lens[i]};
-            long before = *tokens;
-            if (emb_encode_chat(e, m, &it, o, out + (size_t)i * d, tokens, use_cache, hits, i, f)) return -1;
-            e->lens[i] = (int)(*tokens - before);
-        }
-        return 0;
+    text_item_t it = {.m = m, .n = n, .texts = texts, .lens = lens, .o = *o, .use_cache = use_cache, .out = out,
+                      .ntok = e->lens};
+    text_item_t *one = &it;
+    emb_encode_text_items(e, &one, 1);
+    *tokens += it.tokens;
+    *hits += it.hits;
+    if (it.failed) {
+        *f = it.f;
+        return -1;
     }
-    const int d = m->info->dim, chunk = MM_MIN(n, TEXT_CHUNK);
-    int rc = 0;
-    /* the texts the model sees: instruction + text, tokenized and cached as one string */
-    const char **eff = calloc((size_t)MM_MAX(chunk, 1), sizeof *eff);
-    size_t *efl = calloc((size_t)MM_MAX(chunk, 1), sizeof *efl);
-    char *joined = NULL;
-    size_t joined_cap = 0;
-    if (!eff || !efl) {
-        rc = emb_failf(f, 500, NULL, "out of memory");
-        goto out;
-    }
-    mm_cache_key_t k;
-    for (int base = 0; base < n; base += TEXT_CHUNK) {
-        const int cn = MM_MIN(TEXT_CHUNK, n - base);
-        size_t need = 0, off = 0;
-        for (int j = 0; j < cn; j++) need += o->prefix_len + lens[base + j];   /* bounded by emb_check_text_sizes */
-        if (o->prefix_len && need + 1 > joined_cap) {
-            free(joined);
-            joined_cap = need + 1;
-            if (!(joined = malloc(joined_cap))) {
-                rc = emb_failf(f, 500, NULL, "out of memory");
-                goto out;
-            }
-        }
-        int nm = 0;
-        for (int j = 0; j < cn; j++) {
-            const int i = base + j;
-            eff[j] = texts[i];
-            efl[j] = lens[i];
-            if (o->prefix_len) {
-                memcpy(joined + off, o->prefix, o->prefix_len);
-                memcpy(joined + off + o->prefix_len, texts[i], lens[i]);
-                eff[j] = joined + off;
-                efl[j] += o->prefix_len;
-                off += efl[j];
-            }
-            int32_t *ids = e->ids + (size_t)j * e->max_tokens;
-            if ((rc = emb_tokenize_one(e, m, eff[j], efl[j], ids, &e->lens[i], i, o, f))) goto out;
-            *tokens += e->lens[i];
-            if (use_cache && e->cache) {
-                emb_input_key(e, m->name, "text", eff[j], efl[j], &k);
-                if (mm_cache_get(e->cache, &k, out + (size_t)i * d, d) == 1) {
-                    ++*hits;
-                    continue;
-                }
-            }
-            e->idp[nm] = ids;
-            e->mlens[nm] = e->lens[i];
-            e->miss[nm++] = j;
-        }
-        if (nm == 0) continue;
-        int mrc = mm_encoder_encode_ids(m->run, e->idp, e->mlens, nm, e->tmp);
-        if (mrc) {
-            rc = emb_failf(f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
-            goto out;
-        }
-        for (int q = 0; q < nm; q++) {
-            const int j = e->miss[q], i = base + j;
-            memcpy(out + (size_t)i * d, e->tmp + (size_t)q * d, sizeof(float) * (size_t)d);
-            if (use_cache && e->cache) {
-                emb_input_key(e, m->name, "text", eff[j], efl[j], &k);
-                mm_cache_put(e->cache, &k, out + (size_t)i * d, d);
-            }
-        }
-    }
-out:
-    free(eff);
-    free(efl);
-    free(joined);
-    return rc;
+    return 0;
 }
-
 int emb_encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n,
                         float *out, long *tokens, int use_cache, int *hits, fail_t *f)
 {

@@ -22,6 +22,7 @@ struct json_object;
 
 #define IMG_CHUNK 8            /* images decoded and encoded per pass */
 #define TEXT_CHUNK 64          /* texts tokenized and encoded per pass (a request may hold max_items) */
+#define TEXT_CHUNK_TOKENS 8192 /* ... and at most this many tokens per pass (a batch's token budget) */
 #define JSON_MAX_DEPTH 16
 #define MAX_WEIGHT 1e6         /* multimodal text/image weights: a ratio, far from float overflow */
 
@@ -106,6 +107,35 @@ int emb_encode_texts_opts(mm_embed_t *e, entry_t *m, const char *const *texts, c
                       long *tokens, int use_cache, int *hits, const text_opts_t *o, fail_t *f);
 int emb_encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const size_t *lens, int n, float *out,
                  long *tokens, int use_cache, int *hits, fail_t *f);
+
+/* One request's texts in a packed batch: what the encode loop reads (its
+ * model, its inputs as strings or token ids, its own options and cache
+ * choice) and what it fills (vectors, token counts, or a failure). */
+typedef struct {
+    entry_t *m;
+    int n;
+    const char *const *texts;  /* (n) strings, or NULL when ids is set */
+    const size_t *lens;        /* (n) their bytes */
+    const int32_t *const *ids; /* (n) token-id sequences (already checked), or NULL */
+    const int *id_lens;        /* (n) */
+    text_opts_t o;
+    int use_cache;
+    float *out;                /* (n, m->info->dim), the caller's */
+    int *ntok;                 /* (n) tokens per input, the caller's */
+    long tokens;               /* sum of ntok */
+    int hits;                  /* inputs answered by the cache */
+    int failed;                /* f holds why; the other items are unaffected */
+    fail_t f;
+} text_item_t;
+
+/* Encode the inputs of n requests together: per model (in order of first
+ * appearance), every item's inputs oldest first, tokenized with the item's
+ * own options, cache hits skipped, the misses of several items packed into
+ * one encoder pass of up to TEXT_CHUNK inputs / TEXT_CHUNK_TOKENS tokens.
+ * A failure (limits, tokenizing, the encoder) fails the items it concerns
+ * only. A vector does not depend on its pass-mates (the encoders run each
+ * sequence's attention on its own; see tests). */
+void emb_encode_text_items(mm_embed_t *e, text_item_t *const *items, int n);
 /* Decode, preprocess and encode n images (IMG_CHUNK at a time) into out. */
 int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
                   float *out, int use_cache, int *hits, fail_t *f);

@@ -11,6 +11,7 @@
 #include "internal.h"
 #include "mmembed/base64.h"
 #include "mmembed/nn.h"
+#include "mmembed/scoreboard.h"
 
 
 /* Options every text route takes: dimensions (Matryoshka truncation, then
@@ -40,7 +41,7 @@ int emb_text_options(json_object *j, const entry_t *m, int *dims, int *normalize
     return 0;
 }
 
-/* ---------------------------------------------------------------- /v1/embeddings */
+/* ---------------------------------------------------------------- the three phases */
 
 /* An item's images: "image" (one base64 string or data: URI) and/or
  * "images" (several: a video's frames). */
@@ -63,12 +64,12 @@ static int items_have_images(json_object *input)
     return 0;
 }
 
-/* Mixed items into e->vecs: a chat-prompted model (Qwen2-VL) embeds each
+/* Mixed items into vecs (n, dim): a chat-prompted model (Qwen2-VL) embeds each
  * item's text and images in one sequence; other models take an item of
  * text or of one image (a text and an image together need such a model,
  * or /embed/multimodal's weighted fusion). Plain strings are text items. */
 static int encode_items(mm_embed_t *e, entry_t *m, json_object *input, int n, const text_opts_t *o, int use_cache,
-                        int *hits, long *tokens, fail_t *f)
+                        int *hits, long *tokens, float *vecs, fail_t *f)
 {
     const int d = m->info->dim;
     int rc = 0;
@@ -111,7 +112,7 @@ static int encode_items(mm_embed_t *e, entry_t *m, json_object *input, int n, co
             bufs[k] = owned[k];
             k++;
         }
-        float *out = e->vecs + (size_t)i * d;
+        float *out = vecs + (size_t)i * d;
         if (!rc && m->info->chat) {
             const chat_item_t ci = {.text = text, .text_len = tl, .bufs = bufs, .lens = lens, .n_images = k};
             if (tl && emb_check_text_sizes(e, &tl, 1, o, f)) rc = -1;
@@ -135,254 +136,275 @@ static int encode_items(mm_embed_t *e, entry_t *m, json_object *input, int n, co
     return rc ? -1 : 0;
 }
 
-void mm_embed_openai(mm_embed_t *e, mm_http_req_t *r)
+/* One request of a text route on its way through parse -> encode ->
+ * respond. Everything it points to lives until text_job_free. */
+typedef struct {
+    mm_http_req_t *r;
+    int openai;                /* /v1/embeddings's shape, else /embed/text's */
+    json_object *j;            /* the body; texts point into it */
+    const char **texts;        /* (n) */
+    size_t *lens;              /* (n) */
+    int32_t **ids;             /* (n) token-id sequences (ids input), else NULL */
+    int *id_lens;              /* (n) */
+    int *ntok;                 /* (n) tokens per input */
+    float *vecs;               /* (n, dim) */
+    int dims, normalize, b64;
+    json_object *mixed;        /* /v1/embeddings items that are objects ({"text"}, {"image"}, both), or NULL */
+    text_item_t it;            /* what the encode loop reads and fills */
+} text_job_t;
+
+static void text_job_free(text_job_t *t)
 {
-    fail_t f = {0};
-    if (!emb_is_json(r->content_type)) {
-        mm_http_drain(r, e->conf->max_body_bytes);
-        mm_http_error(r, 415, "unsupported_media_type", "send application/json");
-        return;
+    json_object_put(t->j);
+    if (t->ids)
+        for (int i = 0; i < t->it.n; i++) free(t->ids[i]);
+    free(t->ids);
+    free(t->id_lens);
+    free(t->texts);
+    free(t->lens);
+    free(t->ntok);
+    free(t->vecs);
+    memset(t, 0, sizeof *t);
+}
+
+static int alloc_inputs(text_job_t *t, int n, int ids, fail_t *f)
+{
+    t->ntok = calloc((size_t)n, sizeof *t->ntok);
+    t->vecs = malloc(sizeof(float) * (size_t)n * t->it.m->info->dim);
+    if (ids) {
+        t->ids = calloc((size_t)n, sizeof *t->ids);
+        t->id_lens = calloc((size_t)n, sizeof *t->id_lens);
+    } else {
+        t->texts = calloc((size_t)n, sizeof *t->texts);
+        t->lens = calloc((size_t)n, sizeof *t->lens);
     }
-    json_object *j = emb_read_json(e, r, &f), *input;
-    const char **texts = NULL;
-    size_t *lens = NULL;
-    entry_t *m = NULL;
-    if (!j) goto fail;
-    const char *model = NULL, *fmt = NULL;
-    int use_cache = 1, hits = 0;
-    if (emb_jstr(j, "model", &model, &f) || emb_jstr(j, "encoding_format", &fmt, &f) || emb_jbool(j, "cache", &use_cache, &f))
-        goto fail;
-    int b64 = 0;
-    if (fmt && strcmp(fmt, "base64") == 0) b64 = 1;
-    else if (fmt && strcmp(fmt, "float") != 0) {
-        emb_failf(&f, 400, "invalid_parameter", "encoding_format must be 'float' or 'base64'");
-        goto fail;
-    }
-    if (!json_object_object_get_ex(j, "input", &input)) {
-        emb_failf(&f, 400, "missing_input", "'input' is required");
-        goto fail;
-    }
-    /* input items that are objects ({"text"}, {"image"}, both): one vector each */
-    int mixed = json_object_is_type(input, json_type_object), any_image = 0;
-    for (size_t i = 0; json_object_is_type(input, json_type_array) && i < json_object_array_length(input); i++)
-        mixed |= json_object_is_type(json_object_array_get_idx(input, i), json_type_object);
-    if (mixed) any_image = items_have_images(input);
-    if (!(m = emb_pick_model_for(e, model, !any_image, any_image, any_image ? MM_MOD_IMAGE : MM_MOD_TEXT, &f)))
-        goto fail;
-    if (!any_image && !m->info->has_text) {
-        emb_failf(&f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
-        goto fail;
-    }
-    int dims, normalize = 1;
-    text_opts_t topt;
-    if (emb_text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
-    /* normalize the four input shapes into either texts or id sequences */
+    if (!t->ntok || !t->vecs || (ids ? !t->ids || !t->id_lens : !t->texts || !t->lens))
+        return emb_failf(f, 500, NULL, "out of memory");
+    return 0;
+}
+
+/* /v1/embeddings's four input shapes: a string, strings, int[], int[][]. */
+static int openai_inputs(mm_embed_t *e, text_job_t *t, json_object *input, fail_t *f)
+{
+    entry_t *m = t->it.m;
     int n = 0, ids_mode = 0;
-    long tokens = 0;
-    if (mixed) {
-        n = json_object_is_type(input, json_type_object) ? 1 : (int)json_object_array_length(input);
-        if (n > e->max_items) {
-            emb_failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
-            goto fail;
-        }
-        if (encode_items(e, m, input, n, &topt, use_cache, &hits, &tokens, &f)) goto fail;
-        emb_set_x_cache(e, r, use_cache, hits, n);
-    } else if (json_object_is_type(input, json_type_string)) {
+    if (json_object_is_type(input, json_type_string)) {
         n = 1;
     } else if (json_object_is_type(input, json_type_array)) {
         n = (int)json_object_array_length(input);
-        if (n == 0) {
-            emb_failf(&f, 400, "empty_input", "'input' must not be an empty array");
-            goto fail;
-        }
+        if (n == 0) return emb_failf(f, 400, "empty_input", "'input' must not be an empty array");
         json_object *first = json_object_array_get_idx(input, 0);
         if (json_object_is_type(first, json_type_int)) ids_mode = 1, n = 1;       /* int[] */
         else if (json_object_is_type(first, json_type_array)) ids_mode = 2;       /* int[][] */
     } else {
-        emb_failf(&f, 400, "invalid_input", "'input' must be a string, an array of strings, or token arrays");
-        goto fail;
+        return emb_failf(f, 400, "invalid_input", "'input' must be a string, an array of strings, or token arrays");
     }
-    if (n > e->max_items) {
-        emb_failf(&f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
-        goto fail;
-    }
-    if (ids_mode && !m->info->takes_ids) {
-        emb_failf(&f, 400, "invalid_input",
-              "model '%s' (%s) does not take token ids; send strings (token ids go to CLIP, BERT-style and "
-              "Qwen3 models)", m->name, m->info->arch);
-        goto fail;
-    }
-    if (mixed) {
-        /* encoded above */
-    } else if (ids_mode) {
-        /* validate every sequence first, then encode TEXT_CHUNK at a time */
-        for (int i = 0; i < n; i++) {
-            json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, i);
-            if (!json_object_is_type(seq, json_type_array)) {
-                emb_failf(&f, 400, "invalid_input", "input[%d] must be an array of token ids", i);
-                goto fail;
-            }
-            size_t len = json_object_array_length(seq);
-            if (len == 0 || len > (size_t)m->max_tokens) {
-                emb_failf(&f, 400, "invalid_input", "input[%d] has %zu tokens; model '%s' takes 1 to %d", i, len, m->name,
-                      m->max_tokens);
-                goto fail;
-            }
-            for (size_t k = 0; k < len; k++) {
-                json_object *t = json_object_array_get_idx(seq, k);
-                int64_t id = json_object_is_type(t, json_type_int) ? json_object_get_int64(t) : -1;
-                if (id < 0 || id >= m->info->vocab_size) {
-                    emb_failf(&f, 400, "invalid_input", "input[%d][%zu] is not a token id of model '%s' (0..%d)", i, k,
-                          m->name, m->info->vocab_size - 1);
-                    goto fail;
-                }
-            }
-            e->lens[i] = (int)len;
-            tokens += (long)len;
-        }
-        for (int base = 0; base < n; base += TEXT_CHUNK) {
-            const int cn = MM_MIN(TEXT_CHUNK, n - base);
-            for (int j = 0; j < cn; j++) {
-                json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, base + j);
-                int32_t *ids = e->ids + (size_t)j * e->max_tokens;
-                for (int k = 0; k < e->lens[base + j]; k++)
-                    ids[k] = (int32_t)json_object_get_int64(json_object_array_get_idx(seq, (size_t)k));
-                e->idp[j] = ids;
-                e->mlens[j] = e->lens[base + j];
-            }
-            float *dst = e->vecs + (size_t)base * m->info->dim;
-            int rc = mm_encoder_encode_ids(m->run, e->idp, e->mlens, cn, dst);
-            if (rc) {
-                emb_failf(&f, mm_status_http(rc), NULL, "text encoder failed (%d)", rc);
-                goto fail;
-            }
-        }
-    } else {
-        texts = calloc((size_t)n, sizeof *texts);
-        lens = calloc((size_t)n, sizeof *lens);
-        if (!texts || !lens) {
-            emb_failf(&f, 500, NULL, "out of memory");
-            goto fail;
-        }
-        for (int i = 0; i < n; i++) {
-            json_object *t = json_object_is_type(input, json_type_string) ? input : json_object_array_get_idx(input, i);
-            if (!json_object_is_type(t, json_type_string)) {
-                emb_failf(&f, 400, "invalid_input", "input[%d] must be a string", i);
-                goto fail;
-            }
-            texts[i] = json_object_get_string(t);
-            lens[i] = (size_t)json_object_get_string_len(t);
-            if (lens[i] == 0) {
-                emb_failf(&f, 400, "empty_input", "input[%d] is an empty string", i);
-                goto fail;
-            }
-        }
-        if (emb_encode_texts_opts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &topt, &f)) goto fail;
-        emb_set_x_cache(e, r, use_cache, hits, n);
-    }
-    mm_buf_t *b = &r->out;
-    mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    if (n > e->max_items) return emb_failf(f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
+    if (ids_mode && !m->info->takes_ids)
+        return emb_failf(f, 400, "invalid_input",
+                         "model '%s' (%s) does not take token ids; send strings (token ids go to CLIP, BERT-style and "
+                         "Qwen3 models)", m->name, m->info->arch);
+    if (alloc_inputs(t, n, ids_mode, f)) return -1;
+    t->it.n = n;
     for (int i = 0; i < n; i++) {
-        float *vec = e->vecs + (size_t)i * m->info->dim;
-        if (normalize) mm_nn_l2_normalize(vec, dims);   /* truncation (dimensions) then unit length */
-        mm_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
-        if (b64) {
+        if (ids_mode) {
+            json_object *seq = ids_mode == 1 ? input : json_object_array_get_idx(input, i);
+            if (!json_object_is_type(seq, json_type_array))
+                return emb_failf(f, 400, "invalid_input", "input[%d] must be an array of token ids", i);
+            size_t len = json_object_array_length(seq);
+            if (len == 0 || len > (size_t)m->max_tokens)
+                return emb_failf(f, 400, "invalid_input", "input[%d] has %zu tokens; model '%s' takes 1 to %d", i, len,
+                                 m->name, m->max_tokens);
+            if (!(t->ids[i] = malloc(sizeof(int32_t) * len))) return emb_failf(f, 500, NULL, "out of memory");
+            for (size_t k = 0; k < len; k++) {
+                json_object *tk = json_object_array_get_idx(seq, k);
+                int64_t id = json_object_is_type(tk, json_type_int) ? json_object_get_int64(tk) : -1;
+                if (id < 0 || id >= m->info->vocab_size)
+                    return emb_failf(f, 400, "invalid_input", "input[%d][%zu] is not a token id of model '%s' (0..%d)",
+                                     i, k, m->name, m->info->vocab_size - 1);
+                t->ids[i][k] = (int32_t)id;
+            }
+            t->id_lens[i] = (int)len;
+            continue;
+        }
+        json_object *s = json_object_is_type(input, json_type_string) ? input : json_object_array_get_idx(input, i);
+        if (!json_object_is_type(s, json_type_string))
+            return emb_failf(f, 400, "invalid_input", "input[%d] must be a string", i);
+        t->texts[i] = json_object_get_string(s);
+        t->lens[i] = (size_t)json_object_get_string_len(s);
+        if (t->lens[i] == 0) return emb_failf(f, 400, "empty_input", "input[%d] is an empty string", i);
+    }
+    return 0;
+}
+
+/* /embed/text's "texts": an array of strings. */
+static int text_inputs(mm_embed_t *e, text_job_t *t, fail_t *f)
+{
+    json_object *arr;
+    if (!json_object_object_get_ex(t->j, "texts", &arr) || !json_object_is_type(arr, json_type_array))
+        return emb_failf(f, 400, "missing_texts", "'texts' must be an array of strings");
+    int n = (int)json_object_array_length(arr);
+    if (n == 0) return emb_failf(f, 400, "empty_input", "'texts' is empty");
+    if (n > e->max_items) return emb_failf(f, 413, "too_many_inputs", "%d texts; limits.max_items is %d", n, e->max_items);
+    if (alloc_inputs(t, n, 0, f)) return -1;
+    t->it.n = n;
+    for (int i = 0; i < n; i++) {
+        json_object *s = json_object_array_get_idx(arr, i);
+        if (!json_object_is_type(s, json_type_string))
+            return emb_failf(f, 400, "invalid_input", "texts[%d] must be a string", i);
+        t->texts[i] = json_object_get_string(s);
+        t->lens[i] = (size_t)json_object_get_string_len(s);
+        if (!t->lens[i]) return emb_failf(f, 400, "empty_input", "texts[%d] is an empty string", i);
+    }
+    return 0;
+}
+
+/* Parse: the body, its model and options, its inputs. Returns 0, or -1
+ * with f set (the request is answered with it and leaves the batch). */
+static int text_parse(mm_embed_t *e, text_job_t *t, fail_t *f)
+{
+    mm_http_req_t *r = t->r;
+    if (!emb_is_json(r->content_type)) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        return emb_failf(f, 415, "unsupported_media_type",
+                         t->openai ? "send application/json" : "send application/json: {\"texts\": [...]}");
+    }
+    if (!(t->j = emb_read_json(e, r, f))) return -1;
+    const char *model = NULL, *fmt = NULL;
+    t->it.use_cache = 1;
+    if (emb_jstr(t->j, "model", &model, f) || emb_jbool(t->j, "cache", &t->it.use_cache, f)) return -1;
+    if (t->openai) {
+        if (emb_jstr(t->j, "encoding_format", &fmt, f)) return -1;
+        if (fmt && strcmp(fmt, "base64") == 0) t->b64 = 1;
+        else if (fmt && strcmp(fmt, "float") != 0)
+            return emb_failf(f, 400, "invalid_parameter", "encoding_format must be 'float' or 'base64'");
+    }
+    /* /v1/embeddings items that are objects ({"text"}, {"image"}, both): one vector each */
+    json_object *input = NULL;
+    int any_image = 0;
+    if (t->openai && json_object_object_get_ex(t->j, "input", &input)) {
+        int mixed = json_object_is_type(input, json_type_object);
+        for (size_t i = 0; json_object_is_type(input, json_type_array) && i < json_object_array_length(input); i++)
+            mixed |= json_object_is_type(json_object_array_get_idx(input, i), json_type_object);
+        if (mixed) {
+            t->mixed = input;
+            any_image = items_have_images(input);
+        }
+    }
+    entry_t *m = emb_pick_model_for(e, model, !any_image, any_image, any_image ? MM_MOD_IMAGE : MM_MOD_TEXT, f);
+    if (!m) return -1;
+    if (t->openai && !any_image && !m->info->has_text)
+        return emb_failf(f, 422, "no_text_tower", "model '%s' cannot embed text", m->name);
+    t->it.m = m;
+    t->normalize = 1;
+    if (emb_text_options(t->j, m, &t->dims, &t->normalize, &t->it.o, f)) return -1;
+    if (t->mixed) {   /* encoded at once, item by item (images decoded), not packed with other requests */
+        const int n = json_object_is_type(t->mixed, json_type_object) ? 1 : (int)json_object_array_length(t->mixed);
+        if (n > e->max_items)
+            return emb_failf(f, 413, "too_many_inputs", "%d inputs; limits.max_items is %d", n, e->max_items);
+        if (alloc_inputs(t, n, 0, f)) return -1;
+        t->it.n = n;
+    } else if (t->openai) {
+        if (!input) return emb_failf(f, 400, "missing_input", "'input' is required");
+        if (openai_inputs(e, t, input, f)) return -1;
+    } else if (text_inputs(e, t, f)) {
+        return -1;
+    }
+    t->it.texts = t->texts;
+    t->it.lens = t->lens;
+    t->it.ids = (const int32_t *const *)t->ids;
+    t->it.id_lens = t->id_lens;
+    t->it.out = t->vecs;
+    t->it.ntok = t->ntok;
+    return 0;
+}
+
+/* Respond: normalize / truncate each vector and write the route's shape. */
+static void text_respond(mm_embed_t *e, text_job_t *t)
+{
+    mm_http_req_t *r = t->r;
+    const entry_t *m = t->it.m;
+    mm_buf_t *b = &r->out;
+    const int n = t->it.n;
+    if (!t->ids) emb_set_x_cache(e, r, t->it.use_cache, t->it.hits, n);
+    if (t->openai) mm_buf_puts(b, "{\"object\":\"list\",\"data\":[");
+    else emb_begin_data(b, m, t->dims);
+    for (int i = 0; i < n; i++) {
+        float *vec = t->vecs + (size_t)i * m->info->dim;
+        if (t->normalize) mm_nn_l2_normalize(vec, t->dims);   /* truncation (dimensions) then unit length */
+        if (t->openai) mm_buf_printf(b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
+        else mm_buf_printf(b, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, t->ntok[i]);
+        if (t->b64) {
             mm_buf_puts(b, "\"");
-            mm_base64_encode(b, vec, sizeof(float) * (size_t)dims);   /* x86-64: little-endian already */
+            mm_base64_encode(b, vec, sizeof(float) * (size_t)t->dims);   /* x86-64: little-endian already */
             mm_buf_puts(b, "\"");
         } else {
-            emb_write_vec(b, vec, dims);
+            emb_write_vec(b, vec, t->dims);
         }
         mm_buf_puts(b, "}");
     }
-    mm_buf_puts(b, "],\"model\":");
-    mm_buf_json_str(b, m->name, strlen(m->name));
-    mm_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
+    if (t->openai) {
+        mm_buf_puts(b, "],\"model\":");
+        mm_buf_json_str(b, m->name, strlen(m->name));
+        mm_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", t->it.tokens, t->it.tokens);
+    } else {
+        mm_buf_printf(b, "],\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", t->it.tokens, t->it.tokens);
+    }
     mm_http_respond_json(r, 200);
-    json_object_put(j);
-    free(texts);
-    free(lens);
-    return;
-fail:
-    json_object_put(j);
-    free(texts);
-    free(lens);
-    emb_respond_fail(r, &f);
 }
 
-/* ---------------------------------------------------------------- /embed/text */
+/* ---------------------------------------------------------------- batches */
+
+void mm_embed_text_batch(mm_embed_t *e, mm_http_req_t *const *rs, int n)
+{
+    text_job_t *jobs = calloc((size_t)MM_MAX(n, 1), sizeof *jobs);
+    text_item_t **items = calloc((size_t)MM_MAX(n, 1), sizeof *items);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        fail_t f = {0};
+        if (!jobs || !items) {
+            mm_http_drain(rs[i], e->conf->max_body_bytes);
+            mm_http_error(rs[i], 500, NULL, "out of memory");
+            continue;
+        }
+        if (e->n == 0) {
+            mm_embed_handle(e, rs[i], NULL);   /* the 404 of a server without models */
+            continue;
+        }
+        text_job_t *t = &jobs[k];
+        t->r = rs[i];
+        t->openai = rs[i]->route == MM_ROUTE_EMBEDDINGS;
+        if (text_parse(e, t, &f)) {
+            emb_respond_fail(rs[i], &f);
+            text_job_free(t);
+            continue;
+        }
+        if (t->mixed)
+            t->it.failed = encode_items(e, t->it.m, t->mixed, t->it.n, &t->it.o, t->it.use_cache, &t->it.hits,
+                                        &t->it.tokens, t->vecs, &t->it.f) != 0;
+        k++;
+    }
+    int ni = 0;
+    for (int i = 0; i < k; i++)
+        if (!jobs[i].mixed) items[ni++] = &jobs[i].it;
+    if (ni) emb_encode_text_items(e, items, ni);
+    for (int i = 0; i < k; i++) {
+        if (jobs[i].it.failed) emb_respond_fail(jobs[i].r, &jobs[i].it.f);
+        else text_respond(e, &jobs[i]);
+        text_job_free(&jobs[i]);
+    }
+    free(items);
+    free(jobs);
+}
+
+/* ---------------------------------------------------------------- one request */
+
+void mm_embed_openai(mm_embed_t *e, mm_http_req_t *r)
+{
+    mm_embed_text_batch(e, &r, 1);
+}
 
 void mm_embed_text(mm_embed_t *e, mm_http_req_t *r)
 {
-    fail_t f = {0};
-    if (!emb_is_json(r->content_type)) {
-        mm_http_drain(r, e->conf->max_body_bytes);
-        mm_http_error(r, 415, "unsupported_media_type", "send application/json: {\"texts\": [...]}");
-        return;
-    }
-    const char **texts = NULL;
-    size_t *lens = NULL;
-    json_object *j = emb_read_json(e, r, &f), *arr;
-    if (!j) goto fail;
-    const char *model = NULL;
-    int normalize = 1, use_cache = 1, hits = 0, dims;
-    text_opts_t topt;
-    if (emb_jstr(j, "model", &model, &f) || emb_jbool(j, "cache", &use_cache, &f)) goto fail;
-    entry_t *m = emb_pick_model_for(e, model, 1, 0, MM_MOD_TEXT, &f);
-    if (!m || emb_text_options(j, m, &dims, &normalize, &topt, &f)) goto fail;
-    if (!json_object_object_get_ex(j, "texts", &arr) || !json_object_is_type(arr, json_type_array)) {
-        emb_failf(&f, 400, "missing_texts", "'texts' must be an array of strings");
-        goto fail;
-    }
-    int n = (int)json_object_array_length(arr);
-    if (n == 0) {
-        emb_failf(&f, 400, "empty_input", "'texts' is empty");
-        goto fail;
-    }
-    if (n > e->max_items) {
-        emb_failf(&f, 413, "too_many_inputs", "%d texts; limits.max_items is %d", n, e->max_items);
-        goto fail;
-    }
-    texts = calloc((size_t)n, sizeof *texts);
-    lens = calloc((size_t)n, sizeof *lens);
-    if (!texts || !lens) {
-        emb_failf(&f, 500, NULL, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < n; i++) {
-        json_object *t = json_object_array_get_idx(arr, i);
-        if (!json_object_is_type(t, json_type_string)) {
-            emb_failf(&f, 400, "invalid_input", "texts[%d] must be a string", i);
-            goto fail;
-        }
-        texts[i] = json_object_get_string(t);
-        lens[i] = (size_t)json_object_get_string_len(t);
-        if (!lens[i]) {
-            emb_failf(&f, 400, "empty_input", "texts[%d] is an empty string", i);
-            goto fail;
-        }
-    }
-    long tokens = 0;
-    if (emb_encode_texts_opts(e, m, texts, lens, n, e->vecs, &tokens, use_cache, &hits, &topt, &f)) goto fail;
-    emb_set_x_cache(e, r, use_cache, hits, n);
-    emb_begin_data(&r->out, m, dims);
-    for (int i = 0; i < n; i++) {
-        float *vec = e->vecs + (size_t)i * m->info->dim;
-        if (normalize) mm_nn_l2_normalize(vec, dims);
-        mm_buf_printf(&r->out, "%s{\"index\":%d,\"tokens\":%d,\"embedding\":", i ? "," : "", i, e->lens[i]);
-        emb_write_vec(&r->out, vec, dims);
-        mm_buf_puts(&r->out, "}");
-    }
-    mm_buf_printf(&r->out, "],\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}\n", tokens, tokens);
-    mm_http_respond_json(r, 200);
-    json_object_put(j);
-    free(texts);
-    free(lens);
-    return;
-fail:
-    json_object_put(j);
-    free(texts);
-    free(lens);
-    emb_respond_fail(r, &f);
+    mm_embed_text_batch(e, &r, 1);
 }
-

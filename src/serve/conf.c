@@ -91,7 +91,7 @@ void mm_conf_defaults(mm_conf_t *c)
     c->memory_share = 0.5; /* of the available memory, for the packs of dtype = "auto" models */
     c->request_timeout = 60;
     c->max_requests = 10000;
-    c->queue_depth = 0;
+    c->queue_depth = 8;   /* measured: tools/bench_concurrency.py, README "Queues and batches" */
     c->stop_timeout = 10;
     c->backoff_max = 30;
     c->heartbeat_timeout = 10;

@@ -385,9 +385,13 @@ static void mark_crash(const mm_sb_slot_t *s, const child_t *ch, int status)
     memcpy(fp, s->req_fp, sizeof fp);
     memcpy(uri, s->req_uri, sizeof uri);
     fp[MM_SB_FP - 1] = uri[63] = '\0';
-    mm_sb_poison_mark(sb, fp, sig);
-    mm_log_error("worker %d pid %d crashed (signal %d) running request %s (attempt %s): it is not retried on "
-                 "another worker", ch->index, (int)ch->pid, sig, uri, fp[0] ? fp : "-");
+    mm_sb_poison_mark_running(sb, s, sig);
+    if (s->batch_n > 1)
+        mm_log_error("worker %d pid %d crashed (signal %d) running a batch of %d requests (first %s, attempt %s): "
+                     "each retry runs alone", ch->index, (int)ch->pid, sig, (int)s->batch_n, uri, fp[0] ? fp : "-");
+    else
+        mm_log_error("worker %d pid %d crashed (signal %d) running request %s (attempt %s): it is not retried on "
+                     "another worker", ch->index, (int)ch->pid, sig, uri, fp[0] ? fp : "-");
 }
 
 static void reap(void)
@@ -488,11 +492,19 @@ static void check_timeouts(void)
             memcpy(fp, sb->slots[i].req_fp, sizeof fp);
             fp[MM_SB_FP - 1] = '\0';
             /* marked before the kill: nginx's retry, which follows the
-             * closed connection, must already find the mark */
-            mm_sb_poison_mark(sb, fp, MM_POISON_TIMEOUT);
-            mm_log_error("worker %d pid %d: request %s (attempt %s) ran past request_timeout %.1fs; killing it; "
-                         "it is not retried on another worker", ch->index, (int)ch->pid, uri, fp[0] ? fp : "-",
-                         ch->gen->conf.request_timeout);
+             * closed connection, must already find the mark. A batch's
+             * members are only suspects: each retry runs alone, and the
+             * one that is slow by itself times out again and is refused. */
+            int bn = sb->slots[i].batch_n;
+            mm_sb_poison_mark_running(sb, &sb->slots[i], MM_POISON_TIMEOUT);
+            if (bn > 1)
+                mm_log_error("worker %d pid %d: a batch of %d requests (first %s, attempt %s) ran past request_timeout "
+                             "%.1fs; killing it; each retry runs alone", ch->index, (int)ch->pid, bn, uri,
+                             fp[0] ? fp : "-", ch->gen->conf.request_timeout);
+            else
+                mm_log_error("worker %d pid %d: request %s (attempt %s) ran past request_timeout %.1fs; killing it; "
+                             "it is not retried on another worker", ch->index, (int)ch->pid, uri, fp[0] ? fp : "-",
+                             ch->gen->conf.request_timeout);
             kill(ch->pid, SIGKILL);
             ch->timed_out = 1;
         }

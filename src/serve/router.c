@@ -27,24 +27,25 @@ typedef struct {
     const char *name;          /* label in /metrics */
     control_fn *serve;         /* control routes */
     mm_embed_route_fn *embed;  /* embedding routes */
+    int batch;                 /* queued requests of these routes run together (mm_embed_text_batch) */
 } route_t;
 
 static const route_t routes[] = {
-    {"/health", MM_ROUTE_HEALTH, "GET", 1, "/health", h_health, NULL},
-    {"/info", MM_ROUTE_INFO, "GET", 1, "/info", h_info, NULL},
-    {"/metrics", MM_ROUTE_METRICS, "GET", 1, "/metrics", h_metrics, NULL},
-    {"/status", MM_ROUTE_STATUS, "GET", 1, "/status", h_status, NULL},
-    {"/v1/models", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_models, NULL},
-    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0, "/v1/embeddings", NULL, mm_embed_openai},
-    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0, "/embed/text", NULL, mm_embed_text},
-    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0, "/embed/image", NULL, mm_embed_image},
-    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0, "/embed/multimodal", NULL, mm_embed_multimodal},
-    {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0, "/embed/video", NULL, mm_embed_video},
-    {"/embed/document", MM_ROUTE_EMBED_DOCUMENT, "POST", 0, "/embed/document", NULL, mm_embed_document},
+    {"/health", MM_ROUTE_HEALTH, "GET", 1, "/health", h_health, NULL, 0},
+    {"/info", MM_ROUTE_INFO, "GET", 1, "/info", h_info, NULL, 0},
+    {"/metrics", MM_ROUTE_METRICS, "GET", 1, "/metrics", h_metrics, NULL, 0},
+    {"/status", MM_ROUTE_STATUS, "GET", 1, "/status", h_status, NULL, 0},
+    {"/v1/models", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_models, NULL, 0},
+    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0, "/v1/embeddings", NULL, mm_embed_openai, 1},
+    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0, "/embed/text", NULL, mm_embed_text, 1},
+    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0, "/embed/image", NULL, mm_embed_image, 0},
+    {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0, "/embed/multimodal", NULL, mm_embed_multimodal, 0},
+    {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0, "/embed/video", NULL, mm_embed_video, 0},
+    {"/embed/document", MM_ROUTE_EMBED_DOCUMENT, "POST", 0, "/embed/document", NULL, mm_embed_document, 0},
 };
 
 /* GET /v1/models/{id}: one model (or alias) in OpenAI's shape; counted with /v1/models. */
-static const route_t model_route = {"/v1/models/", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_model, NULL};
+static const route_t model_route = {"/v1/models/", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_model, NULL, 0};
 
 static const char *route_name(int route)
 {
@@ -111,7 +112,10 @@ typedef struct {
     uint64_t rs[MM_ROUTE_COUNT][MM_SB_N_STATUS];
     uint64_t hist[MM_SB_N_BUCKETS];
     uint64_t dur_us;
-    int busy, idle, total;
+    uint64_t batch_hist[MM_SB_N_BATCH_BUCKETS];
+    uint64_t qwait_hist[MM_SB_N_BUCKETS];
+    uint64_t qwait_us;
+    int busy, idle, total, queued;
 } totals_t;
 
 static void sum(const mm_scoreboard_t *sb, totals_t *t)
@@ -122,6 +126,9 @@ static void sum(const mm_scoreboard_t *sb, totals_t *t)
     memcpy(t->rs, sb->gone_by_route_status, sizeof t->rs);
     memcpy(t->hist, sb->gone_hist, sizeof t->hist);
     t->dur_us = sb->gone_duration_us_sum;
+    memcpy(t->batch_hist, sb->gone_batch_hist, sizeof t->batch_hist);
+    memcpy(t->qwait_hist, sb->gone_qwait_hist, sizeof t->qwait_hist);
+    t->qwait_us = sb->gone_qwait_us_sum;
     for (int i = 0; i < MM_SB_SLOTS; i++) {
         const mm_sb_slot_t *s = &sb->slots[i];
         int st = s->state;
@@ -132,6 +139,10 @@ static void sum(const mm_scoreboard_t *sb, totals_t *t)
             for (int b = 0; b < MM_SB_N_STATUS; b++) t->rs[a][b] += s->by_route_status[a][b];
         for (int b = 0; b < MM_SB_N_BUCKETS; b++) t->hist[b] += s->hist[b];
         t->dur_us += s->duration_us_sum;
+        for (int b = 0; b < MM_SB_N_BATCH_BUCKETS; b++) t->batch_hist[b] += s->batch_hist[b];
+        for (int b = 0; b < MM_SB_N_BUCKETS; b++) t->qwait_hist[b] += s->qwait_hist[b];
+        t->qwait_us += s->qwait_us_sum;
+        if (s->index >= 0) t->queued += s->queued;
         if (st == MM_SLOT_BUSY) t->busy++;
         else if (st == MM_SLOT_IDLE) t->idle++;
         if (st == MM_SLOT_BUSY || st == MM_SLOT_IDLE) t->total++;
@@ -241,6 +252,40 @@ static void h_metrics(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     }
     mm_buf_printf(b, "mmembed_request_duration_seconds_sum %.6f\nmmembed_request_duration_seconds_count %llu\n",
                   t.dur_us / 1e6, (unsigned long long)cum);
+    static const int bbuckets[] = MM_SB_BATCH_BUCKETS;
+    mm_buf_printf(b, "# HELP mmembed_queue_depth Requests waiting in workers' queues (queue_depth each).\n"
+                     "# TYPE mmembed_queue_depth gauge\nmmembed_queue_depth %d\n", t.queued);
+    for (int i = 0; i < MM_SB_SLOTS; i++) {
+        const mm_sb_slot_t *s = &sb->slots[i];
+        if (s->state == MM_SLOT_FREE || s->index < 0 || s->state == MM_SLOT_BACKOFF) continue;
+        mm_buf_printf(b, "mmembed_queue_depth{worker=\"%d\",pid=\"%d\"} %d\n", s->index, (int)s->pid, s->queued);
+    }
+    mm_buf_puts(b, "# HELP mmembed_batch_size Requests run together per pass of a worker's request thread.\n"
+                   "# TYPE mmembed_batch_size histogram\n");
+    uint64_t bcum = 0, breq = 0;
+    for (int i = 0; i < MM_SB_N_BATCH_BUCKETS; i++) {
+        bcum += t.batch_hist[i];
+        if (i < MM_SB_N_BATCH_BUCKETS - 1) {
+            mm_buf_printf(b, "mmembed_batch_size_bucket{le=\"%d\"} %llu\n", bbuckets[i], (unsigned long long)bcum);
+        } else {
+            mm_buf_printf(b, "mmembed_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)bcum);
+        }
+    }
+    for (int i = 0; i < MM_SB_N_BUCKETS; i++) breq += t.qwait_hist[i];   /* every request of every pass */
+    mm_buf_printf(b, "mmembed_batch_size_sum %llu\nmmembed_batch_size_count %llu\n", (unsigned long long)breq,
+                  (unsigned long long)bcum);
+    mm_buf_puts(b, "# HELP mmembed_queue_wait_seconds Per request: from accept to the start of its pass.\n"
+                   "# TYPE mmembed_queue_wait_seconds histogram\n");
+    cum = 0;
+    for (int i = 0; i < MM_SB_N_BUCKETS; i++) {
+        cum += t.qwait_hist[i];
+        if (i < MM_SB_N_BUCKETS - 1)
+            mm_buf_printf(b, "mmembed_queue_wait_seconds_bucket{le=\"%g\"} %llu\n", buckets[i], (unsigned long long)cum);
+        else
+            mm_buf_printf(b, "mmembed_queue_wait_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    mm_buf_printf(b, "mmembed_queue_wait_seconds_sum %.6f\nmmembed_queue_wait_seconds_count %llu\n", t.qwait_us / 1e6,
+                  (unsigned long long)cum);
     mm_embed_cache_metrics(ctx->embed, b);
     mm_buf_printf(b, "# HELP mmembed_ready 1 once models are loaded and workers are up.\n# TYPE mmembed_ready gauge\n"
                      "mmembed_ready %d\n", pool_ready(ctx));
@@ -269,12 +314,13 @@ static void h_status(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     mm_buf_printf(b, "{\"pool\":\"mmembed\",\"start_time\":%lld,\"start_since\":%lld,\"accepted_conn\":%llu,"
                      "\"busy_rejections\":%llu,\"idle_workers\":%d,\"busy_workers\":%d,\"total_workers\":%d,"
                      "\"configured_workers\":%d,\"max_busy_reached\":%d,\"restarts\":%llu,\"crashes\":%llu,"
-                     "\"timeouts\":%llu,\"recycles\":%llu,\"in_backoff\":%d,\"generation\":%d,\"workers\":[",
+                     "\"timeouts\":%llu,\"recycles\":%llu,\"in_backoff\":%d,\"generation\":%d,\"queue_depth\":%d,"
+                     "\"queued\":%d,\"workers\":[",
                   (long long)(sb->start_us / 1000000), (long long)((wall - sb->start_us) / 1000000),
                   (unsigned long long)t.requests, (unsigned long long)t.rejected, t.idle, t.busy, t.total,
                   sb->workers, sb->max_busy, (unsigned long long)sb->restarts, (unsigned long long)sb->crashes,
                   (unsigned long long)sb->timeouts, (unsigned long long)sb->recycles, sb->in_backoff,
-                  sb->generation);
+                  sb->generation, ctx->conf->queue_depth, t.queued);
     int first = 1;
     for (int i = 0; i < MM_SB_SLOTS; i++) {
         const mm_sb_slot_t *s = &sb->slots[i];
@@ -283,11 +329,13 @@ static void h_status(mm_worker_ctx_t *ctx, mm_http_req_t *r)
         int64_t rs = s->req_start_us;
         mm_buf_printf(b, "%s{\"index\":%d,\"pid\":%d,\"state\":\"%s\",\"generation\":%d,\"start_since\":%lld,"
                          "\"requests\":%llu,\"busy_rejections\":%llu,\"request_duration_ms\":%.3f,"
-                         "\"last_request_ms\":%.3f,\"last_status\":%d",
+                         "\"last_request_ms\":%.3f,\"last_status\":%d,\"queued\":%d,\"batch\":%d,"
+                         "\"last_batch\":%d",
                       first ? "" : ",", s->index, (int)s->pid, state_name(st), s->generation,
                       (long long)((wall - s->started_us) / 1000000), (unsigned long long)s->requests,
                       (unsigned long long)s->rejected_busy, rs ? (now - rs) / 1e3 : 0.0,
-                      s->last_duration_us / 1e3, s->last_status);
+                      s->last_duration_us / 1e3, s->last_status, (int)s->queued, rs ? MM_MAX((int)s->batch_n, 1) : 0,
+                      (int)s->last_batch);
         if (rs) {
             char m[8], u[64];
             memcpy(m, s->req_method, sizeof m);
@@ -332,8 +380,11 @@ static int test_hook(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     char v[32];
     if (strcmp(r->path, "/__test/sleep") == 0) {
         long ms = mm_http_query(r, "ms", v, sizeof v) ? atol(v) : 100;
+        /* until_queued=N: return early once N requests wait in this worker's queue */
+        long until = mm_http_query(r, "until_queued", v, sizeof v) ? atol(v) : 0;
         mm_http_drain(r, ctx->conf->max_body_bytes);
-        usleep((useconds_t)ms * 1000);
+        int64_t end = mm_now_us() + (int64_t)ms * 1000;
+        while (mm_now_us() < end && !(until > 0 && ctx->slot->queued >= until)) usleep(2000);
         mm_buf_printf(&r->out, "{\"slept_ms\":%ld,\"pid\":%d}\n", ms, (int)getpid());
         mm_http_respond_json(r, 200);
         return 1;
@@ -379,6 +430,23 @@ static int authorized(mm_worker_ctx_t *ctx, mm_http_req_t *r)
         return 0;
     }
     return 1;
+}
+
+int mm_router_batchable(const mm_http_req_t *r)
+{
+    const route_t *rt = find(r->path);
+    return rt && rt->batch && strcmp(r->method, rt->method) == 0;
+}
+
+void mm_router_handle_batch(mm_worker_ctx_t *ctx, mm_http_req_t *const *rs, int n)
+{
+    mm_http_req_t *run[MM_SB_BATCH];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!mm_router_batchable(rs[i]) || k == MM_SB_BATCH) mm_router_handle(ctx, rs[i]);   /* never: the caller checked */
+        else if (authorized(ctx, rs[i])) run[k++] = rs[i];
+    }
+    if (k) mm_embed_text_batch(ctx->embed, run, k);
 }
 
 void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)

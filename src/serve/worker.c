@@ -1,8 +1,13 @@
 /* Worker process: two threads. The accept thread takes every FastCGI
  * connection at once: control routes (/health, /metrics, /status, /info) are
- * answered right there, embedding work goes to the request thread if it is
- * free (or the queue has room), and otherwise is answered 503 + Retry-After
- * within microseconds, so nginx moves the request to another worker. */
+ * answered right there, embedding work is queued for the request thread
+ * while the queue has room (queue_depth requests besides the running ones),
+ * and otherwise is answered 503 + Retry-After within microseconds, so nginx
+ * moves the request to another worker (and to the overflow process only
+ * when every worker's queue is full). When the request thread becomes free
+ * it takes the oldest request and, if that is a text route, every other
+ * queued text request (oldest first, within BATCH_BYTES of bodies and
+ * MM_SB_BATCH requests) and runs them as one batch (mm_embed_text_batch). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fcgiapp.h>
@@ -23,6 +28,16 @@
 #include "mmembed/serve.h"
 
 #define QMAX 66                  /* queue_depth (<= 64) + running + accept */
+#define BATCH_BYTES (256 << 10)  /* bodies one batch takes (the first request always goes) */
+
+/* A request waiting for the request thread. */
+typedef struct {
+    FCGX_Request *f;
+    int64_t accepted_us;         /* monotonic: its queue wait starts here */
+    int64_t bytes;               /* its body (Content-Length): the batch budget before parsing */
+    int batch;                   /* a text route: may run with the others */
+    int alone;                   /* it was in a batch that killed a worker: runs by itself */
+} qitem_t;
 
 static mm_worker_ctx_t *W;
 static int sig_pipe[2] = {-1, -1};
@@ -30,8 +45,8 @@ static volatile sig_atomic_t got_quit, got_term, got_reopen;
 
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
-static FCGX_Request *q_items[QMAX];
-static int q_head, q_len;         /* queued, not yet taken */
+static qitem_t q_items[QMAX];     /* oldest first */
+static int q_len;                 /* queued, not yet taken */
 static int q_running;             /* 1 while the request thread works */
 static int q_closing;             /* accept loop ended: drain and exit */
 static FCGX_Request pool[QMAX];
@@ -95,12 +110,57 @@ static void update_max_busy(void)
 
 /* ---------------------------------------------------------------- request thread */
 
+/* Take the next pass under q_mu: the oldest request, and with a text
+ * request every other queued text request that fits the batch (oldest
+ * first; a big one left behind is at the head for the next pass). */
+static int take_pass(qitem_t *take)
+{
+    int n = 0;
+    take[n++] = q_items[0];
+    int64_t bytes = MM_MAX(take[0].bytes, 0);
+    int keep = 0;
+    for (int i = 1; i < q_len; i++) {
+        qitem_t *q = &q_items[i];
+        int64_t b = MM_MAX(q->bytes, 0);
+        if (take[0].batch && !take[0].alone && q->batch && !q->alone && n < MM_SB_BATCH && bytes + b <= BATCH_BYTES) {
+            take[n++] = *q;
+            bytes += b;
+        } else {
+            q_items[keep++] = *q;
+        }
+    }
+    q_len = keep;
+    W->slot->queued = q_len;
+    return n;
+}
+
+/* What the master needs while the pass runs: its requests' attempt ids
+ * (poison marks when it dies or runs past request_timeout) and its start. */
+static void publish_pass(mm_http_req_t *const *rs, int n, int64_t start)
+{
+    mm_sb_slot_t *s = W->slot;
+    s->batch_n = 0;
+    for (int i = 0; i < n; i++) snprintf(s->batch_fp[i], sizeof s->batch_fp[i], "%s", rs[i]->attempt_id);
+    s->req_route = rs[0]->route;
+    snprintf(s->req_method, sizeof s->req_method, "%s", rs[0]->method);
+    snprintf(s->req_uri, sizeof s->req_uri, "%s", rs[0]->uri);
+    snprintf(s->req_fp, sizeof s->req_fp, "%s", rs[0]->attempt_id);
+    __atomic_store_n(&s->batch_n, n, __ATOMIC_RELEASE);
+    s->req_start_us = start;
+    __atomic_store_n(&s->state, MM_SLOT_BUSY, __ATOMIC_RELEASE);
+}
+
 static void *request_thread(void *arg)
 {
     (void)arg;
-    mm_http_req_t r;
-    memset(&r, 0, sizeof r);
-    mm_buf_init(&r.out);
+    static mm_http_req_t reqs[MM_SB_BATCH];
+    mm_http_req_t *rs[MM_SB_BATCH];
+    qitem_t take[MM_SB_BATCH];
+    double waits[MM_SB_BATCH];
+    for (int i = 0; i < MM_SB_BATCH; i++) {
+        mm_buf_init(&reqs[i].out);
+        rs[i] = &reqs[i];
+    }
     for (;;) {
         pthread_mutex_lock(&q_mu);
         while (q_len == 0 && !q_closing) pthread_cond_wait(&q_cv, &q_mu);
@@ -108,38 +168,40 @@ static void *request_thread(void *arg)
             pthread_mutex_unlock(&q_mu);
             break;
         }
-        FCGX_Request *f = q_items[q_head];
-        q_head = (q_head + 1) % QMAX;
-        q_len--;
+        int n = take_pass(take);
         q_running = 1;
         pthread_mutex_unlock(&q_mu);
 
-        mm_http_req_init(&r, f);
-        r.start_us = mm_now_us();
-        mm_router_classify(&r);
-        W->slot->req_route = r.route;
-        snprintf(W->slot->req_method, sizeof W->slot->req_method, "%s", r.method);
-        snprintf(W->slot->req_uri, sizeof W->slot->req_uri, "%s", r.uri);
-        snprintf(W->slot->req_fp, sizeof W->slot->req_fp, "%s", r.attempt_id);
-        W->slot->req_start_us = r.start_us;
-        __atomic_store_n(&W->slot->state, MM_SLOT_BUSY, __ATOMIC_RELEASE);
+        int64_t start = mm_now_us();
+        for (int i = 0; i < n; i++) {
+            mm_http_req_init(rs[i], take[i].f);
+            rs[i]->start_us = take[i].accepted_us;   /* durations count from accept, queue wait included */
+            mm_router_classify(rs[i]);
+            waits[i] = (start - take[i].accepted_us) / 1e6;
+        }
+        publish_pass(rs, n, start);
         update_max_busy();
+        mm_sb_record_batch(W->slot, n, waits);
 
         mm_image_budget_begin();   /* limits.image_budget counts per request */
-        mm_router_handle(W, &r);
-        /* Free for the next request before the reply leaves: a client that
-         * sends its next request as soon as it has this answer must not
+        if (take[0].batch && !take[0].alone) mm_router_handle_batch(W, rs, n);
+        else mm_router_handle(W, rs[0]);
+        /* Free for the next request before the replies leave: a client that
+         * sends its next request as soon as it has its answer must not
          * find the worker still "busy". */
         pthread_mutex_lock(&q_mu);
         q_running = 0;
         pthread_mutex_unlock(&q_mu);
         W->slot->req_start_us = 0;
+        W->slot->batch_n = 0;
         __atomic_store_n(&W->slot->state, MM_SLOT_IDLE, __ATOMIC_RELEASE);
-        finish(f, &r);
-        mm_http_req_release(&r);
-        give_free(f);
+        for (int i = 0; i < n; i++) {
+            finish(take[i].f, rs[i]);
+            mm_http_req_release(rs[i]);
+            give_free(take[i].f);
+        }
         pthread_mutex_lock(&q_mu);
-        served++;
+        served += n;
         if (W->conf->max_requests && served >= W->conf->max_requests) {
             got_quit = 1;   /* recycle: stop accepting, finish what is queued */
             ssize_t wr = write(sig_pipe[1], "r", 1);
@@ -147,7 +209,7 @@ static void *request_thread(void *arg)
         }
         pthread_mutex_unlock(&q_mu);
     }
-    mm_buf_free(&r.out);
+    for (int i = 0; i < MM_SB_BATCH; i++) mm_buf_free(&reqs[i].out);
     return NULL;
 }
 
@@ -164,10 +226,16 @@ static void reject_busy(FCGX_Request *f, mm_http_req_t *r)
 /* A retry of a request that crashed a worker or ran past request_timeout
  * is answered at once (422: clients do not retry it) instead of being run,
  * so one bad request costs one worker attempt, not one per worker. */
-static int refuse_poison(FCGX_Request *f, mm_http_req_t *r)
+static int refuse_poison(FCGX_Request *f, mm_http_req_t *r, int *alone)
 {
     int cause = mm_sb_poison_find(W->sb, r->attempt_id);
     if (cause < 0) return 0;
+    if (cause & MM_POISON_SUSPECT) {   /* its batch died: it runs again, by itself */
+        if (alone) *alone = 1;
+        mm_log_info("req=%s %s %s was in a batch that %s; it runs alone", r->request_id, r->method, r->uri,
+                    (cause & ~MM_POISON_SUSPECT) == MM_POISON_TIMEOUT ? "ran past request_timeout" : "crashed a worker");
+        return 0;
+    }
     mm_http_drain(r, W->conf->max_body_bytes);
     if (cause == MM_POISON_TIMEOUT)
         mm_http_error(r, 422, "request_timeout",
@@ -226,16 +294,19 @@ static void accept_loop(void)
             give_free(f);
             continue;
         }
-        if (refuse_poison(f, &r)) {
+        int alone = 0;
+        if (refuse_poison(f, &r, &alone)) {
             mm_http_req_release(&r);
             give_free(f);
             continue;
         }
+        qitem_t it = {.f = f, .accepted_us = r.start_us, .bytes = r.content_length, .batch = mm_router_batchable(&r),
+                      .alone = alone};
         pthread_mutex_lock(&q_mu);
         int room = q_len + q_running <= W->conf->queue_depth;
         if (room) {
-            q_items[(q_head + q_len) % QMAX] = f;
-            q_len++;
+            q_items[q_len++] = it;
+            W->slot->queued = q_len;
             pthread_cond_signal(&q_cv);
         }
         pthread_mutex_unlock(&q_mu);
@@ -257,7 +328,7 @@ static struct sigaction crash_prev[NSIG];
  * call) is marked as poison first: async-signal-safe work only. */
 static void mark_running(int sig)
 {
-    if (W && W->slot->req_start_us) mm_sb_poison_mark(W->sb, W->slot->req_fp, sig);
+    if (W && W->slot->req_start_us) mm_sb_poison_mark_running(W->sb, W->slot, sig);
 }
 
 /* A fault marks the running request, then hands the signal to whoever
@@ -347,7 +418,7 @@ void mm_worker_standin(mm_worker_ctx_t *ctx)
         mm_http_req_init(&r, &f);
         r.start_us = mm_now_us();
         mm_router_classify(&r);
-        if (refuse_poison(&f, &r)) continue;
+        if (refuse_poison(&f, &r, NULL)) continue;
         mm_http_drain(&r, ctx->conf->max_body_bytes);
         if (ctx->index < 0) mm_http_error(&r, 503, "busy", "all workers are busy; retry shortly");
         else mm_http_error(&r, 503, "busy", "worker %d is restarting; retry shortly", ctx->index);

@@ -1,6 +1,8 @@
 """Chaos under load: clients at 2x the worker count while a random worker is
 SIGKILLed every second. Every answer must be 200 or 503 + Retry-After; no
-connection errors, no 502/504."""
+connection errors, no 502/504. Run without a queue and with one: the queued
+requests (and batches) of a killed worker are retried by nginx elsewhere,
+never left hanging."""
 import os
 import random
 import signal
@@ -14,8 +16,16 @@ SECONDS = int(os.environ.get("MMEMBED_CHAOS_SECONDS", "30"))
 
 
 def test_chaos_kill_random_worker_every_second():
+    chaos(queue_depth=0)
+
+
+def test_chaos_with_queues_and_batches():
+    chaos(queue_depth=4)
+
+
+def chaos(queue_depth):
     workers = 4
-    with Server(workers=workers, models=MODELS[:1], extra={"backoff_max": "2.0"}) as s:
+    with Server(workers=workers, models=MODELS[:1], extra={"backoff_max": "2.0", "queue_depth": str(queue_depth)}) as s:
         stop = time.time() + SECONDS
         counts, bad, lock = {}, [], threading.Lock()
 
@@ -56,7 +66,7 @@ def test_chaos_kill_random_worker_every_second():
             t.join(60)
         assert not any(t.is_alive() for t in ts), "a client hung"
         m = s.metrics()
-        print(f"    chaos {SECONDS}s: {kills} kills, responses {counts}, restarts "
+        print(f"    chaos {SECONDS}s, queue_depth {queue_depth}: {kills} kills, responses {counts}, restarts "
               f"{m['mmembed_worker_restarts_total']:.0f}, crashes {m['mmembed_worker_crashes_total']:.0f}, "
               f"backoffs {m['mmembed_worker_backoffs_total']:.0f}")
         assert not bad, bad[:5]
