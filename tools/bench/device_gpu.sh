@@ -59,7 +59,10 @@ else
 fi
 echo "glibc $GV; GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
-$L "$D/gpu_clip" --threads "$(nproc)" --out "$O/fidelity.txt" fidelity "$D/fix"; echo "fidelity exit $?"
+$L "$D/gpu_clip" --threads "$(nproc)" --out "$O/fidelity.txt" fidelity "$D/fix"; rc=$?; echo "fidelity exit $rc"
+if [ $rc != 0 ] && command -v compute-sanitizer >/dev/null; then  # what went wrong, where
+    $L compute-sanitizer --print-limit 5 "$D/gpu_clip" --dtypes f16 fidelity "$D/fix" 2>&1 | tail -n 40
+fi
 $L "$D/mkclip" "$T/model" "$D/tokenizer.json" >/dev/null || exit 1
 $L "$D/gpu_clip" --threads "$(nproc)" --dtypes f16,bf16 --secs "${SECS:-0.5}" bench "$T/model"; echo "bench exit $?"
 PYTHONUNBUFFERED=1 python3 "$D/torch_clip.py" "$T/model" --secs "${SECS:-0.5}" 2>&1 | grep -v Warning
