@@ -49,6 +49,10 @@ CUDALIB=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
     [ -d "$d" ] && CUDALIB="$CUDALIB:$d"
 done
+if ! ls $(echo "$CUDALIB" | tr ':' ' ') 2>/dev/null | grep -q 'libcublas.so.13'; then  # a pip-installed cuBLAS
+    for l in $(find / -xdev -name 'libcublas.so.13' 2>/dev/null | head -n 1); do CUDALIB="$CUDALIB:$(dirname "$l")"; done
+fi
+echo "CUDA libraries from: $CUDALIB"
 # the machine's glibc when it is at least ours (2.36: libcuda then loads
 # with its own), else ours through our loader
 GV=$(ldd --version 2>/dev/null | head -n1 | grep -o '[0-9]*\.[0-9]*$' || echo 0)
@@ -59,6 +63,8 @@ else
 fi
 echo "glibc $GV; GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) cores"
+env LD_LIBRARY_PATH="$D/lib$CUDALIB" ldd "$D/gpu_clip" | grep -i 'not found\|cublas\|cudart'
+
 $L "$D/gpu_clip" --threads "$(nproc)" --out "$O/fidelity.txt" fidelity "$D/fix"; rc=$?; echo "fidelity exit $rc"
 if [ $rc != 0 ] && command -v compute-sanitizer >/dev/null; then  # what went wrong, where
     $L compute-sanitizer --print-limit 5 "$D/gpu_clip" --dtypes f16 fidelity "$D/fix" 2>&1 | tail -n 40
