@@ -12,10 +12,23 @@ LDLIBS  += $(PKG_LIBS) -ldnnl -lgomp -ljpeg -lgif -lfcgi -lxxhash -lm -lpthread
 SRCS    := $(shell find src -name '*.c' ! -name main.c | sort)
 TESTS   := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
+# GPU=1 adds the CUDA backend (src/cuda/*.cu: nvcc, cuBLAS) in its own
+# build folder, build/gpu; the default build needs no CUDA toolkit.
+CUDA      ?= /usr/local/cuda
+NVCC      ?= $(CUDA)/bin/nvcc
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+ifeq ($(GPU),1)
+B       ?= build/gpu
+CU_SRCS := $(shell find src/cuda -name '*.cu' | sort)
+CFLAGS  += -DMM_WITH_CUDA -I$(CUDA)/include
+LDLIBS  += -L$(CUDA)/lib64 -lcublas -lcudart -lstdc++
+endif
+
 # Three builds share the sources: release (build/), test hooks (build/test/),
 # sanitizers (build/asan/). Only build/test and build/asan carry MM_TEST_HOOKS.
 B       ?= build
-OBJS    := $(SRCS:%.c=$(B)/obj/%.o)
+OBJS    := $(SRCS:%.c=$(B)/obj/%.o) $(CU_SRCS:%.cu=$(B)/obj/%.o)
 
 .PHONY: all deps run-deps run readme-check check unit unit-bins integration test-build asan-build asan-check fuzz fuzz-ci clean node-deps default-model use-model
 all: $(B)/mmembed
@@ -24,6 +37,11 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
+
+$(B)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "  NVCC    $<"
+	@$(NVCC) -O3 -std=c++17 -Iinclude $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Werror -MMD -MP -c $< -o $@
 
 $(B)/libmmembed.a: $(OBJS)
 	@rm -f $@
@@ -46,6 +64,14 @@ unit-bins: $(TESTS:%=$(B)/tests/%)
 # documents: render vs model ms per page (tools/bench/doc_bench.c)
 $(B)/bench/doc_bench: tools/bench/doc_bench.c $(B)/libmmembed.a
 	@mkdir -p $(dir $@)
+	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
+# the CLIP forward on a backend vs the CPU path (tools/bench/gpu_clip.c);
+# `make GPU=1 build/gpu/bench/gpu_clip` for the CUDA backend, shipped to a
+# GPU machine by tools/bench/device_gpu.sh
+$(B)/bench/gpu_clip: tools/bench/gpu_clip.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
 	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
 
 deps:

@@ -83,6 +83,27 @@ mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_imag
 /* Frees a runner (NULL is fine). */
 void mm_runner_free(mm_runner_t *r);
 
+/* ---- on a compute backend (mmembed/backend.h: cpu, cuda) ---- */
+
+struct mm_backend;
+typedef struct mm_model_dev mm_model_dev_t;
+
+/* Copies m's weights onto backend be once (a GPU converts the dense layers
+ * to its operand type; the CPU backend uses m's pack in place). A GPU needs
+ * m loaded with f32 dense layers. m and be must outlive *out. Returns MM_OK,
+ * or MM_ERR with err naming the backend's failure (out of device memory). */
+int mm_model_dev_new(const mm_model_t *m, struct mm_backend *be, mm_model_dev_t **out, char *err,
+                     size_t errlen);
+void mm_model_dev_free(mm_model_dev_t *d);
+
+/* A runner whose encode calls (mm_model_encode_text / _image, with their
+ * contracts) run the forward on d's backend, for up to max_text_batch
+ * sequences and max_image_batch images per pass; its scratch lives on the
+ * backend. Free it (mm_runner_free) before d. NULL when out of (device)
+ * memory. The encode calls return the backend's status (MM_ERR with the
+ * reason in be->ops->error) when a backend op failed. */
+mm_runner_t *mm_runner_new_dev(const mm_model_dev_t *d, int max_text_batch, int max_image_batch);
+
 /* Embeds n token sequences: ids[i] holds lens[i] ids (1..max_tokens, each
  * in [0, vocab_size), including the start/end tokens the tokenizer adds).
  * Sequences are packed without padding. Writes n * dim floats to out.

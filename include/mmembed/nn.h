@@ -103,6 +103,13 @@ int mm_nn_lin_supported(mm_dtype_t dt);
 /* The dtype a packed blob holds. */
 mm_dtype_t mm_nn_lin_dtype(const void *wp);
 
+/* A packed blob's shape: W (*N, *K). */
+void mm_nn_lin_shape(const void *wp, int *N, int *K);
+
+/* An f32 blob's weights, W transposed: a row-major (K, N) matrix (what a
+ * GPU backend uploads); NULL for any other dtype. */
+const float *mm_nn_lin_f32(const void *wp);
+
 /* y (M, N) = act(x (M, K) · W^T + b), W packed (above) in any dtype, b (N)
  * or NULL. ldx / ldy are row strides in floats (>= K, >= N); y must not
  * alias x. f32: one oneDNN matmul with bias and activation fused. bf16/q8:

@@ -17,11 +17,13 @@
  * layers see all rows at once, attention runs per (sequence, head) on the
  * nn thread pool.
  *
- * Sections: config, weights, load, run state, forward, public encode API. */
+ * Sections: config, weights, load, run state, forward, the same forward on
+ * a backend (mmembed/backend.h), public encode API. */
 #include "mmembed/model.h"
 #include "mmembed/encoder.h"
 #include "mmembed/packcache.h"
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
@@ -514,7 +516,12 @@ struct mm_runner {
     const float *kv; /* last block: row 0's key in r->qkv (value = key + dim) */
     int ldkv;        /* its row stride */
     void *arena;
+    struct dev_run *dev; /* a runner on a backend (mm_runner_new_dev), else NULL */
 };
+
+static void dev_run_free(struct dev_run *g);
+static int dev_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
+static int dev_encode_image(mm_runner_t *r, const float *pixels, int n, float *out);
 
 mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_image_batch, int threads)
 {
@@ -590,6 +597,7 @@ void mm_runner_free(mm_runner_t *r)
 {
     if (!r)
         return;
+    dev_run_free(r->dev);
     free(r->arena);
     free(r);
 }
@@ -759,6 +767,399 @@ static void vision_forward(mm_runner_t *r, const float *pixels, int n, float *ou
     encoder_head(r, c, w->layers, w->post_w, w->post_b, w->proj, T, n, 0, out);
 }
 
+/* ============================================================ on a backend */
+
+/* The same forward as above, op for op, queued on a backend
+ * (mmembed/backend.h): on the CPU backend it computes the bits of the
+ * forward above (tests/unit/test_backend.c holds it to that), on a GPU the
+ * same steps run as cuBLAS products and our kernels. The weights structs
+ * are the host ones, their pointers in backend memory. */
+
+struct mm_model_dev {
+    const mm_model_t *m;
+    mm_backend_t *be;
+    text_weights_t tw;
+    vision_weights_t vw;
+};
+
+/* Backend copies of one tower's blocks (src -> dst, n_layers each). */
+static int dev_layers(mm_backend_t *be, const tower_config_t *c, const layer_weights_t *src, layer_weights_t *dst)
+{
+    const size_t D = (size_t)c->dim, H = (size_t)c->hidden;
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights_t *s = &src[l];
+        layer_weights_t *d = &dst[l];
+#define CONST(f, n) (!(d->f = be->ops->constant(be, s->f, (n))))
+#define DENSE(f) (!(d->f = be->ops->dense(be, s->f)))
+        if (CONST(ln1_w, D) || CONST(ln1_b, D) || DENSE(qkv_w) || CONST(qkv_b, 3 * D) || DENSE(o_w) ||
+            CONST(o_b, D) || CONST(ln2_w, D) || CONST(ln2_b, D) || DENSE(fc1_w) || CONST(fc1_b, H) ||
+            DENSE(fc2_w) || CONST(fc2_b, D))
+            return MM_ERR;
+#undef CONST
+#undef DENSE
+    }
+    return MM_OK;
+}
+
+static void dev_layers_free(mm_backend_t *be, const tower_config_t *c, layer_weights_t *lw)
+{
+    if (!lw)
+        return;
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_weights_t *w = &lw[l];
+        be->ops->release(be, w->ln1_w), be->ops->release(be, w->ln1_b), be->ops->release(be, w->qkv_b);
+        be->ops->release(be, w->o_b), be->ops->release(be, w->ln2_w), be->ops->release(be, w->ln2_b);
+        be->ops->release(be, w->fc1_b), be->ops->release(be, w->fc2_b);
+        be->ops->dense_free(be, w->qkv_w), be->ops->dense_free(be, w->o_w);
+        be->ops->dense_free(be, w->fc1_w), be->ops->dense_free(be, w->fc2_w);
+    }
+    free(lw);
+}
+
+void mm_model_dev_free(mm_model_dev_t *d)
+{
+    if (!d)
+        return;
+    mm_backend_t *be = d->be;
+    const clip_config_t *c = &d->m->cfg;
+    if (c->has_text) {
+        dev_layers_free(be, &c->text, d->tw.layers);
+        be->ops->release(be, d->tw.tok_emb), be->ops->release(be, d->tw.pos_emb);
+        be->ops->release(be, d->tw.ln_w), be->ops->release(be, d->tw.ln_b);
+        be->ops->dense_free(be, d->tw.proj);
+    }
+    if (c->has_vision) {
+        dev_layers_free(be, &c->vision, d->vw.layers);
+        be->ops->dense_free(be, d->vw.patch_w);
+        be->ops->release(be, d->vw.cls), be->ops->release(be, d->vw.pos_emb);
+        be->ops->release(be, d->vw.pre_w), be->ops->release(be, d->vw.pre_b);
+        be->ops->release(be, d->vw.post_w), be->ops->release(be, d->vw.post_b);
+        be->ops->dense_free(be, d->vw.proj);
+    }
+    free(d);
+}
+
+int mm_model_dev_new(const mm_model_t *m, mm_backend_t *be, mm_model_dev_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const clip_config_t *c = &m->cfg;
+    mm_model_dev_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    d->m = m;
+    d->be = be;
+    int rc = MM_OK;
+    if (c->has_text) {
+        const tower_config_t *t = &c->text;
+        const text_weights_t *s = &m->tw;
+        text_weights_t *w = &d->tw;
+        if (!(w->layers = calloc((size_t)t->n_layers, sizeof(*w->layers))) ||
+            !(w->tok_emb = be->ops->constant(be, s->tok_emb, (size_t)t->vocab * t->dim)) ||
+            !(w->pos_emb = be->ops->constant(be, s->pos_emb, (size_t)t->max_pos * t->dim)) ||
+            dev_layers(be, t, s->layers, w->layers) ||
+            !(w->ln_w = be->ops->constant(be, s->ln_w, (size_t)t->dim)) ||
+            !(w->ln_b = be->ops->constant(be, s->ln_b, (size_t)t->dim)) || !(w->proj = be->ops->dense(be, s->proj)))
+            rc = MM_ERR;
+    }
+    if (rc == MM_OK && c->has_vision) {
+        const tower_config_t *v = &c->vision;
+        const vision_weights_t *s = &m->vw;
+        vision_weights_t *w = &d->vw;
+        if (!(w->layers = calloc((size_t)v->n_layers, sizeof(*w->layers))) ||
+            !(w->patch_w = be->ops->dense(be, s->patch_w)) ||
+            !(w->cls = be->ops->constant(be, s->cls, (size_t)v->dim)) ||
+            !(w->pos_emb = be->ops->constant(be, s->pos_emb, (size_t)v->seq * v->dim)) ||
+            !(w->pre_w = be->ops->constant(be, s->pre_w, (size_t)v->dim)) ||
+            !(w->pre_b = be->ops->constant(be, s->pre_b, (size_t)v->dim)) || dev_layers(be, v, s->layers, w->layers) ||
+            !(w->post_w = be->ops->constant(be, s->post_w, (size_t)v->dim)) ||
+            !(w->post_b = be->ops->constant(be, s->post_b, (size_t)v->dim)) || !(w->proj = be->ops->dense(be, s->proj)))
+            rc = MM_ERR;
+    }
+    if (rc == MM_OK)
+        rc = be->ops->sync(be);
+    if (rc) {
+        const char *why = be->ops->error(be);
+        mm_errf(err, errlen, MM_ERR, "%s: weights onto %s: %s", m->name, be->desc, *why ? why : "out of memory");
+        mm_model_dev_free(d);
+        return MM_ERR;
+    }
+    *out = d;
+    return MM_OK;
+}
+
+/* Per-runner state on the backend. Index arrays (ints, backend memory),
+ * each tower laid out as: ia (rows) ib (rows), then per sequence off, len,
+ * pooled-query offset (s), pooled-query count (1), pooled key count, pooled
+ * row (off + pool). The text block is written per batch through a host
+ * staging copy; the vision block depends only on the geometry and is
+ * written once. */
+enum { I_OFF, I_LEN, I_PQOFF, I_PQLEN, I_PKLEN, I_PROW, I_COUNT };
+
+typedef struct {
+    int *ia, *ib, *seq[I_COUNT];
+} dev_index_t;
+
+struct dev_run {
+    const mm_model_dev_t *d;
+    mm_backend_t *be;
+    /* (rows, width) like the host runner's buffers, in backend memory */
+    float *x, *h, *qkv, *att, *mlp;
+    float *pix;      /* (max_image, channels*size*size) uploaded pixels */
+    float *patches;  /* (max_image*n_patches, channels*patch*patch) */
+    float *vt;       /* (1 + max_image*n_patches, dim): class embedding, then patch embeddings */
+    float *pq, *patt, *px, *ph, *pmlp; /* (batch, dim | hidden) pooled rows of the last block */
+    float *out;      /* (batch, proj_dim) */
+    int *ints;       /* backend: text index block, then vision's */
+    int *host;       /* host staging of the text block */
+    size_t n_text_ints;
+    dev_index_t ti, vi, th; /* text and vision (backend), text (host) */
+};
+
+static void dev_run_free(struct dev_run *r)
+{
+    if (!r)
+        return;
+    mm_backend_t *be = r->be;
+    float *bufs[] = {r->x, r->h, r->qkv, r->att, r->mlp, r->pix, r->patches, r->vt,
+                     r->pq, r->patt, r->px, r->ph, r->pmlp, r->out};
+    for (size_t i = 0; i < MM_ARRAY_LEN(bufs); i++)
+        be->ops->free(be, bufs[i]);
+    be->ops->free(be, r->ints);
+    be->ops->host_free(be, r->host);
+    free(r);
+}
+
+/* Points an index layout at base for `rows` token rows, `batch` sequences;
+ * returns the ints it spans. */
+static size_t index_at(dev_index_t *x, int *base, size_t rows, size_t batch)
+{
+    x->ia = base;
+    x->ib = base + rows;
+    for (int i = 0; i < I_COUNT; i++)
+        x->seq[i] = base + 2 * rows + (size_t)i * batch;
+    return 2 * rows + I_COUNT * batch;
+}
+
+mm_runner_t *mm_runner_new_dev(const mm_model_dev_t *d, int max_text_batch, int max_image_batch)
+{
+    const clip_config_t *c = &d->m->cfg;
+    mm_backend_t *be = d->be;
+    if ((c->has_text && max_text_batch < 1) || (c->has_vision && max_image_batch < 1))
+        return NULL;
+    if (!c->has_text)
+        max_text_batch = 0;
+    if (!c->has_vision)
+        max_image_batch = 0;
+    size_t trows = (size_t)max_text_batch * (c->has_text ? c->text.max_pos : 0);
+    size_t vrows = (size_t)max_image_batch * (c->has_vision ? c->vision.seq : 0);
+    size_t rows = MM_MAX(trows, vrows), dim = 0, hid = 0, npatch = 0, kpatch = 0, npix = 0;
+    if (c->has_text) {
+        dim = MM_MAX(dim, (size_t)c->text.dim);
+        hid = MM_MAX(hid, (size_t)c->text.hidden);
+    }
+    if (c->has_vision) {
+        const tower_config_t *v = &c->vision;
+        dim = MM_MAX(dim, (size_t)v->dim);
+        hid = MM_MAX(hid, (size_t)v->hidden);
+        npatch = (size_t)max_image_batch * v->n_patches;
+        kpatch = (size_t)v->channels * v->patch * v->patch;
+        npix = (size_t)max_image_batch * v->channels * v->image_size * v->image_size;
+    }
+    size_t batch = (size_t)MM_MAX(max_text_batch, max_image_batch);
+
+    mm_runner_t *r = calloc(1, sizeof(*r));
+    struct dev_run *g = calloc(1, sizeof(*g));
+    if (!r || !g) {
+        free(r);
+        free(g);
+        return NULL;
+    }
+    r->m = d->m;
+    r->max_text = max_text_batch;
+    r->max_image = max_image_batch;
+    r->threads = 1;
+    r->dev = g;
+    g->d = d;
+    g->be = be;
+#define A(f, n) (!(g->f = be->ops->alloc(be, (size_t)(n) * sizeof(float))))
+    int bad = A(x, rows * dim) || A(h, rows * dim) || A(qkv, rows * 3 * dim) || A(att, rows * dim) ||
+              A(mlp, rows * hid) || A(pix, npix) || A(patches, npatch * kpatch) || A(vt, (1 + npatch) * dim) ||
+              A(pq, batch * dim) || A(patt, batch * dim) || A(px, batch * dim) || A(ph, batch * dim) ||
+              A(pmlp, batch * hid) || A(out, batch * c->proj_dim);
+#undef A
+    g->n_text_ints = 2 * trows + I_COUNT * (size_t)max_text_batch;
+    size_t n_vision_ints = 2 * vrows + I_COUNT * (size_t)max_image_batch;
+    if (!bad && (!(g->ints = be->ops->alloc(be, (g->n_text_ints + n_vision_ints) * sizeof(int))) ||
+                 !(g->host = be->ops->host_alloc(be, MM_MAX(g->n_text_ints, n_vision_ints) * sizeof(int)))))
+        bad = 1;
+    if (bad) {
+        mm_runner_free(r);
+        return NULL;
+    }
+    index_at(&g->ti, g->ints, trows, (size_t)max_text_batch);
+    index_at(&g->vi, g->ints + g->n_text_ints, vrows, (size_t)max_image_batch);
+    index_at(&g->th, g->host, trows, (size_t)max_text_batch);
+
+    if (c->has_vision) { /* the vision indices, once: they depend only on the geometry */
+        const tower_config_t *v = &c->vision;
+        dev_index_t h;
+        index_at(&h, g->host, vrows, (size_t)max_image_batch);
+        for (int b = 0; b < max_image_batch; b++) {
+            const int o = b * v->seq;
+            for (int i = 0; i < v->seq; i++) {
+                h.ia[o + i] = i == 0 ? 0 : 1 + b * v->n_patches + i - 1; /* row of vt */
+                h.ib[o + i] = i;                                          /* position */
+            }
+            h.seq[I_OFF][b] = o, h.seq[I_LEN][b] = v->seq;
+            h.seq[I_PQOFF][b] = b, h.seq[I_PQLEN][b] = 1, h.seq[I_PKLEN][b] = v->seq;
+            h.seq[I_PROW][b] = o; /* the class token */
+        }
+        be->ops->upload(be, g->vi.ia, g->host, n_vision_ints * sizeof(int));
+        be->ops->upload(be, g->vt, d->m->vw.cls, (size_t)v->dim * sizeof(float)); /* row 0: class embedding */
+        if (be->ops->sync(be)) {
+            mm_runner_free(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+/* encoder_layer on the backend: n packed sequences, T rows in g->x. */
+static void dev_layer(struct dev_run *g, const tower_config_t *c, const layer_weights_t *w, int T,
+                      const mm_seqs_t *full, int causal)
+{
+    mm_backend_t *be = g->be;
+    const mm_backend_ops_t *o = be->ops;
+    const int D = c->dim, H = c->hidden;
+    o->layer_norm(be, g->h, g->x, w->ln1_w, w->ln1_b, T, D, c->eps);
+    o->linear(be, g->qkv, 3 * D, g->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE, 0);
+    o->attention(be, g->att, D, g->qkv, 3 * D, g->qkv + D, 3 * D, g->qkv + 2 * D, 3 * D, full, c->n_heads,
+                 c->head_dim, causal);
+    o->linear(be, g->x, D, g->att, D, w->o_w, w->o_b, T, D, D, MM_ACT_NONE, 1);
+    o->layer_norm(be, g->h, g->x, w->ln2_w, w->ln2_b, T, D, c->eps);
+    o->linear(be, g->mlp, H, g->h, D, w->fc1_w, w->fc1_b, T, D, H, c->act, 0);
+    o->linear(be, g->x, D, g->mlp, H, w->fc2_w, w->fc2_b, T, H, D, MM_ACT_NONE, 1);
+}
+
+/* encoder_layer_pooled on the backend: leaves the n pooled rows in g->px. */
+static void dev_layer_pooled(struct dev_run *g, const tower_config_t *c, const layer_weights_t *w, int T, int n,
+                             const mm_seqs_t *pooled, const int *prow)
+{
+    mm_backend_t *be = g->be;
+    const mm_backend_ops_t *o = be->ops;
+    const int D = c->dim, H = c->hidden;
+    o->layer_norm(be, g->h, g->x, w->ln1_w, w->ln1_b, T, D, c->eps);
+    o->linear(be, g->qkv, 3 * D, g->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE, 0);
+    o->gather_add(be, g->pq, D, g->qkv, 3 * D, prow, NULL, 0, NULL, n, D);
+    o->attention(be, g->patt, D, g->pq, D, g->qkv + D, 3 * D, g->qkv + 2 * D, 3 * D, pooled, c->n_heads,
+                 c->head_dim, 0);
+    o->gather_add(be, g->px, D, g->x, D, prow, NULL, 0, NULL, n, D);
+    o->linear(be, g->px, D, g->patt, D, w->o_w, w->o_b, n, D, D, MM_ACT_NONE, 1);
+    o->layer_norm(be, g->ph, g->px, w->ln2_w, w->ln2_b, n, D, c->eps);
+    o->linear(be, g->pmlp, H, g->ph, D, w->fc1_w, w->fc1_b, n, D, H, c->act, 0);
+    o->linear(be, g->px, D, g->pmlp, H, w->fc2_w, w->fc2_b, n, H, D, MM_ACT_NONE, 1);
+}
+
+/* encoder_head on the backend, then the n projected rows downloaded to out. */
+static int dev_head(struct dev_run *g, const tower_config_t *c, const layer_weights_t *layers, const float *ln_w,
+                    const float *ln_b, const void *proj, int T, int n, const dev_index_t *ix, int max_len, int causal,
+                    float *out)
+{
+    mm_backend_t *be = g->be;
+    const int P = g->d->m->cfg.proj_dim;
+    const mm_seqs_t full = {.qoff = ix->seq[I_OFF], .qlen = ix->seq[I_LEN], .koff = ix->seq[I_OFF],
+                            .klen = ix->seq[I_LEN], .n = n, .max_q = max_len, .max_k = max_len};
+    const mm_seqs_t pooled = {.qoff = ix->seq[I_PQOFF], .qlen = ix->seq[I_PQLEN], .koff = ix->seq[I_OFF],
+                              .klen = ix->seq[I_PKLEN], .n = n, .max_q = 1, .max_k = max_len};
+    for (int l = 0; l < c->n_layers - 1; l++)
+        dev_layer(g, c, &layers[l], T, &full, causal);
+    dev_layer_pooled(g, c, &layers[c->n_layers - 1], T, n, &pooled, ix->seq[I_PROW]);
+    be->ops->layer_norm(be, g->ph, g->px, ln_w, ln_b, n, c->dim, c->eps);
+    be->ops->linear(be, g->out, P, g->ph, c->dim, proj, NULL, n, c->dim, P, MM_ACT_NONE, 0);
+    return be->ops->download(be, out, g->out, (size_t)n * P * sizeof(float));
+}
+
+/* text_forward on the backend (n <= max_text validated sequences). */
+static int dev_text_forward(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
+{
+    struct dev_run *g = r->dev;
+    const tower_config_t *c = &r->m->cfg.text;
+    const text_weights_t *w = &g->d->tw;
+    const dev_index_t *h = &g->th;
+    int T = 0, max_len = 1;
+    for (int s = 0; s < n; s++) {
+        int p = 0; /* pooled position, as text_forward */
+        if (c->eos_argmax) {
+            for (int i = 1; i < lens[s]; i++)
+                if (ids[s][i] > ids[s][p])
+                    p = i;
+        } else {
+            for (int i = 0; i < lens[s]; i++)
+                if (ids[s][i] == c->eos_id) {
+                    p = i;
+                    break;
+                }
+        }
+        h->seq[I_OFF][s] = T, h->seq[I_LEN][s] = lens[s];
+        h->seq[I_PQOFF][s] = s, h->seq[I_PQLEN][s] = 1, h->seq[I_PKLEN][s] = p + 1; /* causal: keys 0..p */
+        h->seq[I_PROW][s] = T + p;
+        for (int i = 0; i < lens[s]; i++) {
+            h->ia[T + i] = ids[s][i];
+            h->ib[T + i] = i;
+        }
+        T += lens[s];
+        max_len = MM_MAX(max_len, lens[s]);
+    }
+    mm_backend_t *be = g->be;
+    be->ops->upload(be, g->ints, g->host, g->n_text_ints * sizeof(int));
+    /* CLIPTextEmbeddings: token + absolute position */
+    be->ops->gather_add(be, g->x, c->dim, w->tok_emb, c->dim, g->ti.ia, w->pos_emb, c->dim, g->ti.ib, T, c->dim);
+    return dev_head(g, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, &g->ti, max_len, 1, out);
+}
+
+/* vision_forward on the backend (n <= max_image images). */
+static int dev_vision_forward(mm_runner_t *r, const float *pixels, int n, float *out)
+{
+    struct dev_run *g = r->dev;
+    const tower_config_t *c = &r->m->cfg.vision;
+    const vision_weights_t *w = &g->d->vw;
+    mm_backend_t *be = g->be;
+    const int D = c->dim, S = c->image_size, C = c->channels, K = C * c->patch * c->patch;
+    be->ops->upload(be, g->pix, pixels, (size_t)n * C * S * S * sizeof(float));
+    be->ops->patchify(be, g->patches, g->pix, n, C, S, c->patch);
+    /* patch_embedding as one GEMM, into the rows after the class embedding */
+    be->ops->linear(be, g->vt + D, D, g->patches, K, w->patch_w, NULL, n * c->n_patches, K, D, MM_ACT_NONE, 0);
+    /* CLIPVisionEmbeddings: [class, patches] + position */
+    const int T = n * c->seq;
+    be->ops->gather_add(be, g->x, D, g->vt, D, g->vi.ia, w->pos_emb, D, g->vi.ib, T, D);
+    be->ops->layer_norm(be, g->x, g->x, w->pre_w, w->pre_b, T, D, c->eps);
+    return dev_head(g, c, w->layers, w->post_w, w->post_b, w->proj, T, n, &g->vi, c->seq, 0, out);
+}
+
+static int dev_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
+{
+    const int P = r->m->cfg.proj_dim;
+    for (int s = 0; s < n; s += r->max_text) {
+        int k = MM_MIN(r->max_text, n - s), rc = dev_text_forward(r, ids + s, lens + s, k, out + (size_t)s * P);
+        if (rc)
+            return rc;
+    }
+    return MM_OK;
+}
+
+static int dev_encode_image(mm_runner_t *r, const float *pixels, int n, float *out)
+{
+    const tower_config_t *v = &r->m->cfg.vision;
+    const size_t per = (size_t)v->channels * v->image_size * v->image_size;
+    const int P = r->m->cfg.proj_dim;
+    for (int s = 0; s < n; s += r->max_image) {
+        int k = MM_MIN(r->max_image, n - s), rc = dev_vision_forward(r, pixels + s * per, k, out + (size_t)s * P);
+        if (rc)
+            return rc;
+    }
+    return MM_OK;
+}
+
 /* ============================================================ encode API */
 
 int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
@@ -777,6 +1178,8 @@ int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *l
             if (ids[s][i] < 0 || ids[s][i] >= c->text.vocab)
                 return MM_E_INVALID;
     }
+    if (r->dev)
+        return dev_encode_text(r, ids, lens, n, out);
     if (mm_nn_threads() != r->threads)
         mm_nn_set_threads(r->threads);
     for (int s = 0; s < n; s += r->max_text) {
@@ -794,6 +1197,8 @@ int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out
     if (n < 0)
         return MM_E_INVALID;
     const size_t per = (size_t)c->vision.channels * c->vision.image_size * c->vision.image_size;
+    if (r->dev)
+        return dev_encode_image(r, pixels, n, out);
     if (mm_nn_threads() != r->threads)
         mm_nn_set_threads(r->threads);
     for (int s = 0; s < n; s += r->max_image) {

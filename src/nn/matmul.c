@@ -518,6 +518,19 @@ mm_dtype_t mm_nn_lin_dtype(const void *wp)
     return (mm_dtype_t)((const lin_hdr_t *)wp)->dtype;
 }
 
+void mm_nn_lin_shape(const void *wp, int *N, int *K)
+{
+    const lin_hdr_t *h = wp;
+    *N = h->N;
+    *K = h->K;
+}
+
+const float *mm_nn_lin_f32(const void *wp)
+{
+    const lin_hdr_t *h = wp;
+    return h->dtype == MM_DT_F32 ? (const float *)((const char *)wp + h->data) : NULL;
+}
+
 /* dst (layout of h) = src, a (K, N) matrix given as W (N, K) (format ba). */
 static void reorder(const lin_hdr_t *h, void *dst, const void *src, dnnl_data_type_t st)
 {
