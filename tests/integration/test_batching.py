@@ -118,6 +118,9 @@ def test_no_503_while_the_queue_has_room():
     and answered, none is turned away."""
     with Server(workers=1, models=MODELS[:1], extra={"queue_depth": "3"}) as s:
         statuses, lock = [], threading.Lock()
+        # the harness's /health polls before the worker was up may have met the
+        # overflow process (503): count only what happens under the load
+        before = s.metrics()["mmembed_busy_rejections_total"]
 
         def client(i):
             for n in range(10):
@@ -130,4 +133,4 @@ def test_no_503_while_the_queue_has_room():
         for t in ts:
             t.join(120)
         assert statuses == [200] * 40, statuses
-        assert s.metrics()["mmembed_busy_rejections_total"] == 0
+        assert s.metrics()["mmembed_busy_rejections_total"] == before
