@@ -14,7 +14,8 @@ from test_embed import FX, TINY, cos, img, load, multipart
 BERT = os.path.join(ROOT, "tests", "fixtures", "bert", "bert-tiny")
 BOUND = {"f32": 0.99999, "bf16": 0.999, "q8": 0.995, "q4": 0.99}
 # q4 CLIP text: issue 20 asks 0.99; the random-weight 2-layer tiny CLIP measures 0.930 (see
-# tests/unit/test_model.c test_dtypes): guarded at the measured value, not the goal
+# tests/unit/test_model.c test_dtypes: one 4-bit matrix of its first layer alone drops it below
+# 0.99, and even 32-level codes on every matrix give 0.990): guarded at the measured value, not the goal
 BOUND_Q4_CLIP_TEXT = 0.92
 
 
