@@ -54,7 +54,9 @@ def test_denied_call_kills_only_that_worker():
         t.start()
         try:
             for n, (call, logged) in enumerate(CALLS.items(), 1):
-                pids = s.worker_pids()
+                # both workers up (/health is 200 as soon as one is)
+                pids = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(s.worker_pids()), timeout=30,
+                                  what="two workers up")
                 victim, other = pids[n % 2], pids[(n + 1) % 2]
                 # the victim dies mid-request and marks it: nginx's retry of it is
                 # answered 422 at once (not run on another worker); a hook call that
