@@ -135,6 +135,16 @@ def doc20():
     return doc(pages)[0]
 
 
+def longtext():
+    """Page 1 has far more text than CLIP's 77 tokens (mode=text cuts it
+    into chunks), with non-ASCII letters so byte and code point offsets
+    differ; page 2 is short."""
+    lines = ["Line %d: the caf\xe9 na\xefve r\xe9sum\xe9 of chapter %d, where the quick brown fox jumps." % (j, j)
+             for j in range(36)]
+    pages = [(LETTER, text_ops(lines, 50, 750, 10), None), (A4, text_ops(["A short second page."], 72, 760), None)]
+    return doc(pages)[0]
+
+
 def notext():
     pages = [(LETTER, "0.2 0.4 0.8 rg 100 100 400 500 re f", None),
              (A4, "0 0 0 RG 10 w 50 50 m 500 700 l S", None)]
@@ -216,7 +226,7 @@ def html():
     return b"<!DOCTYPE html>\n<html><head><title>not a pdf</title></head><body>%PDF-1.4 hello</body></html>\n"
 
 
-KINDS = {k: globals()[k] for k in ("text3", "doc20", "notext", "many", "huge", "truncated", "badxref", "nested",
+KINDS = {k: globals()[k] for k in ("text3", "doc20", "longtext", "notext", "many", "huge", "truncated", "badxref", "nested",
                                     "encrypted", "slow", "zeropages", "html")}
 
 

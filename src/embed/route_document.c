@@ -187,6 +187,126 @@ done:
     return rc;
 }
 
+/* ---------------------------------------------------------------- text chunks */
+
+/* One piece of a page's text layer that the model takes whole. */
+typedef struct {
+    int page_i;             /* index into the request's pages[] */
+    int no;                 /* chunk index within its page, from 0 */
+    const char *text;       /* into the page text; not NUL-terminated */
+    size_t len;
+    long start, end;        /* code points into the page's text: [start, end) */
+} doc_chunk_t;
+
+typedef struct {
+    doc_chunk_t *c;
+    int n, cap;
+    int32_t *ids;           /* (model's max tokens): the fit test's scratch */
+    size_t *cut;            /* candidate chunk ends of the current page */
+    size_t ncut, capcut;
+} chunker_t;
+
+static int is_sp(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+static long cp_count(const char *s, size_t n)
+{
+    long k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* Does t[0..len) fit the model's max tokens untruncated? 1 yes, 0 no,
+ * -1 failed (f set). The same tokenizer and limit /embed/text uses, so a
+ * chunk that fits is embedded whole there too. */
+static int chunk_fits(entry_t *m, chunker_t *ck, const char *t, size_t len, int page, fail_t *f)
+{
+    char err[MM_ERRLEN] = "";
+    int n = 0, rc = mm_encoder_tokenize(m->enc, t, len, m->max_tokens, 0, ck->ids, &n, err, sizeof err);
+    if (rc == MM_E_TOOBIG) return 0;
+    if (rc) return emb_failf(f, 422, "unreadable_text", "page %d's text: %s", page, err), -1;
+    return 1;
+}
+
+/* Cut one page's text s[0..len) into chunks of at most the model's max
+ * tokens. Cuts fall before a run of whitespace (a token boundary for every
+ * pre-tokenizer we load: whitespace/BERT, CLIP's regex, byte-level and
+ * metaspace all start a new token there); a word too long for one chunk
+ * alone is cut between code points. Each cut is the furthest candidate
+ * that still fits, found by galloping then bisecting, so a chunk costs
+ * O(log words) tokenizer runs, each stopping at the token limit. Trailing
+ * whitespace stays with the last chunk, so the chunks concatenate to the
+ * page text exactly. */
+static int chunk_page(entry_t *m, chunker_t *ck, int page_i, int page, const char *s, size_t len, fail_t *f)
+{
+    size_t tail = len;
+    while (tail > 0 && is_sp((unsigned char)s[tail - 1])) tail--;
+    ck->ncut = 0;
+    for (size_t i = 1; i <= len; i++) {
+        if (i < tail ? !(is_sp((unsigned char)s[i]) && !is_sp((unsigned char)s[i - 1])) : i != len) continue;
+        if (ck->ncut == ck->capcut) {
+            size_t nc = ck->capcut ? 2 * ck->capcut : 256;
+            size_t *x = realloc(ck->cut, nc * sizeof *x);
+            if (!x) return emb_failf(f, 500, NULL, "out of memory");
+            ck->cut = x, ck->capcut = nc;
+        }
+        ck->cut[ck->ncut++] = i;
+    }
+    size_t pos = 0, first = 0;   /* cut[first] is the first candidate past pos */
+    long cp = 0;
+    for (int no = 0; pos < len; no++) {
+        while (first < ck->ncut && ck->cut[first] <= pos) first++;
+        size_t end;
+        int r = chunk_fits(m, ck, s + pos, ck->cut[first] - pos, page, f);
+        if (r < 0) return -1;
+        if (r) {   /* gallop: lo fits; hi (when < ncut) does not */
+            size_t lo = first, hi = first + 1, step = 1;
+            while (hi < ck->ncut && (r = chunk_fits(m, ck, s + pos, ck->cut[hi] - pos, page, f)) == 1)
+                lo = hi, step *= 2, hi = MM_MIN(ck->ncut, lo + step);
+            if (r < 0) return -1;
+            while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+                if ((r = chunk_fits(m, ck, s + pos, ck->cut[mid] - pos, page, f)) < 0) return -1;
+                if (r) lo = mid;
+                else hi = mid;
+            }
+            end = ck->cut[lo];
+        } else {   /* one word over the limit: the longest prefix of whole code points that fits */
+            size_t lo = pos, hi = ck->cut[first];
+            while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+                while (mid > lo && ((unsigned char)s[mid] & 0xC0) == 0x80) mid--;
+                if (mid == lo) break;
+                if ((r = chunk_fits(m, ck, s + pos, mid - pos, page, f)) < 0) return -1;
+                if (r) lo = mid;
+                else hi = mid;
+            }
+            end = lo;
+            if (end == pos) {   /* not even one code point fits: take it anyway (the model truncates) */
+                end = pos + 1;
+                while (end < len && ((unsigned char)s[end] & 0xC0) == 0x80) end++;
+            }
+        }
+        if (ck->n == ck->cap) {
+            int nc = ck->cap ? 2 * ck->cap : 64;
+            doc_chunk_t *x = realloc(ck->c, (size_t)nc * sizeof *x);
+            if (!x) return emb_failf(f, 500, NULL, "out of memory");
+            ck->c = x, ck->cap = nc;
+        }
+        long ncp = cp_count(s + pos, end - pos);
+        ck->c[ck->n++] = (doc_chunk_t){page_i, no, s + pos, end - pos, cp, cp + ncp};
+        cp += ncp;
+        pos = end;
+    }
+    return 0;
+}
+
+static void chunker_free(chunker_t *ck)
+{
+    free(ck->c);
+    free(ck->ids);
+    free(ck->cut);
+}
+
 void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
 {
     fail_t f = {0};
@@ -198,6 +318,7 @@ void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
     size_t *tlens = NULL;
     mm_buf_t tbuf;
     mm_buf_init(&tbuf);
+    chunker_t ck = {0};
     char err[MM_ERRLEN] = "";
     if (read_doc(e, r, &q, &f)) goto fail;
     int need_text = q.mode ? (q.mode & DOC_TEXT) != 0 : 0, need_vision = q.mode ? (q.mode & DOC_IMAGE) != 0 : 0;
@@ -237,14 +358,13 @@ void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
         doc_fail(&f, rc, err);
         goto fail;
     }
-    int both = q.mode == (DOC_IMAGE | DOC_TEXT), nv = both ? 2 * n : n, d = m->info->dim, hits = 0;
-    if (nv + 1 > e->max_vecs) {
-        emb_failf(&f, 413, "too_many_inputs", "%d pages; at most %d per request here", n, (e->max_vecs - 1) / 2);
+    int n_img = (q.mode & DOC_IMAGE) ? n : 0, d = m->info->dim, hits = 0;
+    if (n_img + 1 > e->max_vecs) {
+        emb_failf(&f, 413, "too_many_inputs", "%d pages; at most %d per request here", n, e->max_vecs - 1);
         goto fail;
     }
     e->t_decode = e->t_model = 0;
     if ((q.mode & DOC_IMAGE) && doc_images(e, m, &job, &q, &di, pages, n, e->vecs, &hits, &f)) goto fail;
-    int n_text = 0;
     if (q.mode & DOC_TEXT) {
         texts = calloc((size_t)n, sizeof *texts);
         tlens = calloc((size_t)n, sizeof *tlens);
@@ -256,59 +376,65 @@ void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
             doc_fail(&f, rc, err);
             goto fail;
         }
+        if (!(ck.ids = malloc(sizeof(int32_t) * (size_t)(m->info->max_tokens + 1)))) {
+            emb_failf(&f, 500, NULL, "out of memory");
+            goto fail;
+        }
         for (int i = 0; i < n; i++) {
             size_t k = 0;
             while (k < tlens[i] && isspace((unsigned char)texts[i][k])) k++;
-            if (k < tlens[i]) n_text++;
-            else tlens[i] = 0;   /* no text on this page: no text item */
+            if (k == tlens[i]) continue;   /* no text on this page: no text item */
+            if (chunk_page(m, &ck, i, pages[i], texts[i], tlens[i], &f)) goto fail;
+            if (n_img + ck.n + 1 > e->max_vecs) {
+                emb_failf(&f, 413, "too_many_inputs",
+                          "the pages' text makes more than %d chunks of %d tokens; at most %d vectors per request here "
+                          "(choose fewer pages)", ck.n, m->max_tokens, e->max_vecs - 1);
+                goto fail;
+            }
         }
-        if (!n_text && q.mode == DOC_TEXT) {
+        if (!ck.n && q.mode == DOC_TEXT) {
             emb_failf(&f, 422, "no_text_layer", "the selected pages have no text layer (try mode=image)");
             goto fail;
         }
-        /* one vector per page with text; the model's truncation applies */
-        const char **tt = calloc((size_t)n_text + 1, sizeof *tt);
-        size_t *tl = calloc((size_t)n_text + 1, sizeof *tl);
+        /* one vector per chunk; every chunk fits the model's max tokens */
+        const char **tt = calloc((size_t)ck.n + 1, sizeof *tt);
+        size_t *tl = calloc((size_t)ck.n + 1, sizeof *tl);
         long tokens = 0;
-        int k = 0;
-        for (int i = 0; tt && tl && i < n; i++)
-            if (tlens[i]) tt[k] = texts[i], tl[k++] = tlens[i];
-        rc = tt && tl ? emb_encode_texts(e, m, tt, tl, n_text, e->vecs + (size_t)(both ? n : 0) * d, &tokens, q.use_cache,
-                                     &hits, &f)
+        for (int c = 0; tt && tl && c < ck.n; c++) tt[c] = ck.c[c].text, tl[c] = ck.c[c].len;
+        rc = tt && tl ? emb_encode_texts(e, m, tt, tl, ck.n, e->vecs + (size_t)n_img * d, &tokens, q.use_cache, &hits, &f)
                       : emb_failf(&f, 500, NULL, "out of memory");
         free(tt);
         free(tl);
         if (rc) goto fail;
     }
+    int nv = n_img + ck.n;
     emb_set_x_cache(e, r, q.use_cache, hits, nv);
     size_t hl = strlen(r->headers);
     snprintf(r->headers + hl, sizeof r->headers - hl, "Server-Timing: render;dur=%.2f, decode;dur=%.2f, model;dur=%.2f\r\n",
              job.render_ms, e->t_decode, e->t_model);
     emb_begin_data(&r->out, m, d);
-    int idx = 0, ti = 0;
+    int idx = 0;
     float *pooled = e->vecs + (size_t)nv * d;
     memset(pooled, 0, sizeof(float) * (size_t)d);
-    for (int pass = 0; pass < 2; pass++) {
-        int kind = pass ? DOC_TEXT : DOC_IMAGE;
-        if (!(q.mode & kind)) continue;
-        for (int i = 0; i < n; i++) {
-            if (kind == DOC_TEXT && !tlens[i]) continue;
-            int slot = kind == DOC_IMAGE ? i : (both ? n : 0) + ti++;
-            float *vec = e->vecs + (size_t)slot * d;
-            mm_nn_l2_normalize(vec, d);   /* pooling averages unit vectors */
-            for (int x = 0; x < d; x++) pooled[x] += vec[x];
-            mm_buf_printf(&r->out, "%s{\"object\":\"embedding\",\"index\":%d,\"page\":%d,\"kind\":\"%s\",", idx ? "," : "",
-                          idx, pages[i], kind == DOC_IMAGE ? "image" : "text");
-            idx++;
-            if (q.return_text && texts) {
+    for (int slot = 0; slot < nv; slot++) {
+        const doc_chunk_t *c = slot < n_img ? NULL : &ck.c[slot - n_img];
+        float *vec = e->vecs + (size_t)slot * d;
+        mm_nn_l2_normalize(vec, d);   /* pooling averages unit vectors */
+        for (int x = 0; x < d; x++) pooled[x] += vec[x];
+        mm_buf_printf(&r->out, "%s{\"object\":\"embedding\",\"index\":%d,\"page\":%d,\"kind\":\"%s\",", idx ? "," : "",
+                      idx, c ? pages[c->page_i] : pages[slot], c ? "text" : "image");
+        idx++;
+        if (c) {
+            mm_buf_printf(&r->out, "\"chunk\":%d,\"start\":%ld,\"end\":%ld,", c->no, c->start, c->end);
+            if (q.return_text) {
                 mm_buf_puts(&r->out, "\"text\":");
-                mm_buf_json_str(&r->out, texts[i], tlens[i]);
+                mm_buf_json_str(&r->out, c->text, c->len);
                 mm_buf_puts(&r->out, ",");
             }
-            mm_buf_puts(&r->out, "\"embedding\":");
-            emb_write_vec(&r->out, vec, d);
-            mm_buf_puts(&r->out, "}");
         }
+        mm_buf_puts(&r->out, "\"embedding\":");
+        emb_write_vec(&r->out, vec, d);
+        mm_buf_puts(&r->out, "}");
     }
     mm_buf_printf(&r->out, "],\"pages\":%d", di.n_pages);
     if (q.pool && idx) {
@@ -328,6 +454,7 @@ out:
     free(texts);
     free(tlens);
     mm_buf_free(&tbuf);
+    chunker_free(&ck);
     doc_free(&q);
 }
 

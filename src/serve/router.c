@@ -179,13 +179,16 @@ static void h_info(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     mm_buf_printf(b, ",\"limits\":{\"max_body_bytes\":%lld,\"max_items\":%d,\"max_text_bytes\":%lld,\"max_request_text_bytes\":%lld,"
                      "\"max_pixels\":%lld,\"max_parts\":%d,\"max_frames\":%d,\"default_frames\":%d,"
                      "\"max_video_seconds\":%g,\"video_budget_seconds\":%g,\"image_budget_seconds\":%g,"
-                     "\"request_timeout_seconds\":%g},"
+                     "\"request_timeout_seconds\":%g,"
+                     "\"max_pages\":%d,\"max_page_pixels\":%d,\"render_budget\":%g,\"max_pdf_bytes\":%lld,"
+                     "\"render_memory\":%lld},"
                      "\"pool\":{\"workers\":%d,\"threads\":%d,\"queue_depth\":%d}}\n",
                   (long long)c->max_body_bytes, c->max_items, (long long)c->max_text_bytes,
                   (long long)c->max_request_text_bytes,
                   (long long)c->max_pixels, c->max_parts, c->max_frames, c->default_frames,
-                  c->max_video_seconds, c->video_budget, c->image_budget, c->request_timeout, c->workers, c->threads,
-                  c->queue_depth);
+                  c->max_video_seconds, c->video_budget, c->image_budget, c->request_timeout,
+                  c->max_pages, c->max_page_pixels, c->render_budget, (long long)c->max_pdf_bytes,
+                  (long long)c->render_memory, c->workers, c->threads, c->queue_depth);
     mm_http_respond_json(r, 200);
 }
 

@@ -167,3 +167,27 @@ ff -f lavfi -i "testsrc2=s=16x12:r=4:d=1" "$V/anim.gif"
 ff -f lavfi -i "testsrc2=s=16x12:r=4:d=1" -plays 0 -f apng "$V/anim.apng"
 
 du -sh "$C"
+
+# ---------------------------------------------------------------- document
+# 4 header bytes (n_pages LE, max_out, max_pixels; see fuzz_document.c), then
+# pdfinfo text / a pdftoppm stream / a page spec.
+D="$C/document"
+mkdir -p "$D"
+printf '\003\000\040\340Title:          report\nPages:          3\nEncrypted:      no\nPage    1 size: 612 x 792 pts (letter)\nPage    1 rot:  0\nPage    2 size: 841.89 x 595.276 pts (A4)\nPage    2 rot:  90\nPage    3 size: 595.276 x 841.89 pts (A4)\nPage    3 rot:  0\n' >"$D/info.txt"
+printf '\001\000\040\340Pages:          1\nPage    1 size: 14400 x 14400 pts\n' >"$D/info-huge.txt"
+printf '\005\000\040\340Pages:          5\nPage    1 size: 612 x 792 pts\nPage    3 size: 612 x 792 pts\nPage    2 rot:  270\n' >"$D/info-gap.txt"
+printf '\001\000\040\340Syntax Error: something\nPages: \n' >"$D/info-nopages.txt"
+python3 - "$D" <<'PY'
+import sys
+d = sys.argv[1] + "/"
+def ppm(w, h, seed, comment=False):
+    return b"P6\n" + (b"# pdftoppm\n" if comment else b"") + b"%d %d\n255\n" % (w, h) + \
+        bytes(((x * 7 + seed) & 255) for x in range(w * h * 3))
+open(d + "ppm-one.bin", "wb").write(bytes((2, 0, 32, 224)) + ppm(5, 3, 1))
+open(d + "ppm-two.bin", "wb").write(bytes((2, 0, 32, 10)) + ppm(4, 4, 2, True) + ppm(2, 6, 3))
+open(d + "ppm-short.bin", "wb").write(bytes((2, 0, 32, 224)) + ppm(8, 8, 4)[:100])
+PY
+printf '\012\000\007\000 1-5,8' >"$D/pages.txt"
+printf '\377\377\037\0001 - 3 , 9998-10000,2,2' >"$D/pages-open.txt"
+printf '\002\000\007\000' >"$D/pages-empty.txt"
+printf '\020\000\003\000 4-2' >"$D/pages-bad.txt"

@@ -116,3 +116,48 @@ def test_hostile_pdf_does_not_hurt_concurrent_requests():
         r = post_doc(s, pdf("text3"))
         assert r.status == 200, r
         assert s.status()["crashes"] == 0
+
+
+def test_text_chunks():
+    """mode=text cuts a page longer than the model's 77 tokens into chunks:
+    they concatenate to the page text, start/end are code point offsets
+    into it, each fits the model untruncated and takes as much as fits, and
+    each vector is /embed/text's of the chunk's text."""
+    need_poppler()
+    with Server(workers=1, models=MODELS) as s:
+        r = post_doc(s, pdf("longtext"), {"mode": "text", "return_text": "true"})
+        assert r.status == 200, r
+        items = r.json()["data"]
+        p1 = [d for d in items if d["page"] == 1]
+        p2 = [d for d in items if d["page"] == 2]
+        assert len(p1) >= 3 and len(p2) == 1, [(d["page"], d["chunk"]) for d in items]
+        assert [d["chunk"] for d in p1] == list(range(len(p1))) and p2[0]["chunk"] == 0
+        assert all(d["kind"] == "text" for d in items) and [d["index"] for d in items] == list(range(len(items)))
+        page = "".join(d["text"] for d in p1)
+        assert "caf\u00e9 na\u00efve r\u00e9sum\u00e9 of chapter 35" in page, page[-200:]
+        pos = 0
+        for d in p1:   # contiguous code point ranges (the text has 2-byte letters, so bytes would differ)
+            assert d["start"] == pos and d["end"] == pos + len(d["text"]), (d["start"], d["end"], pos, len(d["text"]))
+            assert page[d["start"]:d["end"]] == d["text"]
+            pos = d["end"]
+        assert p2[0]["start"] == 0 and p2[0]["end"] == len(p2[0]["text"])
+        # one pdftotext run over the page gives what the chunks add up to
+        whole = post_doc(s, pdf("longtext"), {"mode": "text", "return_text": "true", "pages": "1"}).json()["data"]
+        assert "".join(d["text"] for d in whole) == page
+        # each chunk fits untruncated; one more word would not
+        for a, b in zip(p1, p1[1:]):
+            r = s.post_json("/embed/text", {"texts": [a["text"]], "truncate": False, "cache": False})
+            assert r.status == 200, (a["text"], r)
+            nxt = b["text"].split()[0]
+            more = a["text"] + b["text"][:b["text"].index(nxt) + len(nxt)]
+            r = s.post_json("/embed/text", {"texts": [more], "truncate": False, "cache": False})
+            assert r.status == 422 and r.json()["error"]["code"] == "input_too_long", (more, r)
+        ref = s.post_json("/embed/text", {"texts": [d["text"] for d in items], "cache": False}).json()["data"]
+        for d, e in zip(items, ref):
+            assert cos(d["embedding"], e["embedding"]) >= 0.99999
+        # both: the page images, then the chunks; pooling over all of them
+        r = post_doc(s, pdf("longtext"), {"mode": "both", "pooling": "mean"})
+        assert r.status == 200, r
+        kinds = [(d["page"], d["kind"]) for d in r.json()["data"]]
+        assert kinds == [(1, "image"), (2, "image")] + [(d["page"], "text") for d in items], kinds
+        assert len(r.json()["document"]["embedding"]) == r.json()["dim"]

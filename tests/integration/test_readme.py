@@ -111,7 +111,8 @@ def test_readme_limits_are_the_defaults():
     doc = config_defaults()
     info_key = {"limits.max_items": "max_items", "limits.max_text_bytes": "max_text_bytes",
                 "limits.max_pixels": "max_pixels", "limits.max_parts": "max_parts",
-                "limits.max_video_seconds": "max_video_seconds", "limits.video_budget": "video_budget_seconds"}
+                "limits.max_video_seconds": "max_video_seconds", "limits.video_budget": "video_budget_seconds",
+                "limits.render_budget": "render_budget"}
     with Server(workers=1, models=MODELS[:1]) as s:
         limits = s.get("/info").json()["limits"]
     wrong = []
@@ -124,6 +125,11 @@ def test_readme_limits_are_the_defaults():
     if (int(m.group(1)), int(m.group(2))) != (limits["max_frames"], limits["default_frames"]):
         wrong.append(f"max_frames/default_frames: README {m.group(1)}/{m.group(2)}, server "
                      f"{limits['max_frames']}/{limits['default_frames']}")
+    for a, b in (("max_pages", "max_page_pixels"), ("max_pdf_bytes", "render_memory")):   # two-key rows
+        m = re.search(r"^\| `limits.%s`, `limits.%s` \| ([^,|]+), ([^|]+?) \|" % (a, b), open(README).read(), re.M)
+        assert m, f"limits.{a}, limits.{b} are not in README.md's configuration table"
+        if (size(m.group(1)), size(m.group(2))) != (limits[a], limits[b]):
+            wrong.append(f"{a}/{b}: README {m.group(1)}/{m.group(2)}, server {limits[a]}/{limits[b]}")
     assert not wrong, "\n".join(wrong)
 
 
