@@ -200,6 +200,14 @@ int emb_decode_b64_image(const char *s, size_t len, unsigned char **out, size_t 
     return 0;
 }
 
+int emb_form_bool(const form_t *fm, const char *name, int *out, fail_t *f)
+{
+    const part_t *p = emb_form_field(fm, name);
+    if (p && emb_parse_bool(p->data.data ? p->data.data : "", out))
+        return emb_failf(f, 400, "invalid_parameter", "field '%s' must be true or false", name);
+    return 0;
+}
+
 int emb_form_number(const form_t *fm, const char *name, double *out, fail_t *f)
 {
     const part_t *p = emb_form_field(fm, name);

@@ -185,6 +185,8 @@ struct json_object *emb_read_json(mm_embed_t *e, mm_http_req_t *r, fail_t *f);
 int emb_read_form(mm_embed_t *e, mm_http_req_t *r, form_t *fm, fail_t *f);
 void emb_form_free(form_t *fm);
 const part_t *emb_form_field(const form_t *fm, const char *name);
+/* Form fields (absent: *out unchanged, 0; present but malformed: 400, -1). */
+int emb_form_bool(const form_t *fm, const char *name, int *out, fail_t *f);
 int emb_form_number(const form_t *fm, const char *name, double *out, fail_t *f);
 int emb_form_int(const form_t *fm, const char *name, int *out, fail_t *f);
 int emb_parse_bool(const char *s, int *out);

@@ -70,13 +70,10 @@ static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multi
             }
         const part_t *p;
         if ((p = emb_form_field(fm, "model")) && p->data.len) q->model = p->data.data;
-        if ((p = emb_form_field(fm, "normalize")) && emb_parse_bool(p->data.data ? p->data.data : "", &q->normalize))
-            return emb_failf(f, 400, "invalid_parameter", "field 'normalize' must be true or false");
-        if ((p = emb_form_field(fm, "return_parts")) && emb_parse_bool(p->data.data ? p->data.data : "", &q->return_parts))
-            return emb_failf(f, 400, "invalid_parameter", "field 'return_parts' must be true or false");
-        if ((p = emb_form_field(fm, "cache")) && emb_parse_bool(p->data.data ? p->data.data : "", &q->use_cache))
-            return emb_failf(f, 400, "invalid_parameter", "field 'cache' must be true or false");
-        if (emb_form_number(fm, "text_weight", &q->wt, f) || emb_form_number(fm, "image_weight", &q->wi, f)) return -1;
+        if (emb_form_bool(fm, "normalize", &q->normalize, f) || emb_form_bool(fm, "return_parts", &q->return_parts, f) ||
+            emb_form_bool(fm, "cache", &q->use_cache, f) || emb_form_number(fm, "text_weight", &q->wt, f) ||
+            emb_form_number(fm, "image_weight", &q->wi, f))
+            return -1;
         if (multimodal && (p = emb_form_field(fm, "text"))) {
             q->text = p->data.data ? p->data.data : "";
             q->text_len = p->data.len;

@@ -48,14 +48,8 @@ void mm_embed_video(mm_embed_t *e, mm_http_req_t *r)
         goto fail;
     }
     int normalize = 1, return_frames = 0, pooling = POOL_MEAN, frames = e->conf->default_frames;
-    if ((p = emb_form_field(&fm, "normalize")) && emb_parse_bool(p->data.data ? p->data.data : "", &normalize)) {
-        emb_failf(&f, 400, "invalid_parameter", "field 'normalize' must be true or false");
+    if (emb_form_bool(&fm, "normalize", &normalize, &f) || emb_form_bool(&fm, "return_frames", &return_frames, &f))
         goto fail;
-    }
-    if ((p = emb_form_field(&fm, "return_frames")) && emb_parse_bool(p->data.data ? p->data.data : "", &return_frames)) {
-        emb_failf(&f, 400, "invalid_parameter", "field 'return_frames' must be true or false");
-        goto fail;
-    }
     if ((p = emb_form_field(&fm, "pooling"))) {
         const char *pv = p->data.data ? p->data.data : "";
         if (!strcmp(pv, "mean")) pooling = POOL_MEAN;

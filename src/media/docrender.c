@@ -40,8 +40,7 @@
 #include <unistd.h>
 
 #if defined(__x86_64__)
-#include <linux/audit.h>
-#include <linux/filter.h>
+#include "mmembed/seccomp.h"
 #include <linux/seccomp.h>
 #endif
 
@@ -109,18 +108,6 @@ static int send_frame(int fd, uint32_t type, const void *p, uint32_t len)
 /* ---------------------------------------------------------------- the renderer's own filter */
 
 #if defined(__x86_64__)
-enum { MAX_INSNS = 200 };
-typedef struct {
-    struct sock_filter f[MAX_INSNS];
-    int n;
-} prog_t;
-
-static void emit(prog_t *p, struct sock_filter s)
-{
-    if (p->n < MAX_INSNS) p->f[p->n] = s;
-    p->n++;
-}
-
 #define RET_ERRNO(e) BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
 #define RET_ALLOW BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
 #define ARG_LO(i) offsetof(struct seccomp_data, args[i])
@@ -148,60 +135,50 @@ static const int denied[] = {
 /* execve is allowed once: for the pointer `path` of this process (the
  * exec below); the new program's address space would need that exact
  * value, so a second exec is refused. */
-static int build_filter(prog_t *p, const char *path)
+static int build_filter(mm_seccomp_prog_t *p, const char *path)
 {
     const unsigned wflags = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND;
     uint64_t pv = (uint64_t)(uintptr_t)path;
-    p->n = 0;
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-    for (size_t i = 0; i < MM_ARRAY_LEN(denied); i++) {
-        emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)denied[i], 0, 1));
-        emit(p, (struct sock_filter)RET_ERRNO(EACCES));
-    }
+    mm_seccomp_begin(p);
+    mm_seccomp_ret_on(p, denied, MM_ARRAY_LEN(denied), SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA));
     /* clone3: flags in memory → ENOSYS, glibc falls back to clone */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
-    emit(p, (struct sock_filter)RET_ERRNO(ENOSYS));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1));
-    emit(p, (struct sock_filter)RET_ERRNO(ENOSYS));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ERRNO(ENOSYS));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ERRNO(ENOSYS));
     /* clone: threads only (no process) */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1));
-    emit(p, (struct sock_filter)RET_ALLOW);
-    emit(p, (struct sock_filter)RET_ERRNO(EACCES));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ALLOW);
+    mm_seccomp_emit(p, (struct sock_filter)RET_ERRNO(EACCES));
     /* open / openat: read-only */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_open, 0, 4));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(1)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, wflags, 0, 1));
-    emit(p, (struct sock_filter)RET_ERRNO(EACCES));
-    emit(p, (struct sock_filter)RET_ALLOW);
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 4));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(2)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, wflags, 0, 1));
-    emit(p, (struct sock_filter)RET_ERRNO(EACCES));
-    emit(p, (struct sock_filter)RET_ALLOW);
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_open, 0, 4));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(1)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, wflags, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ERRNO(EACCES));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ALLOW);
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat, 0, 4));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(2)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, wflags, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ERRNO(EACCES));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ALLOW);
     /* execve: only ours */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_execve, 0, 5));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)pv, 0, 2));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_HI(0)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)(pv >> 32), 1, 0));
-    emit(p, (struct sock_filter)RET_ERRNO(EACCES));
-    emit(p, (struct sock_filter)RET_ALLOW);
-    return p->n <= MAX_INSNS ? 0 : -1;
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_execve, 0, 5));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(0)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)pv, 0, 2));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_HI(0)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)(pv >> 32), 1, 0));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ERRNO(EACCES));
+    mm_seccomp_emit(p, (struct sock_filter)RET_ALLOW);
+    return p->n <= MM_SECCOMP_MAX_INSNS ? 0 : -1;
 }
 
 static int enter_filter(const char *path)
 {
-    static prog_t p;   /* static: the child's stack is small enough either way; keeps it off it */
+    static mm_seccomp_prog_t p;   /* static: the child's stack is small enough either way; keeps it off it */
     if (build_filter(&p, path) < 0) return -1;
-    struct sock_fprog fp = {.len = (unsigned short)p.n, .filter = p.f};
-    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fp);
+    return (int)mm_seccomp_load(&p, 0);
 }
 #else
 static int enter_filter(const char *path)

@@ -693,6 +693,26 @@ static void encoder_head(mm_runner_t *r, const tower_config_t *c, const layer_we
     mm_nn_linear(out, r->m->cfg.proj_dim, r->ph, c->dim, proj, NULL, n, c->dim, r->m->cfg.proj_dim, MM_ACT_NONE);
 }
 
+/* The row a text sequence is pooled at (CLIPTextTransformer.forward): the
+ * first eos_id, or with eos_argmax (legacy configs) the largest id; 0 when
+ * there is no eos_id. Shared by the CPU and the backend paths. */
+static int pooled_pos(const tower_config_t *c, const int32_t *ids, int len)
+{
+    int p = 0;
+    if (c->eos_argmax) {
+        for (int i = 1; i < len; i++)
+            if (ids[i] > ids[p])
+                p = i;
+    } else {
+        for (int i = 0; i < len; i++)
+            if (ids[i] == c->eos_id) {
+                p = i;
+                break;
+            }
+    }
+    return p;
+}
+
 /* CLIPTextTransformer on n (<= max_text) validated sequences. */
 static void text_forward(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
 {
@@ -704,20 +724,7 @@ static void text_forward(mm_runner_t *r, const int32_t *const *ids, const int *l
         r->off[s] = T;
         r->len[s] = lens[s];
         T += lens[s];
-        /* pooled position (CLIPTextTransformer.forward) */
-        int p = 0;
-        if (c->eos_argmax) {
-            for (int i = 1; i < lens[s]; i++)
-                if (ids[s][i] > ids[s][p])
-                    p = i;
-        } else {
-            for (int i = 0; i < lens[s]; i++)
-                if (ids[s][i] == c->eos_id) {
-                    p = i;
-                    break;
-                }
-        }
-        r->pool[s] = p;
+        r->pool[s] = pooled_pos(c, ids[s], lens[s]);
         /* CLIPTextEmbeddings: token + absolute position */
         for (int i = 0; i < lens[s]; i++) {
             float *x = r->x + (size_t)(r->off[s] + i) * D;
@@ -1088,18 +1095,7 @@ static int dev_text_forward(mm_runner_t *r, const int32_t *const *ids, const int
     const dev_index_t *h = &g->th;
     int T = 0, max_len = 1;
     for (int s = 0; s < n; s++) {
-        int p = 0; /* pooled position, as text_forward */
-        if (c->eos_argmax) {
-            for (int i = 1; i < lens[s]; i++)
-                if (ids[s][i] > ids[s][p])
-                    p = i;
-        } else {
-            for (int i = 0; i < lens[s]; i++)
-                if (ids[s][i] == c->eos_id) {
-                    p = i;
-                    break;
-                }
-        }
+        const int p = pooled_pos(c, ids[s], lens[s]);
         h->seq[I_OFF][s] = T, h->seq[I_LEN][s] = lens[s];
         h->seq[I_PQOFF][s] = s, h->seq[I_PQLEN][s] = 1, h->seq[I_PKLEN][s] = p + 1; /* causal: keys 0..p */
         h->seq[I_PROW][s] = T + p;

@@ -216,6 +216,37 @@ static int walk_get(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const mm_
     return rc;
 }
 
+/* A tensor as f32 at the walk's offset (sizing pass: only the offset moves). */
+static void put_dense(mm_tc_walk_t *w, const mm_st_tensor_t *t)
+{
+    if (w->base)
+        mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
+    w->off += t->numel * sizeof(float);
+}
+
+/* A part where the walk is: inside lin_begin/lin_end appended to the f32
+ * rows lin_end packs, else placed dense. */
+static int walk_put(mm_tc_walk_t *w, const mm_st_tensor_t *t)
+{
+    if (!w->lin) {
+        put_dense(w, t);
+        return MM_OK;
+    }
+    if (w->base) {
+        if (w->tmp_n + t->numel > w->tmp_cap) {
+            size_t cap = (w->tmp_n + t->numel) * 2;
+            float *p = realloc(w->tmp, cap * sizeof(float));
+            if (!p)
+                return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+            w->tmp = p;
+            w->tmp_cap = cap;
+        }
+        mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
+    }
+    w->tmp_n += t->numel;
+    return MM_OK;
+}
+
 int mm_tc_walk_part(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
 {
     const mm_st_tensor_t *t;
@@ -223,27 +254,7 @@ int mm_tc_walk_part(mm_tc_walk_t *w, int ndim, int64_t d0, int64_t d1, const cha
     va_start(ap, fmt);
     int rc = walk_get(w, ndim, d0, d1, &t, fmt, ap);
     va_end(ap);
-    if (rc)
-        return rc;
-    if (w->lin) {
-        if (w->base) {
-            if (w->tmp_n + t->numel > w->tmp_cap) {
-                size_t cap = (w->tmp_n + t->numel) * 2;
-                float *p = realloc(w->tmp, cap * sizeof(float));
-                if (!p)
-                    return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
-                w->tmp = p;
-                w->tmp_cap = cap;
-            }
-            mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
-        }
-        w->tmp_n += t->numel;
-        return MM_OK;
-    }
-    if (w->base)
-        mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
-    w->off += t->numel * sizeof(float);
-    return MM_OK;
+    return rc ? rc : walk_put(w, t);
 }
 
 /* A dense layer's parts (W's rows) are gathered in f32 and lin_end packs
@@ -278,25 +289,7 @@ int mm_tc_walk_part_shape(mm_tc_walk_t *w, int ndim, const int64_t *shape, const
     if (rc)
         return rc;
     w->dtypes |= 1u << t->dtype;
-    if (!w->lin) {
-        if (w->base)
-            mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
-        w->off += t->numel * sizeof(float);
-        return MM_OK;
-    }
-    if (w->base) {
-        if (w->tmp_n + t->numel > w->tmp_cap) {
-            size_t cap = (w->tmp_n + t->numel) * 2;
-            float *p = realloc(w->tmp, cap * sizeof(float));
-            if (!p)
-                return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
-            w->tmp = p;
-            w->tmp_cap = cap;
-        }
-        mm_st_convert(t->dtype, t->data, w->tmp + w->tmp_n, t->numel);
-    }
-    w->tmp_n += t->numel;
-    return MM_OK;
+    return walk_put(w, t);
 }
 
 int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
@@ -309,9 +302,7 @@ int mm_tc_walk_one(mm_tc_walk_t *w, const float **dst, int ndim, int64_t d0, int
     va_end(ap);
     if (rc)
         return rc;
-    if (w->base)
-        mm_st_convert(t->dtype, t->data, (float *)(w->base + w->off), t->numel);
-    w->off += t->numel * sizeof(float);
+    put_dense(w, t);
     return MM_OK;
 }
 

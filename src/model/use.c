@@ -522,6 +522,17 @@ static void *grow(void *p, size_t *cap, size_t need)
     return q;
 }
 
+/* Grows S_.ids to n texts of up to T tokens and S_.tlens to n lengths.
+ * Returns MM_OK or MM_E_NOMEM (what did grow is kept either way). */
+static int grow_inputs(int n, int T)
+{
+    int32_t *ids = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *ids);
+    if (ids) S_.ids = ids;
+    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
+    if (tlens) S_.tlens = tlens;
+    return ids && tlens ? MM_OK : MM_E_NOMEM;
+}
+
 /* Runs n tokenized texts packed back to back in ids (tlens[i] each, 1 to
  * max_tokens) through the graph into out (n, hidden). */
 static int embed_packed(const mm_use_t *m, const int32_t *ids, const int *tlens, int n, float *out, char *err,
@@ -575,12 +586,10 @@ int mm_use_embed(const mm_use_t *m, const char *const *texts, const size_t *lens
     /* Tokenize everything first: errors come before any compute, and the
      * scratch is sized for the rows actually run (a short text costs a few
      * KB of scratch, not the 1,024-row maximum). */
-    int32_t *ids = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *ids);
-    if (ids) S_.ids = ids;
-    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
-    if (tlens) S_.tlens = tlens;
-    if (!ids || !tlens)
+    if (grow_inputs(n, T))
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory for a batch of %d", n);
+    int32_t *ids = S_.ids;
+    int *tlens = S_.tlens;
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         int rc;
@@ -601,11 +610,9 @@ int mm_use_embed_ids(const mm_use_t *m, const int32_t *const *ids, const int *le
     if (n <= 0)
         return MM_OK;
     const int T = m->c.max_tokens;
-    int32_t *packed = grow(S_.ids, &S_.ids_cap, (size_t)n * T * sizeof *packed);
-    if (packed) S_.ids = packed;
-    int *tlens = grow(S_.tlens, &S_.tlens_cap, (size_t)n * sizeof *tlens);
-    if (tlens) S_.tlens = tlens;
-    if (!packed || !tlens) return MM_E_NOMEM;
+    if (grow_inputs(n, T)) return MM_E_NOMEM;
+    int32_t *packed = S_.ids;
+    int *tlens = S_.tlens;
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         if (lens[i] < 1 || lens[i] > T) return MM_E_INVALID;

@@ -41,9 +41,9 @@
 
 #if defined(__x86_64__) && !defined(MM_SANDBOX_SANITIZED)
 
+#include "mmembed/seccomp.h"
+
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <stddef.h>
@@ -78,61 +78,35 @@ static const int allowed[] = {
     SYS_set_tid_address, SYS_membarrier, SYS_sched_getparam, SYS_sched_getscheduler,
 };
 
-#define A_ARCH offsetof(struct seccomp_data, arch)
-#define A_NR offsetof(struct seccomp_data, nr)
 #define A_ARG_LO(i) offsetof(struct seccomp_data, args[i]) /* little endian: the low word */
 
 #define ALLOW BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
 #define DENY BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP)
 
-enum { MAX_INSNS = 256 };
-
-typedef struct {
-    struct sock_filter f[MAX_INSNS];
-    int n;
-} prog_t;
-
-static void emit(prog_t *p, struct sock_filter s)
-{
-    if (p->n < MAX_INSNS) p->f[p->n] = s;
-    p->n++;
-}
-
 /* if nr == `nr`: allow when (low word of arg `i`) == v, else deny; other
  * calls fall through with the number still in the accumulator */
-static void arg_eq(prog_t *p, int nr, int i, unsigned v)
+static void arg_eq(mm_seccomp_prog_t *p, int nr, int i, unsigned v)
 {
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 4));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARG_LO(i)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, v, 0, 1));
-    emit(p, (struct sock_filter)ALLOW);
-    emit(p, (struct sock_filter)DENY);
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 4));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARG_LO(i)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, v, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)ALLOW);
+    mm_seccomp_emit(p, (struct sock_filter)DENY);
 }
 
-static int build(prog_t *p)
+static int build(mm_seccomp_prog_t *p)
 {
-    p->n = 0;
-    /* the architecture first: numbers mean other calls elsewhere */
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARCH));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_NR));
-    /* x32 ABI numbers (bit 30) reach the same kernel code */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
-    for (size_t i = 0; i < MM_ARRAY_LEN(allowed); i++) {
-        emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)allowed[i], 0, 1));
-        emit(p, (struct sock_filter)ALLOW);
-    }
+    mm_seccomp_begin(p);
+    mm_seccomp_ret_on(p, allowed, MM_ARRAY_LEN(allowed), SECCOMP_RET_ALLOW);
     /* clone3 → ENOSYS: glibc retries with clone, whose flags we can read */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)));
     /* clone: threads only */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARG_LO(0)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1));
-    emit(p, (struct sock_filter)ALLOW);
-    emit(p, (struct sock_filter)DENY);
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARG_LO(0)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)ALLOW);
+    mm_seccomp_emit(p, (struct sock_filter)DENY);
     /* signals to this process only */
     unsigned self = (unsigned)getpid();
     arg_eq(p, SYS_kill, 0, self);
@@ -143,14 +117,14 @@ static int build(prog_t *p)
     /* openat: only as the log reopens its file */
     arg_eq(p, SYS_openat, 2, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC);
     /* prctl: thread names */
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 5));
-    emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARG_LO(0)));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, 1, 0));
-    emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_GET_NAME, 0, 1));
-    emit(p, (struct sock_filter)ALLOW);
-    emit(p, (struct sock_filter)DENY);
-    emit(p, (struct sock_filter)DENY);
-    return p->n <= MAX_INSNS ? 0 : -1;
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_prctl, 0, 5));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, A_ARG_LO(0)));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_NAME, 1, 0));
+    mm_seccomp_emit(p, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_GET_NAME, 0, 1));
+    mm_seccomp_emit(p, (struct sock_filter)ALLOW);
+    mm_seccomp_emit(p, (struct sock_filter)DENY);
+    mm_seccomp_emit(p, (struct sock_filter)DENY);
+    return p->n <= MM_SECCOMP_MAX_INSNS ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- SIGSYS */
@@ -232,9 +206,10 @@ static void on_sigsys(int sig, siginfo_t *si, void *uc)
 
 int mm_sandbox_enter(char *err, size_t errlen)
 {
-    prog_t p;
+    mm_seccomp_prog_t p;
     if (build(&p) < 0)
-        return mm_errf(err, errlen, MM_ERR, "sandbox: filter has %d instructions (max %d)", p.n, MAX_INSNS);
+        return mm_errf(err, errlen, MM_ERR, "sandbox: filter has %d instructions (max %d)", p.n,
+                       MM_SECCOMP_MAX_INSNS);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_sigsys;
@@ -244,8 +219,7 @@ int mm_sandbox_enter(char *err, size_t errlen)
         return mm_errf(err, errlen, MM_ERR, "sandbox: sigaction(SIGSYS): %s", strerror(errno));
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return mm_errf(err, errlen, MM_ERR, "sandbox: PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
-    struct sock_fprog fp = {.len = (unsigned short)p.n, .filter = p.f};
-    long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fp);
+    long rc = mm_seccomp_load(&p, SECCOMP_FILTER_FLAG_TSYNC);
     if (rc != 0)
         return mm_errf(err, errlen, MM_ERR, "sandbox: seccomp filter: %s",
                        rc > 0 ? "another thread has a different filter" : strerror(errno));
