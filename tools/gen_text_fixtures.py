@@ -3,6 +3,7 @@
 references, made with Hugging Face transformers (run on the device machine).
 
 Usage: gen_text_fixtures.py QWEN3_TOKENIZER_DIR CLIP_FIXTURE_DIR OUTDIR
+       gen_text_fixtures.py --hf-extra FIXTURES_DIR OUTDIR
 Output (OUTDIR):
   bert-tiny/          random-weight BertModel (f32) + WordPiece tokenizer.json +
                       sentence-transformers modules.json / 1_Pooling (mean)
@@ -12,6 +13,15 @@ Output (OUTDIR):
   qwen3_tokens.json   [{"text", "ids"}] for the real Qwen3 tokenizer (no special tokens added)
   clip_extra/         rgb16_320x240.png + pixels (torchvision backend: CLIPImageProcessor) and
                       pixels_pil/<img>.f16 for every CLIP fixture image (PIL resize BICUBIC + crop)
+
+--hf-extra loads the committed checkpoints (FIXTURES_DIR/bert/bert-tiny,
+FIXTURES_DIR/qwen3/qwen3-tiny) with from_pretrained(dtype=float32), the way a
+user's f32 load does, and writes the tight references tests/unit/test_textmodel.c
+reads (instead of vectors pasted into the test):
+  bert_hf_extra.json  [{"ids", "mean", "cls"}]  token ids spread over the whole
+                      vocabulary (bert_ref.json's words are mostly [UNK])
+  qwen3_hf_extra.json [{"name", "ids", "last"}]  qwen3_ref.json's text 30 and 64
+                      random ids ending in <|endoftext|>; f32 rotary inv_freq
 """
 import json
 import os
@@ -240,7 +250,41 @@ def gen_clip_extra(clip_dir, outdir):
     json.dump(meta, open(os.path.join(d, "extra.json"), "w"))
 
 
+def gen_hf_extra(fixtures, outdir):
+    os.makedirs(outdir, exist_ok=True)
+    rng = np.random.RandomState(SEED + 7)
+    bdir = os.path.join(fixtures, "bert", "bert-tiny")
+    bert = transformers.BertModel.from_pretrained(bdir, dtype=torch.float32).eval()
+    vocab, cls_id, sep_id = bert.config.vocab_size, 2, 3
+    out = []
+    for n in (13, 64):   # [CLS] words [SEP], ids over the whole vocabulary but the 5 specials
+        ids = [cls_id] + [int(x) for x in rng.randint(5, vocab, size=n - 2)] + [sep_id]
+        with torch.no_grad():
+            h = bert(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, n, dtype=torch.long),
+                     token_type_ids=torch.zeros(1, n, dtype=torch.long)).last_hidden_state[0]
+        out.append({"ids": ids, "mean": h.mean(0).tolist(), "cls": h[0].tolist()})
+    json.dump(out, open(os.path.join(outdir, "bert_hf_extra.json"), "w"))
+    qdir = os.path.join(fixtures, "qwen3", "qwen3-tiny")
+    qwen = transformers.Qwen3Model.from_pretrained(qdir, dtype=torch.float32).eval()
+    ref = json.load(open(os.path.join(fixtures, "qwen3", "qwen3_ref.json"), encoding="utf-8"))
+    eos = qwen.config.eos_token_id if isinstance(qwen.config.eos_token_id, int) else 151643
+    cases = [("text30", ref[30]["ids"]),
+             ("rand64", [int(x) for x in rng.randint(0, qwen.config.vocab_size - 300, size=63)] + [eos])]
+    out = []
+    for name, ids in cases:
+        with torch.no_grad():
+            h = qwen(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+        out.append({"name": name, "ids": ids, "last": h.tolist()})
+    json.dump(out, open(os.path.join(outdir, "qwen3_hf_extra.json"), "w"))
+    print(json.dumps({"transformers": transformers.__version__, "torch": torch.__version__,
+                      "bert": [len(x["ids"]) for x in json.load(open(os.path.join(outdir, "bert_hf_extra.json")))],
+                      "qwen3": [c[0] for c in cases]}))
+
+
 def main():
+    if sys.argv[1] == "--hf-extra":
+        gen_hf_extra(sys.argv[2], sys.argv[3])
+        return
     qtok, clip_dir, outdir = sys.argv[1:4]
     os.makedirs(outdir, exist_ok=True)
     st = gen_bert(outdir)
