@@ -216,7 +216,9 @@ class Server:
                 raise RuntimeError(f"master exited {self.master.returncode}: {self.log()[-2000:]}")
             try:
                 r = self.get("/health")
-                if r.status == 200:
+                # ready = every configured worker up (/health is 200 as soon as one is;
+                # tests that pick workers by pid need them all)
+                if r.status == 200 and r.json()["workers"]["total"] >= self.workers:
                     return
                 last = r
             except OSError as e:
