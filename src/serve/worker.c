@@ -32,8 +32,8 @@
 #define BATCH_BYTES (256 << 10)  /* text bodies one batch takes (the first request always goes) */
 /* Image bodies one batch takes: the batch's pixel budget, as far as it can
  * be known before parsing (a body's bytes bound what its images cost to
- * decode; ~30 requests of one 640x480 JPEG in base64 JSON, ~1 s of
- * ViT-B/32 on one core). The encoder then runs IMG_CHUNK images a pass. */
+ * decode; ~30 requests of one 640x480 JPEG in base64 JSON). The encoder
+ * then runs IMG_CHUNK images a pass. */
 #define IMG_BATCH_BYTES (4 << 20)
 
 /* A request waiting for the request thread. */
