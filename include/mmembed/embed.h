@@ -31,6 +31,13 @@ mm_embed_route_fn mm_embed_document;    /* POST /embed/document */
  * worker's request thread hands it every such request it took in one pass;
  * mm_embed_openai / mm_embed_text are this with n = 1. */
 void mm_embed_text_batch(mm_embed_t *e, struct mm_http_req *const *rs, int n);
+/* Requests of /embed/image answered together: each is parsed (multipart or
+ * JSON base64) with its own options and limits, the images of all are
+ * decoded (each request on its own image budget) and encoded in shared
+ * passes per model (emb_encode_image_items), and each is answered; one
+ * request's bad image answers that request only. mm_embed_image is this
+ * with n = 1. */
+void mm_embed_image_batch(mm_embed_t *e, struct mm_http_req *const *rs, int n);
 /* Run an embedding route's handler: a 404 JSON answer when no model is
  * configured (or fn is NULL), else fn. */
 void mm_embed_handle(mm_embed_t *e, struct mm_http_req *r, mm_embed_route_fn *fn);

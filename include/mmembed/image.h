@@ -93,6 +93,14 @@ void mm_image_set_budget(double seconds);
  * gives each decode the whole budget. */
 void mm_image_budget_begin(void);
 
+/* For a thread that interleaves the decodes of several requests (a batch
+ * of /embed/image requests): the seconds the current request has left
+ * (INFINITY with no budget; negative once over it), and resuming a
+ * request with what it had left, so each request's decodes, and nothing
+ * else, count against its own budget. */
+double mm_image_budget_left(void);
+void mm_image_budget_resume(double left);
+
 /* Release the pixels of img (NULL-safe) and zero it. */
 void mm_image_free(mm_image_t *img);
 

@@ -36,10 +36,12 @@ void mm_worker_standin(mm_worker_ctx_t *ctx) __attribute__((noreturn));
 int mm_router_classify(struct mm_http_req *r);
 /* Answer a request completely (any route). */
 void mm_router_handle(mm_worker_ctx_t *ctx, struct mm_http_req *r);
-/* Whether r is a request of a route whose queued requests run together
- * (the text routes, their method). */
+/* Batch kinds: queued requests of one kind run together. */
+enum { MM_BATCH_NONE, MM_BATCH_TEXT, MM_BATCH_IMAGE };
+/* The batch kind of r's route when its queued requests run together (the
+ * text routes, /embed/image; their method), else MM_BATCH_NONE. */
 int mm_router_batchable(const struct mm_http_req *r);
-/* Answer n batchable requests together (each authorized on its own). */
+/* Answer n batchable requests of one kind together (each authorized on its own). */
 void mm_router_handle_batch(mm_worker_ctx_t *ctx, struct mm_http_req *const *rs, int n);
 
 #define MM_VERSION "0.1.0"

@@ -256,72 +256,166 @@ int emb_encode_texts(mm_embed_t *e, entry_t *m, const char *const *texts, const 
     return emb_encode_texts_opts(e, m, texts, lens, n, out, tokens, use_cache, hits, &emb_default_text_opts, f);
 }
 
-/* Decode, preprocess and encode n images (chunks of IMG_CHUNK) into out. */
-int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
-                         float *out, int use_cache, int *hits, fail_t *f)
+/* ---------------------------------------------------------------- images, packed across requests */
+
+/* The image pass being filled: e->pix row q holds image input[q] of
+ * item[q]. Rows of one item are contiguous and the current item's are
+ * last, so a failing item takes its rows back by shrinking np. */
+typedef struct {
+    int np;
+    image_item_t *item[IMG_CHUNK];
+    int input[IMG_CHUNK];
+} img_pass_t;
+
+static void flush_images(mm_embed_t *e, entry_t *m, img_pass_t *p)
 {
-    if (!m->info->has_vision) return emb_failf(f, 422, "no_vision_tower", "model '%s' cannot embed images", m->name);
-    if (m->info->chat) {   /* each image its own prompt, at its own size */
-        long tokens = 0;
-        for (int i = 0; i < n; i++) {
-            const chat_item_t it = {.bufs = &bufs[i], .lens = &lens[i], .n_images = 1};
-            if (emb_encode_chat(e, m, &it, &emb_default_text_opts, out + (size_t)i * m->info->dim, &tokens, use_cache,
-                                hits, i, f))
-                return -1;
-        }
-        return 0;
-    }
-    size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
-    char err[MM_ERRLEN];
-    int d = m->info->dim, nm = 0;
+    if (p->np == 0) return;
+    const int d = m->info->dim;
+    double t0 = emb_ms_now();
+    int rc = mm_encoder_encode_pixels(m->run, e->pix, p->np, e->tmp);
+    double share = (emb_ms_now() - t0) / p->np;
     mm_cache_key_t ck;
-    for (int i = 0; i < n; i++) {
-        if (use_cache && e->cache && lens[i]) {
-            emb_input_key(e, m->name, "image", bufs[i], lens[i], &ck);
-            if (mm_cache_get(e->cache, &ck, out + (size_t)i * d, d) == 1) {
-                ++*hits;
-                continue;
-            }
+    for (int q = 0; q < p->np; q++) {
+        image_item_t *it = p->item[q];
+        const int i = p->input[q];
+        it->t_model += share;
+        if (it->failed) continue;
+        if (rc) {
+            it->failed = 1;
+            emb_failf(&it->f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
+            continue;
         }
-        e->miss[nm++] = i;
-    }
-    for (int base = 0; base < nm; base += IMG_CHUNK) {
-        int k = MM_MIN(IMG_CHUNK, nm - base);
-        double t0 = emb_ms_now();
-        for (int j = 0; j < k; j++) {
-            mm_image_t img;
-            int i = e->miss[base + j];
-            if (lens[i] == 0) return emb_failf(f, 400, "empty_image", "image %d is empty", i);
-            const int edge = mm_preproc_min_edge(m->pre), fast = e->conf->jpeg_dct_scaling;
-            int rc = fast > 0 && edge > 0
-                         ? mm_image_decode_keep(bufs[i], lens[i], fast * edge, (long)e->conf->max_pixels, &img, err,
-                                                sizeof err)
-                         : mm_image_decode(bufs[i], lens[i], edge, (long)e->conf->max_pixels, &img, err, sizeof err);
-            if (rc == MM_E_TOOBIG)
-                return emb_failf(f, 413, "image_too_large", "image %d: %s (limits.max_pixels is %lld)", i, err,
-                             (long long)e->conf->max_pixels);
-            if (rc) return emb_failf(f, mm_status_http(rc), rc == MM_E_UNSUPPORTED ? "unsupported_image"
-                                                        : rc == MM_E_TIMEOUT   ? "image_budget_exceeded"
-                                                                               : "invalid_image",
-                                 "image %d: %s", i, err);
-            rc = mm_preproc_run(m->pre, &img, e->pix + (size_t)j * per);
-            mm_image_free(&img);
-            if (rc) return emb_failf(f, mm_status_http(rc), "invalid_image", "image %d: preprocessing failed", i);
-        }
-        double t1 = emb_ms_now();
-        int rc = mm_encoder_encode_pixels(m->run, e->pix, k, e->tmp);
-        e->t_decode += t1 - t0;
-        e->t_model += emb_ms_now() - t1;
-        if (rc) return emb_failf(f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
-        for (int j = 0; j < k; j++) {
-            int i = e->miss[base + j];
-            memcpy(out + (size_t)i * d, e->tmp + (size_t)j * d, sizeof(float) * (size_t)d);
-            if (use_cache && e->cache) {
-                emb_input_key(e, m->name, "image", bufs[i], lens[i], &ck);
-                mm_cache_put(e->cache, &ck, out + (size_t)i * d, d);
-            }
+        memcpy(it->out + (size_t)i * d, e->tmp + (size_t)q * d, sizeof(float) * (size_t)d);
+        if (it->use_cache && e->cache) {
+            emb_input_key(e, m->name, "image", it->bufs[i], it->lens[i], &ck);
+            mm_cache_put(e->cache, &ck, it->out + (size_t)i * d, d);
         }
     }
+    p->np = 0;
+}
+
+/* Decode and preprocess image i of it into the next row (its own budget). */
+static int decode_row(mm_embed_t *e, entry_t *m, image_item_t *it, int i, float *pix)
+{
+    char err[MM_ERRLEN];
+    mm_image_t img;
+    fail_t *f = &it->f;
+    if (it->lens[i] == 0) return emb_failf(f, 400, "empty_image", "image %d is empty", i);
+    const int edge = mm_preproc_min_edge(m->pre), fast = e->conf->jpeg_dct_scaling;
+    double t0 = emb_ms_now();
+    mm_image_budget_resume(it->budget_left);
+    int rc = fast > 0 && edge > 0
+                 ? mm_image_decode_keep(it->bufs[i], it->lens[i], fast * edge, (long)e->conf->max_pixels, &img, err,
+                                        sizeof err)
+                 : mm_image_decode(it->bufs[i], it->lens[i], edge, (long)e->conf->max_pixels, &img, err, sizeof err);
+    it->budget_left = mm_image_budget_left();
+    if (rc == MM_E_TOOBIG)
+        return emb_failf(f, 413, "image_too_large", "image %d: %s (limits.max_pixels is %lld)", i, err,
+                         (long long)e->conf->max_pixels);
+    if (rc) return emb_failf(f, mm_status_http(rc), rc == MM_E_UNSUPPORTED ? "unsupported_image"
+                                                    : rc == MM_E_TIMEOUT   ? "image_budget_exceeded"
+                                                                           : "invalid_image",
+                             "image %d: %s", i, err);
+    rc = mm_preproc_run(m->pre, &img, pix);
+    mm_image_free(&img);
+    it->t_decode += emb_ms_now() - t0;
+    if (rc) return emb_failf(f, mm_status_http(rc), "invalid_image", "image %d: preprocessing failed", i);
     return 0;
 }
 
+/* Cache lookups, then each miss into the pass, flushing it when full. */
+static void add_images(mm_embed_t *e, entry_t *m, image_item_t *it, img_pass_t *p)
+{
+    const int d = m->info->dim;
+    const size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;
+    int nm = 0;
+    mm_cache_key_t ck;
+    for (int i = 0; i < it->n; i++) {
+        if (it->use_cache && e->cache && it->lens[i]) {
+            emb_input_key(e, m->name, "image", it->bufs[i], it->lens[i], &ck);
+            if (mm_cache_get(e->cache, &ck, it->out + (size_t)i * d, d) == 1) {
+                it->hits++;
+                continue;
+            }
+        }
+        e->miss[nm++] = i;   /* max_vecs >= max_items >= n */
+    }
+    int start = p->np;
+    for (int k = 0; k < nm; k++) {
+        const int i = e->miss[k];
+        if (decode_row(e, m, it, i, e->pix + (size_t)p->np * per)) {
+            it->failed = 1;
+            p->np = start;   /* its rows since the last flush leave the pass */
+            return;
+        }
+        p->item[p->np] = it;
+        p->input[p->np] = i;
+        if (++p->np == IMG_CHUNK) {
+            flush_images(e, m, p);
+            if (it->failed) return;
+            start = 0;
+        }
+    }
+}
+
+/* A chat-prompted model: each image its own prompt, at its own size. */
+static void chat_images(mm_embed_t *e, entry_t *m, image_item_t *it)
+{
+    const double d0 = e->t_decode, m0 = e->t_model;
+    long tokens = 0;
+    mm_image_budget_resume(it->budget_left);
+    for (int i = 0; i < it->n && !it->failed; i++) {
+        const chat_item_t ci = {.bufs = &it->bufs[i], .lens = &it->lens[i], .n_images = 1};
+        if (emb_encode_chat(e, m, &ci, &emb_default_text_opts, it->out + (size_t)i * m->info->dim, &tokens,
+                            it->use_cache, &it->hits, i, &it->f))
+            it->failed = 1;
+    }
+    it->budget_left = mm_image_budget_left();
+    it->t_decode += e->t_decode - d0;
+    it->t_model += e->t_model - m0;
+    e->t_decode = d0;
+    e->t_model = m0;
+}
+
+void emb_encode_image_items(mm_embed_t *e, image_item_t *const *items, int n)
+{
+    img_pass_t p;
+    for (int g = 0; g < n; g++) {   /* one group per model, in order of first appearance */
+        entry_t *m = items[g]->m;
+        int seen = 0;
+        for (int k = 0; k < g && !seen; k++) seen = items[k]->m == m;
+        if (seen) continue;
+        p.np = 0;
+        for (int i = g; i < n; i++) {
+            image_item_t *it = items[i];
+            if (it->m != m || it->failed) continue;
+            if (!m->info->has_vision) {
+                it->failed = 1;
+                emb_failf(&it->f, 422, "no_vision_tower", "model '%s' cannot embed images", m->name);
+            } else if (m->info->chat) {
+                chat_images(e, m, it);
+            } else {
+                add_images(e, m, it, &p);
+            }
+        }
+        flush_images(e, m, &p);
+    }
+}
+
+int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
+                      float *out, int use_cache, int *hits, fail_t *f)
+{
+    image_item_t it = {.m = m, .n = n, .bufs = bufs, .lens = lens, .use_cache = use_cache, .out = out,
+                       .budget_left = mm_image_budget_left()};
+    image_item_t *one = &it;
+    emb_encode_image_items(e, &one, 1);
+    mm_image_budget_resume(it.budget_left);
+    *hits += it.hits;
+    e->t_decode += it.t_decode;
+    e->t_model += it.t_model;
+    if (it.failed) {
+        *f = it.f;
+        return -1;
+    }
+    return 0;
+}

@@ -136,7 +136,35 @@ typedef struct {
  * only. A vector does not depend on its pass-mates (the encoders run each
  * sequence's attention on its own; see tests). */
 void emb_encode_text_items(mm_embed_t *e, text_item_t *const *items, int n);
-/* Decode, preprocess and encode n images (IMG_CHUNK at a time) into out. */
+/* One request's images in a batch: what the encode loop reads (its model,
+ * encoded files, cache choice, what is left of its decode budget) and what
+ * it fills (vectors, hits, times, or a failure). */
+typedef struct {
+    entry_t *m;
+    int n;
+    const unsigned char *const *bufs;  /* (n) encoded files */
+    const size_t *lens;                /* (n) */
+    int use_cache;
+    float *out;                        /* (n, m->info->dim), the caller's */
+    double budget_left;                /* s of limits.image_budget left (mm_image_budget_left); updated */
+    int hits;                          /* images answered by the cache */
+    double t_decode, t_model;          /* ms: its decodes; its share (by rows) of the passes it was in */
+    int failed;                        /* f holds why; the other items are unaffected */
+    fail_t f;
+} image_item_t;
+
+/* Encode the images of n requests together: per model (in order of first
+ * appearance), every item's images oldest first, cache hits skipped, each
+ * miss decoded and preprocessed with its item's budget into one encoder
+ * pass of up to IMG_CHUNK images (misses of several items share a pass).
+ * A failure (a bad image, the budget, the encoder) fails the items it
+ * concerns only. Chat models (Qwen2-VL) read each image at its own size
+ * in a prompt of its own: their items go image by image through
+ * emb_encode_chat, unbatched. */
+void emb_encode_image_items(mm_embed_t *e, image_item_t *const *items, int n);
+/* Decode, preprocess and encode n images (IMG_CHUNK at a time) into out:
+ * one item of emb_encode_image_items, on the thread's current budget;
+ * adds to e->t_decode / e->t_model. */
 int emb_encode_images(mm_embed_t *e, entry_t *m, const unsigned char *const *bufs, const size_t *lens, int n,
                   float *out, int use_cache, int *hits, fail_t *f);
 

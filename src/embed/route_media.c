@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "internal.h"
+#include "mmembed/image.h"
 #include "mmembed/nn.h"
 
 /* ---------------------------------------------------------------- /embed/image, /embed/multimodal */
@@ -129,48 +130,104 @@ static int read_media(mm_embed_t *e, mm_http_req_t *r, media_req_t *q, int multi
     return 0;
 }
 
-void mm_embed_image(mm_embed_t *e, mm_http_req_t *r)
-{
-    fail_t f = {0};
+/* One /embed/image request on its way through parse -> encode -> respond.
+ * Everything it points to lives until image_job_free. */
+typedef struct {
+    mm_http_req_t *r;
     media_req_t q;
+    float *vecs;        /* (q.n, dim) */
+    image_item_t it;    /* what the encode loop reads and fills */
+} image_job_t;
+
+static void image_job_free(image_job_t *t)
+{
+    media_free(&t->q);
+    free(t->vecs);
+    memset(t, 0, sizeof *t);
+}
+
+/* Parse: the body (multipart or JSON base64), its model and options. Returns
+ * 0, or -1 with f set (the request is answered with it and leaves the batch). */
+static int image_parse(mm_embed_t *e, image_job_t *t, fail_t *f)
+{
     entry_t *m;
-    if (read_media(e, r, &q, 0, &f) || !(m = emb_pick_model_for(e, q.model, 0, 1, MM_MOD_IMAGE, &f))) goto fail;
-    if (q.n == 0) {
-        emb_failf(&f, 400, "missing_images", "no image was sent (multipart file parts or JSON 'images')");
-        goto fail;
-    }
-    if (q.n > e->max_items) {
-        emb_failf(&f, 413, "too_many_inputs", "%d images; limits.max_items is %d", q.n, e->max_items);
-        goto fail;
-    }
-    int hits = 0;
-    e->t_decode = e->t_model = 0;
-    if (emb_encode_images(e, m, q.bufs, q.lens, q.n, e->vecs, q.use_cache, &hits, &f)) goto fail;
-    emb_set_x_cache(e, r, q.use_cache, hits, q.n);
+    if (read_media(e, t->r, &t->q, 0, f) || !(m = emb_pick_model_for(e, t->q.model, 0, 1, MM_MOD_IMAGE, f))) return -1;
+    if (t->q.n == 0) return emb_failf(f, 400, "missing_images", "no image was sent (multipart file parts or JSON 'images')");
+    if (t->q.n > e->max_items)
+        return emb_failf(f, 413, "too_many_inputs", "%d images; limits.max_items is %d", t->q.n, e->max_items);
+    if (!(t->vecs = malloc(sizeof(float) * (size_t)t->q.n * m->info->dim)))
+        return emb_failf(f, 500, NULL, "out of memory");
+    mm_image_budget_begin();   /* limits.image_budget: each request its own */
+    t->it = (image_item_t){.m = m, .n = t->q.n, .bufs = t->q.bufs, .lens = t->q.lens, .use_cache = t->q.use_cache,
+                           .out = t->vecs, .budget_left = mm_image_budget_left()};
+    return 0;
+}
+
+static void image_respond(mm_embed_t *e, image_job_t *t)
+{
+    mm_http_req_t *r = t->r;
+    const entry_t *m = t->it.m;
+    const int d = m->info->dim;
+    emb_set_x_cache(e, r, t->q.use_cache, t->it.hits, t->q.n);
     size_t hl = strlen(r->headers); /* decode + preprocess and model time, for clients and benchmarks */
     snprintf(r->headers + hl, sizeof r->headers - hl, "Server-Timing: decode;dur=%.2f, model;dur=%.2f\r\n",
-             e->t_decode, e->t_model);
-    emb_begin_data(&r->out, m, m->info->dim);
-    for (int i = 0; i < q.n; i++) {
-        float *vec = e->vecs + (size_t)i * m->info->dim;
-        if (q.normalize) mm_nn_l2_normalize(vec, m->info->dim);
+             t->it.t_decode, t->it.t_model);
+    emb_begin_data(&r->out, m, d);
+    for (int i = 0; i < t->q.n; i++) {
+        float *vec = t->vecs + (size_t)i * d;
+        if (t->q.normalize) mm_nn_l2_normalize(vec, d);
         mm_buf_printf(&r->out, "%s{\"index\":%d,", i ? "," : "", i);
-        if (q.names[i]) {
+        if (t->q.names[i]) {
             mm_buf_puts(&r->out, "\"filename\":");
-            mm_buf_json_str(&r->out, q.names[i], strlen(q.names[i]));
+            mm_buf_json_str(&r->out, t->q.names[i], strlen(t->q.names[i]));
             mm_buf_puts(&r->out, ",");
         }
         mm_buf_puts(&r->out, "\"embedding\":");
-        emb_write_vec(&r->out, vec, m->info->dim);
+        emb_write_vec(&r->out, vec, d);
         mm_buf_puts(&r->out, "}");
     }
     mm_buf_puts(&r->out, "]}\n");
     mm_http_respond_json(r, 200);
-    media_free(&q);
-    return;
-fail:
-    media_free(&q);
-    emb_respond_fail(r, &f);
+}
+
+void mm_embed_image_batch(mm_embed_t *e, mm_http_req_t *const *rs, int n)
+{
+    image_job_t *jobs = calloc((size_t)MM_MAX(n, 1), sizeof *jobs);
+    image_item_t **items = calloc((size_t)MM_MAX(n, 1), sizeof *items);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        fail_t f = {0};
+        if (!jobs || !items) {
+            mm_http_drain(rs[i], e->conf->max_body_bytes);
+            mm_http_error(rs[i], 500, NULL, "out of memory");
+            continue;
+        }
+        if (e->n == 0) {
+            mm_embed_handle(e, rs[i], NULL);   /* the 404 of a server without models */
+            continue;
+        }
+        image_job_t *t = &jobs[k];
+        t->r = rs[i];
+        if (image_parse(e, t, &f)) {
+            emb_respond_fail(rs[i], &f);
+            image_job_free(t);
+            continue;
+        }
+        items[k++] = &t->it;
+    }
+    if (k) emb_encode_image_items(e, items, k);
+    for (int i = 0; i < k; i++) {
+        if (jobs[i].it.failed) emb_respond_fail(jobs[i].r, &jobs[i].it.f);
+        else image_respond(e, &jobs[i]);
+        image_job_free(&jobs[i]);
+    }
+    free(items);
+    free(jobs);
+}
+
+void mm_embed_image(mm_embed_t *e, mm_http_req_t *r)
+{
+    mm_embed_image_batch(e, &r, 1);
 }
 
 /* A chat-prompted model (Qwen2-VL) reads the text and every image in ONE

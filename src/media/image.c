@@ -20,6 +20,7 @@
 #include "mmembed/image.h"
 #include "mmembed/common.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -109,6 +110,17 @@ void mm_image_set_budget(double seconds)
 void mm_image_budget_begin(void)
 {
     req_deadline = budget_s > 0 ? now_s() + budget_s : 0;
+}
+
+double mm_image_budget_left(void)
+{
+    if (budget_s <= 0) return INFINITY;
+    return req_deadline > 0 ? req_deadline - now_s() : budget_s;
+}
+
+void mm_image_budget_resume(double left)
+{
+    req_deadline = budget_s > 0 ? now_s() + MM_MIN(left, budget_s) : 0;
 }
 
 static double decode_deadline(void)

@@ -27,7 +27,7 @@ typedef struct {
     const char *name;          /* label in /metrics */
     control_fn *serve;         /* control routes */
     mm_embed_route_fn *embed;  /* embedding routes */
-    int batch;                 /* queued requests of these routes run together (mm_embed_text_batch) */
+    int batch;                 /* MM_BATCH_*: queued requests of one kind run together */
 } route_t;
 
 static const route_t routes[] = {
@@ -36,9 +36,9 @@ static const route_t routes[] = {
     {"/metrics", MM_ROUTE_METRICS, "GET", 1, "/metrics", h_metrics, NULL, 0},
     {"/status", MM_ROUTE_STATUS, "GET", 1, "/status", h_status, NULL, 0},
     {"/v1/models", MM_ROUTE_MODELS, "GET", 1, "/v1/models", h_models, NULL, 0},
-    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0, "/v1/embeddings", NULL, mm_embed_openai, 1},
-    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0, "/embed/text", NULL, mm_embed_text, 1},
-    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0, "/embed/image", NULL, mm_embed_image, 0},
+    {"/v1/embeddings", MM_ROUTE_EMBEDDINGS, "POST", 0, "/v1/embeddings", NULL, mm_embed_openai, MM_BATCH_TEXT},
+    {"/embed/text", MM_ROUTE_EMBED_TEXT, "POST", 0, "/embed/text", NULL, mm_embed_text, MM_BATCH_TEXT},
+    {"/embed/image", MM_ROUTE_EMBED_IMAGE, "POST", 0, "/embed/image", NULL, mm_embed_image, MM_BATCH_IMAGE},
     {"/embed/multimodal", MM_ROUTE_EMBED_MULTIMODAL, "POST", 0, "/embed/multimodal", NULL, mm_embed_multimodal, 0},
     {"/embed/video", MM_ROUTE_EMBED_VIDEO, "POST", 0, "/embed/video", NULL, mm_embed_video, 0},
     {"/embed/document", MM_ROUTE_EMBED_DOCUMENT, "POST", 0, "/embed/document", NULL, mm_embed_document, 0},
@@ -438,18 +438,21 @@ static int authorized(mm_worker_ctx_t *ctx, mm_http_req_t *r)
 int mm_router_batchable(const mm_http_req_t *r)
 {
     const route_t *rt = find(r->path);
-    return rt && rt->batch && strcmp(r->method, rt->method) == 0;
+    return rt && strcmp(r->method, rt->method) == 0 ? rt->batch : MM_BATCH_NONE;
 }
 
 void mm_router_handle_batch(mm_worker_ctx_t *ctx, mm_http_req_t *const *rs, int n)
 {
     mm_http_req_t *run[MM_SB_BATCH];
+    const int kind = n ? mm_router_batchable(rs[0]) : MM_BATCH_NONE;
     int k = 0;
     for (int i = 0; i < n; i++) {
-        if (!mm_router_batchable(rs[i]) || k == MM_SB_BATCH) mm_router_handle(ctx, rs[i]);   /* never: the caller checked */
+        if (kind == MM_BATCH_NONE || mm_router_batchable(rs[i]) != kind || k == MM_SB_BATCH)
+            mm_router_handle(ctx, rs[i]);   /* never: the caller checked */
         else if (authorized(ctx, rs[i])) run[k++] = rs[i];
     }
-    if (k) mm_embed_text_batch(ctx->embed, run, k);
+    if (k && kind == MM_BATCH_IMAGE) mm_embed_image_batch(ctx->embed, run, k);
+    else if (k) mm_embed_text_batch(ctx->embed, run, k);
 }
 
 void mm_router_handle(mm_worker_ctx_t *ctx, mm_http_req_t *r)

@@ -5,9 +5,10 @@
  * and otherwise is answered 503 + Retry-After within microseconds, so nginx
  * moves the request to another worker (and to the overflow process only
  * when every worker's queue is full). When the request thread becomes free
- * it takes the oldest request and, if that is a text route, every other
- * queued text request (oldest first, within BATCH_BYTES of bodies and
- * MM_SB_BATCH requests) and runs them as one batch (mm_embed_text_batch). */
+ * it takes the oldest request and, if that is a text route or /embed/image,
+ * every other queued request of that kind (oldest first, within the kind's
+ * bytes of bodies and MM_SB_BATCH requests) and runs them as one batch
+ * (mm_embed_text_batch, mm_embed_image_batch). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fcgiapp.h>
@@ -28,14 +29,19 @@
 #include "mmembed/serve.h"
 
 #define QMAX 66                  /* queue_depth (<= 64) + running + accept */
-#define BATCH_BYTES (256 << 10)  /* bodies one batch takes (the first request always goes) */
+#define BATCH_BYTES (256 << 10)  /* text bodies one batch takes (the first request always goes) */
+/* Image bodies one batch takes: the batch's pixel budget, as far as it can
+ * be known before parsing (a body's bytes bound what its images cost to
+ * decode; ~30 requests of one 640x480 JPEG in base64 JSON). The encoder
+ * then runs IMG_CHUNK images a pass. */
+#define IMG_BATCH_BYTES (4 << 20)
 
 /* A request waiting for the request thread. */
 typedef struct {
     FCGX_Request *f;
     int64_t accepted_us;         /* monotonic: its queue wait starts here */
     int64_t bytes;               /* its body (Content-Length): the batch budget before parsing */
-    int batch;                   /* a text route: may run with the others */
+    int batch;                   /* MM_BATCH_*: may run with queued requests of its kind */
     int alone;                   /* it was in a batch that killed a worker: runs by itself */
 } qitem_t;
 
@@ -110,19 +116,21 @@ static void update_max_busy(void)
 
 /* ---------------------------------------------------------------- request thread */
 
-/* Take the next pass under q_mu: the oldest request, and with a text
- * request every other queued text request that fits the batch (oldest
- * first; a big one left behind is at the head for the next pass). */
+/* Take the next pass under q_mu: the oldest request, and with a batchable
+ * request every other queued request of its kind that fits the batch
+ * (oldest first; a big one left behind is at the head for the next pass). */
 static int take_pass(qitem_t *take)
 {
     int n = 0;
     take[n++] = q_items[0];
     int64_t bytes = MM_MAX(take[0].bytes, 0);
+    const int64_t budget = take[0].batch == MM_BATCH_IMAGE ? IMG_BATCH_BYTES : BATCH_BYTES;
     int keep = 0;
     for (int i = 1; i < q_len; i++) {
         qitem_t *q = &q_items[i];
         int64_t b = MM_MAX(q->bytes, 0);
-        if (take[0].batch && !take[0].alone && q->batch && !q->alone && n < MM_SB_BATCH && bytes + b <= BATCH_BYTES) {
+        if (take[0].batch && !take[0].alone && q->batch == take[0].batch && !q->alone && n < MM_SB_BATCH &&
+            bytes + b <= budget) {
             take[n++] = *q;
             bytes += b;
         } else {

@@ -8,7 +8,7 @@ import struct
 import threading
 
 from harness import Server, wait_until
-from test_embed import MODELS
+from test_embed import MODELS, img, multipart
 
 TOL = 1e-6   # a vector computed in a batch vs alone: packed passes run each sequence on its own
 
@@ -30,6 +30,16 @@ def vecs(r):
     return out
 
 
+def send(s, req, timeout=30):
+    """req: (path, dict) as JSON, (path, bytes) as raw JSON, or (path, bytes, content type)."""
+    path, body = req[0], req[1]
+    if len(req) == 3:
+        return s.request("POST", path, body=body, headers={"Content-Type": req[2]}, timeout=timeout)
+    if isinstance(body, bytes):
+        return s.request("POST", path, body=body, headers={"Content-Type": "application/json"}, timeout=timeout)
+    return s.post_json(path, body, timeout=timeout)
+
+
 def hold_and_send(s, reqs):
     """Occupy the only worker, queue every request of `reqs` behind it, then
     let them run as one pass. Returns their responses in order."""
@@ -41,11 +51,7 @@ def hold_and_send(s, reqs):
     out = [None] * n
 
     def go(i):
-        path, body = reqs[i]
-        if isinstance(body, bytes):
-            out[i] = s.request("POST", path, body=body, headers={"Content-Type": "application/json"}, timeout=90)
-        else:
-            out[i] = s.post_json(path, body, timeout=90)
+        out[i] = send(s, reqs[i], timeout=90)
     ts = [threading.Thread(target=go, args=(i,)) for i in range(n)]
     for t in ts:
         t.start()
@@ -134,3 +140,57 @@ def test_no_503_while_the_queue_has_room():
             t.join(120)
         assert statuses == [200] * 40, statuses
         assert s.metrics()["mmembed_busy_rejections_total"] == before
+
+
+def test_image_batch_keeps_each_requests_options_errors_and_vectors():
+    """Queued /embed/image requests run as one pass: multipart and JSON,
+    two models, their own normalize / cache / filenames, and failing
+    requests (a truncated PNG after a good image, an empty image, bad
+    base64, an unknown model) that answer alone what they answered alone."""
+    b64 = lambda name: base64.b64encode(img(name)).decode()
+    png = img("rgb224.png")
+
+    def form(fields, files):
+        body, ct = multipart(fields, [("image", n, d, "application/octet-stream") for n, d in files])
+        return ("/embed/image", body, ct)
+    reqs = [
+        form({"cache": "false"}, [("rgb224.png", png), ("photo640x480.jpg", img("photo640x480.jpg"))]),
+        ("/embed/image", {"images": [b64("gray500x400.jpg")], "normalize": False, "cache": False}),
+        form({"cache": "false"}, [("ok.png", png), ("half.png", png[: len(png) // 2])]),   # 400: its 2nd image
+        ("/embed/image", {"images": [b64("wide500x300_q75.jpg")], "model": "tiny-bf16", "cache": False}),
+        ("/embed/image", {"images": [b64("portrait333x517_444.jpg"), b64("photo400x300.webp"),
+                                     "data:image/png;base64," + b64("palette256x200.png")], "cache": False}),
+        form({"cache": "false"}, [("a.png", png), ("empty.png", b""), ("b.png", png)]),    # 400: empty image
+        ("/embed/image", {"images": [b64("rgba300x500.png"), b64("tiny31x17.png"), b64("anim200x150.gif"),
+                                     b64("gray100x80.png")], "cache": False}),
+        ("/embed/image", {"images": [b64("rgb224.png")]}),                                  # through the cache
+        ("/embed/image", {"images": [b64("rgb224.png")], "model": "nope"}),                 # 404
+        ("/embed/image", {"images": ["not base64 at all!"], "cache": False}),               # 400
+        ("/embed/image", {"images": [b64("photo640x480.jpg")], "model": "tiny-bf16", "cache": False}),
+    ]
+    with Server(workers=1, models=MODELS, extra={"queue_depth": "16"}) as s:
+        alone = [send(s, q) for q in reqs]
+        before = s.metrics()
+        batched = hold_and_send(s, reqs)
+        assert [r.status for r in batched] == [200, 200, 400, 200, 200, 400, 200, 200, 404, 400, 200], batched
+        for i, (a, b) in enumerate(zip(alone, batched)):
+            assert a.status == b.status, (i, a, b)
+            if a.status != 200:
+                assert a.json()["error"]["code"] == b.json()["error"]["code"], (i, a, b)
+                continue
+            ja, jb = a.json(), b.json()
+            assert ja["model"] == jb["model"] and len(ja["data"]) == len(jb["data"]), (i, ja, jb)
+            for x, y in zip(ja["data"], jb["data"]):
+                assert x.get("filename") == y.get("filename"), i
+                close(x["embedding"], y["embedding"])
+            assert "model;dur=" in b.headers.get("server-timing", ""), i
+        assert [d["filename"] for d in batched[0].json()["data"]] == ["rgb224.png", "photo640x480.jpg"]
+        assert batched[2].json()["error"]["code"] == "invalid_image" and "image 1" in batched[2].json()["error"]["message"]
+        assert batched[5].json()["error"]["code"] == "empty_image"
+        assert abs(sum(x * x for x in vecs(batched[1])[0]) - 1) > 1e-3   # normalize: false
+        assert abs(sum(x * x for x in vecs(batched[0])[0]) - 1) < 1e-4
+        assert batched[3].json()["model"] == "tiny-bf16"
+        m = s.metrics()
+        big = lambda mm: mm['mmembed_batch_size_bucket{le="+Inf"}'] - mm['mmembed_batch_size_bucket{le="8"}']
+        assert big(m) - big(before) == 1, m
+        assert s.status()["workers"][0]["last_batch"] in (1, len(reqs))
