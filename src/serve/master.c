@@ -529,21 +529,42 @@ static void run_restarts(void)
 
 /* ---------------------------------------------------------------- reload / stop */
 
+/* tools/run.sh (`make run`) starts the master with MMEMBED_RELOAD_NOTIFY set
+ * to its own pid and follows every reload with nginx: SIGUSR2 once the new
+ * generation exists (its sockets listen, so nginx may point at them),
+ * SIGUSR1 when a reload failed and the running configuration stays. Only
+ * the parent that asked is told (a daemonized master, or a stale variable,
+ * signals nobody). */
+static void notify_reload(int ok)
+{
+    const char *v = getenv("MMEMBED_RELOAD_NOTIFY");
+    if (!v || !*v) return;
+    char *end;
+    long pid = strtol(v, &end, 10);
+    if (*end || pid <= 1 || (pid_t)pid != getppid()) return;
+    kill((pid_t)pid, ok ? SIGUSR2 : SIGUSR1);
+}
+
 static void reload(void)
 {
     mm_conf_t *c = malloc(sizeof *c);
     char err[MM_ERRLEN * 2];
-    if (!c) return;
+    if (!c) {
+        notify_reload(0);
+        return;
+    }
     mm_log_info("reloading %s", conf_path);
     if (mm_conf_load(conf_path, c, err, sizeof err) != MM_OK) {
         mm_log_error("reload failed, keeping the running configuration: %s", err);
         free(c);
+        notify_reload(0);
         return;
     }
     gen_t *g = gen_create(c, cur->id + 1, err, sizeof err);
     free(c);
     if (!g) {
         mm_log_error("reload failed, keeping the running configuration: %s", err);
+        notify_reload(0);
         return;
     }
     mm_log_open(g->conf.log_file, g->conf.log_level);
@@ -562,6 +583,7 @@ static void reload(void)
     signal_gen(old, SIGQUIT);   /* finish in-flight requests, then exit */
     gen_free_if_done(old);
     mm_log_info("reloaded: generation %d with %d workers", g->id, g->conf.workers);
+    notify_reload(1);
 }
 
 static void begin_stop(int fast)
@@ -589,7 +611,10 @@ static void handle_signals(void)
     while ((n = read(sig_pipe[0], buf, sizeof buf)) > 0) {
         for (ssize_t i = 0; i < n; i++) {
             switch (buf[i]) {
-            case SIGHUP: if (mstate == RUNNING) reload(); break;
+            case SIGHUP:
+                if (mstate == RUNNING) reload();
+                else notify_reload(0);   /* stopping: nothing is reloaded */
+                break;
             case SIGTERM:
             case SIGQUIT: begin_stop(0); break;
             case SIGINT: begin_stop(1); break;

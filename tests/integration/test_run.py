@@ -2,7 +2,10 @@
 on a taken port exits non-zero with nginx's reason; when the master dies the
 script stops nginx and exits non-zero; Ctrl-C stops both; nothing (process,
 socket, pid file) is left behind. The systemd unit passes `systemd-analyze
-verify` and the nginx site example passes `nginx -t`."""
+verify` and the nginx site example passes `nginx -t`. A SIGHUP to the script
+(or to the master directly) reloads the master and then nginx, whose
+upstream follows `workers`, without a failed request; a broken config
+changes nothing."""
 import glob
 import os
 import shutil
@@ -10,10 +13,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import harness
-from harness import BIN, NGINX, ROOT, Server
+from harness import BIN, NGINX, ROOT, Server, wait_until
 from test_embed import MODELS
 
 
@@ -178,6 +182,139 @@ def test_ctrl_c_stops_both_cleanly():
         assert rc == 0, r.output()
         r.assert_nothing_left()
     finally:
+        r.close()
+
+
+class Traffic:
+    """Requests through nginx, one after another in a thread, every status
+    kept: a reload must not fail any of them."""
+
+    def __init__(self, server):
+        self.s = server
+        self.statuses = []
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            try:
+                st = self.s.post_json("/v1/embeddings", {"input": f"a photo of cat {i}"}).status
+            except OSError as e:
+                st = repr(e)
+            self.statuses.append(st)
+
+    def count(self):
+        return len(self.statuses)
+
+    def check(self):
+        bad = [x for x in self.statuses if x != 200]
+        assert not bad, f"{len(bad)} of {len(self.statuses)} requests failed during reloads: {bad[:10]}"
+
+
+def test_sighup_reloads_master_and_nginx_without_errors():
+    """`make run` with 1 worker; `workers = 3` and SIGHUP to run.sh: the
+    master's pool and nginx's upstream both become 3, nginx sends to all
+    three, and no request fails meanwhile. A broken config on the next
+    SIGHUP is reported and changes nothing, and so is one the master cannot
+    load (check-config passes it); a SIGHUP sent to the master
+    directly (`workers = 2`) is followed by nginx too. Ctrl-C still leaves
+    nothing behind (the sockets of every generation included)."""
+    r = RunScript()
+    traffic = None
+    ngconf = os.path.join(r.s.dir, "nginx.conf")
+
+    def upstream():
+        return [l.split()[1] for l in open(ngconf).read().splitlines()
+                if l.strip().startswith("server unix:") and "overflow" not in l]
+
+    def pool(n, gen):
+        """n workers of generation gen, all up, and each has answered a request through nginx"""
+        st = r.s.status()
+        ws = [w for w in st["workers"] if w["generation"] == gen and w["state"] in ("idle", "busy")]
+        return (st["generation"] == gen and st["configured_workers"] == n and len(ws) == n and
+                sorted(w["index"] for w in ws) == list(range(n)) and all(w["requests"] > 0 for w in ws))
+
+    try:
+        r.wait_serving()
+        assert len(upstream()) == 1, open(ngconf).read()
+        gen = r.s.status()["generation"]
+        traffic = Traffic(r.s)
+        wait_until(lambda: traffic.count() >= 5, timeout=30, what="traffic before the reload")
+
+        # 1 -> 3 workers through run.sh
+        r.s.write_conf({"workers": "3"})
+        os.kill(r.p.pid, signal.SIGHUP)
+        wait_until(lambda: "reloaded:" in r.output(), timeout=60, what=f"run.sh's reload: {r.output()[-1500:]}")
+        assert len(upstream()) == 3, open(ngconf).read()
+        wait_until(lambda: pool(3, gen + 1), timeout=60, step=0.2,
+                   what=f"3 workers of generation {gen + 1}, each reached through nginx: {r.s.status()}")
+        n = traffic.count()
+        wait_until(lambda: traffic.count() >= n + 5, timeout=30, what="traffic after the reload")
+        traffic.check()
+
+        # a broken config: reported, nothing changes
+        before = open(ngconf).read()
+        good = open(r.s.conf_path).read()
+        open(r.s.conf_path, "w").write(good.replace("workers = 3;", "workers = 3; no_such_key = 1;"))
+        out_len = len(r.output())
+        os.kill(r.p.pid, signal.SIGHUP)
+        wait_until(lambda: "reload refused" in r.output()[out_len:], timeout=30,
+                   what=f"the refused reload: {r.output()[-1500:]}")
+        assert "no_such_key" in r.output()[out_len:], r.output()[out_len:]
+        time.sleep(1)
+        assert open(ngconf).read() == before
+        assert not os.path.exists(ngconf + ".new")
+        assert pool(3, gen + 1), r.s.status()
+        assert alive(r.master) and alive(r.nginx) and r.p.poll() is None
+        n = traffic.count()
+        wait_until(lambda: traffic.count() >= n + 5, timeout=30, what="traffic after the refused reload")
+        traffic.check()
+
+        # a config that check-config passes but the master cannot load (its worker sockets go
+        # to a directory that does not exist), with 1 worker: the master refuses it (SIGUSR1),
+        # nginx keeps its 3 servers
+        listen = os.path.join(r.s.dir, "w-%d.sock")
+        assert f'listen = "{listen}";' in good
+        open(r.s.conf_path, "w").write(good.replace("workers = 3;", "workers = 1;").replace(
+            f'listen = "{listen}";', f'listen = "{os.path.join(r.s.dir, "missing", "w-%d.sock")}";'))
+        out_len = len(r.output())
+        os.kill(r.p.pid, signal.SIGHUP)
+        wait_until(lambda: "reload refused" in r.output()[out_len:], timeout=30,
+                   what=f"the master's refusal: {r.output()[-1500:]}")
+        assert "master kept its configuration" in r.output()[out_len:], r.output()[out_len:]
+        assert "cannot listen" in open(r.s.log_path).read()
+        assert open(ngconf).read() == before and not os.path.exists(ngconf + ".new")
+        assert pool(3, gen + 1), r.s.status()
+        n = traffic.count()
+        wait_until(lambda: traffic.count() >= n + 5, timeout=30, what="traffic after the master's refusal")
+        traffic.check()
+
+        # SIGHUP to the master directly, 3 -> 2: nginx follows
+        open(r.s.conf_path, "w").write(good.replace("workers = 3;", "workers = 2;"))
+        out_len = len(r.output())
+        os.kill(r.master, signal.SIGHUP)
+        wait_until(lambda: "reloaded:" in r.output()[out_len:], timeout=60,
+                   what=f"nginx following the master: {r.output()[-1500:]}")
+        assert "directly" in r.output()[out_len:], r.output()[out_len:]
+        assert len(upstream()) == 2, open(ngconf).read()
+        wait_until(lambda: pool(2, gen + 2), timeout=60, step=0.2,
+                   what=f"2 workers of generation {gen + 2}: {r.s.status()}")
+        n = traffic.count()
+        wait_until(lambda: traffic.count() >= n + 5, timeout=30, what="traffic after the direct reload")
+        traffic.stop.set()
+        traffic.t.join(60)
+        traffic.check()
+        print(f"    {traffic.count()} requests through 4 reloads (2 refused), all 200")
+
+        os.kill(r.p.pid, signal.SIGINT)
+        assert r.wait_exit() == 0, r.output()
+        r.assert_nothing_left()
+    finally:
+        if traffic:
+            traffic.stop.set()
         r.close()
 
 
