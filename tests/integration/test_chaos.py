@@ -55,7 +55,10 @@ def chaos(queue_depth):
         rng = random.Random(7)
         while time.time() < stop - 0.5:
             time.sleep(1.0)
-            pids = [w["pid"] for w in s.status()["workers"] if w["state"] in ("idle", "busy")]
+            st = s.get("/status")
+            if st.status != 200:   # every worker busy or restarting: the overflow process answered 503
+                continue
+            pids = [w["pid"] for w in st.json()["workers"] if w["state"] in ("idle", "busy")]
             if pids:
                 try:
                     os.kill(rng.choice(pids), signal.SIGKILL)
