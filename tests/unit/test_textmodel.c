@@ -43,13 +43,14 @@
 /* The fixture's WordPiece vocabulary came out as the 5 special tokens only
  * (gen_text_fixtures.py passes vocab_file= to BertTokenizerFast, which
  * transformers 5 ignores), so every bert_ref.json word is [UNK] and only
- * rows 1-3 of the word embeddings are exercised. These vectors come from
- * the same transformers 5.17 on the same checkpoints (device run of
- * BertModel / Qwen3Model.from_pretrained(..., dtype=float32)), with ids
- * spread over the whole vocabulary; tolerance MAX_HF_DIFF. */
+ * rows 1-3 of the word embeddings are exercised. The tight references below
+ * come from `tools/gen_text_fixtures.py --hf-extra` (transformers 5.17,
+ * BertModel / Qwen3Model.from_pretrained(..., dtype=float32) on the
+ * committed checkpoints), with ids spread over the whole vocabulary;
+ * tolerance MAX_HF_DIFF. */
 #define MAX_HF_DIFF 5e-6
-
-/* HF BertModel on bert-tiny, random ids over the whole vocabulary */
+#define BERT_HF_EXTRA "tests/fixtures/bert/bert_hf_extra.json"
+#define QWEN_HF_EXTRA "tests/fixtures/qwen3/qwen3_hf_extra.json"
 
 /* The registry's dtype for one model asking for `want` (memory unknown). */
 static int resolve_dtype(const char *want, mm_dtype_t *dt, char *why, size_t whylen)
@@ -62,53 +63,51 @@ static int resolve_dtype(const char *want, mm_dtype_t *dt, char *why, size_t why
     return rc;
 }
 
-static const struct { int n; int32_t ids[64]; float mean[32], cls[32]; } bert_hf[] = {
-  {13, {
-    2, 9, 200, 115, 221, 19, 118, 229, 258, 124, 181, 123, 3,}, {
-    -0.181507185f, -0.0750929862f, 0.228000894f, -0.490188062f, -0.801048577f, 0.353140175f,
-    -0.0476731993f, -0.408153713f, -0.425378501f, 0.0622813478f, 0.370797604f, -0.168595016f,
-    1.09164107f, 0.102145262f, 0.109051943f, 0.720249176f, 0.724709809f, 0.308723748f,
-    -0.128913715f, -1.53503907f, 0.207208559f, -0.266535699f, 1.19216084f, 0.975201845f,
-    0.20267655f, -0.483693242f, 0.195158958f, 0.5533337f, -0.0440162085f, -1.38791704f,
-    -0.146878228f, -1.04713082f,}, {
-    0.540944338f, 0.988229752f, 1.59507263f, -0.57399112f, -1.442837f, 0.399155498f, -0.244012982f,
-    -1.3229121f, 1.14489913f, -0.965229869f, -0.761134505f, -0.845847726f, 1.06916332f,
-    0.468794018f, -0.233750507f, 2.02610826f, 0.177204758f, 0.265876442f, -0.705573618f,
-    0.248892903f, 0.149840295f, -0.477401376f, 2.30991626f, 1.02869201f, 0.291805208f,
-    -0.809749484f, -1.20547044f, 0.394671112f, -0.37012282f, -1.00312173f, -0.691891134f,
-    -1.78079689f,}},
-  {64, {
-    2, 23, 87, 233, 223, 117, 235, 119, 20, 207, 169, 223, 35, 157, 69, 113, 29, 161, 41, 44, 163,
-    157, 86, 218, 134, 71, 9, 24, 116, 240, 92, 24, 198, 107, 182, 55, 110, 226, 104, 257, 58, 204,
-    156, 260, 13, 171, 210, 149, 14, 85, 107, 172, 74, 178, 224, 114, 141, 54, 199, 181, 253, 125,
-    38, 3,}, {
-    0.0714659542f, -0.161165148f, 0.193216085f, -0.498040855f, -0.794456422f, 0.393082678f,
-    0.0907367468f, -0.242391706f, -0.105118975f, 0.357529372f, 0.319694579f, -0.832339168f,
-    0.957251489f, -0.0849745423f, 0.0533477962f, 0.732568085f, 0.720514894f, 0.308872998f,
-    0.0189664029f, -1.25893593f, 0.284737408f, -0.477556407f, 1.13892698f, 0.981212854f,
-    -0.0662422925f, -0.33680892f, 0.229835063f, 0.372104228f, -0.146679774f, -1.25189304f,
-    -0.0950288847f, -1.01737225f,}, {
-    0.514668167f, 0.968685329f, 1.60049534f, -0.539471626f, -1.4615519f, 0.410258681f,
-    -0.203211382f, -1.33528411f, 1.13553214f, -0.944442511f, -0.778398037f, -0.869601488f,
-    1.0897274f, 0.449577898f, -0.216250896f, 2.01447272f, 0.203438431f, 0.2341028f, -0.684368908f,
-    0.282286555f, 0.122108296f, -0.488367945f, 2.3318758f, 1.02060688f, 0.295391232f, -0.78424412f,
-    -1.19163585f, 0.382035613f, -0.401079118f, -1.00030315f, -0.715789258f, -1.77215564f,}},
-};
-/* HF Qwen3Model.from_pretrained(qwen3-tiny, dtype=float32): f32 inv_freq */
-static const float qwen3_hf_text30[16] = {
-    -1.06292701f, 1.16818595f, 0.48374483f, 0.474927008f, 1.61575747f, -1.30331862f, 0.861112177f,
-    -0.876301765f, 0.121007621f, -1.46215522f, -0.0811984614f, 0.965449333f, 1.43625271f,
-    1.10755897f, 0.487822235f, 0.124122463f,};
-static const int32_t qwen3_hf_rand_ids[64] = {
-    83951, 117924, 102568, 82124, 104478, 16505, 16827, 83191, 119500, 29192, 65552, 56411, 142321,
-    122924, 93277, 67917, 48030, 141977, 54483, 80562, 52223, 64587, 94493, 21330, 73606, 23439,
-    117414, 23721, 150564, 88836, 59618, 102361, 80421, 10761, 85784, 48971, 83030, 79379, 64447,
-    87643, 26462, 142665, 24128, 64250, 57712, 5340, 63900, 105322, 18960, 70271, 144495, 18590,
-    19694, 5639, 2599, 76237, 94159, 129305, 122902, 40417, 26459, 131446, 86007, 151643,};
-static const float qwen3_hf_rand[16] = {
-    -0.912005782f, 0.232161716f, 0.980241418f, 0.598041892f, 1.95753121f, -0.980203271f,
-    1.49717379f, -0.345969379f, 0.497946382f, -1.58498216f, 0.347763866f, 0.241422758f,
-    0.269027561f, 1.44778466f, 0.316592336f, 1.00376725f,};
+/* HF BertModel on bert-tiny: mean and CLS pooled */
+static struct { int n; int32_t ids[64]; float mean[32], cls[32]; } bert_hf[2];
+/* HF Qwen3Model (f32 inv_freq): [0] qwen3_ref.json's text 30, [1] 64 random ids */
+static struct { int n; int32_t ids[64]; float last[16]; } qwen3_hf[2];
+
+static int load_floats(json_object *o, const char *key, float *out, int cap)
+{
+    json_object *a;
+    if (!json_object_object_get_ex(o, key, &a) || !json_object_is_type(a, json_type_array)) return -1;
+    int n = (int)json_object_array_length(a);
+    for (int i = 0; i < n && i < cap; i++) out[i] = (float)json_object_get_double(json_object_array_get_idx(a, i));
+    return n;
+}
+
+static int load_ids(json_object *o, int32_t *out, int cap)
+{
+    json_object *a;
+    if (!json_object_object_get_ex(o, "ids", &a) || !json_object_is_type(a, json_type_array)) return -1;
+    int n = (int)json_object_array_length(a);
+    for (int i = 0; i < n && i < cap; i++) out[i] = json_object_get_int(json_object_array_get_idx(a, i));
+    return n > cap ? -1 : n;
+}
+
+/* The generator's output must be there, whole: a missing or changed file
+ * fails the test instead of skipping the tight checks. */
+static void load_hf_extra(void)
+{
+    json_object *b = json_object_from_file(BERT_HF_EXTRA), *q = json_object_from_file(QWEN_HF_EXTRA);
+    CHECK(b && json_object_array_length(b) == 2, "%s: 2 references", BERT_HF_EXTRA);
+    CHECK(q && json_object_array_length(q) == 2, "%s: 2 references", QWEN_HF_EXTRA);
+    for (int i = 0; b && i < 2 && i < (int)json_object_array_length(b); i++) {
+        json_object *o = json_object_array_get_idx(b, (size_t)i);
+        bert_hf[i].n = load_ids(o, bert_hf[i].ids, 64);
+        CHECK(bert_hf[i].n > 0 && load_floats(o, "mean", bert_hf[i].mean, 32) == 32 &&
+              load_floats(o, "cls", bert_hf[i].cls, 32) == 32, "%s[%d] shape", BERT_HF_EXTRA, i);
+    }
+    for (int i = 0; q && i < 2 && i < (int)json_object_array_length(q); i++) {
+        json_object *o = json_object_array_get_idx(q, (size_t)i);
+        qwen3_hf[i].n = load_ids(o, qwen3_hf[i].ids, 64);
+        CHECK(qwen3_hf[i].n > 0 && load_floats(o, "last", qwen3_hf[i].last, 16) == 16, "%s[%d] shape",
+              QWEN_HF_EXTRA, i);
+    }
+    json_object_put(b);
+    json_object_put(q);
+}
 
 /* ============================================================ helpers == */
 
@@ -287,7 +286,7 @@ static void test_bert(void)
     }
     /* ids over the whole vocabulary (see bert_hf) */
     double hd = 0;
-    for (size_t i = 0; i < MM_ARRAY_LEN(bert_hf) && run; i++) {
+    for (size_t i = 0; i < MM_ARRAY_LEN(bert_hf) && run && bert_hf[i].n > 0; i++) {
         const int32_t *ip = bert_hf[i].ids;
         int nl = bert_hf[i].n;
         for (int pass = 0; pass < 2; pass++) {
@@ -614,12 +613,15 @@ static void test_qwen3(void)
     }
     /* against HF with f32 inv_freq: tight, rotary included */
     if (run && n == 31) {
-        const int32_t *rp = qwen3_hf_rand_ids;
-        int rl = 64;
+        const int32_t *rp = qwen3_hf[1].ids;
+        int rl = qwen3_hf[1].n;
         float v[16];
-        double d1 = maxdiff(one + 30 * D, qwen3_hf_text30, (size_t)D);
-        rc = mm_tm_encode(run, &rp, &rl, 1, v);
-        double d2 = maxdiff(v, qwen3_hf_rand, (size_t)D);
+        /* the generator took text 30's ids from qwen3_ref.json: the same sequence */
+        CHECK(qwen3_hf[0].n == lens[30] && !memcmp(qwen3_hf[0].ids, ids[30], sizeof(int32_t) * (size_t)lens[30]),
+              "qwen3_hf_extra text30 ids differ from qwen3_ref.json's");
+        double d1 = maxdiff(one + 30 * D, qwen3_hf[0].last, (size_t)D);
+        rc = rl > 0 ? mm_tm_encode(run, &rp, &rl, 1, v) : MM_E_INVALID;
+        double d2 = maxdiff(v, qwen3_hf[1].last, (size_t)D);
         CHECK(d1 <= MAX_HF_DIFF && rc == MM_OK && d2 <= MAX_HF_DIFF,
               "qwen3 vs HF float32 load: text 30 %.3g, 64 random ids %.3g", d1, d2);
         printf("qwen3-tiny vs HF float32 load (f32 inv_freq): max |diff| %.3g (52 ids), %.3g (64 random ids)\n",
@@ -967,6 +969,7 @@ static void bench_minilm(void)
 int main(void)
 {
     double t0 = now_s();
+    load_hf_extra();
     test_bert();
     test_bert_errors();
     test_bert_sharded_f16();
