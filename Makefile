@@ -66,6 +66,18 @@ $(B)/bench/doc_bench: tools/bench/doc_bench.c $(B)/libmmembed.a
 	@mkdir -p $(dir $@)
 	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
 
+# the Ops-MM-2B (Qwen2-VL-2B) shape: ms per text / image per dtype and
+# thread count (tools/bench/qwen2vl_bench.c) on a synthetic folder from
+# build/mkqwen2vl (not part of `make check`: ~4.4 GB at full depth)
+$(B)/bench/qwen2vl_bench: tools/bench/qwen2vl_bench.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
+$(B)/mkqwen2vl: tools/mkqwen2vl.c
+	@mkdir -p $(dir $@)
+	@$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lm
+
 # the CLIP forward on a backend vs the CPU path (tools/bench/gpu_clip.c);
 # `make GPU=1 build/gpu/bench/gpu_clip` for the CUDA backend, shipped to a
 # GPU machine by tools/bench/device_gpu.sh
