@@ -127,16 +127,36 @@ static int doc_images(mm_embed_t *e, entry_t *m, mm_doc_job_t *j, const doc_req_
         emb_failf(f, 500, NULL, "out of memory");
         goto done;
     }
-    /* no more pixels than the model can use: its input size, twice over
-     * (antialiased text survives the resize), within max_page_pixels */
+    /* no more pixels than the model can use: a fixed-size model's input,
+     * twice over (antialiased text survives the resize); a model that takes
+     * each image at its own size (Qwen2-VL) exactly its max_pixels (a US
+     * Letter page at Ops-MM's 1,003,520 pixels is ~104 DPI); both within
+     * limits.max_page_pixels */
+    const int dynamic = m->info->image_dynamic;
+    int64_t cap = e->conf->max_page_pixels;
+    if (dynamic && m->pre && m->pre->max_pixels > 0 && m->pre->max_pixels < cap) cap = m->pre->max_pixels;
     for (int i = 0; i < n; i++) {
         int p = pages[i] - 1;
         double w = p < di->n_sizes ? di->w_pt[p] : 612, h = p < di->n_sizes ? di->h_pt[p] : 792;
-        scale[i] = mm_doc_scale_to(w, h, 2 * m->info->image_size, e->conf->max_page_pixels);
+        scale[i] = mm_doc_scale_to(w, h, dynamic ? 0 : 2 * m->info->image_size, cap);
     }
     int drc = mm_doc_render(j, q->pdf, q->len, pages, scale, n, &px, pg, err, sizeof err);
     if (drc != MM_OK) {
         doc_fail(f, drc, err);
+        goto done;
+    }
+    if (m->info->chat) {   /* each page its own prompt at its own size, through the cache */
+        long tokens = 0;
+        for (int i = 0; i < n; i++) {
+            const unsigned char *rgb = pg[i].rgb;
+            const chat_item_t one = {.bufs = &rgb, .n_images = 1, .rgb_w = &pg[i].width, .rgb_h = &pg[i].height};
+            double t0 = emb_ms_now();
+            if (emb_encode_chat(e, m, &one, &emb_default_text_opts, out + (size_t)i * m->info->dim, &tokens,
+                                q->use_cache, hits, i, f))
+                goto done;
+            e->t_model += emb_ms_now() - t0;
+        }
+        rc = 0;
         goto done;
     }
     size_t per = (size_t)m->info->channels * m->info->image_size * m->info->image_size;

@@ -145,3 +145,36 @@ def test_qwen2vl_video_frames_in_one_sequence():
             assert c < 0.99999, c        # the joint embedding is not the mean of the frames'
             again = post_video(s, data, max_frames=4).json()
             assert cos(again["data"][0]["embedding"], seq["data"][0]["embedding"]) > 0.999999
+
+
+def test_qwen2vl_document_pages():
+    """/embed/document with a model that takes each image at its own size: pages rendered at the
+    model's max_pixels (not a CLIP square), each page one prompt; a page alone gives the same vector,
+    pages differ, text mode goes through the same system prompt as /embed/text."""
+    import subprocess
+    from harness import skip
+    if not shutil.which("pdftoppm"):
+        skip("poppler-utils not installed", broken=True)
+    doc = subprocess.run(["python3", os.path.join(ROOT, "tools", "mkpdf.py"), "text3"], check=True,
+                         capture_output=True).stdout
+    with tempfile.TemporaryDirectory() as d:
+        q = model_dir(d)
+        with Server(workers=1, models=[{"name": "q2vl", "path": q, "default": True}]) as s:
+            r = s.post_json("/embed/document", {"document": base64.b64encode(doc).decode(), "cache": False})
+            assert r.status == 200, r
+            j = r.json()
+            assert [x["page"] for x in j["data"]] == [1, 2, 3], j
+            v = [x["embedding"] for x in j["data"]]
+            assert all(abs(sum(a * a for a in e) - 1) < 1e-4 for e in v)
+            assert cos(v[0], v[1]) < 0.99999 and cos(v[1], v[2]) < 0.99999   # different pages, different vectors
+            r2 = s.post_json("/embed/document", {"document": base64.b64encode(doc).decode(), "pages": "2",
+                                                 "cache": False})
+            assert r2.status == 200, r2
+            assert cos(r2.json()["data"][0]["embedding"], v[1]) >= 0.99999
+            t = s.post_json("/embed/document", {"document": base64.b64encode(doc).decode(), "mode": "text",
+                                                "return_text": True, "cache": False})
+            assert t.status == 200, t
+            items = t.json()["data"]
+            ref = s.post_json("/embed/text", {"texts": [x["text"] for x in items], "cache": False}).json()["data"]
+            for a, b in zip(items, ref):
+                assert cos(a["embedding"], b["embedding"]) >= 0.99999
