@@ -74,7 +74,7 @@ $(B)/bench/qwen2vl_bench: tools/bench/qwen2vl_bench.c $(B)/libmmembed.a
 	@echo "  LINK    $@"
 	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
 
-$(B)/mkqwen2vl: tools/mkqwen2vl.c
+$(B)/mkqwen2vl: tools/mkqwen2vl.c tools/synth.h
 	@mkdir -p $(dir $@)
 	@$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lm
 
@@ -95,7 +95,7 @@ run-deps:
 # The default model of `make run`: ViT-B/32-shaped CLIP with synthetic weights
 # (no pretrained weights can be downloaded here) and the real CLIP tokenizer.
 DEFAULT_MODEL := models/clip-vit-b32-synthetic
-$(B)/mkclip: tools/mkclip.c
+$(B)/mkclip: tools/mkclip.c tools/synth.h
 	@mkdir -p $(dir $@)
 	@$(CC) -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lm
 
