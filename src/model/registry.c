@@ -498,9 +498,10 @@ static int put_id(const mm_encoder_t *e, char *buf, size_t cap, size_t *len, int
 }
 
 /* The whole prompt is tokenized in one go, as the HF processor does (a
- * text that starts with blanks joins "user\n" in one pre-token), then cut
- * at the <|image_pad|> placeholders. Only a text too long for the model is
- * tokenized alone, cut, and joined by ids. */
+ * text that starts with blanks joins "user\n" in one pre-token), then split
+ * into segments at each <|image_pad|> token, where an image's tokens go.
+ * Only a text too long for the model is tokenized alone, truncated, and
+ * joined to the rest of the prompt by ids. */
 int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t ilen, const char *text, size_t len,
                           int n_images, int visual_tokens, int truncate, int32_t *ids, int cap, mm_segment_t *seg,
                           int *n_seg, char *err, size_t errlen)
@@ -577,7 +578,7 @@ int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t
     }
     if (rc)
         goto done;
-    /* cut at the placeholders: TEXT (IMAGE TEXT) per image */
+    /* split at the <|image_pad|> tokens: TEXT (IMAGE TEXT) per image */
     int k = 0, start = 0, w = 0;
     for (int i = 0; i < n; i++) {
         if (ids[i] != c->image_pad) {
@@ -590,7 +591,7 @@ int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t
     }
     seg[k++] = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = ids + start, .n_ids = w - start};
     if (k != 2 * n_images + 1)
-        rc = mm_errf(err, errlen, MM_E_INVALID, "the text holds image placeholders");
+        rc = mm_errf(err, errlen, MM_E_INVALID, "the text contains <|image_pad|> tokens of its own");
     *n_seg = k;
 done:
     free(p);
