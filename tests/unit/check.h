@@ -153,4 +153,18 @@ static inline unsigned char *slurp(const char *path, size_t *len)
     return b;
 }
 
+#ifdef MMEMBED_ENCODER_H
+/* The registry's dtype for one model asking for `want` (memory unknown),
+ * for tests that include mmembed/encoder.h before this file. */
+static inline int resolve_dtype(const char *want, mm_dtype_t *dt, char *why, size_t whylen)
+{
+    mm_enc_plan_t p = {.dir = "-", .want = want};
+    char err[MM_ERRLEN];
+    int rc = mm_encoder_plan(&p, 1, 0.5, 0, err, sizeof err);
+    *dt = p.dt;
+    snprintf(why, whylen, "%s", rc ? err : p.why);
+    return rc;
+}
+#endif
+
 #endif

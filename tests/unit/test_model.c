@@ -27,16 +27,6 @@
 /* ============================================================ helpers == */
 
 
-/* The registry's dtype for one model asking for `want` (memory unknown). */
-static int resolve_dtype(const char *want, mm_dtype_t *dt, char *why, size_t whylen)
-{
-    mm_enc_plan_t p = {.dir = "-", .want = want};
-    char err[MM_ERRLEN];
-    int rc = mm_encoder_plan(&p, 1, 0.5, 0, err, sizeof err);
-    *dt = p.dt;
-    snprintf(why, whylen, "%s", rc ? err : p.why);
-    return rc;
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 

@@ -52,16 +52,6 @@
 #define BERT_HF_EXTRA "tests/fixtures/bert/bert_hf_extra.json"
 #define QWEN_HF_EXTRA "tests/fixtures/qwen3/qwen3_hf_extra.json"
 
-/* The registry's dtype for one model asking for `want` (memory unknown). */
-static int resolve_dtype(const char *want, mm_dtype_t *dt, char *why, size_t whylen)
-{
-    mm_enc_plan_t p = {.dir = "-", .want = want};
-    char err[MM_ERRLEN];
-    int rc = mm_encoder_plan(&p, 1, 0.5, 0, err, sizeof err);
-    *dt = p.dt;
-    snprintf(why, whylen, "%s", rc ? err : p.why);
-    return rc;
-}
 
 /* HF BertModel on bert-tiny: mean and CLS pooled */
 static struct { int n; int32_t ids[64]; float mean[32], cls[32]; } bert_hf[2];
