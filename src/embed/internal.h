@@ -229,6 +229,9 @@ void emb_set_x_cache(mm_embed_t *e, mm_http_req_t *r, int use_cache, int hits, i
 void emb_write_vec(mm_buf_t *b, const float *v, int d);
 int emb_vec_usable(const float *v, int d);
 void emb_respond_fail(mm_http_req_t *r, const fail_t *f);
+/* Answers a request that cannot join a batch — no model configured (404),
+ * or no memory for the batch's bookkeeping (500) — and returns 1; else 0. */
+int emb_batch_refuse(mm_embed_t *e, mm_http_req_t *r, int have_memory);
 /* {"model":...,"dim":...,"data":[  — the list shape every route answers in. */
 void emb_begin_data(mm_buf_t *b, const entry_t *m, int dim);
 

@@ -66,3 +66,17 @@ void emb_begin_data(mm_buf_t *b, const entry_t *m, int dim)
     mm_buf_json_str(b, m->name, strlen(m->name));
     mm_buf_printf(b, ",\"dim\":%d,\"data\":[", dim);
 }
+
+int emb_batch_refuse(mm_embed_t *e, mm_http_req_t *r, int have_memory)
+{
+    if (!have_memory) {
+        mm_http_drain(r, e->conf->max_body_bytes);
+        mm_http_error(r, 500, NULL, "out of memory");
+        return 1;
+    }
+    if (e->n == 0) {
+        mm_embed_handle(e, r, NULL);   /* the 404 of a server without models */
+        return 1;
+    }
+    return 0;
+}

@@ -362,15 +362,7 @@ void mm_embed_text_batch(mm_embed_t *e, mm_http_req_t *const *rs, int n)
     int k = 0;
     for (int i = 0; i < n; i++) {
         fail_t f = {0};
-        if (!jobs || !items) {
-            mm_http_drain(rs[i], e->conf->max_body_bytes);
-            mm_http_error(rs[i], 500, NULL, "out of memory");
-            continue;
-        }
-        if (e->n == 0) {
-            mm_embed_handle(e, rs[i], NULL);   /* the 404 of a server without models */
-            continue;
-        }
+        if (emb_batch_refuse(e, rs[i], jobs && items)) continue;
         text_job_t *t = &jobs[k];
         t->r = rs[i];
         t->openai = rs[i]->route == MM_ROUTE_EMBEDDINGS;
