@@ -154,15 +154,16 @@ static void process_state(void)
     S.pid = me;
 }
 
-/* Thread exit (a pool helper stopped by mm_nn_set_threads): its stream
- * and memory objects go with it. */
+/* Thread exit (a pool helper stopped by mm_nn_set_threads): its scratch,
+ * stream and memory objects go with it. */
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
 static void thread_exit(void *arg)
 {
     (void)arg;
-    if (T.pid != getpid())
+    mm_nn_q4_thread_free();
+    if (T.pid != getpid())   /* no oneDNN objects of this process's own */
         return;
     for (int i = 0; i < MAX_PRIMS; i++) {
         dnnl_memory_t *m[5] = {&T.b[i].src, &T.b[i].wei, &T.b[i].bias, &T.b[i].dst, &T.b[i].scr};
@@ -186,6 +187,12 @@ static void make_exit_key(void)
         die("pthread_key_create", dnnl_out_of_memory);
 }
 
+void mm_nn_thread_exit_arm(void)
+{
+    pthread_once(&exit_once, make_exit_key);
+    pthread_setspecific(exit_key, &exit_key); /* non-NULL, so thread_exit runs */
+}
+
 /* The calling thread's stream and bindings. First thing before any oneDNN
  * call of the thread: primitives size their thread teams when made. */
 static void thread_state(void)
@@ -200,8 +207,7 @@ static void thread_state(void)
     pthread_mutex_unlock(&S.mu);
     CK(dnnl_stream_create(&T.stream, S.eng, dnnl_stream_default_flags));
     T.pid = me;
-    pthread_once(&exit_once, make_exit_key);
-    pthread_setspecific(exit_key, &T); /* non-NULL, so thread_exit runs */
+    mm_nn_thread_exit_arm();
 }
 
 static void md_strided(dnnl_memory_desc_t *md, int64_t d0, int64_t d1, int64_t s0, int64_t s1)

@@ -40,7 +40,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -320,14 +319,8 @@ static _Thread_local struct {
     size_t qcap, ocap, scap;
 } X;
 
-/* A pool thread that ends (mm_nn_set_threads shrinking the pool) frees its
- * scratch: a key whose destructor runs at thread exit. */
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-
-static void scratch_free(void *arg)
+void mm_nn_q4_thread_free(void)
 {
-    (void)arg;
     free(Y.p);
     free(X.q);
     free(X.o);
@@ -336,18 +329,11 @@ static void scratch_free(void *arg)
     memset(&X, 0, sizeof X);
 }
 
-static void scratch_key_make(void)
-{
-    if (pthread_key_create(&scratch_key, scratch_free) != 0)
-        die("pthread_key_create");
-}
-
 static void *grow(void *p, size_t *cap, size_t want)
 {
     if (want <= *cap)
         return p;
-    pthread_once(&scratch_once, scratch_key_make);
-    pthread_setspecific(scratch_key, &X);   /* non-NULL: the destructor runs */
+    mm_nn_thread_exit_arm();   /* freed when the thread ends (mm_nn_q4_thread_free) */
     free(p);
     p = aligned_alloc(64, up64(want));
     if (!p)

@@ -31,4 +31,11 @@ void mm_nn_q4_pack(void *blob, const mm_q4_layout_t *l, const float *w, int N, i
 void mm_nn_q4_linear(float *y, int ldy, const float *x, int ldx, const void *blob, const mm_q4_layout_t *l,
                      const float *b, int M, int K, int N, mm_act_t act, int add);
 
+/* Frees the calling thread's q4 scratch (matmul.c's thread-exit hook). */
+void mm_nn_q4_thread_free(void);
+/* matmul.c: make sure the calling thread's nn scratch (oneDNN bindings,
+ * q4 scratch) is freed when it exits (a pool helper stopped by
+ * mm_nn_set_threads). Cheap to call again. */
+void mm_nn_thread_exit_arm(void);
+
 #endif
