@@ -768,6 +768,12 @@ static int emit(vs_t *s, const AVFrame *f, int64_t pts, mm_video_t *out, char *e
      * same frame twice (found by tests/fuzz: video-duplicate-frame-index). */
     if (out->n > 0 && frame_number(s, pts) <= out->frames[out->n - 1].index)
         return 0;
+    /* a container that does not say its size (0x0 in the header; found by
+     * tests/fuzz: video-zero-size-header) gets the decoded frames' */
+    if (out->width <= 0 || out->height <= 0) {
+        out->width = f->width;
+        out->height = f->height;
+    }
     int w, h;
     output_size(s, f, 1, &w, &h);
     if (s->lim.max_pixels > 0 && (long)w * h > s->lim.max_pixels)
