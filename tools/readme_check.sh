@@ -52,11 +52,12 @@ while :; do
         fail "make run exited (status $rc) before /health answered 200"
     fi
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/health" || true)
-    [ "$code" = 200 ] && break
-    [ "$(date +%s)" -lt "$end" ] || fail "/health did not answer 200 within ${TIMEOUT}s (last: $code)"
+    # run.sh says "serving on" after its own /health check, which may come a
+    # moment after ours: wait for both, never grep the log on the first 200
+    [ "$code" = 200 ] && grep -q "serving on $URL" "$LOG" && break
+    [ "$(date +%s)" -lt "$end" ] || fail "no /health 200 and 'serving on $URL' within ${TIMEOUT}s (last: $code)"
     sleep 1
 done
-grep -q "serving on $URL" "$LOG" || fail "make run did not say 'serving on $URL'"
 say "/health 200 on $URL"
 
 out=$(curl -s -w '\n%{http_code}' "$URL/v1/embeddings" -H 'Content-Type: application/json' \
