@@ -24,13 +24,15 @@ PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1"
 T=$(mktemp -d /tmp/mmembed-pss.XXXXXX)
 chmod 755 "$T"
 sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$PORT/" -e 's/^workers = .*/workers = 2;/' \
-    -e 's/^queue_depth = .*/queue_depth = 0;/' -e 's/^request_timeout = .*/request_timeout = 600.0;/' \
-    -e "s|^pack_cache = .*|pack_cache = \"$T/packs\";|" conf/mmembed.conf |
+-e 's/^request_timeout = .*/request_timeout = 600.0;/' \
+    -e "s|^pack_cache = .*|pack_cache = \"$T/packs\";|" -e "s|^listen = .*|listen = \"$T/mmembed-%d.sock\";|" \
+    -e "s|^pid_file = .*|pid_file = \"$T/mmembed.pid\";|" conf/mmembed.conf |
     awk -v dir="$DIR" -v dt="$DTYPE" '/^models = \(/ { print "models = ( { name = \"q2b\"; path = \"" dir "\"; dtype = \"" dt "\"; default = true; } );"; skip = 1; next }
          skip && /^\);/ { skip = 0; next } !skip' > "$T/mmembed.conf"
-MMEMBED_CONF="$T/mmembed.conf" tools/run.sh > "$T/run.log" 2>&1 &
+# its own run dir (nginx prefix, sockets, pid): another server here is left alone
+MMEMBED_CONF="$T/mmembed.conf" MMEMBED_RUN_DIR="$T/run" tools/run.sh > "$T/run.log" 2>&1 &
 RUN=$!
-trap 'kill -INT $RUN 2>/dev/null; wait $RUN 2>/dev/null; rm -rf "$T"' EXIT
+trap 'kill -TERM $RUN 2>/dev/null; wait $RUN 2>/dev/null; rm -rf "$T"' EXIT
 URL=http://127.0.0.1:$PORT
 for _ in $(seq 1 1200); do
     grep -q "serving on" "$T/run.log" && break
@@ -64,3 +66,4 @@ print("requests:", res, file=sys.stderr)
 PY
 echo "model $DIR, dtype $DTYPE, 2 workers"
 python3 tools/pss_report.py "$(grep -o 'master pid [0-9]*' "$T/run.log" | head -n 1 | awk '{print $3}')"
+[ -z "${HOLD:-}" ] || { echo "holding: $T"; sleep "$HOLD"; }
