@@ -46,7 +46,7 @@
 # e.g. sh .devin/cpubench/run.sh A;  sh .devin/cpubench/run.sh B;  THREADS=1,16 sh .devin/cpubench/run.sh Aclip
 #
 # Environment: THREADS (see above), SECS (seconds a case keeps going, at
-# least RUNS rounds, at most MAXRUNS; A and C: 1 / 3 / 15; B: 0 / 3),
+# least RUNS rounds, at most MAXRUNS; A and C: 0.5 / 3 / 15; B: 0 / 3),
 # DTYPES (A, B: bf16,q8; C: f32,bf16,q8,q4), QCASES, PY (python3), OUT
 # (logs and tables land there: the device's $OUT comes back), CPUBENCH_TMP
 # (models and work files, default ${TMPDIR:-/tmp}/cpubench: kept, so a warm
@@ -77,7 +77,7 @@ cp tests/fixtures/qwen3/tokenizer.json.gz tests/fixtures/qwen3/tokenizer_config.
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src include tools || echo +dirty) built $(date -u +%FT%TZ) flags $MMFLAGS" \
     > "$STAGE/VERSION"
 rm -rf "$DEST" && mkdir -p "$DEST"
-tar -cJf "$DEST/cpubench.tar.xz" -C "$STAGE" .
+XZ_OPT=${XZ_OPT:--3 -T0} tar -cJf "$DEST/cpubench.tar.xz" -C "$STAGE" .
 cp tools/bench/cpu_bench.py tools/bench/cpu_summary.py tools/bench/export_onnx.py tools/bench/export_bert.py \
    tools/bench/safetensors_io.py tools/bench/device_cpu_run.sh "$DEST/"
 mv "$DEST/device_cpu_run.sh" "$DEST/run.sh"
