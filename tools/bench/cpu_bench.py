@@ -271,6 +271,16 @@ def hf_load(cls, path, **kw):
         return cls.from_pretrained(path, torch_dtype=torch.bfloat16, **kw).eval()
 
 
+def attempt(what, fn):
+    """fn(), or None after a SKIP line when it fails (a peer that cannot load
+    must not cost the other engines' numbers)"""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        log("SKIP %s: %s: %s" % (what, type(e).__name__, str(e)[:400]))
+        return None
+
+
 def torch_threads(th):
     torch.set_num_threads(th)
 
@@ -375,7 +385,7 @@ def cmd_clip(a):
                 return fns
             engines.append((FnEngine("ort-int8", make_ort), "ort-int8"))
 
-    if torch is not None and want(a, "torch"):
+    def torch_engine():
         tf = transformers_mod()
         name = "torch-bf16"
         if tf:
@@ -408,7 +418,12 @@ def cmd_clip(a):
                     x = tpx[:n]
                     fns[c] = (lambda x=x: torch_call(image_fn, x))
             return fns
-        engines.append((FnEngine(name, make_torch), name))
+        return FnEngine(name, make_torch), name
+
+    if torch is not None and want(a, "torch"):
+        r = attempt("torch-bf16", torch_engine)
+        if r:
+            engines.append(r)
     run_all(a, engines, [(c, c, CLIP_CASES[c][0]) for c in cases])
     if ours:
         ours.quit()
@@ -460,7 +475,7 @@ def cmd_minilm(a):
                         for c in cases}
             engines.append((FnEngine("ort-int8", make_ort), "ort-int8"))
 
-    if torch is not None and want(a, "torch"):
+    def torch_engine():
         tf = transformers_mod()
         name = "torch-bf16"
         if tf:
@@ -486,7 +501,12 @@ def cmd_minilm(a):
         def make_torch(th):
             return {c: (lambda x=tids[:MINILM_CASES[c]], mk=torch.ones(MINILM_CASES[c], 16, dtype=torch.int64):
                         torch_call(fwd, x, mk)) for c in cases}
-        engines.append((FnEngine(name, make_torch), name))
+        return FnEngine(name, make_torch), name
+
+    if torch is not None and want(a, "torch"):
+        r = attempt("torch-bf16", torch_engine)
+        if r:
+            engines.append(r)
     run_all(a, engines, [(c, "minilm_" + c, MINILM_CASES[c]) for c in cases])
     if ours:
         ours.quit()
@@ -767,7 +787,8 @@ def cmd_qwen(a):
         if torch is not None and want(a, "torch"):
             tf = transformers_mod()
             t0 = time.perf_counter()
-            qt = QwenTorch(d, cfgs[i], tf, T)
+            qt = attempt("torch-bf16 " + d, lambda: QwenTorch(d, cfgs[i], tf, T))
+        if qt:
             log("INFO %s %s loaded in %.1f s; tokens per case: %s" % (qt.name, d, time.perf_counter() - t0,
                                                                       " ".join("%s:%d" % kv for kv in qt.T.items())))
             if p:  # the same weights and ids: our vector vs transformers'
@@ -778,7 +799,8 @@ def cmd_qwen(a):
             engines.append((e, qt.name + sfx, i, qt.name))
         if want(a, "ort"):
             ort = ort_mod()
-            qo = QwenOrt(ort, d, cfgs[i], a.work, T) if ort and torch is not None else None
+            qo = attempt("ort-int8 " + d, lambda: QwenOrt(ort, d, cfgs[i], a.work, T)) \
+                if ort and torch is not None else None
             if qo and qo.path:
                 if qt:  # the decoder written here (f32) vs transformers' (bf16), same weights
                     check("ort-export-f32-vs-" + qt.name, "text32 " + tags[i], lambda: qo.own("text32"),

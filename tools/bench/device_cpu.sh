@@ -13,7 +13,9 @@
 #       DIR/cpubench.tar.xz beside run.sh and the Python scripts (cpu_bench.py,
 #       cpu_summary.py, export_onnx.py, export_bert.py, safetensors_io.py) and
 #       the CLIP and Qwen tokenizers. Models are generated there, not shipped
-#       (the transfer limit is 64 MiB; the pack is ~15 MB).
+#       (the transfer limit is 64 MiB; the pack is ~19 MB). ORT int8 quantizes
+#       MatMul/Attention only: ORT has no ConvInteger for int8 weights, so
+#       CLIP's patch-embedding Conv stays f32 there.
 #   sh DIR/run.sh SECTION...               (there, from anywhere)
 #
 # Sections (each prints RESULT / FULL / CHECK / PACK lines as it goes and a
@@ -25,7 +27,9 @@
 #        texts batch 32, 77-token texts batch 1 and 32), Amini (the MiniLM
 #        shape, 16-token texts batch 32 and 1), Allm (a Qwen2-VL-2B-shape
 #        decoder forward over 1,024 tokens, timed on a 2-layer cut of the
-#        28: times per layer scale alike; x14 for the full depth).  ~4-5 min
+#        28: times per layer scale alike; x14 for the full depth;
+#        LLM_LAYERS=N times another cut, up to 28, without ORT past ~10
+#        layers: protobuf's 2 GB).  Aclip ~2 min, Amini ~1, Allm ~1.5: ~4-5 min
 #   B    issue 16 at 16 threads (THREADS default 16): the full Ops-MM-2B
 #        shape (mkqwen2vl, 4.4 GB), ms per 32-token text and per image at 256
 #        and 1280 visual tokens, ours bf16/q8 (DTYPES=f32,bf16,q8 adds f32,
@@ -41,9 +45,15 @@
 #        clip_bench's six cases), the MiniLM shape (Cmini) and the 2B shape
 #        (Cqwen: text32 and image256, QCASES; 1 thread extrapolated from
 #        the cuts, 16 measured on the full shape; header-estimated packs).
-#                                                                        ~4-5 min
+#        Cclip ~1.5 min, Cmini ~0.5, Cqwen ~3 (+1 when the models are not
+#        there yet from A/B/B1 on the same warm machine)               ~5 min
 #   all  A B B1 C in turn (over 600 s: for a machine without that limit)
 # e.g. sh .devin/cpubench/run.sh A;  sh .devin/cpubench/run.sh B;  THREADS=1,16 sh .devin/cpubench/run.sh Aclip
+# The durations are estimates (nothing here was run on that machine); a
+# section that risks the 600 s limit can go as its parts in separate calls
+# (the logs in $OUT come back even from a call that was cut off). The
+# device's run tool copies only tracked files: give it carry
+# [".devin/cpubench"].
 #
 # Environment: THREADS (see above), SECS (seconds a case keeps going, at
 # least RUNS rounds, at most MAXRUNS; A and C: 0.5 / 3 / 15; B: 0 / 3),

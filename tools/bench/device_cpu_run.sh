@@ -76,9 +76,10 @@ sec_Amini() {
         --threads "${THREADS:-1,2,4,8,16}" --variants "${DTYPES:-bf16,q8}" $(run_opts "$SECS_AC" "$RUNS_AC") \
         --ours "$L $P/text_bench $T/minilm $T/twork --serve --dtypes ${DTYPES:-bf16,q8}"
 }
-sec_Allm() {
-    qwen q2 --layers 2 || return 1
-    step A Allm $PY "$D/cpu_bench.py" qwen "$T/qwork" --models "$T/q2" --cases text1024 \
+sec_Allm() {  # LLM_LAYERS (2): decoder layers of the cut timed
+    n=${LLM_LAYERS:-2}
+    qwen "q$n" --layers "$n" || return 1
+    step A Allm $PY "$D/cpu_bench.py" qwen "$T/qwork" --models "$T/q$n" --cases text1024 \
         --threads "${THREADS:-1,2,4,8,16}" --variants "${DTYPES:-bf16,q8}" $(run_opts "$SECS_AC" "$RUNS_AC") \
         --engines ours,ort,torch --ours "$L $P/qwen2vl_bench {dir} --serve --dtypes ${DTYPES:-bf16,q8}"
 }
