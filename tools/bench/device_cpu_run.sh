@@ -10,7 +10,7 @@ T=${CPUBENCH_TMP:-${TMPDIR:-/tmp}/cpubench}
 O=${OUT:-$T/out}
 PY=${PY:-python3}
 mkdir -p "$T" "$O" || exit 1
-[ $# -gt 0 ] || { sed -n '2,4p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '4,6p' "$0"; exit 2; }
 START=$(date +%s)
 P=$T/pkg
 rm -rf "$P" && mkdir -p "$P" || exit 1
