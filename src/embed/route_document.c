@@ -236,11 +236,10 @@ static int doc_images(mm_embed_t *e, entry_t *m, mm_doc_job_t *j, const doc_req_
         for (int i = 0; i < n; i++) {
             const unsigned char *rgb = pg[i].rgb;
             const chat_item_t one = {.bufs = &rgb, .n_images = 1, .rgb_w = &pg[i].width, .rgb_h = &pg[i].height};
-            double t0 = emb_ms_now();
+            /* emb_encode_chat adds its preprocess and model time to e->t_decode / e->t_model */
             if (emb_encode_chat(e, m, &one, &emb_default_text_opts, out + (size_t)i * m->info->dim, &tokens,
                                 q->use_cache, hits, i, f))
                 goto done;
-            e->t_model += emb_ms_now() - t0;
         }
         rc = 0;
         goto done;
