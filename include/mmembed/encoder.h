@@ -25,7 +25,8 @@
 
 #include "mmembed/nn.h"
 
-struct json_object;
+struct mm_cfg;
+struct mm_cfg_file;
 struct mm_preproc;
 
 typedef struct mm_encoder mm_encoder_t;
@@ -78,7 +79,9 @@ typedef struct {
 typedef struct {
     const char *name;
     const char *f32_only;      /* non-NULL: runs f32 whatever dtype is asked for; says why */
-    int (*load)(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen);
+    /* cfg: the root of dir/config.json, read once by the registry (views
+     * and getters: mmembed/hfconfig.h); the architecture never reopens it. */
+    int (*load)(const char *dir, const struct mm_cfg *cfg, mm_dtype_t dt, void **model, char *err, size_t errlen);
     void (*free)(void *model);
     void (*info)(const void *model, mm_enc_info_t *out);
     /* Optional: the architecture's own tokenizer (NULL: the folder's
@@ -127,6 +130,14 @@ size_t mm_encoder_mem_available(void);
  * Returns 0; MM_E_INVALID for an unknown dtype name; MM_E_TOOBIG, with err
  * naming every model's size, when the auto models cannot fit even in q4. */
 int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *err, size_t errlen);
+
+/* Reads dir/config.json (once) and picks its architecture from the table
+ * (model_type first, then architectures[0] / architecture). Returns MM_OK
+ * with *file (the caller closes it) and *ops, or MM_E_NOTFOUND /
+ * MM_E_INVALID (no readable config.json) / MM_E_UNSUPPORTED (no
+ * architecture of ours), err set. */
+int mm_encoder_probe(const char *dir, struct mm_cfg_file **file, const mm_encoder_ops_t **ops, char *err,
+                     size_t errlen);
 
 /* Loads p->dir with the plan's dtype and reason (mm_encoder_load's
  * contract otherwise). */

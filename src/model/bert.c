@@ -17,7 +17,6 @@
  * Sections: config, weights, forward, encoder ops. */
 #include "textcommon.h"
 
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,25 +38,25 @@ typedef struct {
     mm_tops_act_t act;/* hidden_act */
 } bert_config_t;
 
-static int parse_config(json_object *o, bert_config_t *c, char *err, size_t errlen)
+static int parse_config(const mm_cfg_t *o, bert_config_t *c, char *err, size_t errlen)
 {
     int rc;
     double eps;
     if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "max_position_embeddings", 512, &c->max_pos, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "type_vocab_size", 2, &c->type_vocab, err, errlen)) ||
-        (rc = mm_tc_cfg_num(o, "layer_norm_eps", 1e-12, &eps, err, errlen)))
+        (rc = mm_cfg_pos(o, "max_position_embeddings", 512, &c->max_pos, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "type_vocab_size", 2, &c->type_vocab, err, errlen)) ||
+        (rc = mm_cfg_num(o, "layer_norm_eps", 1e-12, &eps, err, errlen)))
         return rc;
     c->eps = (float)eps;
     if (c->hidden % c->heads)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: hidden_size %d not divisible by %d heads",
-                       c->hidden, c->heads);
+        return mm_cfg_errf(o, "hidden_size", err, errlen, MM_E_INVALID, "%d not divisible by %d heads", c->hidden,
+                           c->heads);
     c->head_dim = c->hidden / c->heads;
-    const char *pe = mm_tc_jstr(o, "position_embedding_type");
+    const char *pe = mm_cfg_str(o, "position_embedding_type");
     if (pe && strcmp(pe, "absolute"))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: position_embedding_type \"%s\" not supported (absolute)", pe);
-    const char *act = mm_tc_jstr(o, "hidden_act");
+        return mm_cfg_errf(o, "position_embedding_type", err, errlen, MM_E_UNSUPPORTED,
+                           "\"%s\" not supported (absolute)", pe);
+    const char *act = mm_cfg_str(o, "hidden_act");
     if (!act || !strcmp(act, "gelu"))
         c->act = MM_TOPS_GELU;
     else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))
@@ -67,8 +66,8 @@ static int parse_config(json_object *o, bert_config_t *c, char *err, size_t errl
     else if (!strcmp(act, "silu") || !strcmp(act, "swish"))
         c->act = MM_TOPS_SILU;
     else
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: hidden_act \"%s\" not supported (gelu, gelu_new, relu, silu)", act);
+        return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED,
+                           "\"%s\" not supported (gelu, gelu_new, relu, silu)", act);
     return MM_OK;
 }
 
@@ -200,19 +199,16 @@ const mm_tc_arch_t mm_tc_bert = {.name = "bert", .forward = forward, .free = ber
 /* mm_enc_bert.load; see mm_tm_load_as (textmodel.h) for the contract.
  * dir's config.json describes a BertModel (the registry or mm_tm_load_as chose
  * this file by it). *out is an mm_tm_t. */
-static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+static int load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, void **out, char *err, size_t errlen)
 {
     *out = NULL;
     bert_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     int rc, max_seq = 0;
-    json_object *cfg = NULL;
-    if ((rc = mm_tc_init(&m->tm, &mm_tc_bert, dir, dtype, err, errlen)) ||
-        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
+    if ((rc = mm_tc_init(&m->tm, &mm_tc_bert, dir, dtype, err, errlen)))
         goto fail;
     rc = parse_config(cfg, &m->c, err, errlen);
-    json_object_put(cfg);
     m->tm.info.pooling = MM_TM_POOL_MEAN;
     if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)))
         goto fail;

@@ -25,10 +25,10 @@
 
 #include "mmembed/backend.h"
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
 
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,90 +113,58 @@ struct mm_model {
 
 /* ============================================================ config parsing */
 
-static int cfg_int(json_object *o, const char *key, int def, int *out, const char *where,
-                   char *err, size_t errlen)
+static int cfg_act(const mm_cfg_t *o, const char *def, mm_act_t *out, char *err, size_t errlen)
 {
-    json_object *v;
-    *out = def;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return MM_OK;
-    if (!json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s is not an integer", where, key);
-    int64_t x = json_object_get_int64(v);
-    if (x < -1000000000 || x > 1000000000)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s out of range", where, key);
-    *out = (int)x;
-    return MM_OK;
-}
-
-static int cfg_positive(json_object *o, const char *key, int def, int *out, const char *where,
-                        char *err, size_t errlen)
-{
-    int rc = cfg_int(o, key, def, out, where, err, errlen);
-    if (rc == MM_OK && *out < 1)
-        rc = mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s must be positive", where, key);
-    return rc;
-}
-
-static int cfg_act(json_object *o, const char *def, mm_act_t *out, const char *where,
-                   char *err, size_t errlen)
-{
-    json_object *v;
-    const char *s = def;
-    if (o && json_object_object_get_ex(o, "hidden_act", &v) && json_object_is_type(v, json_type_string))
-        s = json_object_get_string(v);
+    const char *s = mm_cfg_str(o, "hidden_act");
+    if (!s)
+        s = def;
     if (!strcmp(s, "quick_gelu"))
         *out = MM_ACT_QUICK_GELU;
     else if (!strcmp(s, "gelu"))
         *out = MM_ACT_GELU;
     else
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: %s.hidden_act \"%s\" not supported (quick_gelu, gelu)", where, s);
+        return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED, "\"%s\" not supported (quick_gelu, gelu)",
+                           s);
     return MM_OK;
 }
 
 /* Common encoder fields; defaults are transformers' CLIPTextConfig /
  * CLIPVisionConfig defaults, which older config.json files rely on. */
-static int parse_tower(json_object *o, int text, tower_config_t *c, const char *where,
-                       char *err, size_t errlen)
+static int parse_tower(const mm_cfg_t *o, int text, tower_config_t *c, char *err, size_t errlen)
 {
     int rc;
+    double eps;
     memset(c, 0, sizeof(*c));
-    if ((rc = cfg_positive(o, "hidden_size", text ? 512 : 768, &c->dim, where, err, errlen)) ||
-        (rc = cfg_positive(o, "intermediate_size", text ? 2048 : 3072, &c->hidden, where, err, errlen)) ||
-        (rc = cfg_positive(o, "num_hidden_layers", 12, &c->n_layers, where, err, errlen)) ||
-        (rc = cfg_positive(o, "num_attention_heads", text ? 8 : 12, &c->n_heads, where, err, errlen)) ||
-        (rc = cfg_act(o, "quick_gelu", &c->act, where, err, errlen)))
+    if ((rc = mm_cfg_pos(o, "hidden_size", text ? 512 : 768, &c->dim, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "intermediate_size", text ? 2048 : 3072, &c->hidden, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "num_hidden_layers", 12, &c->n_layers, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "num_attention_heads", text ? 8 : 12, &c->n_heads, err, errlen)) ||
+        (rc = cfg_act(o, "quick_gelu", &c->act, err, errlen)) ||
+        (rc = mm_cfg_num(o, "layer_norm_eps", 1e-5, &eps, err, errlen)))
         return rc;
     if (c->dim % c->n_heads)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.hidden_size %d not divisible by %d heads",
-                       where, c->dim, c->n_heads);
+        return mm_cfg_errf(o, "hidden_size", err, errlen, MM_E_INVALID, "%d not divisible by %d heads", c->dim,
+                           c->n_heads);
     c->head_dim = c->dim / c->n_heads;
-    json_object *v;
-    c->eps = 1e-5f;
-    if (o && json_object_object_get_ex(o, "layer_norm_eps", &v) &&
-        (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)))
-        c->eps = (float)json_object_get_double(v);
-    if (!(c->eps > 0.0f))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.layer_norm_eps must be positive", where);
+    c->eps = (float)eps;
 
     if (text) {
-        if ((rc = cfg_positive(o, "vocab_size", 49408, &c->vocab, where, err, errlen)) ||
-            (rc = cfg_positive(o, "max_position_embeddings", 77, &c->max_pos, where, err, errlen)) ||
-            (rc = cfg_int(o, "eos_token_id", 49407, &c->eos_id, where, err, errlen)))
+        if ((rc = mm_cfg_pos(o, "vocab_size", 49408, &c->vocab, err, errlen)) ||
+            (rc = mm_cfg_pos(o, "max_position_embeddings", 77, &c->max_pos, err, errlen)) ||
+            (rc = mm_cfg_int(o, "eos_token_id", 49407, -1000000000, 1000000000, &c->eos_id, err, errlen)))
             return rc;
         /* modeling_clip.py: "The legacy configuration has eos_token_id == 2";
          * those checkpoints pool at the largest id, which is EOS in CLIP's
          * vocabulary. */
         c->eos_argmax = c->eos_id == 2;
     } else {
-        if ((rc = cfg_positive(o, "image_size", 224, &c->image_size, where, err, errlen)) ||
-            (rc = cfg_positive(o, "patch_size", 32, &c->patch, where, err, errlen)) ||
-            (rc = cfg_positive(o, "num_channels", 3, &c->channels, where, err, errlen)))
+        if ((rc = mm_cfg_pos(o, "image_size", 224, &c->image_size, err, errlen)) ||
+            (rc = mm_cfg_pos(o, "patch_size", 32, &c->patch, err, errlen)) ||
+            (rc = mm_cfg_pos(o, "num_channels", 3, &c->channels, err, errlen)))
             return rc;
         if (c->image_size % c->patch)
-            return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.image_size %d not a multiple of patch_size %d",
-                           where, c->image_size, c->patch);
+            return mm_cfg_errf(o, "image_size", err, errlen, MM_E_INVALID, "%d not a multiple of patch_size %d",
+                               c->image_size, c->patch);
         int g = c->image_size / c->patch;
         c->n_patches = g * g;
         c->seq = c->n_patches + 1;
@@ -204,34 +172,10 @@ static int parse_tower(json_object *o, int text, tower_config_t *c, const char *
     return MM_OK;
 }
 
-static const char *json_str(json_object *o, const char *key)
+static int parse_config(const mm_cfg_t *root, clip_config_t *c, char *err, size_t errlen)
 {
-    json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-static int parse_config(const char *dir, clip_config_t *c, char *err, size_t errlen)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found (not a Hugging Face model folder?)", path);
-    fclose(f);
-    json_object *root = json_object_from_file(path);
-    if (!root || !json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
-        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
-    }
-
-    const char *arch = NULL;
-    json_object *a;
-    if (json_object_object_get_ex(root, "architectures", &a) && json_object_is_type(a, json_type_array) &&
-        json_object_array_length(a) > 0)
-        arch = json_object_get_string(json_object_array_get_idx(a, 0));
-    const char *mt = json_str(root, "model_type");
+    const char *arch = mm_cfg_str0(root, "architectures");
+    const char *mt = mm_cfg_str(root, "model_type");
 
     memset(c, 0, sizeof(*c));
     if ((arch && !strcmp(arch, "CLIPModel")) || (!arch && mt && !strcmp(mt, "clip"))) {
@@ -243,30 +187,24 @@ static int parse_config(const char *dir, clip_config_t *c, char *err, size_t err
                (!arch && mt && !strcmp(mt, "clip_vision_model"))) {
         c->has_vision = 1;
     } else {
-        mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
-                "CLIPTextModelWithProjection, CLIPVisionModelWithProjection",
-                path, arch ? arch : "?", mt ? mt : "?");
-        json_object_put(root);
-        return MM_E_UNSUPPORTED;
+        return mm_cfg_errf(root, "architectures", err, errlen, MM_E_UNSUPPORTED,
+                           "unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
+                           "CLIPTextModelWithProjection, CLIPVisionModelWithProjection",
+                           arch ? arch : "?", mt ? mt : "?");
     }
 
-    int rc = MM_OK;
-    json_object *tc = NULL, *vc = NULL;
+    /* a CLIPModel nests its towers; the *WithProjection configs are the
+     * tower config itself */
+    mm_cfg_t tc = *root, vc = *root;
     if (c->has_text && c->has_vision) {
-        json_object_object_get_ex(root, "text_config", &tc);
-        json_object_object_get_ex(root, "vision_config", &vc);
-        rc = cfg_positive(root, "projection_dim", 512, &c->proj_dim, "config", err, errlen);
-    } else {
-        /* the *WithProjection configs are the tower config itself */
-        tc = vc = root;
-        rc = cfg_positive(root, "projection_dim", 512, &c->proj_dim, "config", err, errlen);
+        mm_cfg_sub(root, "text_config", &tc);
+        mm_cfg_sub(root, "vision_config", &vc);
     }
+    int rc = mm_cfg_pos(root, "projection_dim", 512, &c->proj_dim, err, errlen);
     if (rc == MM_OK && c->has_text)
-        rc = parse_tower(tc, 1, &c->text, c->has_vision ? "text_config" : "config", err, errlen);
+        rc = parse_tower(&tc, 1, &c->text, err, errlen);
     if (rc == MM_OK && c->has_vision)
-        rc = parse_tower(vc, 0, &c->vision, c->has_text ? "vision_config" : "config", err, errlen);
-    json_object_put(root);
+        rc = parse_tower(&vc, 0, &c->vision, err, errlen);
     return rc;
 }
 
@@ -403,7 +341,28 @@ int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
     return mm_model_load_as(dir, MM_DT_F32, out, err, errlen);
 }
 
+static int load_cfg(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, mm_model_t **out, char *err,
+                    size_t errlen);
+
 int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *err, size_t errlen)
+{
+    mm_cfg_file_t *f;
+    *out = NULL;
+    int rc = mm_cfg_open_in(dir, "config.json", &f, err, errlen);
+    if (rc == MM_E_NOTFOUND)
+        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
+    if (rc)
+        return rc;
+    const mm_cfg_t cfg = mm_cfg_root(f);
+    rc = load_cfg(dir, &cfg, dtype, out, err, errlen);
+    mm_cfg_close(f);
+    return rc;
+}
+
+/* The load behind both doors (mm_model_load_as and the encoder ops), on
+ * config.json already read. */
+static int load_cfg(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, mm_model_t **out, char *err,
+                    size_t errlen)
 {
     *out = NULL;
     if (!mm_nn_lin_supported(dtype))
@@ -415,7 +374,7 @@ int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *
     int rc;
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
-    if ((rc = parse_config(dir, &m->cfg, err, errlen)))
+    if ((rc = parse_config(cfg, &m->cfg, err, errlen)))
         goto fail;
     if ((rc = mm_st_open(dir, &st, err, errlen)))
         goto fail;
@@ -1206,10 +1165,10 @@ int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out
 
 /* ---------------------------------------------------------------- encoder interface */
 
-static int clip_load(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen)
+static int clip_load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dt, void **model, char *err, size_t errlen)
 {
     mm_model_t *m;
-    int rc = mm_model_load_as(dir, dt, &m, err, errlen);
+    int rc = load_cfg(dir, cfg, dt, &m, err, errlen);
     *model = rc ? NULL : m;
     return rc;
 }

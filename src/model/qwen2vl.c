@@ -28,7 +28,6 @@
 #include "mmembed/qwen3.h"
 #include "textcommon.h"
 
-#include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,51 +60,42 @@ typedef struct {
     double theta;     /* rotary base 10000 */
 } vis_config_t;
 
-static int jint(json_object *o, const char *key, int def)
-{
-    json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int)
-               ? json_object_get_int(v) : def;
-}
-
-static int parse_vision(json_object *v, int text_hidden, vis_config_t *c, char *err, size_t errlen)
+static int parse_vision(const mm_cfg_t *v, int text_hidden, vis_config_t *c, char *err, size_t errlen)
 {
     int rc;
     double ratio;
-    if (!v || !json_object_is_type(v, json_type_object))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: vision_config missing");
-    if ((rc = mm_tc_cfg_int(v, "depth", -1, &c->depth, err, errlen)) ||
-        (rc = mm_tc_cfg_int(v, "embed_dim", -1, &c->embed, err, errlen)) ||
-        (rc = mm_tc_cfg_int(v, "num_heads", -1, &c->heads, err, errlen)) ||
-        (rc = mm_tc_cfg_int(v, "hidden_size", text_hidden, &c->out, err, errlen)) ||
-        (rc = mm_tc_cfg_int(v, "patch_size", 14, &c->patch, err, errlen)) ||
-        (rc = mm_tc_cfg_int(v, "temporal_patch_size", 2, &c->temporal, err, errlen)) ||
-        (rc = mm_tc_cfg_int(v, "spatial_merge_size", 2, &c->merge, err, errlen)) ||
-        (rc = mm_tc_cfg_num(v, "mlp_ratio", 4.0, &ratio, err, errlen)))
+    if (!v->o)
+        return mm_cfg_errf(v, NULL, err, errlen, MM_E_INVALID, "missing");
+    if ((rc = mm_cfg_size(v, "depth", &c->depth, err, errlen)) ||
+        (rc = mm_cfg_size(v, "embed_dim", &c->embed, err, errlen)) ||
+        (rc = mm_cfg_size(v, "num_heads", &c->heads, err, errlen)) ||
+        (rc = mm_cfg_pos(v, "hidden_size", text_hidden, &c->out, err, errlen)) ||
+        (rc = mm_cfg_pos(v, "patch_size", 14, &c->patch, err, errlen)) ||
+        (rc = mm_cfg_pos(v, "temporal_patch_size", 2, &c->temporal, err, errlen)) ||
+        (rc = mm_cfg_pos(v, "spatial_merge_size", 2, &c->merge, err, errlen)) ||
+        (rc = mm_cfg_num(v, "mlp_ratio", 4.0, &ratio, err, errlen)))
         return rc;
-    c->channels = jint(v, "in_channels", jint(v, "in_chans", 3));
+    const char *ck = mm_cfg_has(v, "in_channels") ? "in_channels" : "in_chans";
+    if ((rc = mm_cfg_int(v, ck, 3, 1, 4, &c->channels, err, errlen)))
+        return rc;
     if (c->embed % c->heads || (c->embed / c->heads) % 4)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: vision embed_dim %d / num_heads %d", c->embed,
-                       c->heads);
+        return mm_cfg_errf(v, "embed_dim", err, errlen, MM_E_INVALID, "%d / num_heads %d: head_dim must be a multiple of 4",
+                           c->embed, c->heads);
     if (c->out != text_hidden)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: vision hidden_size %d != the decoder's %d", c->out,
-                       text_hidden);
-    if (c->channels < 1 || c->channels > 4)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: vision in_channels %d", c->channels);
+        return mm_cfg_errf(v, "hidden_size", err, errlen, MM_E_INVALID, "%d != the decoder's %d", c->out, text_hidden);
     c->head_dim = c->embed / c->heads;
     c->mlp = (int)(c->embed * ratio);
     c->patch_len = c->channels * c->temporal * c->patch * c->patch;
     c->eps = 1e-6f;
     c->theta = 10000.0;
-    const char *act = mm_tc_jstr(v, "hidden_act");
+    const char *act = mm_cfg_str(v, "hidden_act");
     if (!act || !strcmp(act, "quick_gelu"))
         c->act = MM_ACT_QUICK_GELU;
     else if (!strcmp(act, "gelu"))
         c->act = MM_ACT_GELU;
     else
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: vision hidden_act \"%s\" not supported (quick_gelu, gelu; SwiGLU is Qwen2.5-VL)",
-                       act);
+        return mm_cfg_errf(v, "hidden_act", err, errlen, MM_E_UNSUPPORTED,
+                           "\"%s\" not supported (quick_gelu, gelu; SwiGLU is Qwen2.5-VL)", act);
     return MM_OK;
 }
 
@@ -363,39 +353,40 @@ static int encode_one(const qwen2vl_t *m, runner_t *r, const mm_input_t *in, flo
 
 /* ============================================================ load */
 
-static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+static int load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, void **out, char *err, size_t errlen)
 {
     *out = NULL;
     qwen2vl_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     int rc;
-    json_object *cfg = NULL, *tc, *vc = NULL;
-    if ((rc = mm_tc_init(&m->lm.tm, &arch_qwen2vl, dir, dtype, err, errlen)) ||
-        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
+    mm_cfg_t tc, vc;
+    if ((rc = mm_tc_init(&m->lm.tm, &arch_qwen2vl, dir, dtype, err, errlen)))
         goto fail;
     /* transformers 5 nests the decoder's keys in text_config; the Hub's
      * configs have them at the top */
-    if (!json_object_object_get_ex(cfg, "text_config", &tc) || !json_object_is_type(tc, json_type_object))
-        tc = cfg;
-    json_object_object_get_ex(cfg, "vision_config", &vc);
-    if ((rc = mm_q3_parse_config(tc, 1, &m->lm.c, err, errlen)))
+    const int nested = mm_cfg_sub(cfg, "text_config", &tc);
+    if (!nested)
+        tc = *cfg;
+    mm_cfg_sub(cfg, "vision_config", &vc);
+    if ((rc = mm_q3_parse_config(&tc, 1, &m->lm.c, err, errlen)))
         goto fail;
-    if (!m->lm.c.mrope[0] && tc != cfg) {   /* rope keys at the top of a nested config */
+    if (!m->lm.c.mrope[0] && nested) {   /* rope keys at the top of a nested config */
         mm_q3_config_t top;
         if (mm_q3_parse_config(cfg, 1, &top, NULL, 0) == MM_OK)
             memcpy(m->lm.c.mrope, top.mrope, sizeof top.mrope);
     }
     if (!m->lm.c.mrope[0]) {
-        rc = mm_errf(err, errlen, MM_E_INVALID, "config.json: no mrope_section (rope_scaling / rope_parameters)");
+        rc = mm_cfg_errf(cfg, "rope_scaling", err, errlen, MM_E_INVALID, "no mrope_section (rope_scaling / rope_parameters)");
         goto fail;
     }
-    if ((rc = parse_vision(vc, m->lm.c.hidden, &m->v, err, errlen)))
+    if ((rc = parse_vision(&vc, m->lm.c.hidden, &m->v, err, errlen)))
         goto fail;
     m->chat = (mm_enc_chat_t){
         .im_start = 151644, .im_end = 151645, .endoftext = 151643,
-        .vision_start = jint(cfg, "vision_start_token_id", 151652), .vision_end = jint(cfg, "vision_end_token_id", 151653),
-        .image_pad = jint(cfg, "image_token_id", 151655), .default_instruction = "You are a helpful assistant.",
+        .vision_start = mm_cfg_first_int(cfg, "vision_start_token_id", 151652),
+        .vision_end = mm_cfg_first_int(cfg, "vision_end_token_id", 151653),
+        .image_pad = mm_cfg_first_int(cfg, "image_token_id", 151655), .default_instruction = "You are a helpful assistant.",
     };
     m->lm.tm.info.pooling = MM_TM_POOL_LAST;
     if ((rc = mm_q3_setup(&m->lm, err, errlen)))
@@ -413,11 +404,9 @@ static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t
         const float dim = (float)(m->v.head_dim / 2);
         m->vinv[k] = 1.0f / powf((float)m->v.theta, (float)(2 * k) / dim);
     }
-    json_object_put(cfg);
     *out = m;
     return MM_OK;
 fail:
-    json_object_put(cfg);
     mm_tm_free(&m->lm.tm);
     return rc;
 }

@@ -24,7 +24,6 @@
 #include "mmembed/qwen3.h"
 #include "textcommon.h"
 
-#include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,88 +35,74 @@
 
 
 /* mrope_section: three positive ints summing to head_dim / 2. */
-static int parse_mrope(json_object *rs, mm_q3_config_t *c, char *err, size_t errlen)
+static int parse_mrope(const mm_cfg_t *rs, mm_q3_config_t *c, char *err, size_t errlen)
 {
-    json_object *a;
-    if (!rs || !json_object_object_get_ex(rs, "mrope_section", &a))
+    int rc = mm_cfg_ints(rs, "mrope_section", c->mrope, 3, err, errlen), sum = 0;
+    if (rc == MM_E_NOTFOUND)
         return MM_OK;
-    int sum = 0;
-    if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) != 3)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section must list 3 integers");
+    if (rc)
+        return rc;
     for (int i = 0; i < 3; i++) {
-        c->mrope[i] = json_object_get_int(json_object_array_get_idx(a, i));
         if (c->mrope[i] < 1)
-            return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section entries must be positive");
+            return mm_cfg_errf(rs, "mrope_section", err, errlen, MM_E_INVALID, "entries must be positive");
         sum += c->mrope[i];
     }
     if (sum != c->head_dim / 2)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section sums to %d, head_dim / 2 is %d", sum,
-                       c->head_dim / 2);
+        return mm_cfg_errf(rs, "mrope_section", err, errlen, MM_E_INVALID, "sums to %d, head_dim / 2 is %d", sum,
+                           c->head_dim / 2);
     return MM_OK;
 }
 
-int mm_q3_parse_config(json_object *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen)
+int mm_q3_parse_config(const mm_cfg_t *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen)
 {
     int rc;
     double eps;
     memset(c, 0, sizeof *c);
     if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "max_position_embeddings", 32768, &c->max_pos, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_key_value_heads", c->heads, &c->kv_heads, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "head_dim", c->hidden / c->heads, &c->head_dim, err, errlen)) ||
-        (rc = mm_tc_cfg_num(o, "rms_norm_eps", 1e-6, &eps, err, errlen)))
+        (rc = mm_cfg_pos(o, "max_position_embeddings", 32768, &c->max_pos, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "num_key_value_heads", c->heads, &c->kv_heads, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "head_dim", c->hidden / c->heads, &c->head_dim, err, errlen)) ||
+        (rc = mm_cfg_num(o, "rms_norm_eps", 1e-6, &eps, err, errlen)))
         return rc;
     c->eps = (float)eps;
     if (c->heads % c->kv_heads)
-        return mm_errf(err, errlen, MM_E_INVALID,
-                       "config.json: num_attention_heads %d not a multiple of num_key_value_heads %d",
-                       c->heads, c->kv_heads);
+        return mm_cfg_errf(o, "num_attention_heads", err, errlen, MM_E_INVALID,
+                           "%d not a multiple of num_key_value_heads %d", c->heads, c->kv_heads);
     if (c->head_dim % 2)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: head_dim %d is odd", c->head_dim);
-    const char *act = mm_tc_jstr(o, "hidden_act");
+        return mm_cfg_errf(o, "head_dim", err, errlen, MM_E_INVALID, "%d is odd", c->head_dim);
+    const char *act = mm_cfg_str(o, "hidden_act");
     if (act && strcmp(act, "silu"))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: hidden_act \"%s\" not supported (silu)", act);
-    if (mm_tc_jbool(o, "use_sliding_window"))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: use_sliding_window not supported");
-    c->attn_bias = qwen2 || mm_tc_jbool(o, "attention_bias");
+        return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED, "\"%s\" not supported (silu)", act);
+    if (mm_cfg_bool(o, "use_sliding_window"))
+        return mm_cfg_errf(o, "use_sliding_window", err, errlen, MM_E_UNSUPPORTED, "not supported");
+    c->attn_bias = qwen2 || mm_cfg_bool(o, "attention_bias");
     c->o_bias = !qwen2 && c->attn_bias;
     c->qk_norm = !qwen2;
 
     /* rope_theta: transformers <= 4 top-level, >= 5 under rope_parameters.
      * Only the plain rotary ("default") is implemented. */
-    json_object *rp = NULL, *rs = NULL;
-    json_object_object_get_ex(o, "rope_parameters", &rp);
-    json_object_object_get_ex(o, "rope_scaling", &rs);
-    if (rp && !json_object_is_type(rp, json_type_object))
-        rp = NULL;
-    if (rs && !json_object_is_type(rs, json_type_object))
-        rs = NULL;
-    if ((rc = mm_tc_cfg_num(o, "rope_theta", 10000.0, &c->rope_theta, err, errlen)) ||
-        (rp && (rc = mm_tc_cfg_num(rp, "rope_theta", c->rope_theta, &c->rope_theta, err, errlen))))
+    mm_cfg_t sets[2];
+    mm_cfg_sub(o, "rope_parameters", &sets[0]);
+    mm_cfg_sub(o, "rope_scaling", &sets[1]);
+    if ((rc = mm_cfg_num(o, "rope_theta", 10000.0, &c->rope_theta, err, errlen)) ||
+        (rc = mm_cfg_num(&sets[0], "rope_theta", c->rope_theta, &c->rope_theta, err, errlen)))
         return rc;
-    json_object *sets[2] = {rp, rs};
     for (int i = 0; i < 2; i++) {
-        const char *t = mm_tc_jstr(sets[i], "rope_type");
+        const char *t = mm_cfg_str(&sets[i], "rope_type");
         if (!t)
-            t = mm_tc_jstr(sets[i], "type");
+            t = mm_cfg_str(&sets[i], "type");
         /* Qwen2-VL's M-RoPE: "mrope" (transformers 4) or "default" with an
          * mrope_section (transformers 5) */
         if (t && strcmp(t, "default") && !(qwen2 && !strcmp(t, "mrope")))
-            return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: rope_type \"%s\" not supported (default)", t);
-        if (qwen2 && (rc = parse_mrope(sets[i], c, err, errlen)))
+            return mm_cfg_errf(&sets[i], "rope_type", err, errlen, MM_E_UNSUPPORTED, "\"%s\" not supported (default)",
+                               t);
+        if (qwen2 && (rc = parse_mrope(&sets[i], c, err, errlen)))
             return rc;
     }
 
-    c->eos_id = -1;
-    json_object *e;
-    if (json_object_object_get_ex(o, "eos_token_id", &e)) {
-        if (json_object_is_type(e, json_type_array) && json_object_array_length(e) > 0)
-            e = json_object_array_get_idx(e, 0);
-        if (json_object_is_type(e, json_type_int))
-            c->eos_id = json_object_get_int(e);
-    }
+    c->eos_id = mm_cfg_first_int(o, "eos_token_id", -1);
     if (!qwen2 && (c->eos_id < 0 || c->eos_id >= c->vocab))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: eos_token_id missing or outside the vocabulary");
+        return mm_cfg_errf(o, "eos_token_id", err, errlen, MM_E_INVALID, "missing or outside the vocabulary");
     return MM_OK;
 }
 
@@ -305,19 +290,16 @@ int mm_q3_finish(mm_q3_t *m, int max_seq, char *err, size_t errlen)
 /* mm_enc_qwen3.load; see mm_tm_load_as (textmodel.h) for the contract.
  * dir's config.json describes a Qwen3Model (the registry or mm_tm_load_as chose
  * this file by it). *out is an mm_tm_t. */
-static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+static int load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, void **out, char *err, size_t errlen)
 {
     *out = NULL;
     mm_q3_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     int rc, max_seq = 0;
-    json_object *cfg = NULL;
-    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)) ||
-        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
+    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)))
         goto fail;
     rc = mm_q3_parse_config(cfg, 0, &m->c, err, errlen);
-    json_object_put(cfg);
     m->tm.info.pooling = MM_TM_POOL_LAST;
     if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)) ||
         (rc = mm_q3_setup(m, err, errlen)) ||

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/packcache.h"
 #include "mmembed/textops.h"
 
@@ -40,88 +41,16 @@
 
 /* ============================================================ config */
 
-json_object *mm_tc_json_read(const char *path, int *rc, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        *rc = mm_errf(err, errlen, MM_E_NOTFOUND, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    fclose(f);
-    json_object *o = json_object_from_file(path);
-    if (!o || !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        *rc = mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
-        return NULL;
-    }
-    *rc = MM_OK;
-    return o;
-}
-
-json_object *mm_tc_config_read(const char *dir, int *rc, char *err, size_t errlen)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    return mm_tc_json_read(path, rc, err, errlen);
-}
-
-const char *mm_tc_jstr(json_object *o, const char *key)
-{
-    json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-int mm_tc_jbool(json_object *o, const char *key)
-{
-    json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
-}
-
-int mm_tc_cfg_int(json_object *o, const char *key, int def, int *out, char *err, size_t errlen)
-{
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
-        if (def < 0)
-            return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s missing", key);
-        *out = def;
-        return MM_OK;
-    }
-    if (!json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s is not an integer", key);
-    int64_t x = json_object_get_int64(v);
-    if (x < 1 || x > 100000000)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s = %lld out of range", key,
-                       (long long)x);
-    *out = (int)x;
-    return MM_OK;
-}
-
-int mm_tc_cfg_sizes(json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+int mm_tc_cfg_sizes(const mm_cfg_t *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
                     size_t errlen)
 {
     int rc;
-    if ((rc = mm_tc_cfg_int(o, "vocab_size", -1, vocab, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "hidden_size", -1, hidden, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_hidden_layers", -1, layers, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_attention_heads", -1, heads, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "intermediate_size", -1, inter, err, errlen)))
+    if ((rc = mm_cfg_size(o, "vocab_size", vocab, err, errlen)) ||
+        (rc = mm_cfg_size(o, "hidden_size", hidden, err, errlen)) ||
+        (rc = mm_cfg_size(o, "num_hidden_layers", layers, err, errlen)) ||
+        (rc = mm_cfg_size(o, "num_attention_heads", heads, err, errlen)) ||
+        (rc = mm_cfg_size(o, "intermediate_size", inter, err, errlen)))
         return rc;
-    return MM_OK;
-}
-
-int mm_tc_cfg_num(json_object *o, const char *key, double def, double *out, char *err, size_t errlen)
-{
-    json_object *v;
-    *out = def;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return MM_OK;
-    if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s is not a number", key);
-    *out = json_object_get_double(v);
-    if (!(*out > 0) || !isfinite(*out))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s must be positive", key);
     return MM_OK;
 }
 
@@ -135,61 +64,58 @@ int mm_tc_st_files(const char *dir, int *pooling, int *max_seq, char *err, size_
 {
     char path[1280];
     int rc;
+    mm_cfg_file_t *f;
     *max_seq = 0;
 
     snprintf(path, sizeof path, "%s/sentence_bert_config.json", dir);
     if (access(path, F_OK) == 0) {
-        json_object *o = mm_tc_json_read(path, &rc, err, errlen);
-        if (!o)
+        if ((rc = mm_cfg_open(path, &f, err, errlen)))
             return rc;
-        json_object *v;
-        if (json_object_object_get_ex(o, "max_seq_length", &v) && json_object_is_type(v, json_type_int) &&
-            json_object_get_int(v) > 0)
-            *max_seq = json_object_get_int(v);
-        json_object_put(o);
+        const mm_cfg_t o = mm_cfg_root(f);
+        int v;
+        if (mm_cfg_pos(&o, "max_seq_length", 0, &v, NULL, 0) == MM_OK)
+            *max_seq = v;
+        mm_cfg_close(f);
     }
 
     snprintf(path, sizeof path, "%s/modules.json", dir);
     if (access(path, F_OK) != 0)
         return MM_OK;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: %s", path, strerror(errno));
-    fclose(f);
-    json_object *mods = json_object_from_file(path);
-    if (!mods || !json_object_is_type(mods, json_type_array)) {
-        json_object_put(mods);
-        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON array", path);
-    }
+    if ((rc = mm_cfg_open_array(path, &f, err, errlen)))
+        return rc;
+    const mm_cfg_t root = mm_cfg_root(f);
+    json_object *mods = mm_cfg_json(&root);
     char pool_dir[512] = "";
-    rc = MM_OK;
     for (size_t i = 0; i < json_object_array_length(mods) && rc == MM_OK; i++) {
-        json_object *e = json_object_array_get_idx(mods, i);
-        const char *type = mm_tc_jstr(e, "type"), *p = mm_tc_jstr(e, "path");
+        char where[32];
+        snprintf(where, sizeof where, "[%zu]", i);
+        const mm_cfg_t e = mm_cfg_view(&root, json_object_array_get_idx(mods, i), where);
+        const char *type = mm_cfg_str(&e, "type"), *p = mm_cfg_str(&e, "path");
         const char *cls = type ? strrchr(type, '.') : NULL;
         cls = cls ? cls + 1 : type ? type : "";
         if (!strcmp(cls, "Pooling"))
             snprintf(pool_dir, sizeof pool_dir, "%s", p ? p : "");
         else if (strcmp(cls, "Transformer") && strcmp(cls, "Normalize"))
-            rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: module %s not supported", path,
-                         type ? type : "?");
+            rc = mm_cfg_errf(&e, "type", err, errlen, MM_E_UNSUPPORTED, "module %s not supported", type ? type : "?");
     }
-    json_object_put(mods);
+    mm_cfg_close(f);
     if (rc || !pool_dir[0])
         return rc;
 
     snprintf(path, sizeof path, "%s/%s/config.json", dir, pool_dir);
-    json_object *o = mm_tc_json_read(path, &rc, err, errlen);
-    if (!o)
+    if ((rc = mm_cfg_open(path, &f, err, errlen)))
         return rc;
-    int cls = mm_tc_jbool(o, "pooling_mode_cls_token"), mean = mm_tc_jbool(o, "pooling_mode_mean_tokens");
-    int last = mm_tc_jbool(o, "pooling_mode_lasttoken");
-    int other = mm_tc_jbool(o, "pooling_mode_max_tokens") || mm_tc_jbool(o, "pooling_mode_mean_sqrt_len_tokens") ||
-                mm_tc_jbool(o, "pooling_mode_weightedmean_tokens");
-    json_object_put(o);
+    const mm_cfg_t o = mm_cfg_root(f);
+    int cls = mm_cfg_bool(&o, "pooling_mode_cls_token"), mean = mm_cfg_bool(&o, "pooling_mode_mean_tokens");
+    int last = mm_cfg_bool(&o, "pooling_mode_lasttoken");
+    int other = mm_cfg_bool(&o, "pooling_mode_max_tokens") || mm_cfg_bool(&o, "pooling_mode_mean_sqrt_len_tokens") ||
+                mm_cfg_bool(&o, "pooling_mode_weightedmean_tokens");
     if (other || cls + mean + last != 1)
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "%s: pooling must be exactly one of cls_token, mean_tokens, lasttoken", path);
+        rc = mm_cfg_errf(&o, NULL, err, errlen, MM_E_UNSUPPORTED,
+                         "pooling must be exactly one of cls_token, mean_tokens, lasttoken");
+    mm_cfg_close(f);
+    if (rc)
+        return rc;
     *pooling = cls ? MM_TM_POOL_CLS : mean ? MM_TM_POOL_MEAN : MM_TM_POOL_LAST;
     return MM_OK;
 }

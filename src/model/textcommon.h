@@ -17,11 +17,11 @@
 
 #include "mmembed/common.h"
 #include "mmembed/encoder.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
 #include "mmembed/textmodel.h"
 
-struct json_object;
 
 /* Rows per feed-forward block: the FFN runs on blocks of tokens so its wide
  * intermediate buffer stays FF_BLOCK rows whatever the pass size. */
@@ -85,23 +85,10 @@ struct mm_tm_runner {
 
 /* ---------------------------------------------------------------- config.json */
 
-/* Reads a JSON object file. NULL with *rc MM_E_NOTFOUND / MM_E_INVALID and
- * err set when missing or not an object; the caller puts the result. */
-struct json_object *mm_tc_json_read(const char *path, int *rc, char *err, size_t errlen);
-/* String / boolean member, NULL / 0 when absent or of another type. */
-const char *mm_tc_jstr(struct json_object *o, const char *key);
-int mm_tc_jbool(struct json_object *o, const char *key);
-/* Integer `key` in [1, 1e8] into *out; def when absent or null (def < 0:
- * required). Returns 0 or MM_E_INVALID with "config.json: key ..." in err. */
-int mm_tc_cfg_int(struct json_object *o, const char *key, int def, int *out, char *err, size_t errlen);
 /* The sizes every transformer config gives, all required: vocab_size,
  * hidden_size, num_hidden_layers, num_attention_heads, intermediate_size. */
-int mm_tc_cfg_sizes(struct json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+int mm_tc_cfg_sizes(const mm_cfg_t *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
                     size_t errlen);
-/* Positive finite number `key` into *out, def when absent, o may be NULL. */
-int mm_tc_cfg_num(struct json_object *o, const char *key, double def, double *out, char *err, size_t errlen);
-/* dir/config.json, or NULL with *rc and err set. */
-struct json_object *mm_tc_config_read(const char *dir, int *rc, char *err, size_t errlen);
 
 /* Pooling and length limit from the sentence-transformers files when dir
  * has them (modules.json -> Pooling config, sentence_bert_config.json);
@@ -233,7 +220,7 @@ typedef struct {
 /* Reads the decoder's config from o (Qwen3's config.json, or Qwen2-VL's
  * text config: qwen2 != 0 switches to Qwen2's attention — q/k/v bias, no
  * q/k norm — and reads mrope_section from rope_scaling / rope_parameters). */
-int mm_q3_parse_config(struct json_object *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen);
+int mm_q3_parse_config(const mm_cfg_t *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen);
 /* After the config: the mm_tm_t dims and the layer array. */
 int mm_q3_setup(mm_q3_t *m, char *err, size_t errlen);
 /* The decoder's part of a weight walk (names relative to the walk's prefix). */

@@ -6,49 +6,31 @@
 #include "textcommon.h"
 
 #include <cblas.h>
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/textops.h"
 
 /* ================================================================ load */
 
-/* Which architecture a config describes: model_type when present (so that
- * e.g. "xlm-roberta" with a Bert-like architectures list is not taken for
- * BERT), else the first architectures entry. NULL when neither matches. */
-static const mm_encoder_ops_t *detect_arch(json_object *root)
+/* The architectures this API loads: the encoder ops whose models are
+ * mm_tm_t (those that share textcommon's free). */
+static int is_text_ops(const mm_encoder_ops_t *ops)
 {
-    const char *mt = mm_tc_jstr(root, "model_type");
-    if (mt)
-        return !strcmp(mt, "bert") ? &mm_enc_bert : !strcmp(mt, "qwen3") ? &mm_enc_qwen3 : NULL;
-    json_object *a;
-    if (!json_object_object_get_ex(root, "architectures", &a) ||
-        !json_object_is_type(a, json_type_array) || json_object_array_length(a) < 1)
-        return NULL;
-    const char *s = json_object_get_string(json_object_array_get_idx(a, 0));
-    static const char *bert[] = {"BertModel", "BertForMaskedLM", "BertForPreTraining"};
-    static const char *qwen[] = {"Qwen3Model", "Qwen3ForCausalLM"};
-    for (size_t i = 0; s && i < MM_ARRAY_LEN(bert); i++)
-        if (!strcmp(s, bert[i]))
-            return &mm_enc_bert;
-    for (size_t i = 0; s && i < MM_ARRAY_LEN(qwen); i++)
-        if (!strcmp(s, qwen[i]))
-            return &mm_enc_qwen3;
-    return NULL;
+    return ops && ops->free == mm_tc_enc_free && ops->info == mm_tc_enc_info;
 }
 
 int mm_tm_is_supported(const char *dir)
 {
-    int rc;
-    json_object *root = mm_tc_config_read(dir, &rc, NULL, 0);
-    if (!root)
+    mm_cfg_file_t *f;
+    const mm_encoder_ops_t *ops;
+    if (mm_encoder_probe(dir, &f, &ops, NULL, 0))
         return 0;
-    const mm_encoder_ops_t *ops = detect_arch(root);
-    json_object_put(root);
-    return ops != NULL;
+    mm_cfg_close(f);
+    return is_text_ops(ops);
 }
 
 int mm_tm_load(const char *dir, mm_tm_t **out, char *err, size_t errlen)
@@ -62,19 +44,22 @@ int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, s
     if (!mm_nn_lin_supported(dtype))
         return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: dtype %s is not supported on this CPU", dir,
                        mm_dtype_name(dtype));
-    int rc;
-    json_object *root = mm_tc_config_read(dir, &rc, err, errlen);
-    if (!root)
+    mm_cfg_file_t *f;
+    const mm_encoder_ops_t *ops;
+    int rc = mm_encoder_probe(dir, &f, &ops, err, errlen);
+    if (rc)
         return rc;
-    const mm_encoder_ops_t *ops = detect_arch(root);
-    if (!ops)
-        rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s/config.json: not a BertModel or Qwen3Model (model_type \"%s\")",
-                     dir, mm_tc_jstr(root, "model_type") ? mm_tc_jstr(root, "model_type") : "?");
-    json_object_put(root);
-    if (!ops)
-        return rc;
-    void *m;
-    if ((rc = ops->load(dir, dtype, &m, err, errlen)))
+    const mm_cfg_t cfg = mm_cfg_root(f);
+    void *m = NULL;
+    if (!is_text_ops(ops)) {
+        const char *mt = mm_cfg_str(&cfg, "model_type");
+        rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: not a BertModel or Qwen3Model (model_type \"%s\")",
+                     mm_cfg_path(f), mt ? mt : "?");
+    } else {
+        rc = ops->load(dir, &cfg, dtype, &m, err, errlen);
+    }
+    mm_cfg_close(f);
+    if (rc)
         return rc;
     *out = m;
     return MM_OK;
