@@ -25,6 +25,7 @@
 
 #include "mmembed/nn.h"
 
+struct mm_backend;
 struct mm_cfg;
 struct mm_cfg_file;
 struct mm_preproc;
@@ -90,6 +91,10 @@ typedef struct {
     int (*tokenize)(const void *model, const char *text, size_t len, int32_t *ids, int cap, int *n, int *total,
                     char *err, size_t errlen);
     void *(*runner_new)(const void *model, int max_batch, int max_images, int threads);
+    /* Optional: a runner whose forward runs on a compute backend the caller
+     * keeps open (mmembed/backend.h); it holds its own copy of the weights
+     * there. NULL when out of (device) memory. */
+    void *(*runner_new_on)(const void *model, struct mm_backend *be, int max_batch, int max_images);
     void (*runner_free)(void *runner);
     /* Encode n inputs (n <= the runner's max_batch for text, any n for
      * images) into out (n, dim), NOT normalized. Returns 0 or MM_E_*. */
@@ -187,6 +192,11 @@ int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t
 /* A worker's run state for passes of up to max_batch texts and max_images
  * images. NULL when out of memory. */
 mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int max_images, int threads);
+/* The same on a compute backend (runner_new_on): NULL when the
+ * architecture has none or out of (device) memory. be stays the caller's
+ * and must outlive the runner. */
+mm_enc_runner_t *mm_encoder_runner_new_on(const mm_encoder_t *e, struct mm_backend *be, int max_batch,
+                                          int max_images);
 void mm_encoder_runner_free(mm_enc_runner_t *r);
 int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out);
 /* Conveniences over mm_encoder_encode: n token sequences, or n images laid

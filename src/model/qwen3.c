@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/textops.h"
 
@@ -215,49 +216,122 @@ static void rope_rows(const mm_q3_t *m, const int32_t *pos, int T, float *cos, f
 
 /* ============================================================ forward */
 
-/* Qwen3Model over n packed sequences: r->x holds the input rows and r->pos
- * their positions; leaves the final-normed last hidden state in r->x. */
+/* Qwen3Model over n packed sequences on the runner's backend: r->x holds
+ * the input rows and r->pos their positions; leaves the final-normed last
+ * hidden state in r->x. */
 void mm_q3_forward(mm_tm_runner_t *r, const int *lens, int n)
 {
-    const mm_q3_t *m = (const mm_q3_t *)r->m;
+    const mm_q3_t *m = (const mm_q3_t *)r->m, *w = (const mm_q3_t *)r->w;
     const mm_q3_config_t *c = &m->c;
+    mm_backend_t *be = r->be;
+    const mm_backend_ops_t *o = be->ops;
     const int H = c->hidden, F = c->inter, D = c->head_dim, T = r->start[n];
     const int Q = c->heads * D, KV = c->kv_heads * D, ld = r->m->ld_qkv;
     float *x = r->x;
+    (void)lens;
 
-    /* Qwen3RotaryEmbedding: the same cos / sin for every layer */
-    rope_rows(m, r->pos, T, r->rope_cos, r->rope_sin);
+    /* Qwen3RotaryEmbedding: the same cos / sin for every layer, built on
+     * the host from the tables */
+    rope_rows(m, r->pos, T, r->hcos, r->hsin);
+    o->upload(be, r->rope_cos, r->hcos, (size_t)T * (D / 2) * sizeof(float));
+    o->upload(be, r->rope_sin, r->hsin, (size_t)T * (D / 2) * sizeof(float));
     for (int l = 0; l < c->layers; l++) {
-        const mm_q3_layer_t *L = &m->l[l];
+        const mm_q3_layer_t *L = &w->l[l];
         /* Qwen3Attention */
-        mm_tops_rmsnorm(r->y, H, x, H, L->in_norm, T, H, c->eps);
-        mm_nn_linear(r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE);
-        for (int t = 0; c->qk_norm && t < T; t++) {
-            float *row = r->qkv + (size_t)t * ld;
-            mm_tops_rmsnorm(row, D, row, D, L->q_norm, c->heads, D, c->eps);
-            mm_tops_rmsnorm(row + Q, D, row + Q, D, L->k_norm, c->kv_heads, D, c->eps);
+        o->rms_norm(be, r->y, H, x, H, L->in_norm, T, 1, H, c->eps);
+        o->linear(be, r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE, 0);
+        if (c->qk_norm) {   /* per head, before rotary */
+            o->rms_norm(be, r->qkv, ld, r->qkv, ld, L->q_norm, T, c->heads, D, c->eps);
+            o->rms_norm(be, r->qkv + Q, ld, r->qkv + Q, ld, L->k_norm, T, c->kv_heads, D, c->eps);
         }
-        mm_tops_rope(r->qkv, ld, T, c->heads + c->kv_heads, D, r->rope_cos, r->rope_sin);
-        mm_tc_attention(r, lens, n, c->heads, c->heads / c->kv_heads, D, Q, Q + KV, 1);
-        mm_nn_linear(r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE);
-        for (size_t i = 0; i < (size_t)T * H; i++)
-            x[i] += r->y[i];
+        o->rope(be, r->qkv, ld, T, c->heads + c->kv_heads, D, r->rope_cos, r->rope_sin);
+        o->attention_gqa(be, r->att, Q, r->qkv, ld, r->qkv + Q, ld, r->qkv + Q + KV, ld, &r->seqs, c->heads,
+                         c->kv_heads, D, 1);
+        o->linear(be, r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE, 0);
+        o->add(be, x, r->y, (size_t)T * H);
         /* Qwen3MLP, MM_TC_FF_BLOCK rows at a time */
         for (int t0 = 0; t0 < T; t0 += MM_TC_FF_BLOCK) {
             int nt = MM_MIN(MM_TC_FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
-            mm_tops_rmsnorm(yb, H, xb, H, L->post_norm, nt, H, c->eps);
-            mm_nn_linear(r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F, MM_ACT_NONE);
-            mm_tops_swiglu(r->ff2, F, r->ff, 2 * F, nt, F);
-            mm_nn_linear(yb, H, r->ff2, F, L->wdown, NULL, nt, F, H, MM_ACT_NONE);
-            for (size_t i = 0; i < (size_t)nt * H; i++)
-                xb[i] += yb[i];
+            o->rms_norm(be, yb, H, xb, H, L->post_norm, nt, 1, H, c->eps);
+            o->linear(be, r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F, MM_ACT_NONE, 0);
+            o->swiglu(be, r->ff2, F, r->ff, 2 * F, nt, F);
+            o->linear(be, yb, H, r->ff2, F, L->wdown, NULL, nt, F, H, MM_ACT_NONE, 0);
+            o->add(be, xb, yb, (size_t)nt * H);
         }
     }
-    mm_tops_rmsnorm(x, H, x, H, m->norm, T, H, c->eps);
+    o->rms_norm(be, x, H, x, H, w->norm, T, 1, H, c->eps);
 }
 
-const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = mm_q3_forward, .free = mm_q3_free};
+/* ============================================================ on a backend */
+
+void mm_q3_dev_clear(mm_q3_t *d, mm_backend_t *be)
+{
+    for (int l = 0; d->l && l < d->c.layers; l++) {
+        mm_q3_layer_t *L = &d->l[l];
+        mm_tc_dev_dense_free(be, L->wqkv), mm_tc_dev_dense_free(be, L->wo);
+        mm_tc_dev_dense_free(be, L->wgu), mm_tc_dev_dense_free(be, L->wdown);
+        const float *v[] = {L->in_norm, L->bqkv, L->q_norm, L->k_norm, L->bo, L->post_norm};
+        for (size_t i = 0; i < MM_ARRAY_LEN(v); i++)
+            mm_tc_dev_release(be, v[i]);
+    }
+    mm_tc_dev_release(be, d->norm);
+    free(d->l);
+    d->l = NULL;
+    d->norm = NULL;
+}
+
+/* d starts as a copy of *m; its weight pointers become be's. The rotary
+ * tables stay the host's (rope_rows reads them on the host). */
+int mm_q3_dev_fill(const mm_q3_t *m, mm_backend_t *be, mm_q3_t *d)
+{
+    const mm_q3_config_t *c = &m->c;
+    const size_t H = (size_t)c->hidden, D = (size_t)c->head_dim;
+    const size_t QKV = (size_t)(c->heads + 2 * c->kv_heads) * D;
+    d->norm = NULL;
+    if (!(d->l = calloc((size_t)c->layers, sizeof(*d->l))))
+        return MM_E_NOMEM;
+    int bad = mm_tc_dev_const(be, &d->norm, m->norm, H);
+    for (int l = 0; !bad && l < c->layers; l++) {
+        const mm_q3_layer_t *s = &m->l[l];
+        mm_q3_layer_t *L = &d->l[l];
+        bad = mm_tc_dev_const(be, &L->in_norm, s->in_norm, H) || mm_tc_dev_dense(be, &L->wqkv, s->wqkv) ||
+              mm_tc_dev_const(be, &L->bqkv, s->bqkv, QKV) || mm_tc_dev_const(be, &L->q_norm, s->q_norm, D) ||
+              mm_tc_dev_const(be, &L->k_norm, s->k_norm, D) || mm_tc_dev_dense(be, &L->wo, s->wo) ||
+              mm_tc_dev_const(be, &L->bo, s->bo, H) || mm_tc_dev_const(be, &L->post_norm, s->post_norm, H) ||
+              mm_tc_dev_dense(be, &L->wgu, s->wgu) || mm_tc_dev_dense(be, &L->wdown, s->wdown);
+    }
+    if (bad) {
+        mm_q3_dev_clear(d, be);
+        return MM_ERR;
+    }
+    return MM_OK;
+}
+
+static void dev_free(mm_tm_t *tm, mm_backend_t *be)
+{
+    mm_q3_dev_clear((mm_q3_t *)tm, be);
+    free(tm);
+}
+
+static int dev_new(const mm_tm_t *tm, mm_backend_t *be, mm_tm_t **out)
+{
+    *out = NULL;
+    mm_q3_t *d = malloc(sizeof(*d));
+    if (!d)
+        return MM_E_NOMEM;
+    *d = *(const mm_q3_t *)tm;
+    int rc = mm_q3_dev_fill((const mm_q3_t *)tm, be, d);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    *out = &d->tm;
+    return MM_OK;
+}
+
+const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = mm_q3_forward, .free = mm_q3_free,
+                                  .dev_new = dev_new, .dev_free = dev_free, .takes_embeds = 1};
 
 /* ============================================================ load */
 
@@ -317,7 +391,7 @@ fail:
 
 int mm_qwen3_embed_ids(const mm_tm_t *m, const int32_t *ids, int n, float *x)
 {
-    if (m->arch->forward != mm_q3_forward)
+    if (!m->arch->takes_embeds)
         return MM_E_UNSUPPORTED;
     for (int t = 0; t < n; t++)
         if (ids[t] < 0 || ids[t] >= m->vocab)
@@ -331,7 +405,7 @@ int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *po
                             float *out)
 {
     const mm_q3_t *m = (const mm_q3_t *)r->m;
-    if (r->m->arch->forward != mm_q3_forward)
+    if (!r->m->arch->takes_embeds)
         return MM_E_UNSUPPORTED;
     int rc = mm_tc_check_lens(&m->tm, lens, n);
     if (rc)
@@ -343,13 +417,13 @@ int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *po
         if (pos[t] < 0 || pos[t] >= m->rope_rows)
             return MM_E_INVALID;
     const mm_tc_src_t src = {.x = x, .pos = pos};
-    mm_tc_run(r, &src, lens, n, out);
-    return MM_OK;
+    return mm_tc_run(r, &src, lens, n, out);
 }
 
 /* ============================================================ encoder ops */
 
 const mm_encoder_ops_t mm_enc_qwen3 = {
     .name = "qwen3", .load = load, .free = mm_tc_enc_free, .info = mm_tc_enc_info,
-    .runner_new = mm_tc_enc_runner_new, .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
+    .runner_new = mm_tc_enc_runner_new, .runner_new_on = mm_tc_enc_runner_new_on,
+    .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
 };

@@ -445,6 +445,22 @@ mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int
     return r;
 }
 
+mm_enc_runner_t *mm_encoder_runner_new_on(const mm_encoder_t *e, struct mm_backend *be, int max_batch,
+                                          int max_images)
+{
+    if (!e->ops->runner_new_on)
+        return NULL;
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->enc = e;
+    if (!(r->r = e->ops->runner_new_on(e->model, be, max_batch, max_images))) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
 void mm_encoder_runner_free(mm_enc_runner_t *r)
 {
     if (!r) return;

@@ -30,6 +30,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/hfconfig.h"
 #include "mmembed/packcache.h"
@@ -413,61 +414,28 @@ void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, i
             mm_st_convert(m->tok_dtype, tab + (size_t)ids[s][p] * H * esize, x, H);
 }
 
-typedef struct {
-    mm_tm_runner_t *r;
-    const int *lens;
-    int n, heads, group, D, ldq, ldo, koff, voff, causal;
-    float scale;
-} attn_job_t;
-
-/* Parts take (sequence, head) units round robin; each part has its own
- * scores block. */
-static void attn_part(void *arg, int part, int nparts)
+int mm_tc_pass(mm_tm_runner_t *r, const int *lens, int n, float *out)
 {
-    const attn_job_t *j = arg;
-    mm_tm_runner_t *r = j->r;
-    float *scores = r->scores + (size_t)(part % r->threads) * MM_TOPS_QBLOCK * r->m->info.max_tokens;
-    for (int u = part; u < j->n * j->heads; u += nparts) {
-        const int s = u / j->heads, h = u % j->heads, kvh = h / j->group;
-        const float *q = r->qkv + (size_t)r->start[s] * j->ldq;
-        mm_tops_attention(r->att + (size_t)r->start[s] * j->ldo + h * j->D, j->ldo, q + h * j->D, j->ldq,
-                          q + j->koff + kvh * j->D, j->ldq, q + j->voff + kvh * j->D, j->ldq, j->lens[s], j->D,
-                          j->scale, j->causal, scores);
-    }
-}
-
-void mm_tc_attention(mm_tm_runner_t *r, const int *lens, int n, int heads, int group, int D, int koff, int voff,
-                     int causal)
-{
-    attn_job_t aj = {.r = r, .lens = lens, .n = n, .heads = heads, .group = group, .D = D,
-                     .ldq = r->m->ld_qkv, .ldo = r->m->att_width, .koff = koff, .voff = voff,
-                     .causal = causal, .scale = 1.0f / sqrtf((float)D)};
-    mm_nn_parallel(attn_part, &aj);
-}
-
-/* out (n, hidden) from r->x by the model's pooling. */
-static void pool(const mm_tm_runner_t *r, const int *lens, int n, float *out)
-{
-    const int H = r->m->hidden;
+    const mm_tm_t *m = r->m;
+    mm_backend_t *be = r->be;
+    const int H = m->hidden, T = r->start[n], mb = r->max_batch, axes = MM_MAX(1, m->pos_axes);
+    int *qoff = r->hints, *qlen = qoff + mb, *prow = qlen + mb, max_len = 1;
     for (int s = 0; s < n; s++) {
-        const float *x = r->x + (size_t)r->start[s] * H;
-        float *o = out + (size_t)s * H;
-        switch (r->m->info.pooling) {
-        case MM_TM_POOL_CLS:
-            memcpy(o, x, (size_t)H * sizeof(float));
-            break;
-        case MM_TM_POOL_LAST:
-            memcpy(o, x + (size_t)(lens[s] - 1) * H, (size_t)H * sizeof(float));
-            break;
-        default:
-            for (int j = 0; j < H; j++) {
-                double acc = 0;
-                for (int p = 0; p < lens[s]; p++)
-                    acc += x[(size_t)p * H + j];
-                o[j] = (float)(acc / lens[s]);
-            }
-        }
+        qoff[s] = r->start[s];
+        qlen[s] = lens[s];
+        prow[s] = r->start[s] + (m->info.pooling == MM_TM_POOL_LAST ? lens[s] - 1 : 0);
+        max_len = MM_MAX(max_len, lens[s]);
     }
+    /* positions close up behind the sequence arrays: (axes, T) */
+    be->ops->upload(be, r->ints, r->hints, (3 * (size_t)mb + (size_t)axes * T) * sizeof(int));
+    r->seqs = (mm_seqs_t){.qoff = r->ints, .qlen = r->ints + mb, .koff = r->ints, .klen = r->ints + mb, .n = n,
+                          .max_q = max_len, .max_k = max_len};
+    m->arch->forward(r, lens, n);
+    if (m->info.pooling == MM_TM_POOL_MEAN)
+        be->ops->mean_rows(be, r->out, H, r->x, H, &r->seqs, H);
+    else   /* CLS or the last token: one row of each sequence */
+        be->ops->gather_add(be, r->out, H, r->x, H, r->ints + 2 * mb, NULL, 0, NULL, n, H);
+    return be->ops->download(be, out, r->out, (size_t)n * H * sizeof(float));
 }
 
 int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n)
@@ -483,19 +451,16 @@ int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n)
     return MM_OK;
 }
 
-void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out)
+int mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out)
 {
     const mm_tm_t *m = r->m;
+    mm_backend_t *be = r->be;
     const size_t H = (size_t)m->hidden;
-    /* the pool is process-wide: another runner may have resized it (and
-     * attention needs one scores block per part) */
-    if (mm_nn_threads() != r->threads)
-        mm_nn_set_threads(r->threads);
     size_t tok0 = 0, total = 0;   /* first token of the pass among all n sequences; all of them */
     for (int s = 0; s < n; s++)
         total += (size_t)lens[s];
     for (int s0 = 0; s0 < n;) {
-        int k = 0, t = 0;
+        int k = 0, t = 0, rc;
         r->start[0] = 0;
         while (s0 + k < n && k < r->max_batch && t + lens[s0 + k] <= r->cap) {
             t += lens[s0 + k];
@@ -503,19 +468,134 @@ void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n
         }
         const int axes = m->pos_axes > 1 ? m->pos_axes : 1;
         if (src->ids) {   /* text: the same position on every axis */
-            mm_tc_embed(m, src->ids + s0, lens + s0, k, r->x);
+            mm_tc_embed(m, src->ids + s0, lens + s0, k, r->hx);
             for (int a = 0; a < axes; a++)
                 for (int s = 0; s < k; s++)
                     for (int p = 0; p < lens[s0 + s]; p++)
                         r->pos[(size_t)a * t + r->start[s] + p] = p;
         } else {
-            memcpy(r->x, src->x + tok0 * H, (size_t)t * H * sizeof(float));
+            memcpy(r->hx, src->x + tok0 * H, (size_t)t * H * sizeof(float));
             for (int a = 0; a < axes; a++)
                 memcpy(r->pos + (size_t)a * t, src->pos + (size_t)a * total + tok0, (size_t)t * sizeof(int32_t));
         }
-        m->arch->forward(r, lens + s0, k);
-        pool(r, lens + s0, k, out + (size_t)s0 * H);
+        be->ops->upload(be, r->x, r->hx, (size_t)t * H * sizeof(float));
+        if ((rc = mm_tc_pass(r, lens + s0, k, out + (size_t)s0 * H)))
+            return rc;
         s0 += k;
         tok0 += (size_t)t;
     }
+    return MM_OK;
+}
+
+/* ================================================================ runners */
+
+int mm_tc_dev_const(mm_backend_t *be, const float **dst, const float *src, size_t n)
+{
+    *dst = src ? be->ops->constant(be, src, n) : NULL;
+    return src && !*dst;
+}
+
+int mm_tc_dev_dense(mm_backend_t *be, const float **dst, const float *src)
+{
+    *dst = src ? be->ops->dense(be, src) : NULL;
+    return src && !*dst;
+}
+
+void mm_tc_dev_release(mm_backend_t *be, const float *p)
+{
+    if (p)
+        be->ops->release(be, p);
+}
+
+void mm_tc_dev_dense_free(mm_backend_t *be, const float *p)
+{
+    if (p)
+        be->ops->dense_free(be, p);
+}
+
+/* Frees what runner_new allocated on r->be (NULL is fine). */
+static void dev_bufs_free(mm_tm_runner_t *r)
+{
+    mm_backend_t *be = r->be;
+    const int host = be->host_memory;
+    float **bufs[] = {&r->x, &r->y, &r->qkv, &r->att, &r->ff, &r->ff2, &r->rope_cos, &r->rope_sin, &r->out};
+    for (size_t i = 0; i < MM_ARRAY_LEN(bufs); i++)
+        be->ops->free(be, *bufs[i]);
+    be->ops->free(be, r->ints);
+    if (!host) {
+        be->ops->host_free(be, r->hx);
+        be->ops->host_free(be, r->hcos);
+        be->ops->host_free(be, r->hsin);
+        be->ops->host_free(be, r->hints);
+    }
+}
+
+void mm_tm_runner_free(mm_tm_runner_t *r)
+{
+    if (!r)
+        return;
+    if (r->be) {
+        dev_bufs_free(r);
+        if (r->wdev)
+            r->m->arch->dev_free(r->wdev, r->be);
+        if (r->own_be)
+            mm_backend_close(r->be);
+    }
+    free(r->start);
+    free(r);
+}
+
+mm_tm_runner_t *mm_tc_runner_new(const mm_tm_t *m, mm_backend_t *be, int copy, int max_batch, int threads)
+{
+    if (max_batch < 1)
+        return NULL;
+    mm_tm_runner_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    char err[MM_ERRLEN];
+    if (!be) {
+        if (mm_backend_open("cpu", threads, NULL, &r->be, err, sizeof err)) {
+            free(r);
+            return NULL;
+        }
+        r->own_be = 1;
+    } else {
+        r->be = be;
+    }
+    be = r->be;
+    int mt = m->info.max_tokens;
+    r->m = r->w = m;
+    r->max_batch = max_batch;
+    long cap = (long)max_batch * mt;
+    r->cap = (int)MM_MAX((long)mt, MM_MIN(cap, (long)MM_TC_PASS_TOKENS));
+    const size_t T = (size_t)r->cap, H = (size_t)m->hidden, F = MM_TC_FF_BLOCK, axes = (size_t)MM_MAX(1, m->pos_axes);
+    const size_t nints = 3 * (size_t)max_batch + axes * T;
+    const int host = be->host_memory;
+#define A(f, n) (!(r->f = be->ops->alloc(be, (size_t)(n) * sizeof(float))))
+    int bad = A(x, T * H) || A(y, T * H) || A(qkv, T * m->ld_qkv) || A(att, T * m->att_width) ||
+              A(ff, F * m->ff_width) || (m->ff2_width && A(ff2, F * m->ff2_width)) ||
+              (m->rope_half && (A(rope_cos, T * m->rope_half) || A(rope_sin, T * m->rope_half))) ||
+              A(out, (size_t)max_batch * H) || !(r->ints = be->ops->alloc(be, nints * sizeof(int)));
+#undef A
+    if (!bad && host) {   /* the host fills backend memory in place: uploads are free */
+        r->hx = r->x;
+        r->hcos = r->rope_cos;
+        r->hsin = r->rope_sin;
+        r->hints = r->ints;
+    } else if (!bad) {
+        bad = !(r->hx = be->ops->host_alloc(be, T * H * sizeof(float))) ||
+              !(r->hints = be->ops->host_alloc(be, nints * sizeof(int))) ||
+              (m->rope_half && (!(r->hcos = be->ops->host_alloc(be, T * m->rope_half * sizeof(float))) ||
+                                !(r->hsin = be->ops->host_alloc(be, T * m->rope_half * sizeof(float)))));
+    }
+    r->start = malloc(((size_t)max_batch + 1) * sizeof(int));
+    if (bad || !r->start || (copy && m->arch->dev_new(m, be, &r->wdev))) {
+        mm_tm_runner_free(r);
+        return NULL;
+    }
+    if (r->wdev)
+        r->w = r->wdev;
+    r->pos = (int32_t *)(r->hints + 3 * (size_t)max_batch);
+    r->dpos = r->ints + 3 * (size_t)max_batch;
+    return r;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/hfconfig.h"
 #include "mmembed/textops.h"
@@ -98,34 +99,9 @@ int mm_tm_set_pooling(mm_tm_t *m, int pooling)
 
 mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
 {
-    if (max_batch < 1)
-        return NULL;
-    mm_tm_runner_t *r = calloc(1, sizeof(*r));
+    mm_tm_runner_t *r = mm_tc_runner_new(m, NULL, 0, max_batch, threads);
     if (!r)
         return NULL;
-    int mt = m->info.max_tokens;
-    r->m = m;
-    r->max_batch = max_batch;
-    long cap = (long)max_batch * mt;
-    r->cap = (int)MM_MAX((long)mt, MM_MIN(cap, (long)MM_TC_PASS_TOKENS));
-    size_t T = (size_t)r->cap, H = (size_t)m->hidden;
-    r->x = malloc(T * H * sizeof(float));
-    r->y = malloc(T * H * sizeof(float));
-    r->qkv = malloc(T * m->ld_qkv * sizeof(float));
-    r->att = malloc(T * m->att_width * sizeof(float));
-    r->ff = malloc(MM_TC_FF_BLOCK * (size_t)m->ff_width * sizeof(float));
-    r->ff2 = m->ff2_width ? malloc(MM_TC_FF_BLOCK * (size_t)m->ff2_width * sizeof(float)) : NULL;
-    r->rope_cos = m->rope_half ? malloc(T * m->rope_half * sizeof(float)) : NULL;
-    r->rope_sin = m->rope_half ? malloc(T * m->rope_half * sizeof(float)) : NULL;
-    r->pos = malloc(T * (size_t)MM_MAX(1, m->pos_axes) * sizeof(int32_t));
-    r->threads = threads < 1 ? 1 : threads;
-    r->scores = malloc((size_t)r->threads * MM_TOPS_QBLOCK * mt * sizeof(float));
-    r->start = malloc(((size_t)max_batch + 1) * sizeof(int));
-    if (!r->x || !r->y || !r->qkv || !r->att || !r->ff || (m->ff2_width && !r->ff2) ||
-        (m->rope_half && (!r->rope_cos || !r->rope_sin)) || !r->pos || !r->scores || !r->start) {
-        mm_tm_runner_free(r);
-        return NULL;
-    }
     /* attention's OpenBLAS products run one per pool part (sequence x head),
      * so OpenBLAS itself stays single-threaded */
     openblas_set_num_threads(1);
@@ -134,22 +110,12 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
     return r;
 }
 
-void mm_tm_runner_free(mm_tm_runner_t *r)
+mm_tm_runner_t *mm_tm_runner_new_on(const mm_tm_t *m, mm_backend_t *be, int max_batch)
 {
-    if (!r)
-        return;
-    free(r->x);
-    free(r->y);
-    free(r->qkv);
-    free(r->att);
-    free(r->ff);
-    free(r->ff2);
-    free(r->rope_cos);
-    free(r->rope_sin);
-    free(r->pos);
-    free(r->scores);
-    free(r->start);
-    free(r);
+    mm_tm_runner_t *r = mm_tc_runner_new(m, be, 1, max_batch, 1);
+    if (r)
+        openblas_set_num_threads(1);
+    return r;
 }
 
 int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
@@ -163,8 +129,7 @@ int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, 
             if (ids[s][p] < 0 || ids[s][p] >= m->vocab)
                 return MM_E_INVALID;
     const mm_tc_src_t src = {.ids = ids};
-    mm_tc_run(r, &src, lens, n, out);
-    return MM_OK;
+    return mm_tc_run(r, &src, lens, n, out);
 }
 
 /* ================================================================ encoder ops */
@@ -187,6 +152,12 @@ void *mm_tc_enc_runner_new(const void *model, int max_batch, int max_images, int
 {
     (void)max_images;
     return mm_tm_runner_new(model, max_batch, threads);
+}
+
+void *mm_tc_enc_runner_new_on(const void *model, mm_backend_t *be, int max_batch, int max_images)
+{
+    (void)max_images;
+    return mm_tm_runner_new_on(model, be, max_batch);
 }
 
 void mm_tc_enc_runner_free(void *r)
