@@ -476,6 +476,7 @@ struct mm_runner {
     int ldkv;        /* its row stride */
     void *arena;
     struct dev_run *dev; /* a runner on a backend (mm_runner_new_dev), else NULL */
+    mm_model_dev_t *own; /* the weights on that backend when the runner owns them (runner_new_on) */
 };
 
 static void dev_run_free(struct dev_run *g);
@@ -557,6 +558,7 @@ void mm_runner_free(mm_runner_t *r)
     if (!r)
         return;
     dev_run_free(r->dev);
+    mm_model_dev_free(r->own);
     free(r->arena);
     free(r);
 }
@@ -1193,6 +1195,22 @@ static void *clip_runner_new(const void *model, int max_batch, int max_images, i
     return mm_runner_new(model, max_batch, max_images, threads);
 }
 
+/* A runner on be with its own copy of the weights there. */
+static void *clip_runner_new_on(const void *model, mm_backend_t *be, int max_batch, int max_images)
+{
+    char err[MM_ERRLEN];
+    mm_model_dev_t *d;
+    if (mm_model_dev_new(model, be, &d, err, sizeof err))
+        return NULL;
+    mm_runner_t *r = mm_runner_new_dev(d, max_batch, max_images);
+    if (!r) {
+        mm_model_dev_free(d);
+        return NULL;
+    }
+    r->own = d;
+    return r;
+}
+
 static void clip_runner_free(void *r)
 {
     mm_runner_free(r);
@@ -1238,5 +1256,5 @@ static int clip_encode(const void *model, void *runner, const mm_input_t *in, in
 
 const mm_encoder_ops_t mm_enc_clip = {
     .name = "clip", .load = clip_load, .free = clip_free, .info = clip_info, .runner_new = clip_runner_new,
-    .runner_free = clip_runner_free, .encode = clip_encode,
+    .runner_new_on = clip_runner_new_on, .runner_free = clip_runner_free, .encode = clip_encode,
 };
