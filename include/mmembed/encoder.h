@@ -144,6 +144,12 @@ int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *e
 int mm_encoder_probe(const char *dir, struct mm_cfg_file **file, const mm_encoder_ops_t **ops, char *err,
                      size_t errlen);
 
+/* Reads dir/config.json once and loads the folder with ops (ops->load's
+ * contract): the architectures' own entry points (mm_model_load_as,
+ * mm_use_load) go through it, so no architecture opens config.json. */
+int mm_encoder_load_ops(const char *dir, const mm_encoder_ops_t *ops, mm_dtype_t dt, void **model, char *err,
+                        size_t errlen);
+
 /* Loads p->dir with the plan's dtype and reason (mm_encoder_load's
  * contract otherwise). */
 int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *err, size_t errlen);

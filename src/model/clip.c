@@ -341,21 +341,11 @@ int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
     return mm_model_load_as(dir, MM_DT_F32, out, err, errlen);
 }
 
-static int load_cfg(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, mm_model_t **out, char *err,
-                    size_t errlen);
-
 int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *err, size_t errlen)
 {
-    mm_cfg_file_t *f;
-    *out = NULL;
-    int rc = mm_cfg_open_in(dir, "config.json", &f, err, errlen);
-    if (rc == MM_E_NOTFOUND)
-        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
-    if (rc)
-        return rc;
-    const mm_cfg_t cfg = mm_cfg_root(f);
-    rc = load_cfg(dir, &cfg, dtype, out, err, errlen);
-    mm_cfg_close(f);
+    void *m;
+    int rc = mm_encoder_load_ops(dir, &mm_enc_clip, dtype, &m, err, errlen);
+    *out = rc ? NULL : m;
     return rc;
 }
 

@@ -63,7 +63,7 @@ int mm_encoder_probe(const char *dir, mm_cfg_file_t **file, const mm_encoder_ops
     if (rc == MM_E_NOTFOUND)
         return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
     if (rc)
-        return rc;
+        return rc;   /* not a JSON object: the reader's message */
     const mm_cfg_t root = mm_cfg_root(*file);
     const char *arch, *mt;
     if (!(*ops = pick(&root, &arch, &mt))) {
@@ -75,6 +75,22 @@ int mm_encoder_probe(const char *dir, mm_cfg_file_t **file, const mm_encoder_ops
         mm_cfg_close(*file);
         *file = NULL;
     }
+    return rc;
+}
+
+int mm_encoder_load_ops(const char *dir, const mm_encoder_ops_t *ops, mm_dtype_t dt, void **model, char *err,
+                        size_t errlen)
+{
+    mm_cfg_file_t *f;
+    *model = NULL;
+    int rc = mm_cfg_open_in(dir, "config.json", &f, err, errlen);
+    if (rc == MM_E_NOTFOUND)
+        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
+    if (rc)
+        return rc;
+    const mm_cfg_t cfg = mm_cfg_root(f);
+    rc = ops->load(dir, &cfg, dt, model, err, errlen);
+    mm_cfg_close(f);
     return rc;
 }
 

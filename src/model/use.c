@@ -272,18 +272,11 @@ static int load_weights(mm_use_t *m, mm_weights_t *w, const mm_st_t *st, char *e
     return MM_OK;
 }
 
-static int load_cfg(const char *dir, const mm_cfg_t *cfg, mm_use_t **out, char *err, size_t errlen);
-
 int mm_use_load(const char *dir, mm_use_t **out, char *err, size_t errlen)
 {
-    mm_cfg_file_t *f;
-    *out = NULL;
-    int rc = mm_cfg_open_in(dir, "config.json", &f, err, errlen);
-    if (rc)
-        return rc;
-    const mm_cfg_t cfg = mm_cfg_root(f);
-    rc = load_cfg(dir, &cfg, out, err, errlen);
-    mm_cfg_close(f);
+    void *m;
+    int rc = mm_encoder_load_ops(dir, &mm_enc_use, MM_DT_F32, &m, err, errlen);
+    *out = rc ? NULL : m;
     return rc;
 }
 
