@@ -442,103 +442,40 @@ size_t mm_model_weight_bytes(const mm_model_t *m)
 struct mm_runner {
     const mm_model_t *m;
     int max_text, max_image;  /* sequences / images per forward pass */
-    int threads;              /* nn pool size while this runner computes */
-    int maxlen;               /* longest sequence (tokens) of either tower */
-    /* token-row buffers, rows = max(max_text*max_pos, max_image*seq),
-     * width the larger tower's */
-    float *x;        /* (rows, dim) residual stream */
-    float *h;        /* (rows, dim) normed input / sublayer output */
-    float *qkv;      /* (rows, 3*dim) fused projections */
-    float *att;      /* (rows, dim) attention output, heads side by side */
-    float *mlp;      /* (rows, hidden) */
-    float *scores;   /* (threads, maxlen, maxlen) one head's attention matrix per thread */
-    float *patches;  /* (max_image*n_patches, channels*patch*patch) im2col */
-    /* pooled-row buffers for the last block, batch = max(max_text, max_image) */
-    float *pq;       /* (batch, dim) their queries */
-    float *patt;     /* (batch, dim) their attention output */
-    float *px;       /* (batch, dim) their residual stream */
-    float *ph;       /* (batch, dim) */
-    float *pmlp;     /* (batch, hidden) */
-    int *off;        /* (batch) first row of each sequence */
-    int *len;        /* (batch) rows of each sequence */
-    int *pool;       /* (batch) pooled position within each sequence */
-    const float *kv; /* last block: row 0's key in r->qkv (value = key + dim) */
-    int ldkv;        /* its row stride */
-    void *arena;
-    struct dev_run *dev; /* a runner on a backend (mm_runner_new_dev), else NULL */
-    mm_model_dev_t *own; /* the weights on that backend when the runner owns them (runner_new_on) */
+    int threads;              /* the CPU backend's pool size (mm_runner_new) */
+    struct dev_run *dev;      /* the forward's state on its backend */
+    mm_model_dev_t *own;      /* the weights on that backend when the runner owns them */
+    mm_backend_t *own_be;     /* the backend when the runner opened it (mm_runner_new: the CPU) */
 };
 
 static void dev_run_free(struct dev_run *g);
 static int dev_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
 static int dev_encode_image(mm_runner_t *r, const float *pixels, int n, float *out);
 
+/* The CPU runner is the backend forward on a CPU backend of its own, whose
+ * "device copy" of the weights is the shared pack itself (constant and
+ * dense hand back the host pointers): one forward for every device. */
 mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_image_batch, int threads)
 {
-    const clip_config_t *c = &m->cfg;
-    if ((c->has_text && max_text_batch < 1) || (c->has_vision && max_image_batch < 1))
-        return NULL;
+    char err[MM_ERRLEN];
+    mm_backend_t *be;
+    mm_model_dev_t *d;
     threads = threads < 1 ? 1 : (threads > 64 ? 64 : threads);
-    if (!c->has_text)
-        max_text_batch = 0;
-    if (!c->has_vision)
-        max_image_batch = 0;
-
-    size_t rows = 0, dim = 0, hid = 0, maxlen = 0, npatch = 0, kpatch = 0;
-    if (c->has_text) {
-        rows = MM_MAX(rows, (size_t)max_text_batch * c->text.max_pos);
-        dim = MM_MAX(dim, (size_t)c->text.dim);
-        hid = MM_MAX(hid, (size_t)c->text.hidden);
-        maxlen = MM_MAX(maxlen, (size_t)c->text.max_pos);
-    }
-    if (c->has_vision) {
-        rows = MM_MAX(rows, (size_t)max_image_batch * c->vision.seq);
-        dim = MM_MAX(dim, (size_t)c->vision.dim);
-        hid = MM_MAX(hid, (size_t)c->vision.hidden);
-        maxlen = MM_MAX(maxlen, (size_t)c->vision.seq);
-        npatch = (size_t)max_image_batch * c->vision.n_patches;
-        kpatch = (size_t)c->vision.channels * c->vision.patch * c->vision.patch;
-    }
-    size_t batch = (size_t)MM_MAX(max_text_batch, max_image_batch);
-
-    /* one arena, every buffer 64-byte aligned */
-    const size_t A = 16; /* floats per 64 bytes */
-#define FL(n) (((n) + A - 1) / A * A)
-    size_t sizes[] = {
-        FL(rows * dim), FL(rows * dim), FL(rows * 3 * dim), FL(rows * dim), FL(rows * hid),
-        FL((size_t)threads * maxlen * maxlen), FL(npatch * kpatch),
-        FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim),
-        FL(batch * hid), FL(batch), FL(batch), FL(batch), /* ints are float-sized */
-    };
-#undef FL
-    size_t total = 0;
-    for (size_t i = 0; i < MM_ARRAY_LEN(sizes); i++)
-        total += sizes[i];
-
-    mm_runner_t *r = calloc(1, sizeof(*r));
-    if (!r)
+    if (mm_backend_open("cpu", threads, NULL, &be, err, sizeof err))
         return NULL;
-    r->arena = aligned_alloc(64, MM_MAX(total, A) * sizeof(float));
-    if (!r->arena) {
-        free(r);
+    if (mm_model_dev_new(m, be, &d, err, sizeof err)) {
+        mm_backend_close(be);
         return NULL;
     }
-    float *p = r->arena;
-    float **bufs[] = {&r->x, &r->h, &r->qkv, &r->att, &r->mlp, &r->scores, &r->patches,
-                      &r->pq, &r->patt, &r->px, &r->ph, &r->pmlp};
-    size_t i = 0;
-    for (; i < MM_ARRAY_LEN(bufs); i++) {
-        *bufs[i] = p;
-        p += sizes[i];
+    mm_runner_t *r = mm_runner_new_dev(d, max_text_batch, max_image_batch);
+    if (!r) {
+        mm_model_dev_free(d);
+        mm_backend_close(be);
+        return NULL;
     }
-    r->off = (int *)p; p += sizes[i++];
-    r->len = (int *)p; p += sizes[i++];
-    r->pool = (int *)p;
-    r->m = m;
-    r->max_text = max_text_batch;
-    r->max_image = max_image_batch;
+    r->own = d;
+    r->own_be = be;
     r->threads = threads;
-    r->maxlen = (int)maxlen;
     mm_nn_set_threads(threads);
     return r;
 }
@@ -549,100 +486,11 @@ void mm_runner_free(mm_runner_t *r)
         return;
     dev_run_free(r->dev);
     mm_model_dev_free(r->own);
-    free(r->arena);
+    mm_backend_close(r->own_be);
     free(r);
 }
 
 /* ============================================================ forward == */
-
-/* Attention of n sequences x heads, spread over the nn pool: every (sequence,
- * head) pair is independent. Full layer: queries, keys and values of each
- * sequence's rows in r->qkv (T, 3*dim), output to r->att. Pooled (last
- * layer): one query per sequence in r->pq, keys|values at r->kv (row
- * stride r->ldkv), output to r->patt. */
-typedef struct {
-    mm_runner_t *r;
-    const tower_config_t *c;
-    int n, causal, pooled;
-} attn_job_t;
-
-static void attn_part(void *arg, int part, int nparts)
-{
-    const attn_job_t *j = arg;
-    mm_runner_t *r = j->r;
-    const int D = j->c->dim, H = j->c->n_heads, hd = j->c->head_dim;
-    float *scratch = r->scores + (size_t)part * r->maxlen * r->maxlen;
-    for (int t = part; t < j->n * H; t += nparts) {
-        const int s = t / H, c = (t % H) * hd;
-        if (!j->pooled) {
-            const float *q = r->qkv + (size_t)r->off[s] * 3 * D + c;
-            mm_nn_attention(r->att + (size_t)r->off[s] * D + c, D, q, 3 * D, q + D, 3 * D, q + 2 * D, 3 * D,
-                            r->len[s], r->len[s], 1, hd, j->causal, scratch);
-        } else {
-            /* a causal query at position p sees keys 0..p: pass exactly those */
-            const int nk = j->causal ? r->pool[s] + 1 : r->len[s];
-            const float *kv = r->kv + (size_t)r->off[s] * r->ldkv + c;
-            mm_nn_attention(r->patt + (size_t)s * D + c, D, r->pq + (size_t)s * D + c, D, kv, r->ldkv,
-                            kv + D, r->ldkv, 1, nk, 1, hd, 0, scratch);
-        }
-    }
-}
-
-/* One CLIPEncoderLayer over n packed sequences (T rows in r->x), in place. */
-static void encoder_layer(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
-                          int T, int n, int causal)
-{
-    const int D = c->dim, H = c->hidden;
-    /* residual = x; x = self_attn(layer_norm1(x)); x += residual */
-    mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
-    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
-    attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 0};
-    mm_nn_parallel(attn_part, &aj);
-    mm_nn_linear_add(r->x, D, r->att, D, w->o_w, w->o_b, T, D, D);
-    /* residual = x; x = mlp(layer_norm2(x)); x += residual */
-    mm_nn_layer_norm(r->h, r->x, w->ln2_w, w->ln2_b, T, D, c->eps);
-    mm_nn_linear(r->mlp, H, r->h, D, w->fc1_w, w->fc1_b, T, D, H, c->act);
-    mm_nn_linear_add(r->x, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D);
-}
-
-/* The last CLIPEncoderLayer, computed only where it is read: keys and values
- * for every row, everything else for row off[s] + pool[s] of each sequence.
- * Leaves those n rows of the layer's output in r->px (n, dim). */
-static void encoder_layer_pooled(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
-                                 int T, int n, int causal)
-{
-    const int D = c->dim, H = c->hidden;
-    mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
-    /* q|k|v for all rows (k and v are read everywhere), q kept for the
-     * pooled rows only: splitting the fused weight would save 1/12 of
-     * this layer's products but needs a column slice of the packed W */
-    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
-    for (int s = 0; s < n; s++)
-        memcpy(r->pq + (size_t)s * D, r->qkv + (size_t)(r->off[s] + r->pool[s]) * 3 * D, (size_t)D * sizeof(float));
-    r->kv = r->qkv + D;
-    r->ldkv = 3 * D;
-    attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 1};
-    mm_nn_parallel(attn_part, &aj);
-    for (int s = 0; s < n; s++)
-        memcpy(r->px + (size_t)s * D, r->x + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
-    mm_nn_linear_add(r->px, D, r->patt, D, w->o_w, w->o_b, n, D, D);
-    mm_nn_layer_norm(r->ph, r->px, w->ln2_w, w->ln2_b, n, D, c->eps);
-    mm_nn_linear(r->pmlp, H, r->ph, D, w->fc1_w, w->fc1_b, n, D, H, c->act);
-    mm_nn_linear_add(r->px, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D);
-}
-
-/* Runs the blocks over the packed rows, then norm + projection of the
- * pooled rows into out (n, proj_dim). */
-static void encoder_head(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *layers,
-                         const float *ln_w, const float *ln_b, const float *proj,
-                         int T, int n, int causal, float *out)
-{
-    for (int l = 0; l < c->n_layers - 1; l++)
-        encoder_layer(r, c, &layers[l], T, n, causal);
-    encoder_layer_pooled(r, c, &layers[c->n_layers - 1], T, n, causal);
-    mm_nn_layer_norm(r->ph, r->px, ln_w, ln_b, n, c->dim, c->eps);
-    mm_nn_linear(out, r->m->cfg.proj_dim, r->ph, c->dim, proj, NULL, n, c->dim, r->m->cfg.proj_dim, MM_ACT_NONE);
-}
 
 /* The row a text sequence is pooled at (CLIPTextTransformer.forward): the
  * first eos_id, or with eos_argmax (legacy configs) the largest id; 0 when
@@ -662,67 +510,6 @@ static int pooled_pos(const tower_config_t *c, const int32_t *ids, int len)
             }
     }
     return p;
-}
-
-/* CLIPTextTransformer on n (<= max_text) validated sequences. */
-static void text_forward(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
-{
-    const tower_config_t *c = &r->m->cfg.text;
-    const text_weights_t *w = &r->m->tw;
-    const int D = c->dim;
-    int T = 0;
-    for (int s = 0; s < n; s++) {
-        r->off[s] = T;
-        r->len[s] = lens[s];
-        T += lens[s];
-        r->pool[s] = pooled_pos(c, ids[s], lens[s]);
-        /* CLIPTextEmbeddings: token + absolute position */
-        for (int i = 0; i < lens[s]; i++) {
-            float *x = r->x + (size_t)(r->off[s] + i) * D;
-            memcpy(x, w->tok_emb + (size_t)ids[s][i] * D, (size_t)D * sizeof(float));
-            mm_nn_add(x, w->pos_emb + (size_t)i * D, (size_t)D);
-        }
-    }
-    encoder_head(r, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, 1, out);
-}
-
-/* CLIPVisionTransformer on n (<= max_image) images. */
-static void vision_forward(mm_runner_t *r, const float *pixels, int n, float *out)
-{
-    const tower_config_t *c = &r->m->cfg.vision;
-    const vision_weights_t *w = &r->m->vw;
-    const int D = c->dim, S = c->image_size, P = c->patch, G = S / P, C = c->channels;
-    const size_t K = (size_t)C * P * P;
-
-    /* im2col: patch (gy, gx) of image b -> row b*G*G + gy*G + gx, (c, ky, kx) */
-    for (int b = 0; b < n; b++) {
-        const float *img = pixels + (size_t)b * C * S * S;
-        for (int gy = 0; gy < G; gy++)
-            for (int gx = 0; gx < G; gx++) {
-                float *row = r->patches + ((size_t)b * G * G + (size_t)gy * G + gx) * K;
-                for (int ch = 0; ch < C; ch++)
-                    for (int ky = 0; ky < P; ky++)
-                        memcpy(row + ((size_t)ch * P + ky) * P,
-                               img + ((size_t)ch * S + (size_t)gy * P + ky) * S + (size_t)gx * P,
-                               (size_t)P * sizeof(float));
-            }
-    }
-    /* patch_embedding (stride-P conv, no bias) as one GEMM */
-    mm_nn_linear(r->h, D, r->patches, (int)K, w->patch_w, NULL, n * c->n_patches, (int)K, D, MM_ACT_NONE);
-
-    /* CLIPVisionEmbeddings: [class, patches] + position */
-    for (int b = 0; b < n; b++) {
-        r->off[b] = b * c->seq;
-        r->len[b] = c->seq;
-        r->pool[b] = 0; /* the class token */
-        float *x = r->x + (size_t)b * c->seq * D;
-        memcpy(x, w->cls, (size_t)D * sizeof(float));
-        memcpy(x + D, r->h + (size_t)b * c->n_patches * D, (size_t)c->n_patches * D * sizeof(float));
-        mm_nn_add(x, w->pos_emb, (size_t)c->seq * D);
-    }
-    const int T = n * c->seq;
-    mm_nn_layer_norm(r->x, r->x, w->pre_w, w->pre_b, T, D, c->eps);
-    encoder_head(r, c, w->layers, w->post_w, w->post_b, w->proj, T, n, 0, out);
 }
 
 /* ============================================================ on a backend */
@@ -957,6 +744,8 @@ mm_runner_t *mm_runner_new_dev(const mm_model_dev_t *d, int max_text_batch, int 
     index_at(&g->ti, g->ints, trows, (size_t)max_text_batch);
     index_at(&g->vi, g->ints + g->n_text_ints, vrows, (size_t)max_image_batch);
     index_at(&g->th, g->host, trows, (size_t)max_text_batch);
+    if (be->host_memory)   /* the host writes the text block in place: its upload is free */
+        g->th = g->ti;
 
     if (c->has_vision) { /* the vision indices, once: they depend only on the geometry */
         const tower_config_t *v = &c->vision;
@@ -1058,7 +847,7 @@ static int dev_text_forward(mm_runner_t *r, const int32_t *const *ids, const int
         max_len = MM_MAX(max_len, lens[s]);
     }
     mm_backend_t *be = g->be;
-    be->ops->upload(be, g->ints, g->host, g->n_text_ints * sizeof(int));
+    be->ops->upload(be, g->ti.ia, g->th.ia, g->n_text_ints * sizeof(int));
     /* CLIPTextEmbeddings: token + absolute position */
     be->ops->gather_add(be, g->x, c->dim, w->tok_emb, c->dim, g->ti.ia, w->pos_emb, c->dim, g->ti.ib, T, c->dim);
     return dev_head(g, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, &g->ti, max_len, 1, out);
@@ -1072,8 +861,12 @@ static int dev_vision_forward(mm_runner_t *r, const float *pixels, int n, float 
     const vision_weights_t *w = &g->d->vw;
     mm_backend_t *be = g->be;
     const int D = c->dim, S = c->image_size, C = c->channels, K = C * c->patch * c->patch;
-    be->ops->upload(be, g->pix, pixels, (size_t)n * C * S * S * sizeof(float));
-    be->ops->patchify(be, g->patches, g->pix, n, C, S, c->patch);
+    const float *px = pixels;   /* backend memory is host memory: read the caller's pixels in place */
+    if (!be->host_memory) {
+        be->ops->upload(be, g->pix, pixels, (size_t)n * C * S * S * sizeof(float));
+        px = g->pix;
+    }
+    be->ops->patchify(be, g->patches, px, n, C, S, c->patch);
     /* patch_embedding as one GEMM, into the rows after the class embedding */
     be->ops->linear(be, g->vt + D, D, g->patches, K, w->patch_w, NULL, n * c->n_patches, K, D, MM_ACT_NONE, 0);
     /* CLIPVisionEmbeddings: [class, patches] + position */
@@ -1125,15 +918,7 @@ int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *l
             if (ids[s][i] < 0 || ids[s][i] >= c->text.vocab)
                 return MM_E_INVALID;
     }
-    if (r->dev)
-        return dev_encode_text(r, ids, lens, n, out);
-    if (mm_nn_threads() != r->threads)
-        mm_nn_set_threads(r->threads);
-    for (int s = 0; s < n; s += r->max_text) {
-        int k = MM_MIN(r->max_text, n - s);
-        text_forward(r, ids + s, lens + s, k, out + (size_t)s * c->proj_dim);
-    }
-    return MM_OK;
+    return dev_encode_text(r, ids, lens, n, out);
 }
 
 int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out)
@@ -1143,16 +928,7 @@ int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out
         return MM_E_UNSUPPORTED;
     if (n < 0)
         return MM_E_INVALID;
-    const size_t per = (size_t)c->vision.channels * c->vision.image_size * c->vision.image_size;
-    if (r->dev)
-        return dev_encode_image(r, pixels, n, out);
-    if (mm_nn_threads() != r->threads)
-        mm_nn_set_threads(r->threads);
-    for (int s = 0; s < n; s += r->max_image) {
-        int k = MM_MIN(r->max_image, n - s);
-        vision_forward(r, pixels + (size_t)s * per, k, out + (size_t)s * c->proj_dim);
-    }
-    return MM_OK;
+    return dev_encode_image(r, pixels, n, out);
 }
 
 /* ---------------------------------------------------------------- encoder interface */

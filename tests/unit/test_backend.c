@@ -1,14 +1,15 @@
-/* Unit tests for the backend seam (mmembed/backend.h): the CLIP forward
- * queued on the CPU backend gives the CPU forward's bits, in every dense
- * dtype this CPU runs, whatever the batch split; device names resolve.
+/* Unit tests for the backend seam (mmembed/backend.h): CLIP on a CPU
+ * backend the caller opened gives the default runner's bits (whose forward
+ * is the same one on a CPU backend of its own), in every dense dtype this
+ * CPU runs, whatever the batch split; device names resolve.
  * Every architecture's runner on a given backend (runner_new_on) is run on
  * a strict backend: the CPU backend's ops behind a wrapper whose memory is
  * not host memory to the runner (every input is uploaded, every result
  * downloaded), whose weights are copies, and which fails the test when an
  * op is handed a pointer it did not give out (a weight left on the host, a
  * host buffer) — what a GPU would fault on. Its vectors must be the CPU
- * runner's bits (BERT, Qwen3, Qwen2-VL: one forward; CLIP: the backend
- * forward beside the CPU one).
+ * runner's bits (every architecture has one forward, so what differs is
+ * the host side: copies, uploads, downloads).
  * The CUDA backend's numbers are checked on a GPU by tools/bench/gpu_clip.c
  * (CLIP) and tools/bench/gpu_models.c (BERT, Qwen3, Qwen2-VL).
  * Run from the repository root. */
