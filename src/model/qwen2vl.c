@@ -392,6 +392,10 @@ static int encode_one(const qwen2vl_t *m, runner_t *r, const mm_input_t *in, flo
             const int th = gh / c->merge, tw = gw / c->merge, n = th * tw;
             if (P > r->vcap || T + n > r->tcap)
                 return MM_E_TOOBIG;
+            /* the host staging of the previous image of this input may still
+             * be on its way up (uploads are asynchronous on a GPU) */
+            if (!be->host_memory && T > 0)
+                be->ops->sync(be);
             mm_qwen2vl_patchify(g->pixels, c->channels, g->height, g->width, c->patch, c->temporal, c->merge,
                                 r->hrows);
             vision_forward(m, r, gh, gw, lm->x + (size_t)T * H);
