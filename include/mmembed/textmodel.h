@@ -16,8 +16,11 @@
  *                   embedding table stays in its checkpoint dtype) into one
  *                   sealed read-only MAP_SHARED memfd that forked workers
  *                   share. Never written after mm_tm_load returns.
- *   mm_tm_runner_t  one per worker (or thread): all scratch allocated up
- *                   front; mm_tm_encode never allocates.
+ *   mm_tm_runner_t  one per worker (or thread): a compute backend (its own
+ *                   CPU one, or the caller's: mm_tm_runner_new_on) and all
+ *                   scratch there, allocated up front; mm_tm_encode never
+ *                   allocates (the CPU backend sizes its attention scores
+ *                   block once, at the first pass of the longest length).
  *
  * Inputs are token ids (text/tokenizer.h makes them, special tokens
  * included); outputs are pooled vectors, NOT normalized. */

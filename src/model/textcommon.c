@@ -1,6 +1,7 @@
-/* What the text encoders share (see textcommon.h): Hugging Face config
- * helpers, the sentence-transformers files, the weight walk and the shared
- * pack, and the architecture-free pieces of a forward pass.
+/* What the text encoders share (see textcommon.h): the config sizes, the
+ * sentence-transformers files, the weight walk and the shared pack, and the
+ * architecture-free pieces of a forward pass: the pass loop, pooling and
+ * the runner on its backend (mmembed/backend.h).
  *
  * Weights: every tensor the forward pass multiplies is converted to f32 and
  * stored, fused where one GEMM can do the work (q|k|v, gate|up), in one
@@ -16,7 +17,7 @@
  * it makes a vector independent of its batch (to BLAS rounding).
  *
  * Sections: config, sentence-transformers, weight walk, pack, load,
- * forward pieces. */
+ * forward pieces (the pass, the pass loop), runners. */
 #include "textcommon.h"
 
 #include <errno.h>

@@ -1,14 +1,15 @@
-/* textcommon — what the text encoders (bert.c, qwen3.c) share, private to
- * src/model: the model and runner structs behind include/mmembed/textmodel.h,
- * Hugging Face config helpers, the sentence-transformers files, the weight
- * walk that lays out the shared pack, and the pieces of a forward pass that
- * do not depend on the architecture (token lookup, attention over packed
- * sequences, pooling, the pass loop).
+/* textcommon — what the text encoders (bert.c, qwen3.c, qwen2vl.c's
+ * decoder) share, private to src/model: the model and runner structs behind
+ * include/mmembed/textmodel.h, the config sizes, the sentence-transformers
+ * files, the weight walk that lays out the shared pack, and the pieces of a
+ * forward pass that do not depend on the architecture (token lookup, the
+ * pass and its loop, pooling, the runner on its backend).
  *
  * An architecture file allocates a struct whose FIRST member is mm_tm_t,
  * fills mm_tm_t's dims (hidden, ld_qkv, ...) so that the common runner can
- * size its scratch, and supplies a tm_arch_t (its forward pass and what to
- * free). Everything else here is the same for both. */
+ * size its scratch, and supplies an mm_tc_arch_t (its forward pass as ops
+ * on the runner's backend, what to free, and its weights' copy onto another
+ * backend). Everything else here is the same for all of them. */
 #ifndef MMEMBED_TEXTCOMMON_H
 #define MMEMBED_TEXTCOMMON_H
 
