@@ -47,6 +47,38 @@ int mm_cfg_open(const char *path, mm_cfg_file_t **out, char *err, size_t errlen)
     return open_typed(path, json_type_object, out, err, errlen);
 }
 
+int mm_cfg_parse(const char *name, const char *json, size_t len, mm_cfg_file_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!json || !len || len > INT32_MAX)
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: empty or too large", name);
+    json_tokener *tk = json_tokener_new();
+    if (!tk)
+        return mm_errf(err, errlen, MM_E_NOMEM, "%s: out of memory", name);
+    json_object *o = json_tokener_parse_ex(tk, json, (int)len);
+    const enum json_tokener_error je = json_tokener_get_error(tk);
+    json_tokener_free(tk);
+    if (!o || je != json_tokener_success) {
+        json_object_put(o);
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: not valid JSON (%s)", name,
+                       je == json_tokener_success || je == json_tokener_continue ? "unexpected end"
+                                                                                 : json_tokener_error_desc(je));
+    }
+    if (!json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", name);
+    }
+    mm_cfg_file_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        json_object_put(o);
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    }
+    c->root = o;
+    snprintf(c->path, sizeof c->path, "%s", name);
+    *out = c;
+    return MM_OK;
+}
+
 int mm_cfg_open_array(const char *path, mm_cfg_file_t **out, char *err, size_t errlen)
 {
     return open_typed(path, json_type_array, out, err, errlen);
@@ -107,6 +139,11 @@ static json_object *get(const mm_cfg_t *c, const char *key)
     if (!c->o || !json_object_object_get_ex(c->o, key, &v) || json_object_is_type(v, json_type_null))
         return NULL;
     return v;
+}
+
+json_object *mm_cfg_get(const mm_cfg_t *c, const char *key)
+{
+    return get(c, key);
 }
 
 int mm_cfg_sub(const mm_cfg_t *c, const char *key, mm_cfg_t *out)

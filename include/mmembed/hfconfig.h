@@ -39,6 +39,10 @@ typedef struct mm_cfg {
  * MM_E_NOTFOUND (missing or unreadable: "path: No such file or directory")
  * or MM_E_INVALID ("path: not a JSON object"), with err set. */
 int mm_cfg_open(const char *path, mm_cfg_file_t **out, char *err, size_t errlen);
+/* The same from len bytes of JSON text in memory; name stands for the
+ * file in errors ("preprocessor config"). MM_E_INVALID: not valid JSON
+ * (json-c's reason), or not an object. */
+int mm_cfg_parse(const char *name, const char *json, size_t len, mm_cfg_file_t **out, char *err, size_t errlen);
 /* The same for a file that holds a JSON array (modules.json). */
 int mm_cfg_open_array(const char *path, mm_cfg_file_t **out, char *err, size_t errlen);
 /* dir/name (mm_cfg_open's contract). */
@@ -84,6 +88,10 @@ const char *mm_cfg_str(const mm_cfg_t *c, const char *key);
 int mm_cfg_bool(const mm_cfg_t *c, const char *key);
 /* The first element of an array-of-strings member, NULL when absent. */
 const char *mm_cfg_str0(const mm_cfg_t *c, const char *key);
+
+/* Member key when present and not null, else NULL: for values of more
+ * than one shape (a size given as a number or as {height, width}). */
+struct json_object *mm_cfg_get(const mm_cfg_t *c, const char *key);
 
 /* The parsed object itself, for what the getters do not cover (arrays of
  * objects: USE-Lite's layers, sentence-transformers' modules.json). */

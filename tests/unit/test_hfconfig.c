@@ -1,11 +1,13 @@
 /* Unit tests for the Hugging Face config reader (mmembed/hfconfig.h): typed
  * getters, defaults of absent keys and absent sub-objects, and the one
- * error format "file: where.key: what is wrong"; and that the registry
- * reports a bad config.json key that way for every architecture. Run from
- * the repository root. */
+ * error format "file: where.key: what is wrong"; that the registry
+ * reports a bad config.json key that way for every architecture, and the
+ * image preprocessor a bad preprocessor_config.json key. Run from the
+ * repository root. */
 #include "mmembed/hfconfig.h"
 #include "mmembed/common.h"
 #include "mmembed/encoder.h"
+#include "mmembed/preprocess.h"
 #include "check.h"
 
 #include <stdio.h>
@@ -96,6 +98,45 @@ static void test_getters(void)
           "missing file: %s", err);
 }
 
+static void test_parse_and_preproc(void)
+{
+    char err[MM_ERRLEN] = "";
+    mm_cfg_file_t *f;
+    static const char good[] = "{\"a\": {\"b\": 3}}";
+    CHECK(mm_cfg_parse("mem", good, sizeof good - 1, &f, err, sizeof err) == MM_OK, "parse: %s", err);
+    if (f) {
+        const mm_cfg_t r = mm_cfg_root(f);
+        mm_cfg_t a;
+        int v = 0;
+        CHECK(mm_cfg_sub(&r, "a", &a) && mm_cfg_size(&a, "b", &v, err, sizeof err) == MM_OK && v == 3, "parsed");
+        CHECK(mm_cfg_get(&r, "a") && !mm_cfg_get(&r, "zz"), "get");
+        mm_cfg_close(f);
+    }
+    CHECK(mm_cfg_parse("mem", "{\"a\": ", 6, &f, err, sizeof err) == MM_E_INVALID && strstr(err, "mem: not valid JSON"),
+          "truncated: %s", err);
+    CHECK(mm_cfg_parse("mem", "[1]", 3, &f, err, sizeof err) == MM_E_INVALID && strstr(err, "mem: not a JSON object"),
+          "array: %s", err);
+    CHECK(mm_cfg_parse("mem", "", 0, &f, err, sizeof err) == MM_E_INVALID, "empty");
+
+    /* the preprocessor's keys report through the same format */
+    mm_preproc_t p;
+    static const char bad[] = "{\"size\": {\"shortest_edge\": -1}}";
+    int rc = mm_preproc_parse(bad, sizeof bad - 1, &p, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && !strcmp(err, "preprocessor config: size.shortest_edge: must be an integer in [1, 16384]"),
+          "preprocessor key: %d %s", rc, err);
+    static const char crop[] = "{\"crop_size\": {\"height\": 224.0, \"width\": 0}}";
+    rc = mm_preproc_parse(crop, sizeof crop - 1, &p, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && strstr(err, ": crop_size.width: must be an integer in [1, "), "nested: %d %s", rc, err);
+    static const char q[] = "{\"image_processor_type\": \"Qwen2VLImageProcessor\", \"min_pixels\": 9, \"max_pixels\": 4}";
+    rc = mm_preproc_parse(q, sizeof q - 1, &p, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && strstr(err, "min_pixels: 9 > max_pixels 4"), "qwen2vl: %d %s", rc, err);
+    const char *path = write_file("preprocessor_config.json", "{\"image_std\": [1, 0, 1]}");
+    char want[300];
+    snprintf(want, sizeof want, "%s: image_std: must not be 0", path);
+    rc = mm_preproc_load(path, &p, err, sizeof err);
+    CHECK(rc == MM_E_INVALID && !strcmp(err, want), "file name in the error: %d %s", rc, err);
+}
+
 /* A fixture folder whose config.json has one edit: the registry's load
  * must fail with "<dir>/config.json: <where.key>: ...". */
 static void expect_cfg_error(const char *fixture, const char *from, const char *to, const char *want)
@@ -142,6 +183,7 @@ int main(void)
         return check_summary("test_hfconfig");
     }
     test_getters();
+    test_parse_and_preproc();
     expect_cfg_error("tests/fixtures/clip/clip-tiny", "\"hidden_size\": 32", "\"hidden_size\": \"32\"",
                      "text_config.hidden_size: not an integer");
     expect_cfg_error("tests/fixtures/bert/bert-tiny", "\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\"",
