@@ -18,7 +18,8 @@
 # linked against that tree's build/libmmembed.a (`make all` there: the same
 # CFLAGS as bench_build_driver's B=build/bench/mm) into build/bench/ab/.
 # Prints a markdown table per model: wall ms per item (median), ours/ORT
-# for each build, after/before, and the process CPU ms per item (median;
+# for each build, after/before (of the medians and of the fastest runs),
+# and the process CPU ms per item (median;
 # on a shared, oversubscribed machine the CPU time waits less on the
 # scheduler than the wall time); raw lines in build/bench/ab/{clip,text}.txt.
 set -eu
@@ -111,14 +112,14 @@ EOF
 /^RESULT/ {
     key = $3 " " $4
     if (!(key in seen)) { seen[key] = 1; order[n++] = key }
-    med[$2 " " key] = $5; cpu[$2 " " key] = $9
+    med[$2 " " key] = $5; cpu[$2 " " key] = $9; mn[$2 " " key] = $8
 }
 END {
     nd = split(dts, d, ",")
-    printf "| case | thr | dtype | ORT f32 ms | before ms |%s after ms | before/ORT |%s after/ORT | after/before |", \
+    printf "| case | thr | dtype | ORT f32 ms | before ms |%s after ms | before/ORT |%s after/ORT | after/before | same, fastest runs |", \
         (mid ? " mid ms |" : ""), (mid ? " mid/ORT |" : "")
     printf " before CPU ms |%s after CPU ms |%s after/before CPU |\n", (mid ? " mid CPU ms |" : ""), (mid ? " mid/before CPU |" : "")
-    printf "|---|---|---|---:|---:|%s---:|---:|%s---:|---:|---:|%s---:|%s---:|\n", (mid ? "---:|" : ""), (mid ? "---:|" : ""), \
+    printf "|---|---|---|---:|---:|%s---:|---:|%s---:|---:|---:|---:|%s---:|%s---:|\n", (mid ? "---:|" : ""), (mid ? "---:|" : ""), \
         (mid ? "---:|" : ""), (mid ? "---:|" : "")
     for (i = 0; i < n; i++) {
         split(order[i], k, " ")
@@ -131,18 +132,20 @@ END {
             if (mid) printf " %.2f |", m
             printf " %.2f | %.2f |", a, b / r
             if (mid) printf " %.2f |", m / r
-            printf " %.2f | %.3f | %.2f |", a / r, a / b, bc
+            bm = mn["ours-b-" d[j] " " order[i]]; am = mn["ours-a-" d[j] " " order[i]]
+            printf " %.2f | %.3f | %.3f | %.2f |", a / r, a / b, (bm > 0 ? am / bm : 0), bc
             if (mid) printf " %.2f |", mc
             printf " %.2f |", ac
             if (mid) printf " %.3f |", mc / bc
             printf " %.3f |\n", ac / bc
             lw[j] += log(a / b); lc[j] += log(ac / bc); cnt[j]++
+            if (bm > 0 && am > 0) lm[j] += log(am / bm)
             if (mid && m > 0 && mc > 0) { mw[j] += log(m / b); mcl[j] += log(mc / bc) }
         }
     }
     printf "\ngeometric means over the %d cases x threads:\n", n
     for (j = 1; j <= nd; j++) if (cnt[j]) {
-        printf "- %s: after/before wall %.3f, CPU %.3f", d[j], exp(lw[j] / cnt[j]), exp(lc[j] / cnt[j])
+        printf "- %s: after/before wall %.3f (fastest runs %.3f), CPU %.3f", d[j], exp(lw[j] / cnt[j]), exp(lm[j] / cnt[j]), exp(lc[j] / cnt[j])
         if (mid) printf "; mid/before wall %.3f, CPU %.3f", exp(mw[j] / cnt[j]), exp(mcl[j] / cnt[j])
         printf "\n"
     }
