@@ -14,7 +14,7 @@ FNR == 1 { nf++ }
     if (!(k in seen)) { seen[k] = 1; order[n++] = k; if (!(dt in dts)) { dts[dt] = 1; dl[nd++] = dt } }
 }
 END {
-    print "| dtype | run | cases | after/before wall | fastest runs | CPU |"
+    print "| dtype | run | cases x threads | after/before, median wall (geo. mean) | fastest runs | median CPU |"
     print "|---|---|---:|---:|---:|---:|"
     for (j = 0; j < nd; j++) for (r = 1; r <= nf + 1; r++) {
         lw = lm = lc = cnt = 0
@@ -29,7 +29,7 @@ END {
         }
         if (cnt) printf "| %s | %s | %d | %.3f | %.3f | %.3f |\n", dl[j], (r > nf ? "all" : r), cnt, exp(lw / cnt), exp(lm / cnt), exp(lc / cnt)
     }
-    printf "\n| case | thr | dtype |"
+    printf "\nPer case, after/before of the median wall times in each run:\n\n| case | thr | dtype |"
     for (f = 1; f <= nf; f++) printf " run %d |", f
     printf " geo. mean |\n|---|---|---|"
     for (f = 1; f <= nf; f++) printf "---:|"
