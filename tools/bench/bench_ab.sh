@@ -47,12 +47,15 @@ bench_ensure_ort
 # ab_driver TREE NAME OUT: TREE's tools/bench/NAME.c against TREE's build/libmmembed.a
 ab_driver() {
     say "building $3 from $1"
-    (cd "$1" && make -s --no-print-directory all >&2 &&
-     printf 'bench-print-%%:\n\t@echo $($*)\n' > "$AB/print.mk" &&
-     cf=$(make -s --no-print-directory -f Makefile -f "$AB/print.mk" bench-print-CFLAGS | sed 's/ -MMD//; s/ -MP//') &&
-     ll=$(make -s --no-print-directory -f Makefile -f "$AB/print.mk" bench-print-LDLIBS) &&
-     # shellcheck disable=SC2086
-     cc $cf -o "$3" "tools/bench/$2.c" build/libmmembed.a $ll)
+    (
+        cd "$1"
+        make -s --no-print-directory all >&2
+        printf 'bench-print-%%:\n\t@echo $($*)\n' > "$AB/print.mk"
+        cf=$(make -s --no-print-directory -f Makefile -f "$AB/print.mk" bench-print-CFLAGS | sed 's/ -MMD//; s/ -MP//')
+        ll=$(make -s --no-print-directory -f Makefile -f "$AB/print.mk" bench-print-LDLIBS)
+        # shellcheck disable=SC2086
+        cc $cf -o "$3" "tools/bench/$2.c" build/libmmembed.a $ll
+    )
 }
 
 MID=${MID:+$(cd "$MID" && pwd)}
@@ -89,12 +92,12 @@ for w in $WHAT; do
          "$(nproc) CPUs ($(bench_cpu)), onnxruntime-node $(bench_ort_version), $(grep -c '^RESULT ort' "$OUT") cases x threads," \
          "runs per case: $(awk '/^RESULT ort/ {print $7}' "$OUT" | sort -n | sed -n '1p;$p' | paste -sd- -), load at print: $(cut -d' ' -f1-3 /proc/loadavg)"
     # f32 check outputs of the two builds on the same inputs (worst cosine)
-    $PY - "$WORK" <<'EOF'
+    $PY - "$WORK" before ${MID:+mid} <<'EOF'
 import sys, os, glob
 import numpy as np
 w = sys.argv[1]
 for sfx, f, g in [(sfx, f, os.path.join(w + "." + sfx, os.path.basename(f)))
-                  for sfx in ("before", "mid") for f in sorted(glob.glob(os.path.join(w, "check_*.f32")))]:
+                  for sfx in sys.argv[2:] for f in sorted(glob.glob(os.path.join(w, "check_*.f32")))]:
     if not os.path.exists(g):
         continue
     a, b = np.fromfile(f, np.float32), np.fromfile(g, np.float32)
