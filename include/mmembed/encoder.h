@@ -112,8 +112,20 @@ typedef struct {
     char why[MM_PLAN_WHY];          /* out: one line, for /info's dtype_reason */
 } mm_enc_plan_t;
 
+/* The dtype of one dense layer of a text transformer (CLIP's text tower,
+ * BERT, Qwen3, Qwen2-VL's language model) whose model packs in dt: block
+ * b of n blocks, or b = -1 for CLIP's text projection. q4 keeps the first
+ * eighth of the blocks (at least one) and the text projection in q8: the
+ * 4-bit error of an early block passes through every later one (one text
+ * block of 12 in 4 bits holds a third of the cosine loss on the ViT-B/32
+ * shape), so they are what a mix of types spends its bytes on, as
+ * llama.cpp's Q4_K_M does. Vision towers stay q4 (their vectors meet 0.99
+ * without). Any other dt is returned as is. */
+mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n);
+
 /* Estimated bytes of dir's shared pack in each dtype, from its checkpoint
- * headers (dense matrices as packed, everything else counted in f32).
+ * headers (dense matrices as packed, q4 with the q8 layers of
+ * mm_encoder_text_dtype, everything else counted in f32).
  * Returns 0, or the mm_st_open error with err set. */
 int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen);
 

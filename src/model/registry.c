@@ -104,20 +104,48 @@ static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
     }
 }
 
+mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n)
+{
+    return dt == MM_DT_Q4 && b < (n + 7) / 8 ? MM_DT_Q8 : dt;
+}
+
+/* Where a checkpoint tensor sits for mm_encoder_text_dtype: its text
+ * block ("...layers.N." / BERT's "...layer.N."), -1 for CLIP's text
+ * projection, or INT_MIN (vision towers and everything else). */
+static int text_block(const char *name)
+{
+    if (strstr(name, "vision") || strstr(name, "visual"))
+        return INT_MIN;
+    if (strstr(name, "text_projection"))
+        return -1;
+    const char *p = strstr(name, "layers.");
+    if (p)
+        p += 7;
+    else if ((p = strstr(name, "layer.")))
+        p += 6;
+    return p && *p >= '0' && *p <= '9' ? atoi(p) : INT_MIN;
+}
+
 int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen)
 {
     mm_st_t *st;
     int rc = mm_st_open(dir, &st, err, errlen);
     for (int d = 0; d < MM_DT_COUNT; d++) bytes[d] = 0;
     if (rc) return rc;
+    int blocks = 0;
+    for (int i = 0; i < mm_st_count(st); i++)
+        blocks = MM_MAX(blocks, text_block(mm_st_at(st, i)->name) + 1);
     for (int i = 0; i < mm_st_count(st); i++) {
         const mm_st_tensor_t *t = mm_st_at(st, i);
         /* dense: matrices and the patch convolution, not embedding tables
          * (those stay in f32 or their checkpoint dtype in every pack) */
         const int dense = (t->ndim == 2 || t->ndim == 4) && !strstr(t->name, "embed") && t->shape[0] > 1;
-        for (int d = 0; d < MM_DT_COUNT; d++)
-            bytes[d] += dense ? dense_bytes((size_t)t->shape[0], t->numel / (size_t)t->shape[0], (mm_dtype_t)d)
+        const int b = text_block(t->name);
+        for (int d = 0; d < MM_DT_COUNT; d++) {
+            const mm_dtype_t dt = b == INT_MIN ? (mm_dtype_t)d : mm_encoder_text_dtype((mm_dtype_t)d, b, blocks);
+            bytes[d] += dense ? dense_bytes((size_t)t->shape[0], t->numel / (size_t)t->shape[0], dt)
                               : (t->numel * 4 + 63) / 64 * 64;
+        }
     }
     mm_st_close(st);
     return MM_OK;

@@ -6,9 +6,13 @@
  * symmetric 16-level grid (-8..7 steps) whose step is chosen per group to
  * minimise the squared error (the signed extreme lands on -8, as in
  * llama.cpp's Q4_0, then a few nearby steps are tried and the best kept with
- * its least-squares scale). gs is f16 relative to the column's largest
- * group step cs (f32), so f16's range never clips a small column. Cost:
- * 4 bits + 16 bits per 64 weights = 4.25 bits, 0.53 of q8's bytes.
+ * its least-squares scale). gs is an int8 multiple of the column's scale cs
+ * (f32, the largest group step / 127; of the multiples around the best
+ * step the one with the least error is kept, and the codes are chosen for
+ * it), as K-quants store 6-bit block scales under one f16. Cost: 4 bits +
+ * 8 bits per 64 weights = 4.125 bits, 0.52 of q8's bytes. An int8 step
+ * measured the same fidelity as an f16 one (a group's step is never far
+ * below its column's largest), so the f16 byte went.
  *
  * Layout: columns in panels of 16, a panel's groups one after another, a
  * group as 8 steps of 64 bytes. In a step, byte 4c + i holds column c's
@@ -64,7 +68,7 @@ void mm_nn_q4_layout(int N, int K, size_t hdr, mm_q4_layout_t *l)
     const size_t Np = (size_t)(N + PC - 1) / PC * PC, G = (size_t)(K + G64 - 1) / G64;
     l->data = up64(hdr);
     l->gscale = l->data + up64(Np * G * G64 / 2);
-    l->cscale = l->gscale + up64(Np * G * 2);
+    l->cscale = l->gscale + up64(Np * G);
     l->end = l->cscale + up64(Np * 4);
 }
 
@@ -99,17 +103,31 @@ static float group_step(const float *v)
     return step;
 }
 
+/* Squared error of v (64 values) coded on the grid of step d. */
+static double group_err(const float *v, float d)
+{
+    const float inv = d != 0.0f ? 1.0f / d : 0.0f;
+    double e = 0;
+    for (int i = 0; i < G64; i++) {
+        int q = (int)lrintf(v[i] * inv);
+        q = q < -8 ? -8 : q > 7 ? 7 : q;
+        const double r = v[i] - (double)d * q;
+        e += r * r;
+    }
+    return e;
+}
+
 void mm_nn_q4_pack(void *blob, const mm_q4_layout_t *l, const float *w, int N, int K)
 {
     const int G = (K + G64 - 1) / G64, Np = (N + PC - 1) / PC * PC;
     uint8_t *data = (uint8_t *)blob + l->data;
-    uint16_t *gs = (uint16_t *)((char *)blob + l->gscale);
+    int8_t *gs = (int8_t *)((char *)blob + l->gscale);
     float *cs = (float *)((char *)blob + l->cscale);
-    float *step = malloc(sizeof(float) * (size_t)G), v[G64];
-    if (!step)
+    float *step = malloc(sizeof(float) * (size_t)G), *v = malloc(sizeof(float) * (size_t)G * G64);
+    if (!step || !v)
         die("packing allocation");
     memset(data, 0x88, (size_t)Np * G * G64 / 2); /* padding columns: code 8 = 0 */
-    memset(gs, 0, (size_t)Np * G * 2);
+    memset(gs, 0, (size_t)Np * G);
     for (int n = 0; n < Np; n++) {
         const int p = n / PC, c = n % PC;
         if (n >= N) {
@@ -118,23 +136,35 @@ void mm_nn_q4_pack(void *blob, const mm_q4_layout_t *l, const float *w, int N, i
         }
         float smax = 0.0f;
         for (int g = 0; g < G; g++) {
+            float *vg = v + (size_t)g * G64;
             for (int i = 0; i < G64; i++) {
                 const int k = g * G64 + i;
-                v[i] = k < K ? w[(size_t)n * K + k] : 0.0f;
+                vg[i] = k < K ? w[(size_t)n * K + k] : 0.0f;
             }
-            step[g] = group_step(v);
+            step[g] = group_step(vg);
             smax = fmaxf(smax, fabsf(step[g]));
         }
-        cs[n] = smax > 0.0f ? smax : 1.0f;
+        cs[n] = smax > 0.0f ? smax / 127.0f : 1.0f;
         for (int g = 0; g < G; g++) {
-            /* the step as stored (f16 of step / cs) is the one the codes use */
-            const uint16_t h = _cvtss_sh(step[g] / cs[n], _MM_FROUND_TO_NEAREST_INT);
-            const float d = _cvtsh_ss(h) * cs[n], inv = d != 0.0f ? 1.0f / d : 0.0f;
-            gs[((size_t)p * G + g) * PC + c] = h;
+            /* the step as stored (an int8 multiple of cs) is the one the
+             * codes use: of the two multiples around the best step (and
+             * one more on each side), the one with the least error */
+            const float *vg = v + (size_t)g * G64;
+            const int c0 = (int)lrintf(step[g] / cs[n]);
+            int best = c0;
+            double be = -1;
+            for (int t = c0 - 1; t <= c0 + 1; t++) {
+                if (t < -127 || t > 127)
+                    continue;
+                const double e = group_err(vg, (float)t * cs[n]);
+                if (be < 0 || e < be)
+                    be = e, best = t;
+            }
+            const float d = (float)best * cs[n], inv = d != 0.0f ? 1.0f / d : 0.0f;
+            gs[((size_t)p * G + g) * PC + c] = (int8_t)best;
             uint8_t *grp = data + ((size_t)p * G + g) * (G64 / 2) * PC;
             for (int i = 0; i < G64; i++) {
-                const int k = g * G64 + i;
-                int q = k < K ? (int)lrintf(w[(size_t)n * K + k] * inv) : 0;
+                int q = (int)lrintf(vg[i] * inv);
                 q = (q < -8 ? -8 : q > 7 ? 7 : q) + 8;
                 const int s = i / 8, r = i % 8;
                 uint8_t *byte = grp + s * 64 + c * 4 + r % 4;
@@ -143,6 +173,7 @@ void mm_nn_q4_pack(void *blob, const mm_q4_layout_t *l, const float *w, int N, i
         }
     }
     free(step);
+    free(v);
 }
 
 /* ============================================================ kernels == */
@@ -151,7 +182,7 @@ typedef struct {
     float *y;
     const float *b;
     const uint8_t *w;   /* the panels */
-    const uint16_t *gs; /* (Np/16, G, 16) */
+    const int8_t *gs;   /* (Np/16, G, 16) */
     const float *cs;    /* (Np) */
     const int8_t *xq;   /* (M, Kp) activation codes */
     const int32_t *xo;  /* (M, G): -8 x the sum of a row's codes in each group */
@@ -176,7 +207,7 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
     const int G = j->G;
     const size_t Kp = (size_t)G * G64;
     const uint8_t *w = j->w + (size_t)p * G * (G64 / 2) * PC;
-    const uint16_t *gs = j->gs + (size_t)p * G * PC;
+    const int8_t *gs = j->gs + (size_t)p * G * PC;
     const int8_t *x = j->xq + (size_t)r0 * Kp;
     const int32_t *xo = j->xo + (size_t)r0 * G;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
@@ -201,7 +232,7 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
                 a[r] = _mm512_dpbusd_epi32(a[r], hi, _mm512_set1_epi32(load4(xg + r * Kp + s * 8 + 4)));
             }
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs + (size_t)g * PC)));
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC))));
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++)
             f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), d, f[r]);
@@ -238,7 +269,7 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
     const int G = j->G;
     const size_t Kp = (size_t)G * G64;
     const uint8_t *w = j->w + (size_t)p * G * (G64 / 2) * PC;
-    const uint16_t *gs = j->gs + (size_t)p * G * PC;
+    const int8_t *gs = j->gs + (size_t)p * G * PC;
     const int8_t *x = j->xq + (size_t)r0 * Kp;
     const int32_t *xo = j->xo + (size_t)r0 * G;
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
@@ -278,7 +309,7 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
         }
 #pragma GCC unroll 2
         for (int c = 0; c < 2; c++) {
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC + c * 8)));
+            const __m256 d = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs + (size_t)g * PC + c * 8))));
 #pragma GCC unroll 2
             for (int r = 0; r < mr; r++)
                 f[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[r][c]), d, f[r][c]);
@@ -432,7 +463,7 @@ void mm_nn_q4_linear(float *y, int ldy, const float *x, int ldx, const void *blo
     const mm_cpu_t *cpu = mm_nn_cpu();
     q4_job_t j = {.y = y, .b = b, .ldy = ldy, .M = M, .K = K, .N = N, .G = (K + G64 - 1) / G64, .act = act,
                   .add = add, .vnni = cpu->avx512_vnni,
-                  .w = (const uint8_t *)blob + l->data, .gs = (const uint16_t *)((const char *)blob + l->gscale),
+                  .w = (const uint8_t *)blob + l->data, .gs = (const int8_t *)((const char *)blob + l->gscale),
                   .cs = (const float *)((const char *)blob + l->cscale)};
     quantize(&j, x, ldx);
     const int threads = mm_nn_threads(), panels = (N + PC - 1) / PC;
