@@ -104,7 +104,6 @@ static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
     bert_t *m = (bert_t *)tm;
     const bert_config_t *c = &m->c;
     int64_t H = c->hidden, F = c->inter;
-    const mm_dtype_t dt = w->dt;
     int rc;
     /* only row 0 of token_type_embeddings is read: one region of H floats */
     if ((rc = mm_tc_walk_table(w, tm, c->vocab, H, "embeddings.word_embeddings.weight")) ||
@@ -115,7 +114,6 @@ static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
         return rc;
     for (int l = 0; l < c->layers; l++) {
         bert_layer_t *L = &m->l[l];
-        w->dt = mm_encoder_text_dtype(dt, l, c->layers);
         L->wqkv = mm_tc_walk_lin_begin(w);
         if ((rc = mm_tc_walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.query.weight", l)) ||
             (rc = mm_tc_walk_part(w, 2, H, H, "encoder.layer.%d.attention.self.key.weight", l)) ||
@@ -144,7 +142,6 @@ static int walk(mm_tc_walk_t *w, mm_tm_t *tm)
             (rc = mm_tc_walk_one(w, &L->ln2_b, 1, H, 0, "encoder.layer.%d.output.LayerNorm.bias", l)))
             return rc;
     }
-    w->dt = dt;
     return MM_OK;
 }
 

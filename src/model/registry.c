@@ -106,12 +106,15 @@ static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
 
 mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n)
 {
-    return dt == MM_DT_Q4 && b < (n + 7) / 8 ? MM_DT_Q8 : dt;
+    const int keep = (n + 7) / 8 < 2 ? (n + 7) / 8 : 2;
+    return dt == MM_DT_Q4 && b < keep ? MM_DT_Q8 : dt;
 }
 
-/* Where a checkpoint tensor sits for mm_encoder_text_dtype: its text
- * block ("...layers.N." / BERT's "...layer.N."), -1 for CLIP's text
- * projection, or INT_MIN (vision towers and everything else). */
+/* Where a checkpoint tensor sits for mm_encoder_text_dtype: its block in
+ * a text transformer whose vector is one token's state ("...layers.N.":
+ * CLIP's text tower, Qwen3, Qwen2-VL's language model; not BERT's
+ * "layer.N."), -1 for CLIP's text projection, or INT_MIN (vision towers,
+ * BERT and everything else). */
 static int text_block(const char *name)
 {
     if (strstr(name, "vision") || strstr(name, "visual"))
@@ -119,11 +122,7 @@ static int text_block(const char *name)
     if (strstr(name, "text_projection"))
         return -1;
     const char *p = strstr(name, "layers.");
-    if (p)
-        p += 7;
-    else if ((p = strstr(name, "layer.")))
-        p += 6;
-    return p && *p >= '0' && *p <= '9' ? atoi(p) : INT_MIN;
+    return p && p[7] >= '0' && p[7] <= '9' ? atoi(p + 7) : INT_MIN;
 }
 
 int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen)
