@@ -121,7 +121,9 @@ typedef struct {
  * the ViT-B/32 shape the first text block alone holds a third of q4's
  * cosine loss, the last one none), so they are where a mix of types
  * spends its bytes, as llama.cpp's Q4_K_M gives its first layers more
- * bits. At most two keep the dense bytes <= 0.55 of q8's on the
+ * bits (f32 where the CPU has no native q8, e.g. AVX2 only: an int8
+ * blob is never packed for a CPU that cannot multiply it). At most two
+ * keep the dense bytes <= 0.55 of q8's on the
  * Qwen2-VL-2B shape (28 blocks). Vision towers and BERT (mean pooling
  * averages the error over the tokens) stay q4: their vectors meet 0.99
  * without. Any other dt is returned as is. */

@@ -107,7 +107,9 @@ static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
 mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n)
 {
     const int keep = (n + 7) / 8 < 2 ? (n + 7) / 8 : 2;
-    return dt == MM_DT_Q4 && b < keep ? MM_DT_Q8 : dt;
+    if (dt != MM_DT_Q4 || b >= keep)
+        return dt;
+    return mm_nn_dtype_native(MM_DT_Q8) ? MM_DT_Q8 : MM_DT_F32;
 }
 
 /* Where a checkpoint tensor sits for mm_encoder_text_dtype: its block in
