@@ -42,10 +42,13 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define G64 MM_Q4_GROUP
 #define PC MM_Q4_COLS
@@ -189,7 +192,7 @@ typedef struct {
     const float *xs;    /* (M): row scales */
     int ldy, M, K, N, G;
     mm_act_t act;
-    int add, rowsplit, vnni;
+    int add, rowsplit, vnni, amx;
 } q4_job_t;
 
 static int32_t load4(const int8_t *p)
@@ -334,6 +337,122 @@ static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int 
         tile_avx2(j, p, r, 1, out + (size_t)(r - r0) * ldo, ldo);
 }
 
+/* AMX-INT8 (Sapphire Rapids and later): a step's two nibble halves are
+ * two rows of a B tile as they lie (16 columns x 4 k, 64 bytes), so a
+ * group of two panels is unpacked once per 64 rows into two B tiles, and
+ * TDPBSUD (signed activations x unsigned codes) makes a 16 x 16 block of
+ * one group's int32 sums at a time. The per-group step keeps each group's
+ * sum apart, so it goes through memory to the same "+ offset, to f32, FMA
+ * with the step" as the VNNI tile: the same integers and the same f32
+ * operations in the same order, so AMX and VNNI results are bit-identical
+ * (a batch equals its rows alone whichever path each took). */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int amx_perm;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_ask(void)
+{
+    amx_perm = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+/* Whether this process may use AMX tiles (asked once; oneDNN asks too). */
+static int amx_allowed(void)
+{
+    pthread_once(&amx_once, amx_ask);
+    return amx_perm;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg_t;
+
+/* A thread's unpacked B tiles: (G, 2 panels, 16 rows, 64) codes. */
+static _Thread_local struct {
+    uint8_t *p;
+    size_t cap;
+} B;
+
+static void *grow(void *p, size_t *cap, size_t want);
+
+#define AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma,amx-tile,amx-int8")))
+
+/* Tiles 0-1: C (16 x 16 int32), 2: A (16 rows x 64 k), 3-4: B. A
+ * constant: GCC 12 drops stores into a local config that only
+ * _tile_loadconfig reads (it faulted). */
+static const tilecfg_t tilecfg __attribute__((aligned(64))) = {
+    .palette = 1, .colsb = {64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16}};
+
+AMX static void amx_config(void)
+{
+    _tile_loadconfig(&tilecfg);
+}
+
+AMX static void amx_release(void)
+{
+    _tile_release();
+}
+
+/* Rows [r0, r1) (a multiple of 16) of panels p .. p + np - 1 (np 1 or 2)
+ * into out (row r at out + (r - r0) ldo), as tile_vnni computes them. */
+AMX static void panels_amx(const q4_job_t *j, int p, int np, int r0, int r1, float *out, int ldo)
+{
+    const int G = j->G;
+    const size_t Kp = (size_t)G * G64;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    B.p = grow(B.p, &B.cap, (size_t)G * 2 * 1024);
+    for (int q = 0; q < np; q++) {
+        const uint8_t *w = j->w + (size_t)(p + q) * G * (G64 / 2) * PC;
+        for (int g = 0; g < G; g++) {
+            uint8_t *b = B.p + ((size_t)g * 2 + q) * 1024;
+            for (int s = 0; s < G64 / 8; s++) {
+                const __m512i raw = _mm512_loadu_si512(w + (size_t)g * (G64 / 2) * PC + s * 64);
+                _mm512_storeu_si512(b + (2 * s) * 64, _mm512_and_si512(raw, m4));
+                _mm512_storeu_si512(b + (2 * s + 1) * 64, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+            }
+        }
+    }
+    int32_t c[2][16][16] __attribute__((aligned(64)));
+    __m512 f[2][16];
+    for (int r = r0; r < r1; r += 16) {
+        for (int q = 0; q < 2; q++)
+            for (int i = 0; i < 16; i++)
+                f[q][i] = _mm512_setzero_ps();
+        const int32_t *xo = j->xo + (size_t)r * G;
+        for (int g = 0; g < G; g++) {
+            _tile_loadd(2, j->xq + (size_t)r * Kp + (size_t)g * G64, (long)Kp);
+            _tile_zero(0);
+            _tile_loadd(3, B.p + ((size_t)g * 2) * 1024, 64);
+            _tile_dpbsud(0, 2, 3);
+            _tile_stored(0, c[0], 64);
+            if (np == 2) {
+                _tile_zero(1);
+                _tile_loadd(4, B.p + ((size_t)g * 2 + 1) * 1024, 64);
+                _tile_dpbsud(1, 2, 4);
+                _tile_stored(1, c[1], 64);
+            }
+            for (int q = 0; q < np; q++) {
+                const int8_t *gs = j->gs + ((size_t)(p + q) * G + g) * PC;
+                const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)gs)));
+                for (int i = 0; i < 16; i++) {
+                    const __m512i a = _mm512_add_epi32(_mm512_set1_epi32(xo[(size_t)i * G + g]),
+                                                       _mm512_load_si512(c[q][i]));
+                    f[q][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), d, f[q][i]);
+                }
+            }
+        }
+        for (int q = 0; q < np; q++) {
+            const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)(p + q) * PC);
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_ps(out + (size_t)(r - r0 + i) * ldo + q * PC,
+                                 _mm512_mul_ps(_mm512_mul_ps(f[q][i], cs), _mm512_set1_ps(j->xs[r + i])));
+        }
+    }
+}
+
 /* ============================================================ driving == */
 
 /* A thread's f32 products before the epilogue (grown, never shrunk). */
@@ -353,10 +472,12 @@ static _Thread_local struct {
 void mm_nn_q4_thread_free(void)
 {
     free(Y.p);
+    free(B.p);
     free(X.q);
     free(X.o);
     free(X.s);
     memset(&Y, 0, sizeof Y);
+    memset(&B, 0, sizeof B);
     memset(&X, 0, sizeof X);
 }
 
@@ -379,18 +500,25 @@ static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
 {
     const int c0 = p0 * PC, c1 = p1 * PC < j->N ? p1 * PC : j->N, ldo = (p1 - p0) * PC;
     Y.p = grow(Y.p, &Y.cap, sizeof(float) * RCHUNK * (size_t)ldo);
+    if (j->amx)
+        amx_config();
     for (int m0 = r0; m0 < r1; m0 += RCHUNK) {
         const int m1 = m0 + RCHUNK < r1 ? m0 + RCHUNK : r1;
+        const int ma = j->amx ? (m1 - m0) / 16 * 16 : 0; /* rows for AMX tiles, the rest for VNNI */
         for (int p = p0; p < p1; p++) {
+            if (ma && (p - p0) % 2 == 0)
+                panels_amx(j, p, p + 1 < p1 ? 2 : 1, m0, m0 + ma, Y.p + (size_t)(p - p0) * PC, ldo);
             if (j->vnni)
-                rows_vnni(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
+                rows_vnni(j, p, m0 + ma, m1, Y.p + (size_t)ma * ldo + (size_t)(p - p0) * PC, ldo);
             else
-                rows_avx2(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
+                rows_avx2(j, p, m0 + ma, m1, Y.p + (size_t)ma * ldo + (size_t)(p - p0) * PC, ldo);
         }
         for (int m = m0; m < m1; m++)
             mm_nn_bias_act_row(j->y + (size_t)m * j->ldy + c0, Y.p + (size_t)(m - m0) * ldo, j->b ? j->b + c0 : NULL,
                                c1 - c0, j->act, j->add);
     }
+    if (j->amx)
+        amx_release();
 }
 
 static void part(void *arg, int part, int nparts)
@@ -462,7 +590,7 @@ void mm_nn_q4_linear(float *y, int ldy, const float *x, int ldx, const void *blo
         return;
     const mm_cpu_t *cpu = mm_nn_cpu();
     q4_job_t j = {.y = y, .b = b, .ldy = ldy, .M = M, .K = K, .N = N, .G = (K + G64 - 1) / G64, .act = act,
-                  .add = add, .vnni = cpu->avx512_vnni,
+                  .add = add, .vnni = cpu->avx512_vnni, .amx = cpu->amx && amx_allowed(),
                   .w = (const uint8_t *)blob + l->data, .gs = (const int8_t *)((const char *)blob + l->gscale),
                   .cs = (const float *)((const char *)blob + l->cscale)};
     quantize(&j, x, ldx);
