@@ -340,7 +340,7 @@ static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int 
 /* AMX-INT8 (Sapphire Rapids and later): a step's two nibble halves are
  * two rows of a B tile as they lie (16 columns x 4 k, 64 bytes), so a
  * group of two panels is unpacked once per 64 rows into two B tiles, and
- * TDPBSUD (signed activations x unsigned codes) makes a 16 x 16 block of
+ * TDPBSSD (signed activations x signed q - 8) makes a 16 x 16 block of
  * one group's int32 sums at a time. The per-group step keeps each group's
  * sum apart, so it goes through memory to the same "+ offset, to f32, FMA
  * with the step" as the VNNI tile: the same integers and the same f32
@@ -380,11 +380,12 @@ static void *grow(void *p, size_t *cap, size_t want);
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma,amx-tile,amx-int8")))
 
-/* Tiles 0-1: C (16 x 16 int32), 2: A (16 rows x 64 k), 3-4: B. A
+/* Tiles 0-3: C (16 x 16 int32; 2 row blocks x 2 panels), 4-5: A (16 rows
+ * x 64 k), 6-7: B (16 x 4 k per 64-byte row). A
  * constant: GCC 12 drops stores into a local config that only
  * _tile_loadconfig reads (it faulted). */
 static const tilecfg_t tilecfg __attribute__((aligned(64))) = {
-    .palette = 1, .colsb = {64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16}};
+    .palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
 
 AMX static void amx_config(void)
 {
@@ -396,13 +397,17 @@ AMX static void amx_release(void)
     _tile_release();
 }
 
-/* Rows [r0, r1) (a multiple of 16) of panels p .. p + np - 1 (np 1 or 2)
- * into out (row r at out + (r - r0) ldo), as tile_vnni computes them. */
-AMX static void panels_amx(const q4_job_t *j, int p, int np, int r0, int r1, float *out, int ldo)
+/* Rows [r0, r1) (a multiple of 16) of panels p .. p + np - 1 (np 1 or 2),
+ * as tile_vnni computes them, through bias, activation and residual add
+ * into y (mm_nn_bias_act_row is per element: 16 columns at a time give
+ * what a whole row gives). The
+ * B tiles hold q - 8 (signed), so TDPBSSD's sums are already VNNI's
+ * offset ones; the epilogue is one int32 -> f32 and one FMA per 16 sums. */
+AMX static void panels_amx(const q4_job_t *j, int p, int np, int r0, int r1)
 {
     const int G = j->G;
     const size_t Kp = (size_t)G * G64;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), e8 = _mm512_set1_epi8(8);
     B.p = grow(B.p, &B.cap, (size_t)G * 2 * 1024);
     for (int q = 0; q < np; q++) {
         const uint8_t *w = j->w + (size_t)(p + q) * G * (G64 / 2) * PC;
@@ -410,45 +415,74 @@ AMX static void panels_amx(const q4_job_t *j, int p, int np, int r0, int r1, flo
             uint8_t *b = B.p + ((size_t)g * 2 + q) * 1024;
             for (int s = 0; s < G64 / 8; s++) {
                 const __m512i raw = _mm512_loadu_si512(w + (size_t)g * (G64 / 2) * PC + s * 64);
-                _mm512_storeu_si512(b + (2 * s) * 64, _mm512_and_si512(raw, m4));
-                _mm512_storeu_si512(b + (2 * s + 1) * 64, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+                _mm512_storeu_si512(b + (2 * s) * 64, _mm512_sub_epi8(_mm512_and_si512(raw, m4), e8));
+                _mm512_storeu_si512(b + (2 * s + 1) * 64,
+                                    _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), e8));
             }
         }
     }
-    int32_t c[2][16][16] __attribute__((aligned(64)));
-    __m512 f[2][16];
-    for (int r = r0; r < r1; r += 16) {
-        for (int q = 0; q < 2; q++)
-            for (int i = 0; i < 16; i++)
-                f[q][i] = _mm512_setzero_ps();
-        const int32_t *xo = j->xo + (size_t)r * G;
-        for (int g = 0; g < G; g++) {
-            _tile_loadd(2, j->xq + (size_t)r * Kp + (size_t)g * G64, (long)Kp);
-            _tile_zero(0);
-            _tile_loadd(3, B.p + ((size_t)g * 2) * 1024, 64);
-            _tile_dpbsud(0, 2, 3);
-            _tile_stored(0, c[0], 64);
-            if (np == 2) {
-                _tile_zero(1);
-                _tile_loadd(4, B.p + ((size_t)g * 2 + 1) * 1024, 64);
-                _tile_dpbsud(1, 2, 4);
-                _tile_stored(1, c[1], 64);
+    /* [group parity][row block][panel]: 2 x 2 tiles in flight per group */
+    int32_t c[2][2][2][16][16] __attribute__((aligned(64)));
+    float f[2][2][16][16] __attribute__((aligned(64)));
+    for (int r = r0; r < r1; r += 32) {
+        const int nb = r + 32 <= r1 ? 2 : 1;
+        memset(f, 0, sizeof f);
+        /* group g's sums are stored while group g - 1's are read back: a
+         * load right after the tile store of its line waits for it */
+        for (int g = 0; g <= G; g++) {
+            if (g < G) {
+                const int8_t *a = j->xq + (size_t)r * Kp + (size_t)g * G64;
+                const uint8_t *b = B.p + (size_t)g * 2 * 1024;
+                _tile_loadd(6, b, 64);
+                _tile_loadd(4, a, (long)Kp);
+                _tile_zero(0);
+                _tile_dpbssd(0, 4, 6);
+                if (np == 2) {
+                    _tile_loadd(7, b + 1024, 64);
+                    _tile_zero(1);
+                    _tile_dpbssd(1, 4, 7);
+                }
+                if (nb == 2) {
+                    _tile_loadd(5, a + 16 * Kp, (long)Kp);
+                    _tile_zero(2);
+                    _tile_dpbssd(2, 5, 6);
+                    if (np == 2) {
+                        _tile_zero(3);
+                        _tile_dpbssd(3, 5, 7);
+                    }
+                }
+                _tile_stored(0, c[g & 1][0][0], 64);
+                if (np == 2)
+                    _tile_stored(1, c[g & 1][0][1], 64);
+                if (nb == 2) {
+                    _tile_stored(2, c[g & 1][1][0], 64);
+                    if (np == 2)
+                        _tile_stored(3, c[g & 1][1][1], 64);
+                }
             }
+            if (g == 0)
+                continue;
             for (int q = 0; q < np; q++) {
-                const int8_t *gs = j->gs + ((size_t)(p + q) * G + g) * PC;
+                const int8_t *gs = j->gs + ((size_t)(p + q) * G + g - 1) * PC;
                 const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)gs)));
-                for (int i = 0; i < 16; i++) {
-                    const __m512i a = _mm512_add_epi32(_mm512_set1_epi32(xo[(size_t)i * G + g]),
-                                                       _mm512_load_si512(c[q][i]));
-                    f[q][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), d, f[q][i]);
+                for (int h = 0; h < nb; h++) {
+                    int32_t(*cg)[16] = c[(g - 1) & 1][h][q];
+                    float(*fh)[16] = f[h][q];
+#pragma GCC unroll 16
+                    for (int i = 0; i < 16; i++)
+                        _mm512_store_ps(fh[i], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cg[i])), d,
+                                                               _mm512_load_ps(fh[i])));
                 }
             }
         }
-        for (int q = 0; q < np; q++) {
+        for (int q = 0; q < np; q++) { /* bias, activation, residual add: per element, so per 16 columns */
             const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)(p + q) * PC);
-            for (int i = 0; i < 16; i++)
-                _mm512_storeu_ps(out + (size_t)(r - r0 + i) * ldo + q * PC,
-                                 _mm512_mul_ps(_mm512_mul_ps(f[q][i], cs), _mm512_set1_ps(j->xs[r + i])));
+            const int c0 = (p + q) * PC, nc = j->N - c0 < PC ? j->N - c0 : PC;
+            for (int i = 0; i < 16 * nb; i++) {
+                float *fi = f[i / 16][q][i % 16];
+                _mm512_store_ps(fi, _mm512_mul_ps(_mm512_mul_ps(_mm512_load_ps(fi), cs), _mm512_set1_ps(j->xs[r + i])));
+                mm_nn_bias_act_row(j->y + (size_t)(r + i) * j->ldy + c0, fi, j->b ? j->b + c0 : NULL, nc, j->act, j->add);
+            }
         }
     }
 }
@@ -499,26 +533,29 @@ static void *grow(void *p, size_t *cap, size_t want)
 static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
 {
     const int c0 = p0 * PC, c1 = p1 * PC < j->N ? p1 * PC : j->N, ldo = (p1 - p0) * PC;
-    Y.p = grow(Y.p, &Y.cap, sizeof(float) * RCHUNK * (size_t)ldo);
-    if (j->amx)
+    /* AMX: whole 16-row blocks, two panels at a time (their B tiles
+     * unpacked once for all the rows), straight into y */
+    const int ma = j->amx ? (r1 - r0) / 16 * 16 : 0;
+    if (ma) {
         amx_config();
+        for (int p = p0; p < p1; p += 2)
+            panels_amx(j, p, p + 1 < p1 ? 2 : 1, r0, r0 + ma);
+        amx_release();
+        r0 += ma;
+    }
+    Y.p = grow(Y.p, &Y.cap, sizeof(float) * RCHUNK * (size_t)ldo);
     for (int m0 = r0; m0 < r1; m0 += RCHUNK) {
         const int m1 = m0 + RCHUNK < r1 ? m0 + RCHUNK : r1;
-        const int ma = j->amx ? (m1 - m0) / 16 * 16 : 0; /* rows for AMX tiles, the rest for VNNI */
         for (int p = p0; p < p1; p++) {
-            if (ma && (p - p0) % 2 == 0)
-                panels_amx(j, p, p + 1 < p1 ? 2 : 1, m0, m0 + ma, Y.p + (size_t)(p - p0) * PC, ldo);
             if (j->vnni)
-                rows_vnni(j, p, m0 + ma, m1, Y.p + (size_t)ma * ldo + (size_t)(p - p0) * PC, ldo);
+                rows_vnni(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
             else
-                rows_avx2(j, p, m0 + ma, m1, Y.p + (size_t)ma * ldo + (size_t)(p - p0) * PC, ldo);
+                rows_avx2(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
         }
         for (int m = m0; m < m1; m++)
             mm_nn_bias_act_row(j->y + (size_t)m * j->ldy + c0, Y.p + (size_t)(m - m0) * ldo, j->b ? j->b + c0 : NULL,
                                c1 - c0, j->act, j->add);
     }
-    if (j->amx)
-        amx_release();
 }
 
 static void part(void *arg, int part, int nparts)
