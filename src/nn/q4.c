@@ -31,9 +31,13 @@
  * round(x / s) in [-127, 127]. With the weights' offset of 8 the product
  * of a group is sum q x - 8 sum x: the second term is per row and group,
  * computed once when x is quantized and used as the accumulator's start.
- * Per group: int32 accumulate (|acc| <= 64 * 15 * 127), to f32, times the
- * group's scale (one FMA per 16 outputs per 64 k); at the end times the
- * row's and the column's scale.
+ * Per group: int32 accumulate (|acc| <= 64 * 8 * 127), times the group's
+ * int8 step, summed in int32: every output is one exact integer,
+ * sum_k x_k gs (q_k - 8) (|.| <= K * 127 * 1016 < 2^31 for K <= 16644;
+ * beyond, only inputs of equal magnitude meeting extreme codes of one
+ * sign could wrap it), then times the row's and the column's scale. The
+ * VNNI, AVX2 and AMX tiles compute that same integer, so their results
+ * are bit-identical whichever runs a row.
  *
  * Threads: parts take panel ranges (few rows) or row ranges (many); every
  * output is summed over k in the same order whichever tile or part computed
@@ -54,6 +58,7 @@
 #define PC MM_Q4_COLS
 #define RCHUNK 64      /* rows per pass over a part's panels (the f32 scratch) */
 #define ROWSPLIT_MIN 32 /* rows per thread before parts take rows instead of panels */
+#define AMX_MIN_ROWS 64 /* fewer rows do not pay for unpacking a panel into B tiles (measured) */
 
 static size_t up64(size_t n)
 {
@@ -214,10 +219,10 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
     const int8_t *x = j->xq + (size_t)r0 * Kp;
     const int32_t *xo = j->xo + (size_t)r0 * G;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    __m512 f[8];
+    __m512i t[8];
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
-        f[r] = _mm512_setzero_ps();
+        t[r] = _mm512_setzero_si512();
     for (int g = 0; g < G; g++) {
         __m512i a[8];
 #pragma GCC unroll 8
@@ -235,15 +240,16 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
                 a[r] = _mm512_dpbusd_epi32(a[r], hi, _mm512_set1_epi32(load4(xg + r * Kp + s * 8 + 4)));
             }
         }
-        const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC))));
+        const __m512i d = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC)));
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++)
-            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), d, f[r]);
+            t[r] = _mm512_add_epi32(t[r], _mm512_mullo_epi32(a[r], d));
     }
     const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)p * PC);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
-        _mm512_storeu_ps(out + (size_t)r * ldo, _mm512_mul_ps(_mm512_mul_ps(f[r], cs), _mm512_set1_ps(j->xs[r0 + r])));
+        _mm512_storeu_ps(out + (size_t)r * ldo,
+                         _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t[r]), cs), _mm512_set1_ps(j->xs[r0 + r])));
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
@@ -276,10 +282,10 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
     const int8_t *x = j->xq + (size_t)r0 * Kp;
     const int32_t *xo = j->xo + (size_t)r0 * G;
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    __m256 f[2][2];
+    __m256i t[2][2];
 #pragma GCC unroll 2
     for (int r = 0; r < mr; r++)
-        f[r][0] = f[r][1] = _mm256_setzero_ps();
+        t[r][0] = t[r][1] = _mm256_setzero_si256();
     for (int g = 0; g < G; g++) {
         __m256i a[2][2];
 #pragma GCC unroll 2
@@ -312,10 +318,10 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
         }
 #pragma GCC unroll 2
         for (int c = 0; c < 2; c++) {
-            const __m256 d = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs + (size_t)g * PC + c * 8))));
+            const __m256i d = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs + (size_t)g * PC + c * 8)));
 #pragma GCC unroll 2
             for (int r = 0; r < mr; r++)
-                f[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[r][c]), d, f[r][c]);
+                t[r][c] = _mm256_add_epi32(t[r][c], _mm256_mullo_epi32(a[r][c], d));
         }
     }
 #pragma GCC unroll 2
@@ -324,7 +330,7 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
 #pragma GCC unroll 2
         for (int r = 0; r < mr; r++)
             _mm256_storeu_ps(out + (size_t)r * ldo + c * 8,
-                             _mm256_mul_ps(_mm256_mul_ps(f[r][c], cs), _mm256_set1_ps(j->xs[r0 + r])));
+                             _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(t[r][c]), cs), _mm256_set1_ps(j->xs[r0 + r])));
     }
 }
 
@@ -337,15 +343,15 @@ static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int 
         tile_avx2(j, p, r, 1, out + (size_t)(r - r0) * ldo, ldo);
 }
 
-/* AMX-INT8 (Sapphire Rapids and later): a step's two nibble halves are
- * two rows of a B tile as they lie (16 columns x 4 k, 64 bytes), so a
- * group of two panels is unpacked once per 64 rows into two B tiles, and
- * TDPBSSD (signed activations x signed q - 8) makes a 16 x 16 block of
- * one group's int32 sums at a time. The per-group step keeps each group's
- * sum apart, so it goes through memory to the same "+ offset, to f32, FMA
- * with the step" as the VNNI tile: the same integers and the same f32
- * operations in the same order, so AMX and VNNI results are bit-identical
- * (a batch equals its rows alone whichever path each took). */
+/* AMX-INT8 (Sapphire Rapids and later). A panel is unpacked once per
+ * range into B tiles (a step's two nibble halves are two B rows as they
+ * lie: 16 columns x 4 k, 64 bytes) holding gs (q - 8), |.| <= 1016, as two
+ * int8 digits (low in [-32, 31], high in [-16, 16], value = 64 high +
+ * low), so TDPBSSD sums both over the whole K with no per-group step:
+ * 64 C_high + C_low is tile_vnni's integer. Twice the tile products of a
+ * plain int8 B, but no per-group epilogue (storing each group's 16 x 16
+ * sums to scale them measured half the speed). 2 row blocks of 16 share
+ * the B tiles; under 64 rows the unpacking does not pay and VNNI runs. */
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -397,92 +403,77 @@ AMX static void amx_release(void)
     _tile_release();
 }
 
-/* Rows [r0, r1) (a multiple of 16) of panels p .. p + np - 1 (np 1 or 2),
- * as tile_vnni computes them, through bias, activation and residual add
- * into y (mm_nn_bias_act_row is per element: 16 columns at a time give
- * what a whole row gives). The
- * B tiles hold q - 8 (signed), so TDPBSSD's sums are already VNNI's
- * offset ones; the epilogue is one int32 -> f32 and one FMA per 16 sums. */
-AMX static void panels_amx(const q4_job_t *j, int p, int np, int r0, int r1)
+/* Rows [r0, r1) (a multiple of 16) of panel p, as tile_vnni computes
+ * them (the same int32 sum, the same f32 operations after it), through
+ * bias, activation and residual add into y (mm_nn_bias_act_row is per
+ * element: 16 columns at a time give what a whole row gives). */
+AMX static void panel_amx(const q4_job_t *j, int p, int r0, int r1)
 {
     const int G = j->G;
     const size_t Kp = (size_t)G * G64;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), e8 = _mm512_set1_epi8(8);
-    B.p = grow(B.p, &B.cap, (size_t)G * 2 * 1024);
-    for (int q = 0; q < np; q++) {
-        const uint8_t *w = j->w + (size_t)(p + q) * G * (G64 / 2) * PC;
-        for (int g = 0; g < G; g++) {
-            uint8_t *b = B.p + ((size_t)g * 2 + q) * 1024;
-            for (int s = 0; s < G64 / 8; s++) {
-                const __m512i raw = _mm512_loadu_si512(w + (size_t)g * (G64 / 2) * PC + s * 64);
-                _mm512_storeu_si512(b + (2 * s) * 64, _mm512_sub_epi8(_mm512_and_si512(raw, m4), e8));
-                _mm512_storeu_si512(b + (2 * s + 1) * 64,
-                                    _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), e8));
+    const __m512i m4 = _mm512_set1_epi8(0x0f), e8 = _mm512_set1_epi8(8), c32 = _mm512_set1_epi16(32),
+                  c63 = _mm512_set1_epi16(63);
+    /* byte 4c + i of a B row <- byte 0 of dword c: each column's step 4 times */
+    const __m512i rep = _mm512_set4_epi32(0x0c0c0c0c, 0x08080808, 0x04040404, 0x00000000);
+    B.p = grow(B.p, &B.cap, (size_t)G * 2048);
+    const uint8_t *w = j->w + (size_t)p * G * (G64 / 2) * PC;
+    for (int g = 0; g < G; g++) {
+        const __m512i d8 = _mm512_shuffle_epi8(
+            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(j->gs + ((size_t)p * G + g) * PC))), rep);
+        const __m512i dlo = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(d8)),
+                      dhi = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(d8, 1));
+        int8_t *lo = (int8_t *)B.p + (size_t)g * 2048, *hi = lo + 1024;
+        for (int s = 0; s < G64 / 8; s++) {
+            const __m512i raw = _mm512_loadu_si512(w + (size_t)g * (G64 / 2) * PC + s * 64);
+            for (int h = 0; h < 2; h++) { /* the two B rows of a step: k 8s..8s+3, 8s+4..8s+7 */
+                const __m512i v = _mm512_sub_epi8(_mm512_and_si512(h ? _mm512_srli_epi16(raw, 4) : raw, m4), e8);
+                for (int half = 0; half < 2; half++) { /* columns 0-7, 8-15 */
+                    const __m512i q = _mm512_cvtepi8_epi16(half ? _mm512_extracti64x4_epi64(v, 1)
+                                                                : _mm512_castsi512_si256(v));
+                    const __m512i wv = _mm512_mullo_epi16(q, half ? dhi : dlo); /* |step (q - 8)| <= 1016 */
+                    const __m512i l = _mm512_sub_epi16(_mm512_and_si512(_mm512_add_epi16(wv, c32), c63), c32);
+                    const __m512i u = _mm512_srai_epi16(_mm512_sub_epi16(wv, l), 6);
+                    _mm256_storeu_si256((__m256i *)(lo + (2 * s + h) * 64 + half * 32), _mm512_cvtepi16_epi8(l));
+                    _mm256_storeu_si256((__m256i *)(hi + (2 * s + h) * 64 + half * 32), _mm512_cvtepi16_epi8(u));
+                }
             }
         }
     }
-    /* [group parity][row block][panel]: 2 x 2 tiles in flight per group */
-    int32_t c[2][2][2][16][16] __attribute__((aligned(64)));
-    float f[2][2][16][16] __attribute__((aligned(64)));
+    int32_t c[2][2][16][16] __attribute__((aligned(64))); /* [row block][low, high digit] */
+    float o[16] __attribute__((aligned(64)));
+    const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)p * PC);
+    const int c0 = p * PC, nc = j->N - c0 < PC ? j->N - c0 : PC;
     for (int r = r0; r < r1; r += 32) {
         const int nb = r + 32 <= r1 ? 2 : 1;
-        memset(f, 0, sizeof f);
-        /* group g's sums are stored while group g - 1's are read back: a
-         * load right after the tile store of its line waits for it */
-        for (int g = 0; g <= G; g++) {
-            if (g < G) {
-                const int8_t *a = j->xq + (size_t)r * Kp + (size_t)g * G64;
-                const uint8_t *b = B.p + (size_t)g * 2 * 1024;
-                _tile_loadd(6, b, 64);
-                _tile_loadd(4, a, (long)Kp);
-                _tile_zero(0);
-                _tile_dpbssd(0, 4, 6);
-                if (np == 2) {
-                    _tile_loadd(7, b + 1024, 64);
-                    _tile_zero(1);
-                    _tile_dpbssd(1, 4, 7);
-                }
-                if (nb == 2) {
-                    _tile_loadd(5, a + 16 * Kp, (long)Kp);
-                    _tile_zero(2);
-                    _tile_dpbssd(2, 5, 6);
-                    if (np == 2) {
-                        _tile_zero(3);
-                        _tile_dpbssd(3, 5, 7);
-                    }
-                }
-                _tile_stored(0, c[g & 1][0][0], 64);
-                if (np == 2)
-                    _tile_stored(1, c[g & 1][0][1], 64);
-                if (nb == 2) {
-                    _tile_stored(2, c[g & 1][1][0], 64);
-                    if (np == 2)
-                        _tile_stored(3, c[g & 1][1][1], 64);
-                }
-            }
-            if (g == 0)
-                continue;
-            for (int q = 0; q < np; q++) {
-                const int8_t *gs = j->gs + ((size_t)(p + q) * G + g - 1) * PC;
-                const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)gs)));
-                for (int h = 0; h < nb; h++) {
-                    int32_t(*cg)[16] = c[(g - 1) & 1][h][q];
-                    float(*fh)[16] = f[h][q];
-#pragma GCC unroll 16
-                    for (int i = 0; i < 16; i++)
-                        _mm512_store_ps(fh[i], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cg[i])), d,
-                                                               _mm512_load_ps(fh[i])));
-                }
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int g = 0; g < G; g++) {
+            const int8_t *a = j->xq + (size_t)r * Kp + (size_t)g * G64;
+            const uint8_t *b = B.p + (size_t)g * 2048;
+            _tile_loadd(4, a, (long)Kp);
+            _tile_loadd(6, b, 64);
+            _tile_loadd(7, b + 1024, 64);
+            _tile_dpbssd(0, 4, 6);
+            _tile_dpbssd(1, 4, 7);
+            if (nb == 2) {
+                _tile_loadd(5, a + 16 * Kp, (long)Kp);
+                _tile_dpbssd(2, 5, 6);
+                _tile_dpbssd(3, 5, 7);
             }
         }
-        for (int q = 0; q < np; q++) { /* bias, activation, residual add: per element, so per 16 columns */
-            const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)(p + q) * PC);
-            const int c0 = (p + q) * PC, nc = j->N - c0 < PC ? j->N - c0 : PC;
-            for (int i = 0; i < 16 * nb; i++) {
-                float *fi = f[i / 16][q][i % 16];
-                _mm512_store_ps(fi, _mm512_mul_ps(_mm512_mul_ps(_mm512_load_ps(fi), cs), _mm512_set1_ps(j->xs[r + i])));
-                mm_nn_bias_act_row(j->y + (size_t)(r + i) * j->ldy + c0, fi, j->b ? j->b + c0 : NULL, nc, j->act, j->add);
-            }
+        _tile_stored(0, c[0][0], 64);
+        _tile_stored(1, c[0][1], 64);
+        if (nb == 2) {
+            _tile_stored(2, c[1][0], 64);
+            _tile_stored(3, c[1][1], 64);
+        }
+        for (int i = 0; i < 16 * nb; i++) {
+            const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[i / 16][1][i % 16]), 6),
+                                               _mm512_load_si512(c[i / 16][0][i % 16]));
+            _mm512_store_ps(o, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t), cs), _mm512_set1_ps(j->xs[r + i])));
+            mm_nn_bias_act_row(j->y + (size_t)(r + i) * j->ldy + c0, o, j->b ? j->b + c0 : NULL, nc, j->act, j->add);
         }
     }
 }
@@ -535,11 +526,11 @@ static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
     const int c0 = p0 * PC, c1 = p1 * PC < j->N ? p1 * PC : j->N, ldo = (p1 - p0) * PC;
     /* AMX: whole 16-row blocks, two panels at a time (their B tiles
      * unpacked once for all the rows), straight into y */
-    const int ma = j->amx ? (r1 - r0) / 16 * 16 : 0;
+    const int ma = j->amx && r1 - r0 >= AMX_MIN_ROWS ? (r1 - r0) / 16 * 16 : 0;
     if (ma) {
         amx_config();
-        for (int p = p0; p < p1; p += 2)
-            panels_amx(j, p, p + 1 < p1 ? 2 : 1, r0, r0 + ma);
+        for (int p = p0; p < p1; p++)
+            panel_amx(j, p, r0, r0 + ma);
         amx_release();
         r0 += ma;
     }

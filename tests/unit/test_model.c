@@ -161,6 +161,15 @@ static void test_linear_dtypes(void)
             for (int j = 0; j < N; j++)
                 d1 = fmax(d1, fabs(y3[j] - y[(size_t)(M - 1) * N + j]));
             CHECK(d1 < 1e-5, "%s linear: last row alone differs by %g", mm_dtype_name(dts[di]), d1);
+            if (dts[di] == MM_DT_Q4) { /* q4: every row alone (VNNI / AVX2 tiles) bit-equal to the batch (AMX
+                                        * tiles where the CPU has them and M >= 64): the same int32 sums */
+                int same = 1;
+                for (int i = 0; i < M; i++) {
+                    mm_nn_linear(y3, N, x + (size_t)i * K, K, blob, b, 1, K, N, MM_ACT_GELU);
+                    same &= !memcmp(y3, y + (size_t)i * N, sizeof(float) * N);
+                }
+                CHECK(same, "q4 linear %dx%dx%d: a row alone differs from the batch", M, K, N);
+            }
             mm_nn_linear_add(y, N, x, K, blob, b, M, K, N);
             c = cosine(y, refadd, M * N);
             CHECK(c >= min_cos[di], "%s linear_add %dx%dx%d cosine %.6f", mm_dtype_name(dts[di]), M, K, N, c);
