@@ -47,6 +47,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,19 +356,29 @@ static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-static int amx_perm;
-static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+/* -1: not asked in this process yet (a forked child asks again: the
+ * kernel's permission is per process). Asking twice is harmless. */
+static _Atomic int amx_perm = -1;
+static pthread_once_t amx_atfork_once = PTHREAD_ONCE_INIT;
 
-static void amx_ask(void)
+static void amx_forked(void)
 {
-    amx_perm = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    amx_perm = -1;
 }
 
-/* Whether this process may use AMX tiles (asked once; oneDNN asks too). */
+static void amx_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, amx_forked);
+}
+
+/* Whether this process may use AMX tiles (oneDNN asks too). */
 static int amx_allowed(void)
 {
-    pthread_once(&amx_once, amx_ask);
-    return amx_perm;
+    pthread_once(&amx_atfork_once, amx_atfork);
+    int p = amx_perm;
+    if (p < 0)
+        amx_perm = p = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    return p;
 }
 
 typedef struct {
