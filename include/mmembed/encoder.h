@@ -25,7 +25,9 @@
 
 #include "mmembed/nn.h"
 
-struct json_object;
+struct mm_backend;
+struct mm_cfg;
+struct mm_cfg_file;
 struct mm_preproc;
 
 typedef struct mm_encoder mm_encoder_t;
@@ -78,7 +80,9 @@ typedef struct {
 typedef struct {
     const char *name;
     const char *f32_only;      /* non-NULL: runs f32 whatever dtype is asked for; says why */
-    int (*load)(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen);
+    /* cfg: the root of dir/config.json, read once by the registry (views
+     * and getters: mmembed/hfconfig.h); the architecture never reopens it. */
+    int (*load)(const char *dir, const struct mm_cfg *cfg, mm_dtype_t dt, void **model, char *err, size_t errlen);
     void (*free)(void *model);
     void (*info)(const void *model, mm_enc_info_t *out);
     /* Optional: the architecture's own tokenizer (NULL: the folder's
@@ -87,6 +91,10 @@ typedef struct {
     int (*tokenize)(const void *model, const char *text, size_t len, int32_t *ids, int cap, int *n, int *total,
                     char *err, size_t errlen);
     void *(*runner_new)(const void *model, int max_batch, int max_images, int threads);
+    /* Optional: a runner whose forward runs on a compute backend the caller
+     * keeps open (mmembed/backend.h); it holds its own copy of the weights
+     * there. NULL when out of (device) memory. */
+    void *(*runner_new_on)(const void *model, struct mm_backend *be, int max_batch, int max_images);
     void (*runner_free)(void *runner);
     /* Encode n inputs (n <= the runner's max_batch for text, any n for
      * images) into out (n, dim), NOT normalized. Returns 0 or MM_E_*. */
@@ -146,6 +154,20 @@ size_t mm_encoder_mem_available(void);
  * naming every model's size, when the auto models cannot fit even in q4. */
 int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *err, size_t errlen);
 
+/* Reads dir/config.json (once) and picks its architecture from the table
+ * (model_type first, then architectures[0] / architecture). Returns MM_OK
+ * with *file (the caller closes it) and *ops, or MM_E_NOTFOUND /
+ * MM_E_INVALID (no readable config.json) / MM_E_UNSUPPORTED (no
+ * architecture of ours), err set. */
+int mm_encoder_probe(const char *dir, struct mm_cfg_file **file, const mm_encoder_ops_t **ops, char *err,
+                     size_t errlen);
+
+/* Reads dir/config.json once and loads the folder with ops (ops->load's
+ * contract): the architectures' own entry points (mm_model_load_as,
+ * mm_use_load) go through it, so no architecture opens config.json. */
+int mm_encoder_load_ops(const char *dir, const mm_encoder_ops_t *ops, mm_dtype_t dt, void **model, char *err,
+                        size_t errlen);
+
 /* Loads p->dir with the plan's dtype and reason (mm_encoder_load's
  * contract otherwise). */
 int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *err, size_t errlen);
@@ -194,6 +216,11 @@ int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t
 /* A worker's run state for passes of up to max_batch texts and max_images
  * images. NULL when out of memory. */
 mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int max_images, int threads);
+/* The same on a compute backend (runner_new_on): NULL when the
+ * architecture has none or out of (device) memory. be stays the caller's
+ * and must outlive the runner. */
+mm_enc_runner_t *mm_encoder_runner_new_on(const mm_encoder_t *e, struct mm_backend *be, int max_batch,
+                                          int max_images);
 void mm_encoder_runner_free(mm_enc_runner_t *r);
 int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out);
 /* Conveniences over mm_encoder_encode: n token sequences, or n images laid

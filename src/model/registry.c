@@ -6,7 +6,6 @@
 
 #include <dirent.h>
 #include <limits.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include <time.h>
 
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/log.h"
 #include "mmembed/preprocess.h"
 #include "mmembed/safetensors.h"
@@ -36,30 +36,62 @@ static const struct {
     {{"Qwen2VLForConditionalGeneration", "Qwen2VLModel"}, {"qwen2_vl"}, &mm_enc_qwen2vl},
 };
 
-static const char *jstr(json_object *o, const char *key)
+static const mm_encoder_ops_t *pick(const mm_cfg_t *cfg, const char **arch, const char **mt)
 {
-    json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v) : NULL;
-}
-
-static const mm_encoder_ops_t *pick(json_object *cfg, const char **arch, const char **mt)
-{
-    json_object *a;
-    *arch = NULL;
-    *mt = jstr(cfg, "model_type");
-    if (json_object_object_get_ex(cfg, "architectures", &a) && json_object_is_type(a, json_type_array) &&
-        json_object_array_length(a) > 0)
-        *arch = json_object_get_string(json_object_array_get_idx(a, 0));
-    if (!*arch) *arch = jstr(cfg, "architecture");
-    /* model_type first: it names the family whatever head the checkpoint has */
+    *mt = mm_cfg_str(cfg, "model_type");
+    *arch = mm_cfg_str0(cfg, "architectures");
+    if (!*arch)
+        *arch = mm_cfg_str(cfg, "architecture");
+    /* model_type first: it names the family whatever head the checkpoint
+     * has, and a family of its own is not ours even when its architectures
+     * list looks like one of ours (xlm-roberta saves "BertModel"-like heads) */
     for (size_t i = 0; *mt && i < MM_ARRAY_LEN(archs); i++)
         for (int k = 0; k < 4 && archs[i].model_types[k]; k++)
             if (!strcmp(*mt, archs[i].model_types[k])) return archs[i].ops;
+    if (*mt)
+        return NULL;
     for (size_t i = 0; *arch && i < MM_ARRAY_LEN(archs); i++)
         for (int k = 0; k < 4 && archs[i].names[k]; k++)
             if (!strcmp(*arch, archs[i].names[k])) return archs[i].ops;
     return NULL;
+}
+
+int mm_encoder_probe(const char *dir, mm_cfg_file_t **file, const mm_encoder_ops_t **ops, char *err, size_t errlen)
+{
+    *ops = NULL;
+    int rc = mm_cfg_open_in(dir, "config.json", file, err, errlen);
+    if (rc == MM_E_NOTFOUND)
+        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
+    if (rc)
+        return rc;   /* not a JSON object: the reader's message */
+    const mm_cfg_t root = mm_cfg_root(*file);
+    const char *arch, *mt;
+    if (!(*ops = pick(&root, &arch, &mt))) {
+        rc = mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                     "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
+                     "CLIPTextModelWithProjection, CLIPVisionModelWithProjection, BertModel, Qwen3Model, "
+                     "Qwen2VLForConditionalGeneration, USE-Lite (tools/use)", mm_cfg_path(*file), arch ? arch : "?",
+                     mt ? mt : "?");
+        mm_cfg_close(*file);
+        *file = NULL;
+    }
+    return rc;
+}
+
+int mm_encoder_load_ops(const char *dir, const mm_encoder_ops_t *ops, mm_dtype_t dt, void **model, char *err,
+                        size_t errlen)
+{
+    mm_cfg_file_t *f;
+    *model = NULL;
+    int rc = mm_cfg_open_in(dir, "config.json", &f, err, errlen);
+    if (rc == MM_E_NOTFOUND)
+        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
+    if (rc)
+        return rc;
+    const mm_cfg_t cfg = mm_cfg_root(f);
+    rc = ops->load(dir, &cfg, dt, model, err, errlen);
+    mm_cfg_close(f);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the encoder */
@@ -89,13 +121,13 @@ static double ms_now(void)
 
 /* ---------------------------------------------------------------- dtype policy */
 
-/* Bytes of one dense layer W (N, K) packed in dt, without asking oneDNN
- * (the policy must also run where a dtype is not supported): f32 and q4
- * are our own layouts, exact; bf16 and q8 pad N to 16 and K to 2 / 4 in
- * oneDNN's blocked layouts, and q8 adds a scale and a column sum per
- * column. */
+/* Bytes of one dense layer W (N, K) packed in dt: the packer's own size
+ * where this CPU can pack dt; else (the policy must also run where a dtype
+ * is not supported) oneDNN's blocked layouts approximated: N padded to 16,
+ * K to 2 (bf16) or 4 (q8), and q8's scale and column sum per column. */
 static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
 {
+    if (mm_nn_lin_supported(dt)) return mm_nn_lin_bytes((int)N, (int)K, dt);
     const size_t Np = (N + 15) / 16 * 16;
     switch (dt) {
     case MM_DT_BF16: return 64 + Np * ((K + 1) / 2 * 2) * 2;
@@ -127,6 +159,13 @@ static int text_block(const char *name)
     return p && p[7] >= '0' && p[7] <= '9' ? atoi(p + 7) : INT_MIN;
 }
 
+/* Ends with suffix. */
+static int ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
 int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen)
 {
     mm_st_t *st;
@@ -138,9 +177,18 @@ int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err,
         blocks = MM_MAX(blocks, text_block(mm_st_at(st, i)->name) + 1);
     for (int i = 0; i < mm_st_count(st); i++) {
         const mm_st_tensor_t *t = mm_st_at(st, i);
-        /* dense: matrices and the patch convolution, not embedding tables
-         * (those stay in f32 or their checkpoint dtype in every pack) */
-        const int dense = (t->ndim == 2 || t->ndim == 4) && !strstr(t->name, "embed") && t->shape[0] > 1;
+        /* a language model's head: an embedder never reads it */
+        if (strstr(t->name, "lm_head.")) continue;
+        /* the token table of the text encoders keeps its checkpoint dtype
+         * (textcommon.c: only the looked-up rows are converted) */
+        if (ends_with(t->name, "embed_tokens.weight") || ends_with(t->name, "word_embeddings.weight")) {
+            for (int d = 0; d < MM_DT_COUNT; d++) bytes[d] += (t->nbytes + 63) / 64 * 64;
+            continue;
+        }
+        /* dense: matrices and convolutions (patch embeddings), not the
+         * other lookup tables (positions, CLIP's tokens: f32 in every pack) */
+        const int table = t->ndim == 2 && strstr(t->name, "embed");
+        const int dense = t->ndim >= 2 && !table && t->shape[0] > 1;
         const int b = text_block(t->name);
         for (int d = 0; d < MM_DT_COUNT; d++) {
             const mm_dtype_t dt = b == INT_MIN ? (mm_dtype_t)d : mm_encoder_text_dtype((mm_dtype_t)d, b, blocks);
@@ -266,14 +314,10 @@ int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *e
     return MM_OK;
 }
 
-static int synthetic_flag(json_object *cfg)
+static int synthetic_flag(const mm_cfg_t *cfg)
 {
-    json_object *v;
-    int syn = 0;
-    if (json_object_object_get_ex(cfg, "mmembed_synthetic", &v)) syn = json_object_get_boolean(v);
-    const char *note = jstr(cfg, "_note");
-    if (note && strstr(note, "SYNTHETIC")) syn = 1;
-    return syn;
+    const char *note = mm_cfg_str(cfg, "_note");
+    return mm_cfg_bool(cfg, "mmembed_synthetic") || (note && strstr(note, "SYNTHETIC"));
 }
 
 int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char *err, size_t errlen)
@@ -291,29 +335,20 @@ int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *er
     const char *dir = p->dir;
     *out = NULL;
     char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    json_object *cfg = json_object_from_file(path);
-    if (!cfg) return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found or not JSON (not a Hugging Face model folder?)", path);
-    const char *arch, *mt;
-    const mm_encoder_ops_t *ops = pick(cfg, &arch, &mt);
-    if (!ops) {
-        int rc = mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                         "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
-                         "CLIPTextModelWithProjection, CLIPVisionModelWithProjection, BertModel, Qwen3Model, "
-                         "Qwen2VLForConditionalGeneration, USE-Lite (tools/use)", path, arch ? arch : "?", mt ? mt : "?");
-        json_object_put(cfg);
+    mm_cfg_file_t *cf;
+    const mm_encoder_ops_t *ops;
+    int rc = mm_encoder_probe(dir, &cf, &ops, err, errlen);
+    if (rc)
         return rc;
-    }
+    const mm_cfg_t cfg = mm_cfg_root(cf);
     mm_encoder_t *e = calloc(1, sizeof *e);
     if (!e) {
-        json_object_put(cfg);
+        mm_cfg_close(cf);
         return MM_E_NOMEM;
     }
     e->ops = ops;
-    e->synthetic = synthetic_flag(cfg);
-    json_object_put(cfg);
+    e->synthetic = synthetic_flag(&cfg);
     const double t0 = ms_now();
-    int rc;
     mm_dtype_t dt = MM_DT_F32;
     if (ops->f32_only) {
         snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(p->want, "f32") ? ops->f32_only : "f32 as configured");
@@ -322,7 +357,9 @@ int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *er
         snprintf(e->dtype_why, sizeof e->dtype_why, "%s", p->why);
     }
     char sub[MM_ERRLEN];
-    if ((rc = ops->load(dir, dt, &e->model, sub, sizeof sub))) {
+    rc = ops->load(dir, &cfg, dt, &e->model, sub, sizeof sub);
+    mm_cfg_close(cf);
+    if (rc) {
         free(e);
         return mm_errf(err, errlen, rc, "%s", sub);
     }
@@ -447,6 +484,22 @@ mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int
     if (!r) return NULL;
     r->enc = e;
     if (!(r->r = e->ops->runner_new(e->model, max_batch, max_images, threads))) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+mm_enc_runner_t *mm_encoder_runner_new_on(const mm_encoder_t *e, struct mm_backend *be, int max_batch,
+                                          int max_images)
+{
+    if (!e->ops->runner_new_on)
+        return NULL;
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->enc = e;
+    if (!(r->r = e->ops->runner_new_on(e->model, be, max_batch, max_images))) {
         free(r);
         return NULL;
     }
