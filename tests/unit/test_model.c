@@ -107,11 +107,12 @@ static void rm_tmp(const char *name)
 /* bf16 and q8 dense layers against a double reference: shapes that take
  * the blocked brgemm path (N a multiple of 64, split over threads, more
  * rows than one chunk) and odd ones (plain layout, a row tail), bias,
- * GELU and the fused residual add; threads and row chunks must not change
- * a result. */
+ * GELU and the fused residual add (600 rows: q4's AMX chunk of 512 and a
+ * tail of rows for VNNI, a part panel); threads and row chunks must not
+ * change a result. */
 static void test_linear_dtypes(void)
 {
-    static const int shapes[][3] = {{150, 256, 384}, {7, 300, 153}, {1, 64, 128}, {70, 37, 24}};
+    static const int shapes[][3] = {{150, 256, 384}, {7, 300, 153}, {1, 64, 128}, {70, 37, 24}, {600, 200, 152}};
     static const mm_dtype_t dts[] = {MM_DT_BF16, MM_DT_Q8, MM_DT_Q4};
     static const double min_cos[] = {0.9999, 0.999, 0.995}; /* per output matrix */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
