@@ -120,8 +120,26 @@ typedef struct {
     char why[MM_PLAN_WHY];          /* out: one line, for /info's dtype_reason */
 } mm_enc_plan_t;
 
+/* The dtype of one dense layer of a text transformer whose vector is one
+ * token's state (CLIP's text tower: the end token; Qwen3 and Qwen2-VL's
+ * language model: the last token) in a model packed in dt: block b of n,
+ * or b = -1 for CLIP's text projection. q4 keeps the first eighth of the
+ * blocks, at least one and at most two, and the text projection in q8:
+ * the 4-bit error of an early block passes through every later one (on
+ * the ViT-B/32 shape the first text block alone holds a third of q4's
+ * cosine loss, the last one none), so they are where a mix of types
+ * spends its bytes, as llama.cpp's Q4_K_M gives its first layers more
+ * bits (f32 where the CPU has no native q8, e.g. AVX2 only: an int8
+ * blob is never packed for a CPU that cannot multiply it). At most two
+ * keep the dense bytes <= 0.55 of q8's on the
+ * Qwen2-VL-2B shape (28 blocks). Vision towers and BERT (mean pooling
+ * averages the error over the tokens) stay q4: their vectors meet 0.99
+ * without. Any other dt is returned as is. */
+mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n);
+
 /* Estimated bytes of dir's shared pack in each dtype, from its checkpoint
- * headers (dense matrices as packed, everything else counted in f32).
+ * headers (dense matrices as packed, q4 with the q8 layers of
+ * mm_encoder_text_dtype, everything else counted in f32).
  * Returns 0, or the mm_st_open error with err set. */
 int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen);
 

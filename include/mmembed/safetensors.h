@@ -93,6 +93,7 @@ int mm_weights_reserve(mm_weights_t *w, size_t n, const float **slot);
 /* The dtype packed regions are stored and multiplied in (default f32); set
  * before reserving them. */
 void mm_weights_set_dtype(mm_weights_t *w, mm_dtype_t dt);
+mm_dtype_t mm_weights_dtype(const mm_weights_t *w);
 
 /* Reserves a (rows, cols) matrix W as an mm_nn_linear blob in the pack's
  * dtype (mm_nn_lin_bytes; unfilled rows are zero). Returns the region id or

@@ -257,9 +257,12 @@ static int load_layers(loader_t *L, const char *prefix, const tower_config_t *c,
 {
     char n[256];
     const int64_t D = c->dim, H = c->hidden;
+    const mm_dtype_t dt = mm_weights_dtype(L->w);
+    const int text = !strcmp(prefix, "text_model");
     int rc;
     for (int l = 0; l < c->n_layers; l++) {
         layer_weights_t *w = &lw[l];
+        mm_weights_set_dtype(L->w, text ? mm_encoder_text_dtype(dt, l, c->n_layers) : dt);
 #define P(s) (snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, l, s), n)
         if ((rc = want(L, &w->ln1_w, P("layer_norm1.weight"), SHAPE(D))) ||
             (rc = want(L, &w->ln1_b, P("layer_norm1.bias"), SHAPE(D))) ||
@@ -289,6 +292,7 @@ static int load_layers(loader_t *L, const char *prefix, const tower_config_t *c,
         }
 #undef P
     }
+    mm_weights_set_dtype(L->w, dt);
     return MM_OK;
 }
 
@@ -297,6 +301,7 @@ static int load_text(loader_t *L, mm_model_t *m)
     const tower_config_t *c = &m->cfg.text;
     const int64_t D = c->dim;
     text_weights_t *w = &m->tw;
+    const mm_dtype_t dt = mm_weights_dtype(L->w);
     int rc;
     w->layers = calloc((size_t)c->n_layers, sizeof(*w->layers));
     if (!w->layers)
@@ -306,8 +311,10 @@ static int load_text(loader_t *L, mm_model_t *m)
         (rc = load_layers(L, "text_model", c, w->layers)) ||
         (rc = want(L, &w->ln_w, "text_model.final_layer_norm.weight", SHAPE(D))) ||
         (rc = want(L, &w->ln_b, "text_model.final_layer_norm.bias", SHAPE(D))) ||
+        (mm_weights_set_dtype(L->w, mm_encoder_text_dtype(dt, -1, c->n_layers)), 0) ||
         (rc = want_packed(L, &w->proj, "text_projection.weight", SHAPE(m->cfg.proj_dim, D))))
         return rc;
+    mm_weights_set_dtype(L->w, dt);
     return MM_OK;
 }
 

@@ -116,11 +116,13 @@ int mm_q3_walk(mm_tc_walk_t *w, mm_tm_t *tm)
     const mm_q3_config_t *c = &m->c;
     int64_t H = c->hidden, F = c->inter, D = c->head_dim;
     int64_t Q = (int64_t)c->heads * D, KV = (int64_t)c->kv_heads * D;
+    const mm_dtype_t dt = w->dt;
     int rc;
     if ((rc = mm_tc_walk_table(w, tm, c->vocab, H, "embed_tokens.weight")))
         return rc;
     for (int l = 0; l < c->layers; l++) {
         mm_q3_layer_t *L = &m->l[l];
+        w->dt = mm_encoder_text_dtype(dt, l, c->layers);
         if ((rc = mm_tc_walk_one(w, &L->in_norm, 1, H, 0, "layers.%d.input_layernorm.weight", l)))
             return rc;
         L->wqkv = mm_tc_walk_lin_begin(w);
@@ -159,6 +161,7 @@ int mm_q3_walk(mm_tc_walk_t *w, mm_tm_t *tm)
             (rc = mm_tc_walk_lin_end(w, H, F)))
             return rc;
     }
+    w->dt = dt;
     return mm_tc_walk_one(w, &m->norm, 1, H, 0, "norm.weight");
 }
 

@@ -136,6 +136,29 @@ static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
     }
 }
 
+mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n)
+{
+    const int keep = (n + 7) / 8 < 2 ? (n + 7) / 8 : 2;
+    if (dt != MM_DT_Q4 || b >= keep)
+        return dt;
+    return mm_nn_dtype_native(MM_DT_Q8) ? MM_DT_Q8 : MM_DT_F32;
+}
+
+/* Where a checkpoint tensor sits for mm_encoder_text_dtype: its block in
+ * a text transformer whose vector is one token's state ("...layers.N.":
+ * CLIP's text tower, Qwen3, Qwen2-VL's language model; not BERT's
+ * "layer.N."), -1 for CLIP's text projection, or INT_MIN (vision towers,
+ * BERT and everything else). */
+static int text_block(const char *name)
+{
+    if (strstr(name, "vision") || strstr(name, "visual"))
+        return INT_MIN;
+    if (strstr(name, "text_projection"))
+        return -1;
+    const char *p = strstr(name, "layers.");
+    return p && p[7] >= '0' && p[7] <= '9' ? atoi(p + 7) : INT_MIN;
+}
+
 /* Ends with suffix. */
 static int ends_with(const char *s, const char *suffix)
 {
@@ -149,6 +172,9 @@ int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err,
     int rc = mm_st_open(dir, &st, err, errlen);
     for (int d = 0; d < MM_DT_COUNT; d++) bytes[d] = 0;
     if (rc) return rc;
+    int blocks = 0;
+    for (int i = 0; i < mm_st_count(st); i++)
+        blocks = MM_MAX(blocks, text_block(mm_st_at(st, i)->name) + 1);
     for (int i = 0; i < mm_st_count(st); i++) {
         const mm_st_tensor_t *t = mm_st_at(st, i);
         /* a language model's head: an embedder never reads it */
@@ -163,9 +189,12 @@ int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err,
          * other lookup tables (positions, CLIP's tokens: f32 in every pack) */
         const int table = t->ndim == 2 && strstr(t->name, "embed");
         const int dense = t->ndim >= 2 && !table && t->shape[0] > 1;
-        for (int d = 0; d < MM_DT_COUNT; d++)
-            bytes[d] += dense ? dense_bytes((size_t)t->shape[0], t->numel / (size_t)t->shape[0], (mm_dtype_t)d)
+        const int b = text_block(t->name);
+        for (int d = 0; d < MM_DT_COUNT; d++) {
+            const mm_dtype_t dt = b == INT_MIN ? (mm_dtype_t)d : mm_encoder_text_dtype((mm_dtype_t)d, b, blocks);
+            bytes[d] += dense ? dense_bytes((size_t)t->shape[0], t->numel / (size_t)t->shape[0], dt)
                               : (t->numel * 4 + 63) / 64 * 64;
+        }
     }
     mm_st_close(st);
     return MM_OK;

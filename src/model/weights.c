@@ -38,6 +38,7 @@ typedef struct {
     const float **slot; /* set at finish (plain regions) */
     const void **bslot; /* set at finish (packed regions) */
     int rows, cols; /* packed regions: the (rows, cols) matrix mm_nn_linear reads; else 0 */
+    mm_dtype_t dt;  /* packed regions: the blob's dtype (the pack's when reserved) */
 } region_t;
 
 typedef struct {
@@ -64,6 +65,11 @@ int mm_weights_new(mm_weights_t **out)
 void mm_weights_set_dtype(mm_weights_t *w, mm_dtype_t dt)
 {
     w->dtype = dt;
+}
+
+mm_dtype_t mm_weights_dtype(const mm_weights_t *w)
+{
+    return w->dtype;
 }
 
 void mm_weights_free(mm_weights_t *w)
@@ -108,6 +114,7 @@ int mm_weights_reserve_packed(mm_weights_t *w, int rows, int cols, const void **
         w->r[region].bslot = slot;
         w->r[region].rows = rows;
         w->r[region].cols = cols;
+        w->r[region].dt = w->dtype;
     }
     return region;
 }
@@ -251,7 +258,7 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
             if (w->f[i].region == ri)
                 mm_st_convert(w->f[i].t->dtype, w->f[i].t->data, mat + w->f[i].off * (size_t)r->cols,
                               w->f[i].t->numel);
-        mm_nn_lin_pack(rw + r->off, mat, r->rows, r->cols, w->dtype);
+        mm_nn_lin_pack(rw + r->off, mat, r->rows, r->cols, r->dt);
     }
     free(mat);
     munmap(rw, size);

@@ -15,7 +15,7 @@
  * the blob's start, each 64-byte aligned) and the blob's total size. */
 typedef struct {
     size_t data;   /* (Np/16, G, 8, 64) u8: two 4-bit codes per byte (below) */
-    size_t gscale; /* (Np/16, G, 16) f16: group scale / column scale */
+    size_t gscale; /* (Np/16, G, 16) s8: group step / column scale */
     size_t cscale; /* (Np) f32: column scale */
     size_t end;
 } mm_q4_layout_t;

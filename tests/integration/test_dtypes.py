@@ -13,10 +13,10 @@ from test_embed import FX, TINY, cos, img, load, multipart
 
 BERT = os.path.join(ROOT, "tests", "fixtures", "bert", "bert-tiny")
 BOUND = {"f32": 0.99999, "bf16": 0.999, "q8": 0.995, "q4": 0.99}
-# q4 CLIP text: issue 20 asks 0.99; the random-weight 2-layer tiny CLIP measures 0.930 (see
-# tests/unit/test_model.c test_dtypes: one 4-bit matrix of its first layer alone drops it below
-# 0.99, and even 32-level codes on every matrix give 0.990): guarded at the measured value, not the goal
-BOUND_Q4_CLIP_TEXT = 0.92
+# q4 CLIP text: issue 20 asks 0.99; the random-weight 2-block tiny CLIP (width 32) measures 0.987 with
+# its first block and projection kept in q8 (see tests/unit/test_model.c test_dtypes: the block left in
+# 4 bits still costs 0.013 there; the ViT-B/32 shape meets 0.99): guarded at the measured value
+BOUND_Q4_CLIP_TEXT = 0.985
 
 
 def models():
@@ -181,12 +181,12 @@ def test_q4_and_memory_aware_auto():
         bw = min(cos(a["embedding"], x["mean"]) for a, x in zip(r.json()["data"], bref))
         assert bw >= BOUND["q4"], bw
         print(f"    clip-q4: worst cosine to HF text {tw:.6f}, image {iw:.6f}; bert-q4 {bw:.6f}")
-    # clip-tiny's estimated packs: q8 7008768 bytes, q4 6992000: 13990000 available at share 0.5 fits q4 only
+    # clip-tiny's estimated packs: bf16 6939456 bytes, q8 6683072, q4 6498624: 13180000 available at share 0.5 fits q4 only
     with Server(workers=1, models=[{"name": "clip-auto", "path": TINY, "dtype": "auto", "default": True}],
-                env={"MMEMBED_MEM_AVAILABLE": "13990000"}) as s:
+                env={"MMEMBED_MEM_AVAILABLE": "13180000"}) as s:
         m = s.get("/info").json()["models"][0]
         assert m["dtype"] == "q4" and "over the budget" in m["dtype_reason"], m
-        print(f"    auto with 13.3 MiB available: {m['dtype']}: {m['dtype_reason']}")
+        print(f"    auto with 12.6 MiB available: {m['dtype']}: {m['dtype_reason']}")
     s = Server(workers=1, models=[{"name": "clip-auto", "path": TINY, "dtype": "auto", "default": True}],
                env={"MMEMBED_MEM_AVAILABLE": "1M"})
     try:

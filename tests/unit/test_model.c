@@ -107,11 +107,12 @@ static void rm_tmp(const char *name)
 /* bf16 and q8 dense layers against a double reference: shapes that take
  * the blocked brgemm path (N a multiple of 64, split over threads, more
  * rows than one chunk) and odd ones (plain layout, a row tail), bias,
- * GELU and the fused residual add; threads and row chunks must not change
- * a result. */
+ * GELU and the fused residual add (600 rows: q4's AMX chunk of 512 and a
+ * tail of rows for VNNI, a part panel); threads and row chunks must not
+ * change a result. */
 static void test_linear_dtypes(void)
 {
-    static const int shapes[][3] = {{150, 256, 384}, {7, 300, 153}, {1, 64, 128}, {70, 37, 24}};
+    static const int shapes[][3] = {{150, 256, 384}, {7, 300, 153}, {1, 64, 128}, {70, 37, 24}, {600, 200, 152}};
     static const mm_dtype_t dts[] = {MM_DT_BF16, MM_DT_Q8, MM_DT_Q4};
     static const double min_cos[] = {0.9999, 0.999, 0.995}; /* per output matrix */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -161,6 +162,15 @@ static void test_linear_dtypes(void)
             for (int j = 0; j < N; j++)
                 d1 = fmax(d1, fabs(y3[j] - y[(size_t)(M - 1) * N + j]));
             CHECK(d1 < 1e-5, "%s linear: last row alone differs by %g", mm_dtype_name(dts[di]), d1);
+            if (dts[di] == MM_DT_Q4) { /* q4: every row alone (VNNI / AVX2 tiles) bit-equal to the batch (AMX
+                                        * tiles where the CPU has them and M >= 64): the same int32 sums */
+                int same = 1;
+                for (int i = 0; i < M; i++) {
+                    mm_nn_linear(y3, N, x + (size_t)i * K, K, blob, b, 1, K, N, MM_ACT_GELU);
+                    same &= !memcmp(y3, y + (size_t)i * N, sizeof(float) * N);
+                }
+                CHECK(same, "q4 linear %dx%dx%d: a row alone differs from the batch", M, K, N);
+            }
             mm_nn_linear_add(y, N, x, K, blob, b, M, K, N);
             c = cosine(y, refadd, M * N);
             CHECK(c >= min_cos[di], "%s linear_add %dx%dx%d cosine %.6f", mm_dtype_name(dts[di]), M, K, N, c);
@@ -705,8 +715,8 @@ static int topk_fails(const double (*qw)[64], const double (*cw)[64], const doub
     int fails = 0;
     *worst5 = 5;
     for (int a = 0; a < nq; a++) {
-        int rw[16], rg[16], n = 0;
-        double sw[16], sg[16];
+        int rw[16] = {0}, rg[16] = {0}, n = 0;
+        double sw[16] = {0}, sg[16] = {0};
         for (int b = 0; b < nc; b++) {
             if (self && ci[b] == qi[a])
                 continue;
@@ -733,6 +743,9 @@ static int topk_fails(const double (*qw)[64], const double (*cw)[64], const doub
         overlap += 5 - k; /* fewer than 5 candidates: the missing ones agree */
         *worst5 = overlap < *worst5 ? overlap : *worst5;
         fails += rw[0] != rg[0] || overlap < 4;
+        if (rw[0] != rg[0] || overlap < 4)
+            printf("  query %d: top 1 %d (reference) vs %d, the reference's top 1 leads by %.4f; top-5 overlap %d\n",
+                   qi[a], rw[0], rg[0], sw[0] - sw[1], overlap);
     }
     return fails;
 }
@@ -746,25 +759,22 @@ static int topk_fails(const double (*qw)[64], const double (*cw)[64], const doub
 static void test_dtypes(const char *dir, const text_ref_t *tr, const image_ref_t *ir)
 {
     static const char *names[] = {"bf16", "q8", "q4"};
-    /* q4 text: the 0.99 of issue 20 is NOT met on this random-weight
-     * 2-layer tower (worst 0.930), and no 4-bit scheme at <= 0.6x q8's
-     * bytes can meet it here (tools/bench/q4_sensitivity.py, weights
-     * rounded, activations f32, worst cosine of the 48 texts):
-     *   every matrix q4 0.929 | every matrix q8 0.9997
-     *   ONE matrix q4, the rest f32: layer 0 out / fc1 / fc2 / qkv
-     *     0.989 / 0.987 / 0.981 / 0.986; layer 1: 0.994 / 0.998 / 0.997 /
-     *     0.996; projection 0.992
-     *   llama.cpp-style mixes (q8 where named): out+fc2+proj 0.966,
-     *     layer 0 + proj 0.988, all but proj 0.991
-     *   better grids, every matrix: 16 levels asymmetric (min and step
-     *     searched per group of 32, 5 bits a weight) 0.956; 32 levels
-     *     (6 bits a weight, 0.75x q8) 0.990
-     * A single layer-0 matrix in 4 bits already falls below 0.99, so an
-     * error-driven 8-bit fallback would have to keep 7 of the 9 matrices
-     * in 8 bits (a q8 pack). The tower amplifies weight noise ~5x (a
-     * random 32-wide model, none of a trained one's redundancy); images
-     * (0.992), BERT (0.9998) meet 0.99. The bound guards the measured value. */
-    static const double bound[] = {0.999, 0.995, 0.99}, bound_q4_text = 0.92;
+    /* q4 text: issue 20's 0.99 is NOT met on this tower: 0.987 measured.
+     * It has 2 blocks of width 32 (every row of K = 32 is one group), and
+     * q4 keeps block 0 and the projection in q8 (mm_encoder_text_dtype);
+     * block 1 in 4 bits still costs 0.013 there. Measured (worst of the 48
+     * texts; weights rounded, activations f32, tools/bench/q4_sensitivity):
+     *   every matrix q4: 0.930; block 0 + projection q8: 0.987; both
+     *     blocks q8 (the tower is then q8): 0.9994
+     *   other 4-bit grids with that mix: groups of 32 0.988, non-uniform
+     *     levels (IQ4_NL's) 0.985; without the mix: IQ4_NL levels in
+     *     groups of 16 (4.5 bits a weight) 0.972
+     * The error is not a grid's: 4-bit rows of 32 random weights carry
+     * ~0.5% relative squared error, which this random 2-block tower turns
+     * into ~1.3% cosine loss on its mean vector and more on the outliers.
+     * On the ViT-B/32 shape (12 blocks of width 512, test_vitb32_dtypes)
+     * the same rule meets 0.99. The bound guards the measured value. */
+    static const double bound[] = {0.999, 0.995, 0.99}, bound_q4_text = 0.985;
     static double tg[64][64], ig[16][64], twant[64][64];
     const mm_cpu_t *cpu = mm_nn_cpu();
     for (int i = 0; i < tr->n; i++)
@@ -821,9 +831,10 @@ static void test_dtypes(const char *dir, const text_ref_t *tr, const image_ref_t
             CHECK(ch_ti == 0 && ch_tt == 0 && p_ti > 50 && p_tt > 200,
                   "%s: ranking: %d of %d text->image and %d of %d text->text pairs (gap >= %g) reordered", names[di],
                   ch_ti, p_ti, ch_tt, p_tt, delta);
-        else /* NOT the issue's 0 (measured 4 + 4 of 16: near-ties of a random model, whose texts' cosines
-              * move by ~0.07 at q4; q8 has 1): guards it (see the bound above for why 0.99 is out of reach) */
-            CHECK(tk_ti + tk_tt <= 8, "%s: top-1 / top-5 changed for %d text->image and %d text->text queries "
+        else /* NOT the issue's 0: 5 of 32 queries change their top 1 (measured; q8 changes 1, whose
+              * reference top two differ by 1e-4): the reference's top 1 led by 0.0009 to 0.021 there,
+              * within the ~0.02 this tower's q4 error moves a cosine (see bound_q4_text); guards it */
+            CHECK(tk_ti + tk_tt <= 5, "%s: top-1 / top-5 changed for %d text->image and %d text->text queries "
                   "(smallest top-5 overlap %d, %d)", names[di], tk_ti, tk_tt, w5_ti, w5_tt);
         printf("%s %s: top-1 identical and top-5 overlap >= 4 failed for %d + %d of %d queries (smallest overlap "
                "%d text->image, %d text->text)\n", dir, names[di], tk_ti, tk_tt, nq, w5_ti, w5_tt);
@@ -873,10 +884,10 @@ static void test_vitb32_dtypes(void)
         px[i] = frand() * 2.0f;
     static float vt[4][NT][DMAX], vi[4][NI][DMAX];
     static const mm_dtype_t dts[4] = {MM_DT_F32, MM_DT_BF16, MM_DT_Q8, MM_DT_Q4};
-    /* q4 text: 0.978 measured, below issue 20's 0.99: the same random-weight
-     * noise amplification as clip-tiny's text tower (see test_dtypes, where
-     * one 4-bit matrix of layer 0 alone costs >= 0.01) */
-    static const double bound[4] = {1, 0.999, 0.995, 0.99}, bound_text[4] = {1, 0.999, 0.995, 0.97};
+    /* q4: issue 20's 0.99 on text and images (measured 0.9915 and 0.9939;
+     * before the text tower's first two blocks and its projection stayed
+     * q8, mm_encoder_text_dtype, text measured 0.978) */
+    static const double bound[4] = {1, 0.999, 0.995, 0.99}, bound_text[4] = {1, 0.999, 0.995, 0.99};
     int D = 0;
     for (int d = 0; d < 4; d++) {
         const int want = cpuinfo_native(mm_dtype_name(dts[d]));
@@ -948,20 +959,35 @@ static void test_dtype_policy(void)
     char err[MM_ERRLEN];
     size_t b[MM_DT_COUNT];
     CHECK(mm_encoder_pack_bytes(FIX "/clip-tiny", b, err, sizeof err) == MM_OK, "pack bytes: %s", err);
-    CHECK(b[MM_DT_F32] > b[MM_DT_BF16] && b[MM_DT_BF16] > b[MM_DT_Q8] && b[MM_DT_Q8] > b[MM_DT_Q4], "sizes %zu %zu %zu %zu",
-          b[0], b[1], b[2], b[3]);
+    const int q8 = mm_nn_dtype_native(MM_DT_Q8);
+    /* without native q8 (MMEMBED_CPU=avx2) q4's kept text blocks are f32: this 2-block tower's q4 pack then
+     * outgrows q8's, which that CPU does not run anyway */
+    CHECK(b[MM_DT_F32] > b[MM_DT_BF16] && b[MM_DT_BF16] > b[MM_DT_Q8] && (q8 ? b[MM_DT_Q8] : b[MM_DT_F32]) > b[MM_DT_Q4],
+          "sizes %zu %zu %zu %zu", b[0], b[1], b[2], b[3]);
     mm_model_t *m;
     if (mm_model_load_as(FIX "/clip-tiny", MM_DT_Q4, &m, err, sizeof err) == MM_OK) { /* the estimate within 10% */
         const double r = (double)b[MM_DT_Q4] / (double)mm_model_weight_bytes(m);
         CHECK(r > 0.9 && r < 1.1, "q4 pack estimate %zu vs %zu", b[MM_DT_Q4], mm_model_weight_bytes(m));
         mm_model_free(m);
     }
+    /* q4's q8 blocks: the first eighth of a text stack, at least 1 and at most 2, and CLIP's text projection */
+    static const struct { int b, n; mm_dtype_t q4; } blocks[] = {
+        {0, 2, MM_DT_Q8}, {1, 2, MM_DT_Q4}, {-1, 2, MM_DT_Q8}, {1, 12, MM_DT_Q8}, {2, 12, MM_DT_Q4},
+        {1, 28, MM_DT_Q8}, {2, 28, MM_DT_Q4}, {0, 1, MM_DT_Q8}, {8, 9, MM_DT_Q4}};
+    const mm_dtype_t kept = mm_nn_dtype_native(MM_DT_Q8) ? MM_DT_Q8 : MM_DT_F32; /* e.g. MMEMBED_CPU=avx2: f32 */
+    for (size_t i = 0; i < MM_ARRAY_LEN(blocks); i++) {
+        const mm_dtype_t want = blocks[i].q4 == MM_DT_Q8 ? kept : MM_DT_Q4;
+        CHECK(mm_encoder_text_dtype(MM_DT_Q4, blocks[i].b, blocks[i].n) == want, "q4 block %d of %d: %s",
+              blocks[i].b, blocks[i].n, mm_dtype_name(mm_encoder_text_dtype(MM_DT_Q4, blocks[i].b, blocks[i].n)));
+        for (int d = MM_DT_F32; d <= MM_DT_Q8; d++)
+            CHECK(mm_encoder_text_dtype((mm_dtype_t)d, blocks[i].b, blocks[i].n) == (mm_dtype_t)d, "%s block %d",
+                  mm_dtype_name((mm_dtype_t)d), blocks[i].b);
+    }
     const mm_dtype_t top = mm_nn_dtype_native(MM_DT_BF16) ? MM_DT_BF16 : MM_DT_F32;
-    const int q8 = mm_nn_dtype_native(MM_DT_Q8);
     struct { size_t avail; mm_dtype_t want; } cases[] = {
         {0, top},                                   /* unknown memory: the best native */
         {4 * b[top], top},                          /* fits half */
-        {2 * b[MM_DT_Q8] + 2, q8 ? MM_DT_Q8 : MM_DT_Q4},
+        {2 * MM_MAX(b[MM_DT_Q8], b[MM_DT_Q4]) + 2, q8 ? MM_DT_Q8 : MM_DT_Q4},
         {2 * b[MM_DT_Q4] + 2, MM_DT_Q4},
     };
     for (size_t i = 0; i < MM_ARRAY_LEN(cases); i++) {

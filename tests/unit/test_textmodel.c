@@ -747,8 +747,9 @@ static void test_qwen3_embeds(void)
 
 /* ============================================================ dtypes == */
 
-/* bf16 and q8 against the Hugging Face f32 references: every text's cosine
- * (bf16 >= 0.999, q8 >= 0.995), the text -> text ranking (every pair of
+/* bf16, q8 and q4 against the Hugging Face f32 references: every text's
+ * cosine (bf16 >= 0.999, q8 >= 0.995, q4 >= 0.99: measured BERT 0.9998,
+ * Qwen3 0.9960), the text -> text ranking (every pair of
  * candidates the reference separates by >= 0.01 keeps its order), a batch
  * equal to singles within rounding, 3 threads equal to 1. Under
  * MMEMBED_CPU=avx2 the dtypes resolve to f32. */
@@ -810,8 +811,10 @@ static void test_dtypes(const char *dir, const char *ref, const char *key, int d
                     flips += (w > 0) != (g > 0);
                 }
         CHECK(worst >= bound[di], "%s %s worst cosine %.6f (min %.3f)", dir, names[di], worst, bound[di]);
-        /* q4: Qwen3-tiny reorders 372 of 12966 close pairs (BERT none); issue 20 asks for none: guarded at 3% */
-        CHECK(flips <= (di == 2 ? pairs * 3 / 100 : 0) && pairs > 1000, "%s %s: %d of %d pairs reordered", dir, names[di],
+        /* q4: Qwen3-tiny reorders 136 of 12966 close pairs (1.05%; 372 before its first block stayed q8,
+         * mm_encoder_text_dtype), BERT none; issue 20 asks for none: the pairs apart by >= 0.01 of a
+         * random 16-wide model whose q4 vectors move by up to 0.004 in cosine; guarded at 1.5% */
+        CHECK(flips <= (di == 2 ? pairs * 3 / 200 : 0) && pairs > 1000, "%s %s: %d of %d pairs reordered", dir, names[di],
               flips, pairs);
         CHECK(single <= 1e-5, "%s %s: batch vs single max |diff| %.3g", dir, names[di], single);
         CHECK(!memcmp(got, got3, sizeof(float) * (size_t)n * D), "%s %s: 3 threads differ from 1", dir, names[di]);
