@@ -5,7 +5,8 @@
  *
  * Weights: every tensor the forward pass multiplies is converted to f32 and
  * stored, fused where one GEMM can do the work (q|k|v, gate|up), in one
- * memfd mapped PROT_READ | MAP_SHARED before workers fork; the token
+ * sealed memfd mapped PROT_READ | MAP_SHARED before workers fork (the block
+ * every pack is built in: mm_pack_block_*, weights.c); the token
  * embedding table keeps its checkpoint dtype (only the looked-up rows are
  * converted), which halves the largest tensor of a bf16 Qwen3. The pack is
  * laid out by walking the tensors twice with the same code: once to check
@@ -314,36 +315,33 @@ static int build_pack(mm_tm_t *m, const char *dir, const mm_st_t *st, const char
         }
     }
 
-    int fd = memfd_create("mmembed-textmodel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return mm_errf(err, errlen, MM_ERR, "memfd_create: %s", strerror(errno));
-    /* fallocate: running out of shmem is an error here, not a SIGBUS later */
-    if (ftruncate(fd, (off_t)size) < 0 || posix_fallocate(fd, 0, (off_t)size) != 0) {
-        close(fd);
-        return mm_errf(err, errlen, MM_E_NOMEM, "weights of %zu bytes: out of shared memory", size);
-    }
-    /* Both views of the one memfd: the walk writes through rw and hands
-     * out pointers into ro, the mapping that stays. */
-    char *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    char *rw = ro == MAP_FAILED ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (rw == MAP_FAILED) {
-        int e = errno;
-        if (ro != MAP_FAILED)
-            munmap(ro, size);
-        close(fd);
-        return mm_errf(err, errlen, MM_E_NOMEM, "weights of %zu bytes: mmap: %s", size, strerror(e));
-    }
-    w.base = rw;
-    w.ro = ro;
+    /* the block weights.c builds every pack in (the same memfd, seals and
+     * read-only mapping); the walk converts through its writable view */
+    char label[96];
+    snprintf(label, sizeof label, "mmembed-weights:%s", m->arch->name);
+    mm_pack_block_t b;
+    if ((rc = mm_pack_block_open(&b, label, size, err, errlen)))
+        return rc;
+    w.base = (char *)b.rw;
+    w.ro = (char *)b.rw;
     w.off = 0;
     rc = walk(&w, m);
     free(w.tmp);
-    munmap(rw, size);
-    /* Future-write seal: no process can map the block writable again or
-     * write() to it; the read-only mapping stays valid. */
-    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE);
-    close(fd);
+    w.tmp = NULL;
     if (rc) {
+        mm_pack_block_abort(&b);
+        return rc;
+    }
+    void *rov;
+    if ((rc = mm_pack_block_seal(&b, &rov, err, errlen)))
+        return rc;
+    char *ro = rov;
+    /* the pointers again, into the mapping that stays (a walk without a
+     * base only sets them, as for a pack cache file) */
+    w.base = NULL;
+    w.ro = ro;
+    w.off = 0;
+    if ((rc = walk(&w, m))) {
         munmap(ro, size);
         return rc;
     }
