@@ -38,10 +38,6 @@
 #include "mmembed/packcache.h"
 #include "mmembed/textops.h"
 
-#ifndef F_SEAL_FUTURE_WRITE
-#define F_SEAL_FUTURE_WRITE 0x0010
-#endif
-
 /* ============================================================ config */
 
 int mm_tc_cfg_sizes(const mm_cfg_t *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
