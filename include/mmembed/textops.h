@@ -4,17 +4,12 @@
  * I/O; every buffer and shape comes from the caller.
  *
  * Shapes are written (rows, cols); "W (N, K)" is the nn.Linear layout
- * (out_features, in_features). Dense layers go through nn's oneDNN linear
- * (mmembed/nn.h); only the small GEMMs inside mm_tops_attention use
- * OpenBLAS. */
+ * (out_features, in_features). Dense layers and attention go through nn
+ * (mmembed/nn.h: oneDNN). */
 #ifndef MMEMBED_TEXTOPS_H
 #define MMEMBED_TEXTOPS_H
 
 #include <stddef.h>
-
-/* Query rows per block in mm_tops_attention: the score scratch it needs is
- * MM_TOPS_QBLOCK x (longest sequence) floats. */
-#define MM_TOPS_QBLOCK 64
 
 /* In place, rows of N floats at stride ld: x = LayerNorm(x + r) * w + b
  * (biased variance, eps inside the root, like torch.nn.LayerNorm). r (M, N)
@@ -48,15 +43,5 @@ void mm_tops_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N);
  * x_{i+hd/2} c + x_i s) with c = cos[pos*hd/2 + i], s = sin[...]. */
 void mm_tops_rope(float *x, int ld, int M, int heads, int hd, const float *cos,
                   const float *sin);
-
-/* Scaled dot-product attention of ONE head over ONE sequence of L tokens:
- *   o (L, hd) = softmax(q k^T * scale + mask) v
- * q, k, v, o are (L, hd) views with row strides ldq, ldk, ldv, ldo (heads
- * of a packed QKV buffer). causal != 0 lets row i see keys 0..i only;
- * otherwise every key (the caller packs sequences, so there is no padding).
- * scores: MM_TOPS_QBLOCK * L floats of scratch. o must not alias q, k, v. */
-void mm_tops_attention(float *o, int ldo, const float *q, int ldq, const float *k, int ldk,
-                       const float *v, int ldv, int L, int hd, float scale, int causal,
-                       float *scores);
 
 #endif

@@ -9,7 +9,6 @@
 #include "mmembed/nn.h"
 #include "simd.h"
 
-#include <cblas.h>
 #include <math.h>
 
 void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const float *w,
@@ -145,38 +144,5 @@ void mm_tops_rope(float *x, int ld, int M, int heads, int hd, const float *cos,
                 b[i] = x2 * c[i] + x1 * s[i];
             }
         }
-    }
-}
-
-void mm_tops_attention(float *o, int ldo, const float *q, int ldq, const float *k, int ldk,
-                       const float *v, int ldv, int L, int hd, float scale, int causal,
-                       float *scores)
-{
-    for (int q0 = 0; q0 < L; q0 += MM_TOPS_QBLOCK) {
-        int nq = L - q0 < MM_TOPS_QBLOCK ? L - q0 : MM_TOPS_QBLOCK;
-        /* causal: the block's last row sees keys 0..q0+nq-1, later ones are
-         * never read */
-        int nk = causal ? q0 + nq : L;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale,
-                    q + (size_t)q0 * ldq, ldq, k, ldk, 0.0f, scores, nk);
-        for (int i = 0; i < nq; i++) {
-            float *s = scores + (size_t)i * nk;
-            int n = causal ? q0 + i + 1 : nk;
-            float mx = s[0];
-            for (int j = 1; j < n; j++)
-                mx = s[j] > mx ? s[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < n; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += s[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < n; j++)
-                s[j] *= inv;
-            for (int j = n; j < nk; j++)
-                s[j] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk,
-                    v, ldv, 0.0f, o + (size_t)q0 * ldo, ldo);
     }
 }
