@@ -19,6 +19,9 @@ typedef enum {
     MM_ACT_NONE = 0,
     MM_ACT_QUICK_GELU,  /* x * sigmoid(1.702 x)  (CLIP's "quick_gelu") */
     MM_ACT_GELU,        /* 0.5 x (1 + erf(x / sqrt 2))  (HF "gelu", exact erf) */
+    MM_ACT_GELU_TANH,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  ("gelu_new", "gelu_pytorch_tanh") */
+    MM_ACT_RELU,
+    MM_ACT_SILU,        /* x * sigmoid(x) */
 } mm_act_t;
 
 /* ---- threads (process-wide) ---- */

@@ -23,16 +23,6 @@ void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const floa
 void mm_tops_rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
                      int M, int N, float eps);
 
-typedef enum {
-    MM_TOPS_GELU = 1,   /* 0.5 x (1 + erf(x / sqrt 2))        HF "gelu" */
-    MM_TOPS_GELU_TANH,  /* tanh approximation    "gelu_new", "gelu_pytorch_tanh" */
-    MM_TOPS_RELU,
-    MM_TOPS_SILU,
-} mm_tops_act_t;
-
-/* In place, n floats. */
-void mm_tops_act(float *x, size_t n, mm_tops_act_t act);
-
 /* SwiGLU over M rows: gu row i is [gate (N) | up (N)] (stride ldgu);
  * y row i (stride ldy) = silu(gate) * up. */
 void mm_tops_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N);

@@ -265,7 +265,7 @@ static void cpu_swiglu(mm_backend_t *be, float *y, int ldy, const float *gu, int
 static void cpu_act(mm_backend_t *be, float *x, size_t n, int act)
 {
     (void)be;
-    mm_tops_act(x, n, (mm_tops_act_t)act);
+    mm_nn_act(x, n, (mm_act_t)act);
 }
 
 static void cpu_add(mm_backend_t *be, float *y, const float *x, size_t n)

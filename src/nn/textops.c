@@ -88,29 +88,6 @@ void mm_tops_rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
     }
 }
 
-void mm_tops_act(float *x, size_t n, mm_tops_act_t act)
-{
-    switch (act) {
-    case MM_TOPS_GELU: /* the dense layers' exact-erf GELU (src/nn/act.c) */
-        mm_nn_act(x, n, MM_ACT_GELU);
-        break;
-    case MM_TOPS_GELU_TANH:
-        for (size_t i = 0; i < n; i++) {
-            float v = x[i];
-            x[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-        }
-        break;
-    case MM_TOPS_RELU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-    case MM_TOPS_SILU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] / (1.0f + expf(-x[i]));
-        break;
-    }
-}
-
 void mm_tops_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N)
 {
     for (int i = 0; i < M; i++) {
