@@ -164,6 +164,13 @@ void mm_nn_add(float *y, const float *x, size_t n);
 void mm_nn_layer_norm(float *y, const float *x, const float *w, const float *b,
                       int M, int N, float eps);
 
+/* In place, rows of N floats at stride ld: x = LayerNorm(x + r) * w + b
+ * (a residual add and the norm in one pass, x keeping the norm's output).
+ * r (M, N) at stride ldr may be NULL (a plain LayerNorm in place). Both
+ * layer norms are one kernel: mean and variance summed in double. */
+void mm_nn_add_layer_norm(float *x, int ld, const float *r, int ldr, const float *w, const float *b, int M, int N,
+                          float eps);
+
 /* In place numerically stable softmax of the first n floats of x. */
 void mm_nn_softmax(float *x, int n);
 

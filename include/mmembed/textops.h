@@ -11,12 +11,6 @@
 
 #include <stddef.h>
 
-/* In place, rows of N floats at stride ld: x = LayerNorm(x + r) * w + b
- * (biased variance, eps inside the root, like torch.nn.LayerNorm). r (M, N)
- * at stride ldr may be NULL (plain LayerNorm). */
-void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const float *w,
-                           const float *b, int M, int N, float eps);
-
 /* y = x / sqrt(mean(x^2) + eps) * w over rows of N floats (RMSNorm as HF
  * Llama/Qwen compute it in f32). x rows at stride ldx, y at ldy; y may
  * equal x. */

@@ -234,7 +234,7 @@ static void cpu_add_layer_norm(mm_backend_t *be, float *x, int ld, const float *
                                const float *b, int M, int N, float eps)
 {
     (void)be;
-    mm_tops_add_layernorm(x, ld, r, ldr, w, b, M, N, eps);
+    mm_nn_add_layer_norm(x, ld, r, ldr, w, b, M, N, eps);
 }
 
 static void cpu_rms_norm(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const float *w, int M,

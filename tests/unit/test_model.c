@@ -977,7 +977,10 @@ static void test_vitb32_dtypes(void)
         }
         CHECK(wt >= bound_text[d] && wi >= bound[d], "ViT-B/32 %s vs f32: worst cosine text %.6f image %.6f (min %.3f, %.3f)",
               mm_dtype_name(dts[d]), wt, wi, bound_text[d], bound[d]);
-        CHECK(flips <= (dts[d] == MM_DT_Q4 ? 2 : 0), "ViT-B/32 %s: %d of %d ranked pairs reordered", mm_dtype_name(dts[d]),
+        /* q4: 2 or 3 of the 180 pairs at the 0.01 edge reorder (the count
+         * moved 2 -> 3 when both layer norms became one kernel summing in
+         * double: rounding, not the quantizer); bf16/q8 keep every one */
+        CHECK(flips <= (dts[d] == MM_DT_Q4 ? 3 : 0), "ViT-B/32 %s: %d of %d ranked pairs reordered", mm_dtype_name(dts[d]),
               flips, pairs);
         printf("ViT-B/32 %s vs f32: worst cosine text %.6f image %.6f; %d of %d ranked pairs reordered\n",
                mm_dtype_name(dts[d]), wt, wi, flips, pairs);
