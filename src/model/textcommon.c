@@ -243,9 +243,38 @@ int mm_tc_walk_table(mm_tc_walk_t *w, mm_tm_t *m, int64_t d0, int64_t d1, const 
         return rc;
     w->dtypes |= 1u << t->dtype;
     m->tok_dtype = t->dtype;
-    if (w->base)
-        memcpy(w->base + w->off, t->data, t->nbytes);
-    w->off += t->nbytes;
+    m->tok_scale = NULL;
+    if (w->dt != MM_DT_Q4) { /* the checkpoint's bytes, rows converted when looked up */
+        if (w->base)
+            memcpy(w->base + w->off, t->data, t->nbytes);
+        w->off += t->nbytes;
+        return MM_OK;
+    }
+    /* q4 packs (issue 20: "embedding tables may stay 8-bit"): int8 rows,
+     * symmetric, one f32 scale per row (max |x| / 127), then the scales */
+    const size_t rows = (size_t)d0, cols = (size_t)d1;
+    const size_t esize = t->nbytes / (rows * cols);
+    signed char *q = w->base ? (signed char *)(w->base + w->off) : NULL;
+    w->off += rows * cols;
+    m->tok_scale = mm_tc_walk_begin(w);
+    float *scale = w->base ? (float *)(w->base + w->off) : NULL;
+    w->off += rows * sizeof(float);
+    if (w->base) {
+        float *row = malloc(cols * sizeof(float));
+        if (!row)
+            return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < rows; i++) {
+            mm_st_convert(t->dtype, (const unsigned char *)t->data + i * cols * esize, row, cols);
+            float mx = 0;
+            for (size_t j = 0; j < cols; j++)
+                mx = fmaxf(mx, fabsf(row[j]));
+            const float s = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / s;
+            for (size_t j = 0; j < cols; j++)
+                q[i * cols + j] = (signed char)lrintf(row[j] * inv);
+            scale[i] = s;
+        }
+        free(row);
+    }
     return MM_OK;
 }
 
@@ -402,6 +431,17 @@ void mm_tc_finish(mm_tm_t *m, int max_pos, int max_seq, int layers, int heads, i
 void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, int n, float *x)
 {
     size_t H = (size_t)m->hidden;
+    if (m->tok_scale) { /* q4 packs: int8 rows times their scale */
+        const signed char *tab = m->tok_emb;
+        for (int s = 0; s < n; s++)
+            for (int p = 0; p < lens[s]; p++, x += H) {
+                const signed char *q = tab + (size_t)ids[s][p] * H;
+                const float sc = m->tok_scale[ids[s][p]];
+                for (size_t j = 0; j < H; j++)
+                    x[j] = (float)q[j] * sc;
+            }
+        return;
+    }
     size_t esize = m->tok_dtype == MM_ST_F32 ? 4 : 2;
     const unsigned char *tab = m->tok_emb;
     for (int s = 0; s < n; s++)
