@@ -1,7 +1,7 @@
 # mmembed — plain Makefile. `make` builds build/mmembed; `make check` runs every test.
 CC      ?= cc
 PKGS    := fcgi libconfig json-c libpng libwebp libwebpdemux libpcre2-8 libutf8proc \
-           libavformat libavcodec libswscale libavutil openblas
+           libavformat libavcodec libswscale libavutil
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 OPT     ?= -O2 -g

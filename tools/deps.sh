@@ -15,7 +15,7 @@ set -e
 what=${1:-test}
 RUN_PKGS="build-essential pkg-config libfcgi-dev libconfig-dev libjson-c-dev libjpeg62-turbo-dev
 libpng-dev libwebp-dev libgif-dev libavformat-dev libavcodec-dev libswscale-dev libavutil-dev
-libopenblas-dev libpcre2-dev libutf8proc-dev libxxhash-dev libdnnl-dev nginx-light curl
+libpcre2-dev libutf8proc-dev libxxhash-dev libdnnl-dev nginx-light curl
 poppler-utils"
 TEST_PKGS="ffmpeg wrk python3 chromium clang llvm libclang-rt-14-dev iproute2 systemd"
 case "$what" in

@@ -122,8 +122,7 @@ typedef struct {
                  const float *sin);
     /* y (M, N) = silu(gu[:, 0:N]) * gu[:, N:2N] (SwiGLU; strides ldy, ldgu). */
     void (*swiglu)(mm_backend_t *be, float *y, int ldy, const float *gu, int ldgu, int M, int N);
-    /* x[i] = act(x[i]) for n floats; act is an mm_tops_act_t (gelu, the
-     * tanh gelu, relu, silu). */
+    /* x[i] = act(x[i]) for n floats; act is an mm_act_t (mmembed/nn.h). */
     void (*act)(mm_backend_t *be, float *x, size_t n, int act);
     /* y[i] += x[i] for n floats (a residual connection). */
     void (*add)(mm_backend_t *be, float *y, const float *x, size_t n);

@@ -19,6 +19,9 @@ typedef enum {
     MM_ACT_NONE = 0,
     MM_ACT_QUICK_GELU,  /* x * sigmoid(1.702 x)  (CLIP's "quick_gelu") */
     MM_ACT_GELU,        /* 0.5 x (1 + erf(x / sqrt 2))  (HF "gelu", exact erf) */
+    MM_ACT_GELU_TANH,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  ("gelu_new", "gelu_pytorch_tanh") */
+    MM_ACT_RELU,
+    MM_ACT_SILU,        /* x * sigmoid(x) */
 } mm_act_t;
 
 /* ---- threads (process-wide) ---- */
@@ -161,19 +164,34 @@ void mm_nn_add(float *y, const float *x, size_t n);
 void mm_nn_layer_norm(float *y, const float *x, const float *w, const float *b,
                       int M, int N, float eps);
 
+/* In place, rows of N floats at stride ld: x = LayerNorm(x + r) * w + b
+ * (a residual add and the norm in one pass, x keeping the norm's output).
+ * r (M, N) at stride ldr may be NULL (a plain LayerNorm in place). Both
+ * layer norms are one kernel: mean and variance summed in double. */
+void mm_nn_add_layer_norm(float *x, int ld, const float *r, int ldr, const float *w, const float *b, int M, int N,
+                          float eps);
+
 /* In place numerically stable softmax of the first n floats of x. */
 void mm_nn_softmax(float *x, int n);
 
-/* Multi-head scaled dot-product attention over ONE sequence.
- *   q   (nq, heads*head_dim), row stride ldq
- *   k,v (nk, heads*head_dim), row strides ldk, ldv
- *   out (nq, heads*head_dim), row stride ldo; must not alias q, k or v
- * Scores are scaled by 1/sqrt(head_dim). With causal != 0 the queries are
- * the LAST nq positions of the sequence: query i sees keys
- * j <= i + (nk - nq) (so nq == nk is the usual lower-triangular mask and
- * nq == 1 sees every key). scratch holds nq*nk floats. Single-threaded;
- * heads are independent, so callers may run disjoint head ranges (offset
- * q, k, v and out by h*head_dim, heads = 1) on different threads. */
+/* Query rows per block in the attention kernels: their score scratch is
+ * MM_NN_ATT_QBLOCK x nk floats (or nq x nk when nq is smaller). */
+#define MM_NN_ATT_QBLOCK 64
+
+/* Scaled dot-product attention of ONE head over ONE sequence:
+ *   out (nq, head_dim) = softmax(q k^T * scale [+ mask]) v
+ *   q (nq, head_dim) row stride ldq; k, v (nk, head_dim) strides ldk, ldv;
+ *   out row stride ldo, must not alias q, k or v.
+ * With causal != 0 the queries are the LAST nq positions of the sequence:
+ * query i sees keys j <= i + (nk - nq) (nq == nk is the usual
+ * lower-triangular mask, nq == 1 sees every key). scratch holds
+ * min(nq, MM_NN_ATT_QBLOCK) * nk floats. Single-threaded: callers run
+ * (sequence, head) units on the nn pool. */
+void mm_nn_attention_head(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v,
+                          int ldv, int nq, int nk, int head_dim, float scale, int causal, float *scratch);
+
+/* The same for `heads` heads side by side (rows of heads*head_dim), scale
+ * 1/sqrt(head_dim). */
 void mm_nn_attention(float *out, int ldo, const float *q, int ldq,
                      const float *k, int ldk, const float *v, int ldv,
                      int nq, int nk, int heads, int head_dim, int causal,

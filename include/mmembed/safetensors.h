@@ -136,6 +136,25 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
 int mm_weights_finish_cached(mm_weights_t *w, const char *label, const char *cache, void **base, size_t *bytes,
                              int *cached, char *err, size_t errlen);
 
+/* The shared block under every pack (this builder's and the text encoders'
+ * walk in textcommon.c): a memfd of `size` bytes named `label` (shown in
+ * /proc/PID/maps as memfd:LABEL; "mmembed-weights:..." is what
+ * tools/pss_report.py looks for), preallocated (out of shared memory is an
+ * error here, not a SIGBUS later) and mapped writable at `rw` for filling. */
+typedef struct {
+    int fd;
+    unsigned char *rw;
+    size_t size;
+} mm_pack_block_t;
+int mm_pack_block_open(mm_pack_block_t *b, const char *label, size_t size, char *err, size_t errlen);
+/* Unmaps the writable view, seals the memfd (no write, grow or shrink) and
+ * maps it PROT_READ (MAP_SHARED; MAP_PRIVATE on kernels that refuse a
+ * shared map of a write-sealed memfd): a stray write from any process then
+ * faults. *ro is the mapping that stays. */
+int mm_pack_block_seal(mm_pack_block_t *b, void **ro, char *err, size_t errlen);
+/* Drops an unsealed block (after a failed fill). */
+void mm_pack_block_abort(mm_pack_block_t *b);
+
 /* Frees the builder (not the pack). NULL is fine. */
 void mm_weights_free(mm_weights_t *w);
 

@@ -12,6 +12,9 @@
 #define ACT_NONE 0       /* mm_act_t, mmembed/nn.h */
 #define ACT_QUICK_GELU 1
 #define ACT_GELU 2
+#define ACT_GELU_TANH 3
+#define ACT_RELU 4
+#define ACT_SILU 5
 
 /* Grid-stride launches: enough blocks to fill the GPU, no more. */
 static unsigned blocks_for(size_t n, unsigned threads)
@@ -48,11 +51,14 @@ cudaError_t mmk_to_half(void *dst, int kind, const float *x, int ldx, int M, int
 
 __device__ __forceinline__ float act_f(float x, int act)
 {
-    if (act == ACT_QUICK_GELU)
-        return x / (1.0f + expf(-1.702f * x));
-    if (act == ACT_GELU)
-        return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    return x;
+    switch (act) {
+    case ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));
+    case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case ACT_SILU: return x / (1.0f + expf(-x));
+    default: return x;
+    }
 }
 
 __global__ void bias_act_kernel(float *y, int ldy, const float *b, int M, int N, int act)
@@ -447,25 +453,9 @@ cudaError_t mmk_rope(float *x, int ld, int M, int heads, int hd, const float *co
     return cudaGetLastError();
 }
 
-#define TOPS_GELU 1       /* mm_tops_act_t, mmembed/textops.h */
-#define TOPS_GELU_TANH 2
-#define TOPS_RELU 3
-#define TOPS_SILU 4
-
 __device__ __forceinline__ float silu_f(float x)
 {
     return x / (1.0f + expf(-x));
-}
-
-__device__ __forceinline__ float tops_act_f(float x, int act)
-{
-    switch (act) {
-    case TOPS_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case TOPS_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
-    case TOPS_RELU: return x > 0.0f ? x : 0.0f;
-    case TOPS_SILU: return silu_f(x);
-    default: return x;
-    }
 }
 
 __global__ void swiglu_kernel(float *y, int ldy, const float *gu, int ldgu, int M, int N)
@@ -490,7 +480,7 @@ cudaError_t mmk_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int 
 __global__ void act_kernel(float *x, size_t n, int act)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        x[i] = tops_act_f(x[i], act);
+        x[i] = act_f(x[i], act);
 }
 
 cudaError_t mmk_act(float *x, size_t n, int act, cudaStream_t st)

@@ -36,7 +36,7 @@ typedef struct {
     int max_pos;      /* max_position_embeddings */
     int type_vocab;   /* type_vocab_size */
     float eps;        /* layer_norm_eps */
-    mm_tops_act_t act;/* hidden_act */
+    mm_act_t act;     /* hidden_act */
 } bert_config_t;
 
 static int parse_config(const mm_cfg_t *o, bert_config_t *c, char *err, size_t errlen)
@@ -59,13 +59,13 @@ static int parse_config(const mm_cfg_t *o, bert_config_t *c, char *err, size_t e
                            "\"%s\" not supported (absolute)", pe);
     const char *act = mm_cfg_str(o, "hidden_act");
     if (!act || !strcmp(act, "gelu"))
-        c->act = MM_TOPS_GELU;
+        c->act = MM_ACT_GELU;
     else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))
-        c->act = MM_TOPS_GELU_TANH;
+        c->act = MM_ACT_GELU_TANH;
     else if (!strcmp(act, "relu"))
-        c->act = MM_TOPS_RELU;
+        c->act = MM_ACT_RELU;
     else if (!strcmp(act, "silu") || !strcmp(act, "swish"))
-        c->act = MM_TOPS_SILU;
+        c->act = MM_ACT_SILU;
     else
         return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED,
                            "\"%s\" not supported (gelu, gelu_new, relu, silu)", act);
@@ -183,8 +183,9 @@ static void forward(mm_tm_runner_t *r, const int *lens, int n)
         for (int t0 = 0; t0 < T; t0 += MM_TC_FF_BLOCK) {
             int nt = MM_MIN(MM_TC_FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
-            /* exact-erf GELU fused into the product; other activations apart */
-            const int fused = c->act == MM_TOPS_GELU;
+            /* exact-erf GELU fused into the product (oneDNN's post-op on f32);
+             * other activations apart, through the backend's act */
+            const int fused = c->act == MM_ACT_GELU;
             o->linear(be, r->ff, F, xb, H, L->wi, L->bi, nt, H, F, fused ? MM_ACT_GELU : MM_ACT_NONE, 0);
             if (!fused)
                 o->act(be, r->ff, (size_t)nt * F, c->act);

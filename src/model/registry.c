@@ -182,7 +182,10 @@ int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err,
         /* the token table of the text encoders keeps its checkpoint dtype
          * (textcommon.c: only the looked-up rows are converted) */
         if (ends_with(t->name, "embed_tokens.weight") || ends_with(t->name, "word_embeddings.weight")) {
-            for (int d = 0; d < MM_DT_COUNT; d++) bytes[d] += (t->nbytes + 63) / 64 * 64;
+            for (int d = 0; d < MM_DT_COUNT; d++)
+                bytes[d] += d == MM_DT_Q4 && t->ndim == 2 /* int8 rows + a scale per row */
+                                ? (t->numel + 63) / 64 * 64 + ((size_t)t->shape[0] * 4 + 63) / 64 * 64
+                                : (t->nbytes + 63) / 64 * 64;
             continue;
         }
         /* dense: matrices and convolutions (patch embeddings), not the

@@ -5,7 +5,8 @@
  *
  * Weights: every tensor the forward pass multiplies is converted to f32 and
  * stored, fused where one GEMM can do the work (q|k|v, gate|up), in one
- * memfd mapped PROT_READ | MAP_SHARED before workers fork; the token
+ * sealed memfd mapped PROT_READ | MAP_SHARED before workers fork (the block
+ * every pack is built in: mm_pack_block_*, weights.c); the token
  * embedding table keeps its checkpoint dtype (only the looked-up rows are
  * converted), which halves the largest tensor of a bf16 Qwen3. The pack is
  * laid out by walking the tensors twice with the same code: once to check
@@ -36,10 +37,6 @@
 #include "mmembed/hfconfig.h"
 #include "mmembed/packcache.h"
 #include "mmembed/textops.h"
-
-#ifndef F_SEAL_FUTURE_WRITE
-#define F_SEAL_FUTURE_WRITE 0x0010
-#endif
 
 /* ============================================================ config */
 
@@ -246,9 +243,38 @@ int mm_tc_walk_table(mm_tc_walk_t *w, mm_tm_t *m, int64_t d0, int64_t d1, const 
         return rc;
     w->dtypes |= 1u << t->dtype;
     m->tok_dtype = t->dtype;
-    if (w->base)
-        memcpy(w->base + w->off, t->data, t->nbytes);
-    w->off += t->nbytes;
+    m->tok_scale = NULL;
+    if (w->dt != MM_DT_Q4) { /* the checkpoint's bytes, rows converted when looked up */
+        if (w->base)
+            memcpy(w->base + w->off, t->data, t->nbytes);
+        w->off += t->nbytes;
+        return MM_OK;
+    }
+    /* q4 packs (issue 20: "embedding tables may stay 8-bit"): int8 rows,
+     * symmetric, one f32 scale per row (max |x| / 127), then the scales */
+    const size_t rows = (size_t)d0, cols = (size_t)d1;
+    const size_t esize = t->nbytes / (rows * cols);
+    signed char *q = w->base ? (signed char *)(w->base + w->off) : NULL;
+    w->off += rows * cols;
+    m->tok_scale = mm_tc_walk_begin(w);
+    float *scale = w->base ? (float *)(w->base + w->off) : NULL;
+    w->off += rows * sizeof(float);
+    if (w->base) {
+        float *row = malloc(cols * sizeof(float));
+        if (!row)
+            return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < rows; i++) {
+            mm_st_convert(t->dtype, (const unsigned char *)t->data + i * cols * esize, row, cols);
+            float mx = 0;
+            for (size_t j = 0; j < cols; j++)
+                mx = fmaxf(mx, fabsf(row[j]));
+            const float s = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / s;
+            for (size_t j = 0; j < cols; j++)
+                q[i * cols + j] = (signed char)lrintf(row[j] * inv);
+            scale[i] = s;
+        }
+        free(row);
+    }
     return MM_OK;
 }
 
@@ -314,36 +340,33 @@ static int build_pack(mm_tm_t *m, const char *dir, const mm_st_t *st, const char
         }
     }
 
-    int fd = memfd_create("mmembed-textmodel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return mm_errf(err, errlen, MM_ERR, "memfd_create: %s", strerror(errno));
-    /* fallocate: running out of shmem is an error here, not a SIGBUS later */
-    if (ftruncate(fd, (off_t)size) < 0 || posix_fallocate(fd, 0, (off_t)size) != 0) {
-        close(fd);
-        return mm_errf(err, errlen, MM_E_NOMEM, "weights of %zu bytes: out of shared memory", size);
-    }
-    /* Both views of the one memfd: the walk writes through rw and hands
-     * out pointers into ro, the mapping that stays. */
-    char *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    char *rw = ro == MAP_FAILED ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (rw == MAP_FAILED) {
-        int e = errno;
-        if (ro != MAP_FAILED)
-            munmap(ro, size);
-        close(fd);
-        return mm_errf(err, errlen, MM_E_NOMEM, "weights of %zu bytes: mmap: %s", size, strerror(e));
-    }
-    w.base = rw;
-    w.ro = ro;
+    /* the block weights.c builds every pack in (the same memfd, seals and
+     * read-only mapping); the walk converts through its writable view */
+    char label[96];
+    snprintf(label, sizeof label, "mmembed-weights:%s", m->arch->name);
+    mm_pack_block_t b;
+    if ((rc = mm_pack_block_open(&b, label, size, err, errlen)))
+        return rc;
+    w.base = (char *)b.rw;
+    w.ro = (char *)b.rw;
     w.off = 0;
     rc = walk(&w, m);
     free(w.tmp);
-    munmap(rw, size);
-    /* Future-write seal: no process can map the block writable again or
-     * write() to it; the read-only mapping stays valid. */
-    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE);
-    close(fd);
+    w.tmp = NULL;
     if (rc) {
+        mm_pack_block_abort(&b);
+        return rc;
+    }
+    void *rov;
+    if ((rc = mm_pack_block_seal(&b, &rov, err, errlen)))
+        return rc;
+    char *ro = rov;
+    /* the pointers again, into the mapping that stays (a walk without a
+     * base only sets them, as for a pack cache file) */
+    w.base = NULL;
+    w.ro = ro;
+    w.off = 0;
+    if ((rc = walk(&w, m))) {
         munmap(ro, size);
         return rc;
     }
@@ -408,6 +431,17 @@ void mm_tc_finish(mm_tm_t *m, int max_pos, int max_seq, int layers, int heads, i
 void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, int n, float *x)
 {
     size_t H = (size_t)m->hidden;
+    if (m->tok_scale) { /* q4 packs: int8 rows times their scale */
+        const signed char *tab = m->tok_emb;
+        for (int s = 0; s < n; s++)
+            for (int p = 0; p < lens[s]; p++, x += H) {
+                const signed char *q = tab + (size_t)ids[s][p] * H;
+                const float sc = m->tok_scale[ids[s][p]];
+                for (size_t j = 0; j < H; j++)
+                    x[j] = (float)q[j] * sc;
+            }
+        return;
+    }
     size_t esize = m->tok_dtype == MM_ST_F32 ? 4 : 2;
     const unsigned char *tab = m->tok_emb;
     for (int s = 0; s < n; s++)

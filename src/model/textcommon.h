@@ -64,8 +64,10 @@ struct mm_tm {
     int ff2_width;           /* floats per row of its ff2 block (0: none) */
     int rope_half;           /* > 0: the runner keeps (cap, rope_half) cos / sin rows */
     int pos_axes;            /* position ids per token: 1, or 3 with M-RoPE (0 counts as 1) */
-    const void *tok_emb;     /* (vocab, hidden) in tok_dtype: word_embeddings / embed_tokens */
+    const void *tok_emb;     /* (vocab, hidden) in tok_dtype: word_embeddings / embed_tokens;
+                              * in q4 packs int8 rows (tok_scale: one f32 per row) */
     mm_st_dtype_t tok_dtype;
+    const float *tok_scale;  /* q4 packs: the int8 table's row scales; else NULL */
     void *base;              /* the shared read-only weight mapping */
     size_t bytes;
     char name[128];

@@ -5,7 +5,6 @@
 #include "mmembed/textmodel.h"
 #include "textcommon.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -102,9 +101,6 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
     mm_tm_runner_t *r = mm_tc_runner_new(m, NULL, 0, max_batch, threads);
     if (!r)
         return NULL;
-    /* attention's OpenBLAS products run one per pool part (sequence x head),
-     * so OpenBLAS itself stays single-threaded */
-    openblas_set_num_threads(1);
     if (threads >= 1)
         mm_nn_set_threads(threads);
     return r;
@@ -112,10 +108,7 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
 
 mm_tm_runner_t *mm_tm_runner_new_on(const mm_tm_t *m, mm_backend_t *be, int max_batch)
 {
-    mm_tm_runner_t *r = mm_tc_runner_new(m, be, 1, max_batch, 1);
-    if (r)
-        openblas_set_num_threads(1);
-    return r;
+    return mm_tc_runner_new(m, be, 1, max_batch, 1);
 }
 
 int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)

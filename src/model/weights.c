@@ -204,21 +204,21 @@ int mm_weights_finish_cached(mm_weights_t *w, const char *label, const char *cac
     return rc;
 }
 
-int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *bytes,
-                      char *err, size_t errlen)
-{
-    size_t size = mm_weights_size(w);
-    *base = NULL;
-    *bytes = 0;
+/* ============================================================ block */
 
+int mm_pack_block_open(mm_pack_block_t *b, const char *label, size_t size, char *err, size_t errlen)
+{
+    b->fd = -1;
+    b->rw = NULL;
+    b->size = size;
     int fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return mm_errf(err, errlen, MM_ERR, "memfd_create: %s", strerror(errno));
     if (ftruncate(fd, (off_t)size) < 0) {
         int e = errno;
         close(fd);
-        return mm_errf(err, errlen, e == ENOSPC ? MM_E_NOMEM : MM_ERR,
-                       "weight pack of %zu bytes: %s", size, strerror(e));
+        return mm_errf(err, errlen, e == ENOSPC ? MM_E_NOMEM : MM_ERR, "weight pack of %zu bytes: %s", size,
+                       strerror(e));
     }
     /* Touching shmem pages can SIGBUS if tmpfs runs out; ftruncate does not
      * reserve them. Preallocate so that failure is an error code here. */
@@ -232,6 +232,53 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
         close(fd);
         return mm_errf(err, errlen, MM_E_NOMEM, "weight pack of %zu bytes: mmap: %s", size, strerror(e));
     }
+    b->fd = fd;
+    b->rw = rw;
+    return MM_OK;
+}
+
+int mm_pack_block_seal(mm_pack_block_t *b, void **ro_out, char *err, size_t errlen)
+{
+    munmap(b->rw, b->size);
+    b->rw = NULL;
+    /* No writable mapping is left, so F_SEAL_WRITE is accepted. Sealing is
+     * defence in depth; a kernel without it still gets the PROT_READ map. */
+    (void)fcntl(b->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    void *ro = mmap(NULL, b->size, PROT_READ, MAP_SHARED, b->fd, 0);
+    if (ro == MAP_FAILED) /* kernels before 6.7 refuse shared maps of write-sealed memfds */
+        ro = mmap(NULL, b->size, PROT_READ, MAP_PRIVATE, b->fd, 0);
+    int e = errno;
+    close(b->fd);
+    b->fd = -1;
+    if (ro == MAP_FAILED)
+        return mm_errf(err, errlen, MM_ERR, "weight pack: read-only mmap: %s", strerror(e));
+    *ro_out = ro;
+    return MM_OK;
+}
+
+void mm_pack_block_abort(mm_pack_block_t *b)
+{
+    if (b->rw)
+        munmap(b->rw, b->size);
+    if (b->fd >= 0)
+        close(b->fd);
+    b->rw = NULL;
+    b->fd = -1;
+}
+
+/* ============================================================ finish */
+
+int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *bytes,
+                      char *err, size_t errlen)
+{
+    size_t size = mm_weights_size(w);
+    *base = NULL;
+    *bytes = 0;
+    mm_pack_block_t b;
+    int rc = mm_pack_block_open(&b, label, size, err, errlen);
+    if (rc)
+        return rc;
+    unsigned char *rw = b.rw;
     /* plain regions straight in; each packed matrix assembled in f32 (N, K)
      * from its fills, then packed into its blob */
     size_t most = 0;
@@ -239,8 +286,7 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
         most = MM_MAX(most, (size_t)w->r[i].rows * (size_t)w->r[i].cols);
     float *mat = most ? malloc(most * sizeof(float)) : NULL;
     if (most && !mat) {
-        munmap(rw, size);
-        close(fd);
+        mm_pack_block_abort(&b);
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     }
     for (int i = 0; i < w->nf; i++) {
@@ -261,19 +307,9 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
         mm_nn_lin_pack(rw + r->off, mat, r->rows, r->cols, r->dt);
     }
     free(mat);
-    munmap(rw, size);
-
-    /* No writable mapping is left, so F_SEAL_WRITE is accepted. Sealing is
-     * defence in depth; a kernel without it still gets the PROT_READ map. */
-    (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
-    void *ro = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (ro == MAP_FAILED) /* kernels before 6.7 refuse shared maps of write-sealed memfds */
-        ro = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (ro == MAP_FAILED)
-        return mm_errf(err, errlen, MM_ERR, "weight pack: read-only mmap: %s", strerror(e));
-
+    void *ro;
+    if ((rc = mm_pack_block_seal(&b, &ro, err, errlen)))
+        return rc;
     set_slots(w, ro);
     *base = ro;
     *bytes = size;

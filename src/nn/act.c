@@ -45,11 +45,34 @@ static inline __m256 gelu8(__m256 x)
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
 }
 
+/* x * sigmoid(x) */
+static inline __m256 silu8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+/* 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3); tanh(u) as
+ * 1 - 2 / (exp(2u) + 1), with u clamped where tanh is +-1 in f32 */
+static inline __m256 gelu_tanh8(__m256 x)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.79788456080286536f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+    u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(-10.0f)), _mm256_set1_ps(10.0f));
+    __m256 e = exp8(_mm256_add_ps(u, u));
+    __m256 th = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, th));
+}
+
 static inline __m256 act8(__m256 x, mm_act_t act)
 {
     switch (act) {
     case MM_ACT_QUICK_GELU: return quick_gelu8(x);
     case MM_ACT_GELU: return gelu8(x);
+    case MM_ACT_GELU_TANH: return gelu_tanh8(x);
+    case MM_ACT_RELU: return _mm256_max_ps(x, _mm256_setzero_ps());
+    case MM_ACT_SILU: return silu8(x);
     default: return x;
     }
 }
@@ -155,6 +178,9 @@ static inline float act1(float x, mm_act_t act)
     switch (act) {
     case MM_ACT_QUICK_GELU: return x / (1.0f + expf(-1.702f * x));
     case MM_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case MM_ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case MM_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case MM_ACT_SILU: return x / (1.0f + expf(-x));
     default: return x;
     }
 }

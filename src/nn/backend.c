@@ -190,8 +190,8 @@ static void cpu_patchify(mm_backend_t *be, float *dst, const float *pixels, int 
 }
 
 /* attention_gqa: (sequence, head) units round robin over the pool, each
- * part with its own MM_TOPS_QBLOCK x max_k scores block; the text models'
- * kernel (textops), which never holds a whole score matrix. */
+ * part with its own MM_NN_ATT_QBLOCK x max_k scores block (nn's one
+ * attention kernel, which never holds a whole score matrix). */
 typedef struct {
     cpu_t *c;
     float *out;
@@ -205,13 +205,13 @@ static void gqa_part(void *arg, int part, int nparts)
 {
     const gqa_job_t *j = arg;
     const mm_seqs_t *s = j->s;
-    float *scores = j->c->scratch + (size_t)part * MM_TOPS_QBLOCK * s->max_k;
+    float *scores = j->c->scratch + (size_t)part * MM_NN_ATT_QBLOCK * s->max_k;
     for (int u = part; u < s->n * j->heads; u += nparts) {
         const int i = u / j->heads, h = u % j->heads, kvh = h / j->group;
         const size_t q0 = (size_t)s->qoff[i], k0 = (size_t)s->koff[i];
-        mm_tops_attention(j->out + q0 * j->ldo + h * j->hd, j->ldo, j->q + q0 * j->ldq + h * j->hd, j->ldq,
-                          j->k + k0 * j->ldk + kvh * j->hd, j->ldk, j->v + k0 * j->ldv + kvh * j->hd, j->ldv,
-                          s->qlen[i], j->hd, j->scale, j->causal, scores);
+        mm_nn_attention_head(j->out + q0 * j->ldo + h * j->hd, j->ldo, j->q + q0 * j->ldq + h * j->hd, j->ldq,
+                             j->k + k0 * j->ldk + kvh * j->hd, j->ldk, j->v + k0 * j->ldv + kvh * j->hd, j->ldv,
+                             s->qlen[i], s->klen[i], j->hd, j->scale, j->causal, scores);
     }
 }
 
@@ -220,7 +220,7 @@ static void cpu_attention_gqa(mm_backend_t *be, float *out, int ldo, const float
                               int head_dim, int causal)
 {
     cpu_t *c = (cpu_t *)be;
-    if (cpu_scratch(c, (size_t)c->threads * MM_TOPS_QBLOCK * s->max_k))
+    if (cpu_scratch(c, (size_t)c->threads * MM_NN_ATT_QBLOCK * s->max_k))
         return;
     if (mm_nn_threads() != c->threads)
         mm_nn_set_threads(c->threads);
@@ -234,7 +234,7 @@ static void cpu_add_layer_norm(mm_backend_t *be, float *x, int ld, const float *
                                const float *b, int M, int N, float eps)
 {
     (void)be;
-    mm_tops_add_layernorm(x, ld, r, ldr, w, b, M, N, eps);
+    mm_nn_add_layer_norm(x, ld, r, ldr, w, b, M, N, eps);
 }
 
 static void cpu_rms_norm(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const float *w, int M,
@@ -265,7 +265,7 @@ static void cpu_swiglu(mm_backend_t *be, float *y, int ldy, const float *gu, int
 static void cpu_act(mm_backend_t *be, float *x, size_t n, int act)
 {
     (void)be;
-    mm_tops_act(x, n, (mm_tops_act_t)act);
+    mm_nn_act(x, n, (mm_act_t)act);
 }
 
 static void cpu_add(mm_backend_t *be, float *y, const float *x, size_t n)

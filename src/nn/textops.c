@@ -9,70 +9,7 @@
 #include "mmembed/nn.h"
 #include "simd.h"
 
-#include <cblas.h>
 #include <math.h>
-
-void mm_tops_add_layernorm(float *x, int ld, const float *r, int ldr, const float *w,
-                           const float *b, int M, int N, float eps)
-{
-    for (int i = 0; i < M; i++) {
-        float *xr = x + (size_t)i * ld;
-        int j = 0;
-        double s = 0, v = 0;
-#ifdef MM_NN_AVX2
-        /* sums in double, 4 lanes x 2: the order differs from the scalar
-         * loop only in how double partial sums are grouped */
-        __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-        for (; j + 8 <= N; j += 8) {
-            __m256 t = _mm256_loadu_ps(xr + j);
-            if (r)
-                t = _mm256_add_ps(t, _mm256_loadu_ps(r + (size_t)i * ldr + j));
-            _mm256_storeu_ps(xr + j, t);
-            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
-            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
-        }
-        double st[4];
-        _mm256_storeu_pd(st, _mm256_add_pd(s0, s1));
-        s = (st[0] + st[1]) + (st[2] + st[3]);
-#endif
-        for (; j < N; j++) {
-            if (r)
-                xr[j] += r[(size_t)i * ldr + j];
-            s += xr[j];
-        }
-        const float mean = (float)(s / N);
-        j = 0;
-#ifdef MM_NN_AVX2
-        const __m256d md = _mm256_set1_pd((double)mean);
-        __m256d v0 = _mm256_setzero_pd(), v1 = _mm256_setzero_pd();
-        for (; j + 8 <= N; j += 8) {
-            __m256 t = _mm256_loadu_ps(xr + j);
-            __m256d a = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(t)), md);
-            __m256d c = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)), md);
-            v0 = _mm256_fmadd_pd(a, a, v0);
-            v1 = _mm256_fmadd_pd(c, c, v1);
-        }
-        _mm256_storeu_pd(st, _mm256_add_pd(v0, v1));
-        v = (st[0] + st[1]) + (st[2] + st[3]);
-#endif
-        for (; j < N; j++) {
-            double d = (double)xr[j] - mean;
-            v += d * d;
-        }
-        const float inv = (float)(1.0 / sqrt(v / N + (double)eps));
-        j = 0;
-#ifdef MM_NN_AVX2
-        const __m256 mf = _mm256_set1_ps(mean), vi = _mm256_set1_ps(inv);
-        for (; j + 8 <= N; j += 8) {
-            __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + j), mf), vi),
-                                     _mm256_loadu_ps(w + j));
-            _mm256_storeu_ps(xr + j, _mm256_add_ps(t, _mm256_loadu_ps(b + j)));
-        }
-#endif
-        for (; j < N; j++)
-            xr[j] = (xr[j] - mean) * inv * w[j] + b[j];
-    }
-}
 
 void mm_tops_rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
                      int M, int N, float eps)
@@ -86,29 +23,6 @@ void mm_tops_rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
         float inv = (float)(1.0 / sqrt(s / N + (double)eps));
         for (int j = 0; j < N; j++)
             yr[j] = w[j] * (xr[j] * inv);
-    }
-}
-
-void mm_tops_act(float *x, size_t n, mm_tops_act_t act)
-{
-    switch (act) {
-    case MM_TOPS_GELU: /* the dense layers' exact-erf GELU (src/nn/act.c) */
-        mm_nn_act(x, n, MM_ACT_GELU);
-        break;
-    case MM_TOPS_GELU_TANH:
-        for (size_t i = 0; i < n; i++) {
-            float v = x[i];
-            x[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
-        }
-        break;
-    case MM_TOPS_RELU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-    case MM_TOPS_SILU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] / (1.0f + expf(-x[i]));
-        break;
     }
 }
 
@@ -145,38 +59,5 @@ void mm_tops_rope(float *x, int ld, int M, int heads, int hd, const float *cos,
                 b[i] = x2 * c[i] + x1 * s[i];
             }
         }
-    }
-}
-
-void mm_tops_attention(float *o, int ldo, const float *q, int ldq, const float *k, int ldk,
-                       const float *v, int ldv, int L, int hd, float scale, int causal,
-                       float *scores)
-{
-    for (int q0 = 0; q0 < L; q0 += MM_TOPS_QBLOCK) {
-        int nq = L - q0 < MM_TOPS_QBLOCK ? L - q0 : MM_TOPS_QBLOCK;
-        /* causal: the block's last row sees keys 0..q0+nq-1, later ones are
-         * never read */
-        int nk = causal ? q0 + nq : L;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, hd, scale,
-                    q + (size_t)q0 * ldq, ldq, k, ldk, 0.0f, scores, nk);
-        for (int i = 0; i < nq; i++) {
-            float *s = scores + (size_t)i * nk;
-            int n = causal ? q0 + i + 1 : nk;
-            float mx = s[0];
-            for (int j = 1; j < n; j++)
-                mx = s[j] > mx ? s[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < n; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += s[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < n; j++)
-                s[j] *= inv;
-            for (int j = n; j < nk; j++)
-                s[j] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, nk, 1.0f, scores, nk,
-                    v, ldv, 0.0f, o + (size_t)q0 * ldo, ldo);
     }
 }

@@ -182,6 +182,42 @@ static void test_linear_dtypes(void)
     }
 }
 
+/* Every activation of mm_act_t (mm_nn_act: 8 lanes at a time with a
+ * vector tail) against its formula in double over [-12, 12], and the same
+ * values through mm_nn_bias_act_row, which the dense layers' epilogues use:
+ * the two agree bit for bit. */
+static void test_activations(void)
+{
+    enum { N = 4801 };
+    static float x[N], y[N], z[N];
+    static const char *names[] = {"none", "quick_gelu", "gelu", "gelu_tanh", "relu", "silu"};
+    for (int a = MM_ACT_NONE; a <= MM_ACT_SILU; a++) {
+        for (int i = 0; i < N; i++)
+            x[i] = y[i] = -12.0f + 24.0f * (float)i / (N - 1);
+        mm_nn_act(y, N, (mm_act_t)a);
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            const double v = x[i];
+            double r = v;
+            switch (a) {
+            case MM_ACT_QUICK_GELU: r = v / (1 + exp(-1.702 * v)); break;
+            case MM_ACT_GELU: r = 0.5 * v * (1 + erf(v / sqrt(2.0))); break;
+            case MM_ACT_GELU_TANH: r = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); break;
+            case MM_ACT_RELU: r = v > 0 ? v : 0; break;
+            case MM_ACT_SILU: r = v / (1 + exp(-v)); break;
+            }
+            worst = fmax(worst, fabs(y[i] - r) / fmax(1.0, fabs(r)));
+        }
+        CHECK(worst < 2e-6, "activation %s: worst error %.3g", names[a], worst);
+        for (int i = 0; i < N; i += 37) {
+            int n = N - i < 37 ? N - i : 37;
+            mm_nn_bias_act_row(z + i, x + i, NULL, n, (mm_act_t)a, 0);
+        }
+        CHECK(!memcmp(y, z, sizeof y), "activation %s: mm_nn_act and the epilogue differ", names[a]);
+        printf("kernels: activation %-10s worst error %.2g\n", names[a], worst);
+    }
+}
+
 static void test_kernels(void)
 {
     /* activations vs libm over [-12, 12]. Tolerance: 4e-7 absolute plus
@@ -941,7 +977,10 @@ static void test_vitb32_dtypes(void)
         }
         CHECK(wt >= bound_text[d] && wi >= bound[d], "ViT-B/32 %s vs f32: worst cosine text %.6f image %.6f (min %.3f, %.3f)",
               mm_dtype_name(dts[d]), wt, wi, bound_text[d], bound[d]);
-        CHECK(flips <= (dts[d] == MM_DT_Q4 ? 2 : 0), "ViT-B/32 %s: %d of %d ranked pairs reordered", mm_dtype_name(dts[d]),
+        /* q4: 2 or 3 of the 180 pairs at the 0.01 edge reorder (the count
+         * moved 2 -> 3 when both layer norms became one kernel summing in
+         * double: rounding, not the quantizer); bf16/q8 keep every one */
+        CHECK(flips <= (dts[d] == MM_DT_Q4 ? 3 : 0), "ViT-B/32 %s: %d of %d ranked pairs reordered", mm_dtype_name(dts[d]),
               flips, pairs);
         printf("ViT-B/32 %s vs f32: worst cosine text %.6f image %.6f; %d of %d ranked pairs reordered\n",
                mm_dtype_name(dts[d]), wt, wi, flips, pairs);
@@ -1183,6 +1222,7 @@ int main(void)
 {
     make_tmpdir();
     test_kernels();
+    test_activations();
     test_safetensors();
 
     static text_ref_t tr;
