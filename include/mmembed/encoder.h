@@ -27,6 +27,7 @@
 
 struct json_object;
 struct mm_preproc;
+struct mm_backend;
 
 typedef struct mm_encoder mm_encoder_t;
 typedef struct mm_enc_runner mm_enc_runner_t;
@@ -91,6 +92,14 @@ typedef struct {
     /* Encode n inputs (n <= the runner's max_batch for text, any n for
      * images) into out (n, dim), NOT normalized. Returns 0 or MM_E_*. */
     int (*encode)(const void *model, void *runner, const mm_input_t *in, int n, float *out);
+    /* Optional, the forward on a compute backend (mmembed/backend.h; NULL:
+     * the architecture runs on the CPU path only). dev_new puts the
+     * model's weights on be once; dev_runner_new makes a runner whose
+     * scratch lives there and which `encode` and `runner_free` take like
+     * the CPU one. */
+    int (*dev_new)(const void *model, struct mm_backend *be, void **dev, char *err, size_t errlen);
+    void (*dev_free)(void *dev);
+    void *(*dev_runner_new)(const void *dev, int max_batch, int max_images);
 } mm_encoder_ops_t;
 
 /* ---------------------------------------------------------------- registry */
@@ -183,6 +192,27 @@ int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *ou
  * MM_E_UNSUPPORTED when info->image_dynamic). */
 int mm_encoder_encode_ids(mm_enc_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
 int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, float *out);
+
+/* ---------------------------------------------------------------- on a backend, or elsewhere */
+
+typedef struct mm_enc_dev mm_enc_dev_t;
+
+/* 1 when e's architecture has a forward on a compute backend (dev_new). */
+int mm_encoder_has_dev(const mm_encoder_t *e);
+/* Puts e's weights on backend be once (e and be outlive *out). Returns
+ * MM_OK, MM_E_UNSUPPORTED (no backend forward for this architecture), or
+ * the architecture's error with err set. */
+int mm_encoder_dev_new(const mm_encoder_t *e, struct mm_backend *be, mm_enc_dev_t **out, char *err, size_t errlen);
+void mm_encoder_dev_free(mm_enc_dev_t *d);
+/* A runner on d's backend (mm_encoder_encode and _runner_free as usual;
+ * free it before d). NULL when out of (device) memory. */
+mm_enc_runner_t *mm_encoder_runner_new_dev(const mm_enc_dev_t *d, int max_batch, int max_images);
+
+/* A runner whose encode is done elsewhere: fn(ctx, in, n, out) with
+ * mm_encoder_encode's contract (a worker hands its model inputs to a GPU
+ * executor this way; src/serve/executor.c). NULL when out of memory. */
+typedef int (*mm_enc_remote_fn)(void *ctx, const mm_input_t *in, int n, float *out);
+mm_enc_runner_t *mm_encoder_runner_remote(const mm_encoder_t *e, mm_enc_remote_fn fn, void *ctx);
 
 /* The architectures (each defined in its own file). */
 extern const mm_encoder_ops_t mm_enc_clip, mm_enc_bert, mm_enc_qwen3, mm_enc_use, mm_enc_qwen2vl;

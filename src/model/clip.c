@@ -1277,7 +1277,27 @@ static int clip_encode(const void *model, void *runner, const mm_input_t *in, in
     return MM_OK;
 }
 
+/* The encoder interface's backend hooks: the section "on a backend" above. */
+static int clip_dev_new(const void *model, mm_backend_t *be, void **dev, char *err, size_t errlen)
+{
+    mm_model_dev_t *d = NULL;
+    int rc = mm_model_dev_new(model, be, &d, err, errlen);
+    *dev = d;
+    return rc;
+}
+
+static void clip_dev_free(void *dev)
+{
+    mm_model_dev_free(dev);
+}
+
+static void *clip_dev_runner_new(const void *dev, int max_batch, int max_images)
+{
+    return mm_runner_new_dev(dev, max_batch, max_images);
+}
+
 const mm_encoder_ops_t mm_enc_clip = {
     .name = "clip", .load = clip_load, .free = clip_free, .info = clip_info, .runner_new = clip_runner_new,
     .runner_free = clip_runner_free, .encode = clip_encode,
+    .dev_new = clip_dev_new, .dev_free = clip_dev_free, .dev_runner_new = clip_dev_runner_new,
 };

@@ -77,7 +77,14 @@ struct mm_encoder {
 
 struct mm_enc_runner {
     const mm_encoder_t *enc;
-    void *r;
+    void *r;                   /* the architecture's runner (CPU or on a backend), or NULL when remote */
+    mm_enc_remote_fn remote;   /* non-NULL: encode calls this instead */
+    void *remote_ctx;
+};
+
+struct mm_enc_dev {
+    const mm_encoder_t *enc;
+    void *d;
 };
 
 static double ms_now(void)
@@ -433,7 +440,59 @@ void mm_encoder_runner_free(mm_enc_runner_t *r)
 
 int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out)
 {
+    if (r->remote) return r->remote(r->remote_ctx, in, n, out);
     return r->enc->ops->encode(r->enc->model, r->r, in, n, out);
+}
+
+int mm_encoder_has_dev(const mm_encoder_t *e)
+{
+    return e->ops->dev_new && e->ops->dev_runner_new;
+}
+
+int mm_encoder_dev_new(const mm_encoder_t *e, struct mm_backend *be, mm_enc_dev_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!mm_encoder_has_dev(e))
+        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s has no forward on a compute backend yet", e->info.arch);
+    mm_enc_dev_t *d = calloc(1, sizeof *d);
+    if (!d) return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    d->enc = e;
+    int rc = e->ops->dev_new(e->model, be, &d->d, err, errlen);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    *out = d;
+    return MM_OK;
+}
+
+void mm_encoder_dev_free(mm_enc_dev_t *d)
+{
+    if (!d) return;
+    if (d->d) d->enc->ops->dev_free(d->d);
+    free(d);
+}
+
+mm_enc_runner_t *mm_encoder_runner_new_dev(const mm_enc_dev_t *d, int max_batch, int max_images)
+{
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->enc = d->enc;
+    if (!(r->r = d->enc->ops->dev_runner_new(d->d, max_batch, max_images))) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+mm_enc_runner_t *mm_encoder_runner_remote(const mm_encoder_t *e, mm_enc_remote_fn fn, void *ctx)
+{
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->enc = e;
+    r->remote = fn;
+    r->remote_ctx = ctx;
+    return r;
 }
 
 #define SEG_BATCH 64   /* inputs described per call by the conveniences below */
