@@ -184,6 +184,8 @@ class Server:
                     d += f' dtype = "{m["dtype"]}";'
                 if m.get("device"):
                     d += f' device = "{m["device"]}";'
+                if m.get("gpu_dtype"):
+                    d += f' gpu_dtype = "{m["gpu_dtype"]}";'
                 if m.get("aliases"):
                     d += " aliases = [" + ", ".join(f'"{x}"' for x in m["aliases"]) + "];"
                 items.append(f'{{ name = "{m["name"]}"; path = "{m["path"]}";{d} }}')

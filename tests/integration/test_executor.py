@@ -247,10 +247,17 @@ def test_executor_that_cannot_start():
 
 
 def test_executor_sigkilled_under_load():
+    models = [{"name": "tiny-x", "path": TINY, "device": "cpu-executor", "default": True}]
+    executor_chaos(Server, models)
+
+
+def executor_chaos(make_server, models):
+    """Clients at 2x the workers (texts and images) while the executor is
+    SIGKILLed every 0.5-1.5 s (test_executor_gpu.py runs it on a GPU)."""
     workers = 3
     seconds = int(os.environ.get("MMEMBED_CHAOS_SECONDS", "12"))
-    models = [{"name": "tiny-x", "path": TINY, "device": "cpu-executor", "default": True}]
-    with Server(workers=workers, models=models, extra={"backoff_max": "1.0", "queue_depth": "2"}) as s:
+    device = models[0]["device"]
+    with make_server(workers=workers, models=models, extra={"backoff_max": "1.0", "queue_depth": "2"}) as s:
         ref_t = vecs(s.post_json("/v1/embeddings", {"input": ["a photo of a cat"], "cache": False}))[0]
         ref_i = vecs(s.post_json("/embed/image", {"images": [b64img("rgb224.png")], "cache": False}))[0]
         stop = time.time() + seconds
@@ -301,7 +308,7 @@ def test_executor_sigkilled_under_load():
             t.join(60)
         assert not any(t.is_alive() for t in ts), "a client hung"
         m = s.metrics()
-        deaths = m['mmembed_executor_deaths_total{device="cpu-executor"}']
+        deaths = m[f'mmembed_executor_deaths_total{{device="{device}"}}']
         print(f"    executor chaos {seconds}s: {kills} kills, responses {counts}, deaths {deaths:.0f}")
         assert not bad, bad[:5]
         assert kills >= 3 and counts.get(200, 0) > 20, (kills, counts)
