@@ -211,7 +211,7 @@ static void fail_start(const char *fmt, const char *a, const char *b)
 {
     mm_gq_hdr_t *h = mm_gq_hdr(Q);
     snprintf(h->error, sizeof h->error, fmt, a, b);
-    mm_log_error("executor %s: %s", X->device, h->error);
+    mm_log_error("%s", h->error);
     _exit(2);
 }
 
@@ -253,7 +253,7 @@ static void load_models(void)
         } else {
             fail_start("model '%s' has no forward on a GPU%s", cm->name, "");
         }
-        mm_log_info("executor %s: model '%s' on %s (%s), %zu MiB there, ready in %.0f ms", X->device, cm->name,
+        mm_log_info("model '%s' on %s (%s), %zu MiB there, ready in %.0f ms", cm->name,
                     m->be ? m->be->desc : "the CPU encode", h->model_run[i], (size_t)(h->model_bytes[i] >> 20),
                     (mm_now_us() - t0) / 1e3);
     }
@@ -289,7 +289,7 @@ static int collect(int *model, int *nt, int64_t *tokens, int *inputs)
             continue;   /* left for the next batch, where it is the oldest */
         if (!mm_gq_take(Q, s, gen)) continue;   /* its worker gave up meanwhile */
         if (mm_gq_slot_valid(Q, s) != MM_OK || !xmodel(s->model)) {
-            mm_log_warn("executor %s: malformed request from worker pid %d refused", X->device, (int)s->owner);
+            mm_log_warn("malformed request from worker pid %d refused", (int)s->owner);
             mm_gq_finish(Q, s, gen, MM_E_INVALID);
             continue;
         }
@@ -360,8 +360,8 @@ static void run_batch(int model, int nt, int64_t tokens)
     int rc = build_inputs(nt, &n);
     for (int i = 0; !rc && i < n; i += m->chunk)
         rc = mm_encoder_encode(m->run, ins + i, MM_MIN(m->chunk, n - i), outv + (size_t)i * m->dim);
-    if (rc && m->be) mm_log_error("executor %s: batch of %d inputs failed (%d): %s", X->device, n, rc,
-                                  m->be->ops->error(m->be));
+    if (rc) mm_log_error("a batch of %d inputs of model '%s' failed (%d)%s%s", n, X->conf->models[model].name, rc,
+                         m->be ? ": " : "", m->be ? m->be->ops->error(m->be) : "");
     int row = 0, owners[64], n_owners = 0;
     for (int t = 0; t < nt; t++) {
         mm_gq_slot_t *s = taken[t];
@@ -409,18 +409,19 @@ void mm_executor_main(mm_exec_ctx_t *x)
     int max_dim = 1;
     load_models();
     for (int i = 0; i < n_xm; i++) max_dim = MM_MAX(max_dim, xm[i].dim);
+    /* a batch holds at most max_batch inputs, or one slot's (the first always goes) */
+    const size_t cap = (size_t)MM_MAX(c->exec_max_batch, MM_GQ_MAX_IN);
     taken = malloc(sizeof(*taken) * h->n_slots);
-    ins = malloc(sizeof(*ins) * (size_t)c->exec_max_batch);
-    segs = malloc(sizeof(*segs) * (size_t)c->exec_max_batch * MM_GQ_MAX_SEG);
-    outv = malloc(sizeof(float) * (size_t)c->exec_max_batch * (size_t)max_dim);
+    ins = malloc(sizeof(*ins) * cap);
+    segs = malloc(sizeof(*segs) * cap * MM_GQ_MAX_SEG);   /* every slot holds an input */
+    outv = malloc(sizeof(float) * cap * (size_t)max_dim);
     if (!taken || !ins || !segs || !outv) fail_start("no memory for batch state%s%s", "", "");
     h->up_since_us = mm_wall_us();
     h->heartbeat_us = mm_now_us();
     uint32_t starting = MM_GQ_STARTING;
     if (!__atomic_compare_exchange_n(&h->exec_state, &starting, MM_GQ_UP, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         _exit(0);   /* the master gave up on this start */
-    mm_log_info("executor %s up (generation %u): %d model(s), %u slots, max_batch_tokens %d, batch_delay_us %d",
-                x->device, gen, n_xm, h->n_slots, c->exec_max_batch_tokens, c->exec_batch_delay_us);
+    mm_log_info("up (generation %u): %d model(s), %u slots, max_batch_tokens %d, batch_delay_us %d", gen, n_xm, h->n_slots, c->exec_max_batch_tokens, c->exec_batch_delay_us);
 
     int idle = 1;
     while (!got_stop && getppid() == master) {
@@ -447,7 +448,7 @@ void mm_executor_main(mm_exec_ctx_t *x)
         run_batch(model, nt, tokens);
         idle = 0;
     }
-    mm_log_info("executor %s stopping", x->device);
+    mm_log_info("stopping");
     for (int i = 0; i < n_xm; i++) {
         mm_encoder_runner_free(xm[i].run);
         mm_encoder_dev_free(xm[i].dev);

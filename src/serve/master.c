@@ -252,7 +252,7 @@ static int exec_setup(gen_t *g, char *err, size_t errlen)
                             c->exec_slots, (long long)c->exec_slot_bytes), -1;
         mm_exec_view_t *v = &g->exview[k];
         v->q = x->ctx.q;
-        snprintf(v->device, sizeof v->device, "%s", x->ctx.device);
+        memcpy(v->device, x->ctx.device, sizeof v->device);   /* both char[16], NUL-terminated */
         v->n_models = x->ctx.n_models;
         for (int j = 0; j < x->ctx.n_models; j++) {
             const int i = x->ctx.models[j];
