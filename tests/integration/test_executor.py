@@ -320,3 +320,39 @@ def executor_chaos(make_server, models):
         r = s.post_json("/v1/embeddings", {"input": ["a photo of a cat"], "cache": False})
         assert cos(vecs(r)[0], ref_t) >= MIN_COS
         wait_until(lambda: executor(s)["slots_in_use"] == 0, what="no slot left held")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_reload_starts_a_new_executor_and_stops_the_old_one():
+    """SIGHUP: the new generation's executor starts with its models (here
+    one moved onto it), the old one stops once its workers are gone, and
+    a graceful stop leaves no executor behind."""
+    models = [{"name": "tiny-x", "path": TINY, "device": "cpu-executor", "default": True},
+              {"name": "bert", "path": BERT}]
+    with Server(workers=1, models=models) as s:
+        old = exec_pid(s)
+        v = vecs(s.post_json("/v1/embeddings", {"input": ["a cat"], "model": "bert", "cache": False}))[0]
+        s.models = [models[0], dict(models[1], device="cpu-executor")]
+        s.write_conf()
+        s.signal(signal.SIGHUP)
+        wait_until(lambda: s.status()["generation"] == 2 and len(s.worker_pids()) == 1, timeout=30, what="reload")
+        new = exec_pid(s)
+        assert new != old
+        wait_until(lambda: not pid_alive(old), timeout=30, what="old executor stopped")
+        assert {m["name"]: m["run"] for m in executor(s)["models"]} == {"tiny-x": "backend", "bert": "cpu-encode"}
+        w = vecs(s.post_json("/v1/embeddings", {"input": ["a cat"], "model": "bert", "cache": False}))[0]
+        assert cos(v, w) >= MIN_COS
+        # it stopped cleanly, asked to: nothing logged as a death
+        assert f"pid {old} died" not in s.log() and f"pid {old} exited" not in s.log(), s.log()[-2000:]
+    assert not pid_alive(new), "the executor outlived the master"
