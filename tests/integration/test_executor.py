@@ -347,8 +347,9 @@ def test_reload_starts_a_new_executor_and_stops_the_old_one():
         s.write_conf()
         s.signal(signal.SIGHUP)
         wait_until(lambda: s.status()["generation"] == 2 and len(s.worker_pids()) == 1, timeout=30, what="reload")
-        new = exec_pid(s)
-        assert new != old
+        # (/info from a worker of the new generation names the new executor)
+        new = wait_until(lambda: (lambda e: e["state"] == "up" and e["pid"] != old and e["pid"])(executor(s)),
+                         timeout=30, what="the new generation's executor up")
         wait_until(lambda: not pid_alive(old), timeout=30, what="old executor stopped")
         assert {m["name"]: m["run"] for m in executor(s)["models"]} == {"tiny-x": "backend", "bert": "cpu-encode"}
         w = vecs(s.post_json("/v1/embeddings", {"input": ["a cat"], "model": "bert", "cache": False}))[0]
