@@ -45,10 +45,10 @@ cp tests/integration/harness.py tests/integration/run.py tests/integration/test_
    tests/integration/test_executor.py tests/integration/test_executor_gpu.py tests/integration/test_qwen2vl.py \
    "$OUT/tests/integration/"
 mkdir -p "$OUT/tests/fixtures/clip" "$OUT/tests/fixtures/bert" "$OUT/tests/fixtures/qwen3"
-cp -r tests/fixtures/clip/clip-tiny tests/fixtures/clip/images "$OUT/tests/fixtures/clip/"
+cp -rL tests/fixtures/clip/clip-tiny tests/fixtures/clip/images "$OUT/tests/fixtures/clip/"
 cp tests/fixtures/clip/text_emb.json tests/fixtures/clip/image_emb.json "$OUT/tests/fixtures/clip/"
-cp -r tests/fixtures/bert/bert-tiny "$OUT/tests/fixtures/bert/"
-cp -r tests/fixtures/qwen2vl "$OUT/tests/fixtures/"
+cp -rL tests/fixtures/bert/bert-tiny "$OUT/tests/fixtures/bert/"
+cp -rL tests/fixtures/qwen2vl "$OUT/tests/fixtures/"
 cp tests/fixtures/qwen3/tokenizer.json.gz "$OUT/tests/fixtures/qwen3/"
 cp tests/fixtures/clip/tokenizer/tokenizer.json "$OUT/"
 cp -r nginx/www "$OUT/nginx/"
