@@ -26,6 +26,9 @@ struct mm_encoder *mm_embed_model_encoder(const mm_embed_t *e, int i);
  * inputs, n, out) (mm_enc_remote_fn, encoder.h) instead of a
  * runner of their own: mm_embed_init_child makes a remote runner for it. */
 void mm_embed_set_remote(mm_embed_t *e, int i, mm_enc_remote_fn fn, void *ctx);
+/* Bytes of model i's largest single input as an executor slot carries it
+ * (its largest image at f32, a prompt's ids beside it). */
+size_t mm_embed_model_max_input_bytes(const mm_embed_t *e, int i);
 /* An embedding route's handler; the router's route table names one per
  * route (src/serve/router.c), so a route is added there and here only. */
 typedef void mm_embed_route_fn(mm_embed_t *e, struct mm_http_req *r);

@@ -232,6 +232,17 @@ struct mm_encoder *mm_embed_model_encoder(const mm_embed_t *e, int i)
     return e->m[i].enc;
 }
 
+size_t mm_embed_model_max_input_bytes(const mm_embed_t *e, int i)
+{
+    const entry_t *m = &e->m[i];
+    size_t px = 0;
+    if (m->info->has_vision && m->pre)   /* one image at the most pixels the preprocessor makes */
+        px = (size_t)(m->pre->dynamic ? (size_t)m->pre->max_pixels : (size_t)m->info->image_size * m->info->image_size);
+    /* a chat prompt's ids beside its image, each segment 64-aligned */
+    return px * (size_t)MM_MAX(m->info->channels, 1) * sizeof(float) + (size_t)m->info->max_tokens * sizeof(int32_t) +
+           4 * 64;
+}
+
 void mm_embed_set_remote(mm_embed_t *e, int i, mm_enc_remote_fn fn, void *ctx)
 {
     e->m[i].remote = fn;

@@ -245,11 +245,21 @@ static int exec_setup(gen_t *g, char *err, size_t errlen)
     for (int k = 0; k < g->n_ex; k++) {
         exec_t *x = &g->ex[k];
         int dim = 1;
-        for (int j = 0; j < x->ctx.n_models; j++)
-            dim = MM_MAX(dim, mm_encoder_info(mm_embed_model_encoder(g->embed, x->ctx.models[j]))->dim);
-        if (!(x->ctx.q = mm_gq_create(c->exec_slots, (size_t)c->exec_slot_bytes, dim)))
-            return snprintf(err, errlen, "executor %s: cannot map its queue (%d slots of %lld bytes)", x->ctx.device,
-                            c->exec_slots, (long long)c->exec_slot_bytes), -1;
+        size_t bytes = (size_t)c->exec_slot_bytes;
+        for (int j = 0; j < x->ctx.n_models; j++) {
+            const int i = x->ctx.models[j];
+            dim = MM_MAX(dim, mm_encoder_info(mm_embed_model_encoder(g->embed, i))->dim);
+            /* a slot holds at least one whole input of each model (a Qwen2-VL image at max_image_tokens) */
+            const size_t one = mm_embed_model_max_input_bytes(g->embed, i);
+            if (one > bytes) {
+                mm_log_warn("executor %s: executor.slot_bytes raised to %zu MiB for model '%s''s largest input",
+                            x->ctx.device, (one + (1 << 20) - 1) >> 20, mm_embed_model_name(g->embed, i));
+                bytes = one;
+            }
+        }
+        if (!(x->ctx.q = mm_gq_create(c->exec_slots, bytes, dim)))
+            return snprintf(err, errlen, "executor %s: cannot map its queue (%d slots of %zu bytes)", x->ctx.device,
+                            c->exec_slots, bytes), -1;
         mm_exec_view_t *v = &g->exview[k];
         v->q = x->ctx.q;
         memcpy(v->device, x->ctx.device, sizeof v->device);   /* both char[16], NUL-terminated */
