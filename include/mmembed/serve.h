@@ -44,7 +44,7 @@ typedef struct {
 } mm_exec_ctx_t;
 
 /* Executor main loop: opens the backend, puts its models there, serves the
- * queue until SIGTERM / SIGQUIT or the master's death (never returns). A
+ * queue until SIGTERM or the master's death (never returns). A
  * start that fails writes why into the queue header and exits 2. */
 void mm_executor_main(mm_exec_ctx_t *x) __attribute__((noreturn));
 

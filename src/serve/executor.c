@@ -395,9 +395,12 @@ void mm_executor_main(mm_exec_ctx_t *x)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;
+    /* the master says when to stop (SIGTERM, once no worker needs it); a
+     * terminal's Ctrl-C or Ctrl-\ reaches the whole process group, and the
+     * master's stop then takes its course */
     sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGQUIT, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);

@@ -493,7 +493,7 @@ static int reap_exec(pid_t pid, int status)
             const int was_up = h->exec_state == MM_GQ_UP;
             int failed = mm_gq_exec_died(x->ctx.q);
             const int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-            if (!(clean && x->stop_sent)) {
+            if (!(clean && (x->stop_sent || mstate == STOPPING))) {
                 if (WIFSIGNALED(status))
                     mm_log_error("executor %s pid %d died from signal %d (%s)%s; %d request(s) in flight answered 503",
                                  x->ctx.device, (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)),
