@@ -241,6 +241,11 @@ static int exec_setup(gen_t *g, char *err, size_t errlen)
         }
         exec_t *x = &g->ex[k];
         x->ctx.models[x->ctx.n_models++] = i;
+#ifndef MM_WITH_CUDA
+        if (kind == MM_DEV_GPU)
+            mm_log_warn("model '%s': device \"%s\", but this build has no CUDA backend (make GPU=1): its executor "
+                        "cannot start and its requests are answered 503", c->models[i].name, c->models[i].device);
+#endif
     }
     for (int k = 0; k < g->n_ex; k++) {
         exec_t *x = &g->ex[k];
