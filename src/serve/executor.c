@@ -193,6 +193,7 @@ static mm_segment_t *segs;      /* (max_batch * MM_GQ_MAX_SEG) */
 static float *outv;             /* (max_batch, max dim) */
 static float *stage;            /* single-image inputs laid out one after another */
 static size_t stage_cap;        /* floats */
+static mm_backend_t *stage_be;  /* on a GPU: the stage is its pinned host memory (uploads go straight) */
 
 static void on_stop(int sig)
 {
@@ -242,6 +243,7 @@ static void load_models(void)
             if (!(m->run = mm_encoder_runner_new_dev(m->dev, m->chunk, gpu ? c->exec_max_batch : CPU_IMAGE_BATCH)))
                 fail_start("model '%s': no %s memory for its run state", cm->name, gpu ? "device" : "");
             snprintf(h->model_run[i], sizeof h->model_run[i], "backend");
+            if (gpu && !stage_be) stage_be = m->be;
             h->model_bytes[i] = meters[k].bytes;
             snprintf(h->desc, sizeof h->desc, "%s", m->be->desc);
         } else if (!gpu) {   /* no backend forward yet: the CPU encode, in this process */
@@ -315,9 +317,11 @@ static int build_inputs(int nt, int *n_in)
                 need += (size_t)g->channels * g->height * g->width;
         }
     if (need > stage_cap) {
-        free(stage);
+        if (stage_be) stage_be->ops->host_free(stage_be, stage);
+        else free(stage);
         stage_cap = 0;
-        if (!(stage = malloc(need * sizeof(float)))) return MM_E_NOMEM;
+        stage = stage_be ? stage_be->ops->host_alloc(stage_be, need * sizeof(float)) : malloc(need * sizeof(float));
+        if (!stage) return MM_E_NOMEM;
         stage_cap = need;
     }
     int k = 0, ns = 0;
