@@ -180,6 +180,19 @@ def test_token_budget_splits_batches():
         assert st["count"] - before == workers and st["max_requests"] == 1, st
 
 
+def test_an_idle_executor_does_not_wait_for_a_batch():
+    """batch_delay_us = 1 s: a lone request on an idle executor runs at once
+    (each of these would take over a second if the executor waited for
+    batch-mates when idle)."""
+    models = [{"name": "tiny-x", "path": TINY, "device": "cpu-executor", "default": True}]
+    with Server(workers=1, models=models, extra={"executor": "{ batch_delay_us = 1000000; }"}) as s:
+        exec_pid(s)
+        for i in range(4):
+            r = s.post_json("/v1/embeddings", {"input": [f"alone {i}"], "cache": False})
+            assert r.status == 200 and r.elapsed < 0.8, (i, r, r.elapsed)
+        assert executor(s)["batches"]["count"] == 4
+
+
 def test_full_queue_503_at_once_and_deadline_504():
     models = [{"name": "tiny-x", "path": TINY, "device": "cpu-executor", "default": True}]
     extra = {"executor": "{ slots = 1; }", "request_timeout": "3.0", "heartbeat_timeout": "30.0"}
