@@ -516,7 +516,6 @@ static int reap_exec(pid_t pid, int status)
                 if (x->fails >= 2) {
                     delay = BACKOFF_FIRST * pow(2, x->fails - 2);
                     if (delay > g->conf.backoff_max) delay = g->conf.backoff_max;
-                    sb->backoffs++;
                     mm_log_warn("executor %s is crash-looping (%d quick deaths): restart in %.1fs", x->ctx.device,
                                 x->fails, delay);
                 }
