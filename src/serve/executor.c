@@ -5,7 +5,8 @@
  * shared queue (gpuq.h) in batches across workers: the oldest request's
  * model first, every other waiting request of that model oldest first under
  * executor.max_batch_tokens, waiting at most executor.batch_delay_us for
- * more while it is busy (never when it was idle). Workers do everything up
+ * more while it is busy (requests queued while its last batch ran; never
+ * for a request that found it idle). Workers do everything up
  * to model inputs (parse, decode, tokenize, preprocess) and wait on their
  * slot; this file also holds their side (mm_executor_remote_encode).
  *
@@ -194,6 +195,7 @@ static float *outv;             /* (max_batch, max dim) */
 static float *stage;            /* single-image inputs laid out one after another */
 static size_t stage_cap;        /* floats */
 static mm_backend_t *stage_be;  /* on a GPU: the stage is its pinned host memory (uploads go straight) */
+static int64_t batch_end;       /* mm_now_us() when the last batch's compute ended */
 
 static void on_stop(int sig)
 {
@@ -379,7 +381,8 @@ static void run_batch(int model, int nt, int64_t tokens)
      * its answer sees its batch */
     mm_gq_hdr_t *h = mm_gq_hdr(Q);
     if (rc) h->failed_batches++;
-    mm_gq_count_batch(Q, n, nt, n_owners, tokens, mm_now_us() - t0);
+    batch_end = mm_now_us();   /* before any answer: a request its answer prompts finds us idle */
+    mm_gq_count_batch(Q, n, nt, n_owners, tokens, batch_end - t0);
     for (int t = 0; t < nt; t++) mm_gq_finish(Q, taken[t], gen, rc);
 }
 
@@ -430,20 +433,20 @@ void mm_executor_main(mm_exec_ctx_t *x)
         _exit(0);   /* the master gave up on this start */
     mm_log_info("up (generation %u): %d model(s), %u slots, max_batch_tokens %d, batch_delay_us %d", gen, n_xm, h->n_slots, c->exec_max_batch_tokens, c->exec_batch_delay_us);
 
-    int idle = 1;
     while (!got_stop && getppid() == master) {
         h->heartbeat_us = mm_now_us();
         uint32_t bell = __atomic_load_n(&h->doorbell, __ATOMIC_ACQUIRE);
         int model = -1, nt = 0, inputs = 0;
         int64_t tokens = 0;
         if (!collect(&model, &nt, &tokens, &inputs)) {
-            idle = 1;
             mm_gq_wait_work(Q, bell, IDLE_WAIT_US);
             continue;
         }
-        /* busy (a batch just ran and more was waiting): give the other
-         * workers a bounded moment to join; an idle executor starts at once */
-        if (!idle && c->exec_batch_delay_us > 0) {
+        /* busy — the oldest request queued while the last batch ran, so
+         * requests arrive faster than batches end — give the other workers
+         * a bounded moment to join; a request that found the executor idle
+         * (filled after the last batch ended) starts at once */
+        if (taken[0]->filled_us < batch_end && c->exec_batch_delay_us > 0) {
             const int64_t until = mm_now_us() + c->exec_batch_delay_us;
             for (int64_t now = mm_now_us(); now < until && tokens < c->exec_max_batch_tokens &&
                                             inputs < c->exec_max_batch && !got_stop;
@@ -453,7 +456,6 @@ void mm_executor_main(mm_exec_ctx_t *x)
             }
         }
         run_batch(model, nt, tokens);
-        idle = 0;
     }
     mm_log_info("stopping");
     for (int i = 0; i < n_xm; i++) {
