@@ -144,6 +144,9 @@ int mm_gq_call(mm_gq_t *q, int owner, int model, int dim, const mm_input_t *in, 
 void mm_gq_wait_work(mm_gq_t *q, uint32_t seen, int64_t timeout_us);
 /* FILLED -> TAKEN under generation gen; 0 when the slot was reclaimed. */
 int mm_gq_take(mm_gq_t *q, mm_gq_slot_t *s, uint32_t gen);
+/* TAKEN -> FILLED again (it does not fit the batch after all), or an
+ * ABANDONED slot freed. */
+void mm_gq_untake(mm_gq_t *q, mm_gq_slot_t *s);
 /* TAKEN -> DONE (rc MM_OK) or FAILED (rc), waking its worker; an
  * ABANDONED slot, or one failed by the master, is freed or left alone.
  * Only under the generation the slot was taken with. */

@@ -292,6 +292,13 @@ static int collect(int *model, int *nt, int64_t *tokens, int *inputs)
         if (*nt > 0 && (*tokens + s->tokens > c->exec_max_batch_tokens || *inputs + s->n_in > c->exec_max_batch))
             continue;   /* left for the next batch, where it is the oldest */
         if (!mm_gq_take(Q, s, gen)) continue;   /* its worker gave up meanwhile */
+        /* what was read before the take may belong to an earlier fill (the
+         * worker gave up and filled the slot again): check it now that it is ours */
+        if (s->model != *model || (*nt > 0 && (*tokens + s->tokens > c->exec_max_batch_tokens ||
+                                               *inputs + s->n_in > c->exec_max_batch))) {
+            mm_gq_untake(Q, s);
+            continue;
+        }
         if (mm_gq_slot_valid(Q, s) != MM_OK || !xmodel(s->model)) {
             mm_log_warn("malformed request from worker pid %d refused", (int)s->owner);
             mm_gq_finish(Q, s, gen, MM_E_INVALID);

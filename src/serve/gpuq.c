@@ -194,6 +194,12 @@ int mm_gq_take(mm_gq_t *q, mm_gq_slot_t *s, uint32_t gen)
     return 1;
 }
 
+void mm_gq_untake(mm_gq_t *q, mm_gq_slot_t *s)
+{
+    (void)q;
+    if (!cas(&s->state, MM_GQ_TAKEN, MM_GQ_FILLED)) cas(&s->state, MM_GQ_ABANDONED, MM_GQ_FREE);
+}
+
 void mm_gq_finish(mm_gq_t *q, mm_gq_slot_t *s, uint32_t gen, int rc)
 {
     if (s->gen != gen || ld(&q->h->gen) != gen) return;   /* not ours (any more) */

@@ -151,6 +151,16 @@ static void test_state_machine(void)
     mm_gq_finish(q, a, gen, MM_OK);
     CHECK(a->state == MM_GQ_FREE, "the executor's answer to an abandoned slot frees it");
 
+    /* taken, then given back (it did not fit the batch): FILLED again, its worker still waiting */
+    a = mm_gq_claim(q, getpid());
+    mm_gq_submit(q, a);
+    CHECK(mm_gq_take(q, a, gen), "taken");
+    mm_gq_untake(q, a);
+    CHECK(a->state == MM_GQ_FILLED && mm_gq_take(q, a, gen), "untaken: FILLED, and taken again later");
+    CHECK(mm_gq_wait(q, a, mm_now_us() + 10000, out, DIM) == MM_E_TIMEOUT && a->state == MM_GQ_ABANDONED, "abandoned");
+    mm_gq_untake(q, a);
+    CHECK(a->state == MM_GQ_FREE, "an abandoned slot given back is freed");
+
     /* a dead executor's generation: its late answer is discarded */
     a = mm_gq_claim(q, getpid());
     a->n_in = 1, a->n_seg = 1, a->first[0] = 0, a->first[1] = 1;
