@@ -46,6 +46,24 @@ static int cas(uint32_t *p, uint32_t from, uint32_t to)
     return __atomic_compare_exchange_n(p, &from, to, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
+/* A slot this caller holds alone (CLAIMED, DONE, FAILED, ABANDONED with
+ * its worker gone) goes back FREE with no owner: a FREE slot never names a
+ * pid, so a dead worker's pid cannot match a slot another worker has just
+ * claimed but not yet signed (mm_gq_owner_died). */
+static void give_back(mm_gq_slot_t *s)
+{
+    __atomic_store_n(&s->owner, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->state, MM_GQ_FREE, __ATOMIC_RELEASE);
+}
+
+/* FILLED -> FREE, by way of CLAIMED (the executor may take it meanwhile). */
+static int reclaim_filled(mm_gq_slot_t *s)
+{
+    if (!cas(&s->state, MM_GQ_FILLED, MM_GQ_CLAIMED)) return 0;
+    give_back(s);
+    return 1;
+}
+
 /* ---------------------------------------------------------------- layout */
 
 static size_t slot_stride(size_t data_bytes, int dim)
@@ -136,7 +154,7 @@ mm_gq_slot_t *mm_gq_claim(mm_gq_t *q, int owner)
 void mm_gq_unclaim(mm_gq_t *q, mm_gq_slot_t *s)
 {
     (void)q;
-    cas(&s->state, MM_GQ_CLAIMED, MM_GQ_FREE);
+    if (ld(&s->state) == MM_GQ_CLAIMED) give_back(s);
 }
 
 void mm_gq_submit(mm_gq_t *q, mm_gq_slot_t *s)
@@ -155,19 +173,19 @@ int mm_gq_wait(mm_gq_t *q, mm_gq_slot_t *s, int64_t deadline_us, float *out, int
             int rc = st == MM_GQ_DONE ? MM_OK : s->rc ? s->rc : MM_ERR;
             if (rc == MM_OK) memcpy(out, mm_gq_out(q, s), sizeof(float) * (size_t)s->n_in * (size_t)dim);
             if (rc == MM_E_AGAIN) __atomic_add_fetch(&q->h->rejected_down, 1, __ATOMIC_RELAXED);
-            __atomic_store_n(&s->state, MM_GQ_FREE, __ATOMIC_RELEASE);
+            give_back(s);
             return rc;
         }
         const int64_t now = mm_now_us();
         if (st == MM_GQ_FILLED && ld(&q->h->exec_state) == MM_GQ_DOWN) {
-            if (cas(&s->state, MM_GQ_FILLED, MM_GQ_FREE)) {
+            if (reclaim_filled(s)) {
                 __atomic_add_fetch(&q->h->rejected_down, 1, __ATOMIC_RELAXED);
                 return MM_E_AGAIN;
             }
             continue;   /* taken or failed meanwhile: look again */
         }
         if (now >= deadline_us) {
-            if (cas(&s->state, MM_GQ_FILLED, MM_GQ_FREE) || cas(&s->state, MM_GQ_TAKEN, MM_GQ_ABANDONED)) {
+            if (reclaim_filled(s) || cas(&s->state, MM_GQ_TAKEN, MM_GQ_ABANDONED)) {
                 __atomic_add_fetch(&q->h->timeouts, 1, __ATOMIC_RELAXED);
                 return MM_E_TIMEOUT;
             }
@@ -197,7 +215,7 @@ int mm_gq_take(mm_gq_t *q, mm_gq_slot_t *s, uint32_t gen)
 void mm_gq_untake(mm_gq_t *q, mm_gq_slot_t *s)
 {
     (void)q;
-    if (!cas(&s->state, MM_GQ_TAKEN, MM_GQ_FILLED)) cas(&s->state, MM_GQ_ABANDONED, MM_GQ_FREE);
+    if (!cas(&s->state, MM_GQ_TAKEN, MM_GQ_FILLED) && ld(&s->state) == MM_GQ_ABANDONED) give_back(s);
 }
 
 void mm_gq_finish(mm_gq_t *q, mm_gq_slot_t *s, uint32_t gen, int rc)
@@ -208,7 +226,7 @@ void mm_gq_finish(mm_gq_t *q, mm_gq_slot_t *s, uint32_t gen, int rc)
         fwake(&s->state);
         return;
     }
-    cas(&s->state, MM_GQ_ABANDONED, MM_GQ_FREE);   /* its worker gave up: nobody reads the answer */
+    if (ld(&s->state) == MM_GQ_ABANDONED) give_back(s);   /* its worker gave up: nobody reads the answer */
 }
 
 int mm_gq_slot_valid(const mm_gq_t *q, const mm_gq_slot_t *s)
@@ -265,7 +283,7 @@ int mm_gq_exec_died(mm_gq_t *q)
                 fwake(&s->state);
                 failed++;
             } else if (st == MM_GQ_ABANDONED) {
-                if (!cas(&s->state, st, MM_GQ_FREE)) continue;
+                give_back(s);   /* only its (dead) executor could have freed it */
             }
             break;
         }
@@ -282,8 +300,14 @@ void mm_gq_owner_died(mm_gq_t *q, int pid)
         for (;;) {
             uint32_t st = ld(&s->state);
             if (st == MM_GQ_FREE || st == MM_GQ_ABANDONED || s->owner != pid) break;
-            uint32_t to = st == MM_GQ_TAKEN ? MM_GQ_ABANDONED : MM_GQ_FREE;
-            if (cas(&s->state, st, to)) break;
+            if (st == MM_GQ_TAKEN) {   /* the executor frees it when its batch ends */
+                if (cas(&s->state, st, MM_GQ_ABANDONED)) break;
+            } else if (st == MM_GQ_FILLED) {
+                if (reclaim_filled(s)) break;
+            } else {                   /* CLAIMED, DONE, FAILED: nobody else touches them */
+                give_back(s);
+                break;
+            }
         }
     }
 }

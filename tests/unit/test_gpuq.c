@@ -193,6 +193,16 @@ static void test_state_machine(void)
     mm_gq_finish(q, d, g2, MM_OK);
     CHECK(d->state == MM_GQ_FREE, "abandoned slot freed when its batch ends");
     mm_gq_unclaim(q, e);
+    CHECK(c->owner == 0 && d->owner == 0 && e->owner == 0, "a FREE slot names no owner");
+    /* a slot worker 4343 used and gave back, claimed by another worker that
+     * has not signed it yet when 4343 dies: not freed under it */
+    mm_gq_slot_t *f = mm_gq_claim(q, 4343);
+    mm_gq_unclaim(q, f);
+    uint32_t fr = MM_GQ_FREE;
+    CHECK(__atomic_compare_exchange_n(&f->state, &fr, MM_GQ_CLAIMED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE), "claimed");
+    mm_gq_owner_died(q, 4343);
+    CHECK(f->state == MM_GQ_CLAIMED, "another worker's fresh claim survives the death of the slot's last user");
+    mm_gq_unclaim(q, f);
 
     /* validation of what a worker wrote */
     mm_gq_slot_t *v = mm_gq_claim(q, getpid());
