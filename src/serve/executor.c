@@ -188,7 +188,12 @@ static int n_xm;
 static uint32_t gen;
 
 /* one batch's bookkeeping, sized at start */
-static mm_gq_slot_t **taken;    /* (n_slots) */
+static mm_gq_slot_t **taken;    /* (n_slots) the batch's slots, oldest first */
+/* (n_slots) their descriptors as taken: a worker writes its slot only while
+ * it is its own, but one that misbehaves must not change what was checked */
+static mm_gq_slot_t *snap;
+static int32_t *idbuf;          /* the batch's token ids, copied out of the slots (checked, then used) */
+static size_t idbuf_cap;        /* ints */
 static mm_input_t *ins;         /* (max_batch) */
 static mm_segment_t *segs;      /* (max_batch * MM_GQ_MAX_SEG) */
 static float *outv;             /* (max_batch, max dim) */
@@ -292,39 +297,54 @@ static int collect(int *model, int *nt, int64_t *tokens, int *inputs)
         if (*nt > 0 && (*tokens + s->tokens > c->exec_max_batch_tokens || *inputs + s->n_in > c->exec_max_batch))
             continue;   /* left for the next batch, where it is the oldest */
         if (!mm_gq_take(Q, s, gen)) continue;   /* its worker gave up meanwhile */
-        /* what was read before the take may belong to an earlier fill (the
-         * worker gave up and filled the slot again): check it now that it is ours */
-        if (s->model != *model || (*nt > 0 && (*tokens + s->tokens > c->exec_max_batch_tokens ||
-                                               *inputs + s->n_in > c->exec_max_batch))) {
+        /* from here on only the private copy is read; what was read before
+         * the take may belong to an earlier fill (the worker gave up and
+         * filled the slot again): check the copy */
+        mm_gq_slot_t *d = &snap[*nt];
+        memcpy(d, s, sizeof *d);
+        if (d->model != *model || (*nt > 0 && (*tokens + d->tokens > c->exec_max_batch_tokens ||
+                                               *inputs + d->n_in > c->exec_max_batch))) {
             mm_gq_untake(Q, s);
             continue;
         }
-        if (mm_gq_slot_valid(Q, s) != MM_OK || !xmodel(s->model)) {
-            mm_log_warn("malformed request from worker pid %d refused", (int)s->owner);
+        if (mm_gq_slot_valid(Q, d) != MM_OK || !xmodel(d->model)) {
+            mm_log_warn("malformed request from worker pid %d refused", (int)d->owner);
             mm_gq_finish(Q, s, gen, MM_E_INVALID);
             continue;
         }
-        h->wait_us += (uint64_t)(mm_now_us() - s->filled_us);
+        h->wait_us += (uint64_t)(mm_now_us() - d->filled_us);
         taken[(*nt)++] = s;
-        *tokens += s->tokens;
-        *inputs += s->n_in;
+        *tokens += d->tokens;
+        *inputs += d->n_in;
         got++;
     }
     return got;
 }
 
-/* The batch's inputs as the encoder reads them; an input that is one image
- * is copied into the stage, one after another, so a fixed-geometry model
- * runs the images of every slot in one pass. Returns 0 or MM_E_NOMEM. */
+/* The batch's inputs as the encoder reads them, from the checked copies of
+ * the slots' descriptors. Token ids are copied out of the slots (the model
+ * checks them, then indexes with them); an input that is one image is
+ * copied into the stage, one after another, so a fixed-geometry model runs
+ * the images of every slot in one pass (other pixels are read in place:
+ * they are only values). Returns 0 or MM_E_NOMEM. */
 static int build_inputs(int nt, int *n_in)
 {
-    size_t need = 0;
+    size_t need = 0, nids = 0;
     for (int t = 0; t < nt; t++)
-        for (int i = 0; i < taken[t]->n_in; i++) {
-            const mm_gq_seg_t *g = &taken[t]->seg[taken[t]->first[i]];
-            if (taken[t]->first[i + 1] - taken[t]->first[i] == 1 && g->kind == MM_SEG_IMAGE)
+        for (int i = 0; i < snap[t].n_in; i++) {
+            const mm_gq_seg_t *g = &snap[t].seg[snap[t].first[i]];
+            if (snap[t].first[i + 1] - snap[t].first[i] == 1 && g->kind == MM_SEG_IMAGE)
                 need += (size_t)g->channels * g->height * g->width;
         }
+    for (int t = 0; t < nt; t++)
+        for (int j = 0; j < snap[t].n_seg; j++)
+            if (snap[t].seg[j].kind == MM_SEG_TEXT) nids += (size_t)snap[t].seg[j].n_ids;
+    if (nids > idbuf_cap) {
+        free(idbuf);
+        idbuf_cap = 0;
+        if (!(idbuf = malloc(nids * sizeof(int32_t)))) return MM_E_NOMEM;
+        idbuf_cap = nids;
+    }
     if (need > stage_cap) {
         if (stage_be) stage_be->ops->host_free(stage_be, stage);
         else free(stage);
@@ -334,10 +354,10 @@ static int build_inputs(int nt, int *n_in)
         stage_cap = need;
     }
     int k = 0, ns = 0;
-    size_t at = 0;
+    size_t at = 0, ia = 0;
     for (int t = 0; t < nt; t++) {
-        mm_gq_slot_t *s = taken[t];
-        const unsigned char *data = mm_gq_data(Q, s);
+        const mm_gq_slot_t *s = &snap[t];
+        const unsigned char *data = mm_gq_data(Q, taken[t]);
         for (int i = 0; i < s->n_in; i++) {
             const int f = s->first[i], l = s->first[i + 1];
             ins[k] = (mm_input_t){.seg = &segs[ns], .n_seg = l - f};
@@ -345,7 +365,9 @@ static int build_inputs(int nt, int *n_in)
                 const mm_gq_seg_t *g = &s->seg[j];
                 mm_segment_t *d = &segs[ns++];
                 if (g->kind == MM_SEG_TEXT) {
-                    *d = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = (const int32_t *)(data + g->off), .n_ids = g->n_ids};
+                    memcpy(idbuf + ia, data + g->off, (size_t)g->n_ids * sizeof(int32_t));
+                    *d = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = idbuf + ia, .n_ids = g->n_ids};
+                    ia += (size_t)g->n_ids;
                     continue;
                 }
                 const float *px = (const float *)(data + g->off);
@@ -377,8 +399,8 @@ static void run_batch(int model, int nt, int64_t tokens)
                          m->be ? ": " : "", m->be ? m->be->ops->error(m->be) : "");
     int row = 0, owners[64], n_owners = 0;
     for (int t = 0; t < nt; t++) {
-        mm_gq_slot_t *s = taken[t];
-        if (!rc) memcpy(mm_gq_out(Q, s), outv + (size_t)row * m->dim, sizeof(float) * (size_t)s->n_in * m->dim);
+        const mm_gq_slot_t *s = &snap[t];
+        if (!rc) memcpy(mm_gq_out(Q, taken[t]), outv + (size_t)row * m->dim, sizeof(float) * (size_t)s->n_in * m->dim);
         row += s->n_in;
         int seen = 0;
         for (int o = 0; o < n_owners && !seen; o++) seen = owners[o] == s->owner;
@@ -429,10 +451,11 @@ void mm_executor_main(mm_exec_ctx_t *x)
     /* a batch holds at most max_batch inputs, or one slot's (the first always goes) */
     const size_t cap = (size_t)MM_MAX(c->exec_max_batch, MM_GQ_MAX_IN);
     taken = malloc(sizeof(*taken) * h->n_slots);
+    snap = malloc(sizeof(*snap) * h->n_slots);
     ins = malloc(sizeof(*ins) * cap);
     segs = malloc(sizeof(*segs) * cap * MM_GQ_MAX_SEG);   /* every slot holds an input */
     outv = malloc(sizeof(float) * cap * (size_t)max_dim);
-    if (!taken || !ins || !segs || !outv) fail_start("no memory for batch state%s%s", "", "");
+    if (!taken || !snap || !ins || !segs || !outv) fail_start("no memory for batch state%s%s", "", "");
     h->up_since_us = mm_wall_us();
     h->heartbeat_us = mm_now_us();
     uint32_t starting = MM_GQ_STARTING;
@@ -453,7 +476,7 @@ void mm_executor_main(mm_exec_ctx_t *x)
          * requests arrive faster than batches end — give the other workers
          * a bounded moment to join; a request that found the executor idle
          * (filled after the last batch ended) starts at once */
-        if (taken[0]->filled_us < batch_end && c->exec_batch_delay_us > 0) {
+        if (snap[0].filled_us < batch_end && c->exec_batch_delay_us > 0) {
             const int64_t until = mm_now_us() + c->exec_batch_delay_us;
             for (int64_t now = mm_now_us(); now < until && tokens < c->exec_max_batch_tokens &&
                                             inputs < c->exec_max_batch && !got_stop;
