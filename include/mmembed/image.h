@@ -134,4 +134,11 @@ int mm_image_resize(const unsigned char *src, int sw, int sh, size_t sstride,
                     int dw, int dh, int x0, int y0, int ww, int wh,
                     unsigned char *dst, size_t dstride, int filter, int flavor);
 
+/* Encode an RGB8 image (h rows of stride bytes, w*3 used) as an 8-bit RGB
+ * PNG, losslessly: decoding it gives the same pixels back. level: zlib
+ * 0-9 (-1: 6). *out is malloc'd (the caller frees it), *outlen its size.
+ * Returns 0, MM_E_INVALID (bad geometry), MM_E_NOMEM or MM_ERR. */
+int mm_image_encode_png(const unsigned char *rgb, int w, int h, size_t stride, int level, unsigned char **out,
+                        size_t *outlen, char *err, size_t errlen);
+
 #endif

@@ -324,6 +324,17 @@ extern "C" int mm_cuda_open(int device, const char *dtype, mm_backend_t **out, c
     cublasStatus_t s = cublasCreate(&c->blas);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasSetStream(c->blas, c->stream);
+    /* Split-K partial sums stay f32 (never reduced in f16/bf16). For
+     * diagnosis MMEMBED_CUBLAS_MATH=pedantic asks for cuBLAS's reference
+     * arithmetic, =default for its plain default. */
+    const char *mm = getenv("MMEMBED_CUBLAS_MATH");
+    cublasMath_t math = (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+    if (mm && !strcmp(mm, "pedantic"))
+        math = CUBLAS_PEDANTIC_MATH;
+    else if (mm && !strcmp(mm, "default"))
+        math = CUBLAS_DEFAULT_MATH;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasSetMathMode(c->blas, math);
     if (s != CUBLAS_STATUS_SUCCESS) {
         cudaStreamDestroy(c->stream);
         free(c);

@@ -9,16 +9,21 @@
 #include <strings.h>
 
 #include "internal.h"
+#include "mmembed/base64.h"
+#include "mmembed/image.h"
 #include "mmembed/nn.h"
 #include "mmembed/log.h"
 
 /* ---------------------------------------------------------------- /embed/document */
 
 enum { DOC_IMAGE = 1, DOC_TEXT = 2 };
+enum { THUMB_MIN = 16, THUMB_MAX = 1024 };   /* `thumbnails`: the long side in pixels */
 
 typedef struct {
     const char *model, *pages;
     int mode, pool, return_text, normalize, use_cache;
+    int return_images;      /* each page item carries its rendered page as a PNG */
+    int thumb;              /* > 0: each page item carries a PNG thumbnail of this long side */
     const unsigned char *pdf;
     size_t len;
     unsigned char *owned;
@@ -43,6 +48,18 @@ static int doc_pooling(const char *s, int *out, fail_t *f)
     return 0;
 }
 
+static int doc_thumb(const char *s, long v, int *out, fail_t *f)
+{
+    char *end = NULL;
+    if (s) v = strtol(s, &end, 10);
+    if ((s && (!*s || *end)) || (v != 0 && (v < THUMB_MIN || v > THUMB_MAX)))
+        return emb_failf(f, 400, "invalid_parameter",
+                         "'thumbnails' must be 0 (none) or a thumbnail's long side in pixels, %d to %d", THUMB_MIN,
+                         THUMB_MAX);
+    *out = (int)v;
+    return 0;
+}
+
 static int read_doc(mm_embed_t *e, mm_http_req_t *r, doc_req_t *q, fail_t *f)
 {
     memset(q, 0, sizeof *q);
@@ -62,18 +79,26 @@ static int read_doc(mm_embed_t *e, mm_http_req_t *r, doc_req_t *q, fail_t *f)
         if ((p = emb_form_field(fm, "pages")) && p->data.len) q->pages = p->data.data;
         if ((p = emb_form_field(fm, "mode")) && p->data.len) mode = p->data.data;
         if ((p = emb_form_field(fm, "pooling")) && p->data.len) pool = p->data.data;
-        const char *bools[] = {"return_text", "normalize", "cache"};
-        int *dst[] = {&q->return_text, &q->normalize, &q->use_cache};
-        for (int k = 0; k < 3; k++)
+        const char *bools[] = {"return_text", "normalize", "cache", "return_images"};
+        int *dst[] = {&q->return_text, &q->normalize, &q->use_cache, &q->return_images};
+        for (int k = 0; k < 4; k++)
             if ((p = emb_form_field(fm, bools[k])) && emb_parse_bool(p->data.data ? p->data.data : "", dst[k]))
                 return emb_failf(f, 400, "invalid_parameter", "field '%s' must be true or false", bools[k]);
+        if ((p = emb_form_field(fm, "thumbnails")) && doc_thumb(p->data.data ? p->data.data : "", 0, &q->thumb, f))
+            return -1;
     } else if (emb_is_json(r->content_type)) {
         if (!(q->json = emb_read_json(e, r, f))) return -1;
         json_object *j = q->json, *v;
         if (emb_jstr(j, "model", &q->model, f) || emb_jstr(j, "pages", &q->pages, f) || emb_jstr(j, "mode", &mode, f) ||
             emb_jstr(j, "pooling", &pool, f) || emb_jbool(j, "return_text", &q->return_text, f) ||
-            emb_jbool(j, "normalize", &q->normalize, f) || emb_jbool(j, "cache", &q->use_cache, f))
+            emb_jbool(j, "normalize", &q->normalize, f) || emb_jbool(j, "cache", &q->use_cache, f) ||
+            emb_jbool(j, "return_images", &q->return_images, f))
             return -1;
+        if (json_object_object_get_ex(j, "thumbnails", &v) && !json_object_is_type(v, json_type_null)) {
+            if (!json_object_is_type(v, json_type_int)) return doc_thumb("", 0, &q->thumb, f);
+            int64_t t = json_object_get_int64(v);
+            if (doc_thumb(NULL, t < 0 || t > THUMB_MAX ? -1 : (long)t, &q->thumb, f)) return -1;
+        }
         if (!json_object_object_get_ex(j, "document", &v) || !json_object_is_type(v, json_type_string))
             return emb_failf(f, 400, "missing_document", "'document' (a base64 PDF or data: URI) is required");
         if (emb_decode_b64_image(json_object_get_string(v), (size_t)json_object_get_string_len(v), &q->owned, &q->len, 0,
@@ -112,10 +137,62 @@ static int doc_fail(fail_t *f, int rc, const char *err)
     return emb_failf(f, status, code, "%s", err);
 }
 
+/* The JSON members a page item carries beside its vector: the rendered
+ * size and, on request, the page as rendered (a lossless PNG: exactly the
+ * pixels the model read) and a thumbnail scaled down from it. Both are
+ * our own encoding of the renderer's pixels: nothing of the PDF reaches
+ * the client. Appends to b; -1 with f set on failure. */
+static int page_extras(const doc_req_t *q, const mm_doc_page_t *pg, mm_buf_t *b, fail_t *f)
+{
+    char err[MM_ERRLEN] = "";
+    unsigned char *png = NULL, *small = NULL;
+    size_t len = 0;
+    int rc = -1, w = pg->width, h = pg->height;
+    mm_buf_printf(b, "\"width\":%d,\"height\":%d,", w, h);
+    if (q->return_images) {
+        if (mm_image_encode_png(pg->rgb, w, h, (size_t)w * 3, 1, &png, &len, err, sizeof err)) goto done;
+        mm_buf_puts(b, "\"image\":\"data:image/png;base64,");
+        mm_base64_encode(b, png, len);
+        mm_buf_puts(b, "\",");
+        free(png);
+        png = NULL;
+    }
+    if (q->thumb) {
+        const unsigned char *src = pg->rgb;
+        int tw = w, th = h;   /* never larger than the page as rendered */
+        if (MM_MAX(w, h) > q->thumb) {
+            if (w >= h) tw = q->thumb, th = MM_MAX(1, (int)lround((double)h * q->thumb / w));
+            else th = q->thumb, tw = MM_MAX(1, (int)lround((double)w * q->thumb / h));
+            if (!(small = malloc((size_t)tw * th * 3))) {
+                snprintf(err, sizeof err, "out of memory");
+                goto done;
+            }
+            int r = mm_image_resize(pg->rgb, w, h, (size_t)w * 3, tw, th, 0, 0, tw, th, small, (size_t)tw * 3,
+                                    MM_RESAMPLE_BICUBIC, MM_RESIZE_PIL);
+            if (r) {
+                snprintf(err, sizeof err, "resize failed (%d)", r);
+                goto done;
+            }
+            src = small;
+        }
+        if (mm_image_encode_png(src, tw, th, (size_t)tw * 3, 6, &png, &len, err, sizeof err)) goto done;
+        mm_buf_puts(b, "\"thumbnail\":\"data:image/png;base64,");
+        mm_base64_encode(b, png, len);
+        mm_buf_puts(b, "\",");
+    }
+    rc = 0;
+done:
+    if (rc) emb_failf(f, 500, NULL, "page %d: encoding its image: %s", pg->page, err);
+    free(png);
+    free(small);
+    return rc;
+}
+
 /* Render the selected pages, preprocess and encode them in chunks; page
  * vectors go through the shared cache keyed by the rendered pixels. */
 static int doc_images(mm_embed_t *e, entry_t *m, mm_doc_job_t *j, const doc_req_t *q, const mm_doc_info_t *di,
-                      const int *pages, int n, float *out, int *hits, fail_t *f)
+                      const int *pages, int n, float *out, int *hits, mm_buf_t *frag, size_t *frag_off,
+                      fail_t *f)
 {
     char err[MM_ERRLEN] = "";
     int *scale = malloc(sizeof(int) * (size_t)n);
@@ -145,16 +222,24 @@ static int doc_images(mm_embed_t *e, entry_t *m, mm_doc_job_t *j, const doc_req_
         doc_fail(f, drc, err);
         goto done;
     }
+    for (int i = 0; i < n; i++) {   /* frag[frag_off[i], frag_off[i + 1]): page i's extra members */
+        frag_off[i] = frag->len;
+        if (page_extras(q, &pg[i], frag, f)) goto done;
+    }
+    frag_off[n] = frag->len;
+    if (frag->oom) {
+        emb_failf(f, 500, NULL, "out of memory for the page images");
+        goto done;
+    }
     if (m->info->chat) {   /* each page its own prompt at its own size, through the cache */
         long tokens = 0;
         for (int i = 0; i < n; i++) {
             const unsigned char *rgb = pg[i].rgb;
             const chat_item_t one = {.bufs = &rgb, .n_images = 1, .rgb_w = &pg[i].width, .rgb_h = &pg[i].height};
-            double t0 = emb_ms_now();
+            /* emb_encode_chat adds its preprocess and model time to e->t_decode / e->t_model */
             if (emb_encode_chat(e, m, &one, &emb_default_text_opts, out + (size_t)i * m->info->dim, &tokens,
                                 q->use_cache, hits, i, f))
                 goto done;
-            e->t_model += emb_ms_now() - t0;
         }
         rc = 0;
         goto done;
@@ -337,8 +422,10 @@ void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
     int *pages = NULL;
     const char **texts = NULL;
     size_t *tlens = NULL;
-    mm_buf_t tbuf;
+    mm_buf_t tbuf, frag;
     mm_buf_init(&tbuf);
+    mm_buf_init(&frag);
+    size_t *frag_off = NULL;
     chunker_t ck = {0};
     char err[MM_ERRLEN] = "";
     if (read_doc(e, r, &q, &f)) goto fail;
@@ -385,7 +472,12 @@ void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
         goto fail;
     }
     e->t_decode = e->t_model = 0;
-    if ((q.mode & DOC_IMAGE) && doc_images(e, m, &job, &q, &di, pages, n, e->vecs, &hits, &f)) goto fail;
+    if ((q.mode & DOC_IMAGE) && !(frag_off = calloc((size_t)n + 1, sizeof *frag_off))) {
+        emb_failf(&f, 500, NULL, "out of memory");
+        goto fail;
+    }
+    if ((q.mode & DOC_IMAGE) && doc_images(e, m, &job, &q, &di, pages, n, e->vecs, &hits, &frag, frag_off, &f))
+        goto fail;
     if (q.mode & DOC_TEXT) {
         texts = calloc((size_t)n, sizeof *texts);
         tlens = calloc((size_t)n, sizeof *tlens);
@@ -445,6 +537,7 @@ void mm_embed_document(mm_embed_t *e, mm_http_req_t *r)
         mm_buf_printf(&r->out, "%s{\"object\":\"embedding\",\"index\":%d,\"page\":%d,\"kind\":\"%s\",", idx ? "," : "",
                       idx, c ? pages[c->page_i] : pages[slot], c ? "text" : "image");
         idx++;
+        if (!c) mm_buf_append(&r->out, frag.data + frag_off[slot], frag_off[slot + 1] - frag_off[slot]);
         if (c) {
             mm_buf_printf(&r->out, "\"chunk\":%d,\"start\":%ld,\"end\":%ld,", c->no, c->start, c->end);
             if (q.return_text) {
@@ -475,6 +568,8 @@ out:
     free(texts);
     free(tlens);
     mm_buf_free(&tbuf);
+    mm_buf_free(&frag);
+    free(frag_off);
     chunker_free(&ck);
     doc_free(&q);
 }

@@ -707,3 +707,80 @@ int mm_image_decode_keep(const void *buf, size_t len, int keep_edge, long max_pi
 {
     return decode(buf, len, keep_edge > 0 ? keep_edge : 0, max_pixels, out, err, errlen);
 }
+
+/* ------------------------------------------------------------------ */
+/* PNG encoding (document page images and thumbnails)                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    unsigned char *data;
+    size_t len, cap;
+    int oom;
+    char msg[128];
+} png_sink_t;
+
+static void png_write_mem(png_structp png, png_bytep src, png_size_t n)
+{
+    png_sink_t *s = png_get_io_ptr(png);
+    if (n > s->cap - s->len) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap - s->len < n) {
+            if (cap > ((size_t)-1) / 2) {
+                s->oom = 1;
+                png_error(png, "out of memory");
+            }
+            cap *= 2;
+        }
+        unsigned char *d = realloc(s->data, cap);
+        if (!d) {
+            s->oom = 1;
+            png_error(png, "out of memory");
+        }
+        s->data = d;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, src, n);
+    s->len += n;
+}
+
+static void png_flush_mem(png_structp png) { (void)png; }
+
+static void png_sink_error(png_structp png, png_const_charp msg)
+{
+    png_sink_t *s = png_get_error_ptr(png);
+    snprintf(s->msg, sizeof s->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+int mm_image_encode_png(const unsigned char *rgb, int w, int h, size_t stride, int level, unsigned char **out,
+                        size_t *outlen, char *err, size_t errlen)
+{
+    *out = NULL;
+    *outlen = 0;
+    if (!rgb || w < 1 || h < 1 || stride < (size_t)w * 3)
+        return mm_errf(err, errlen, MM_E_INVALID, "PNG encoder: bad image geometry %dx%d", w, h);
+    png_sink_t sink = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_sink_error, png_on_warning);
+    png_infop info = NULL;
+    if (!png || !(info = png_create_info_struct(png))) {
+        png_destroy_write_struct(&png, NULL);
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory creating PNG encoder");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(sink.data);
+        return sink.oom ? mm_errf(err, errlen, MM_E_NOMEM, "out of memory encoding a %dx%d PNG", w, h)
+                        : mm_errf(err, errlen, MM_ERR, "PNG encoder: %s", sink.msg);
+    }
+    png_set_write_fn(png, &sink, png_write_mem, png_flush_mem);
+    png_set_compression_level(png, level < 0 ? 6 : level > 9 ? 9 : level);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(rgb + (size_t)y * stride));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    *out = sink.data;
+    *outlen = sink.len;
+    return MM_OK;
+}

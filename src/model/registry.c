@@ -96,19 +96,26 @@ static double ms_now(void)
 
 /* ---------------------------------------------------------------- dtype policy */
 
-/* Bytes of one dense layer W (N, K) packed in dt, without asking oneDNN
- * (the policy must also run where a dtype is not supported): f32 and q4
- * are our own layouts, exact; bf16 and q8 pad N to 16 and K to 2 / 4 in
- * oneDNN's blocked layouts, and q8 adds a scale and a column sum per
- * column. */
+/* Bytes of one dense layer W (N, K) packed in dt: the packer's own size
+ * where this CPU can pack dt; else (the policy must also run where a dtype
+ * is not supported) oneDNN's blocked layouts approximated: N padded to 16,
+ * K to 2 (bf16) or 4 (q8), and q8's scale and column sum per column. */
 static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
 {
+    if (mm_nn_lin_supported(dt)) return mm_nn_lin_bytes((int)N, (int)K, dt);
     const size_t Np = (N + 15) / 16 * 16;
     switch (dt) {
     case MM_DT_BF16: return 64 + Np * ((K + 1) / 2 * 2) * 2;
     case MM_DT_Q8: return 64 + Np * ((K + 3) / 4 * 4) + Np * 8;
     default: return mm_nn_lin_bytes((int)N, (int)K, dt);
     }
+}
+
+/* Ends with suffix. */
+static int ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
 }
 
 int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err, size_t errlen)
@@ -119,9 +126,18 @@ int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err,
     if (rc) return rc;
     for (int i = 0; i < mm_st_count(st); i++) {
         const mm_st_tensor_t *t = mm_st_at(st, i);
-        /* dense: matrices and the patch convolution, not embedding tables
-         * (those stay in f32 or their checkpoint dtype in every pack) */
-        const int dense = (t->ndim == 2 || t->ndim == 4) && !strstr(t->name, "embed") && t->shape[0] > 1;
+        /* a language model's head: an embedder never reads it */
+        if (strstr(t->name, "lm_head.")) continue;
+        /* the token table of the text encoders keeps its checkpoint dtype
+         * (textcommon.c: only the looked-up rows are converted) */
+        if (ends_with(t->name, "embed_tokens.weight") || ends_with(t->name, "word_embeddings.weight")) {
+            for (int d = 0; d < MM_DT_COUNT; d++) bytes[d] += (t->nbytes + 63) / 64 * 64;
+            continue;
+        }
+        /* dense: matrices and convolutions (patch embeddings), not the
+         * other lookup tables (positions, CLIP's tokens: f32 in every pack) */
+        const int table = t->ndim == 2 && strstr(t->name, "embed");
+        const int dense = t->ndim >= 2 && !table && t->shape[0] > 1;
         for (int d = 0; d < MM_DT_COUNT; d++)
             bytes[d] += dense ? dense_bytes((size_t)t->shape[0], t->numel / (size_t)t->shape[0], (mm_dtype_t)d)
                               : (t->numel * 4 + 63) / 64 * 64;

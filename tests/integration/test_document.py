@@ -161,3 +161,150 @@ def test_text_chunks():
         kinds = [(d["page"], d["kind"]) for d in r.json()["data"]]
         assert kinds == [(1, "image"), (2, "image")] + [(d["page"], "text") for d in items], kinds
         assert len(r.json()["document"]["embedding"]) == r.json()["dim"]
+
+
+def png_rgb(data):
+    """A PNG (8-bit RGB, not interlaced: what the server writes) -> (w, h, RGB bytes), standard library only."""
+    import struct
+    import zlib
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    pos, idat, w = 8, b"", None
+    while pos < len(data):
+        n, typ = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if typ == b"IHDR":
+            w, h, depth, ctype, _, _, lace = struct.unpack(">IIBBBBB", body)
+            assert (depth, ctype, lace) == (8, 2, 0), (depth, ctype, lace)
+        elif typ == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw, stride, out, prev = zlib.decompress(idat), 3 * w, bytearray(), bytearray(3 * w)
+    for y in range(h):
+        f, row = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = row[i - 3] if i >= 3 else 0
+            b, c = prev[i], prev[i - 3] if i >= 3 else 0
+            if f == 1:
+                row[i] = (row[i] + a) & 255
+            elif f == 2:
+                row[i] = (row[i] + b) & 255
+            elif f == 3:
+                row[i] = (row[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                row[i] = (row[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+            else:
+                assert f == 0, f
+        out += row
+        prev = row
+    return w, h, bytes(out)
+
+
+def ppm_rgb(data):
+    """pdftoppm's output, one P6 page -> (w, h, RGB bytes)."""
+    parts = data.split(maxsplit=4)
+    assert parts[0] == b"P6" and parts[3] == b"255", parts[:4]
+    w, h = int(parts[1]), int(parts[2])
+    return w, h, parts[4][:w * h * 3]
+
+
+def check_pages_equal_image_route(s, doc, model, short_side):
+    """Each page item's vector equals /embed/image's vector of the page as the
+    server rendered it (return_images: a lossless PNG of the pixels the model
+    read); that PNG is what poppler's pdftoppm gives for the page at the same
+    size, rendered here in the test; the rendered size follows the model."""
+    r = s.post_json("/embed/document", {"document": base64.b64encode(doc).decode(), "model": model,
+                                        "return_images": True, "cache": False})
+    assert r.status == 200, r
+    items = r.json()["data"]
+    assert [d["page"] for d in items] == [1, 2, 3], items
+    sizes, refs = set(), []
+    for d in items:
+        assert d["image"].startswith("data:image/png;base64,"), d["image"][:40]
+        png = base64.b64decode(d["image"].split(",", 1)[1])
+        w, h, px = png_rgb(png)
+        assert (w, h) == (d["width"], d["height"]), (w, h, d["width"], d["height"])
+        sizes.add((w, h))
+        if short_side:   # a fixed-size model: the short side at twice its input (pdftoppm rounds by a pixel)
+            assert abs(min(w, h) - short_side) <= 1, (w, h, short_side)
+        # the same bits from pdftoppm itself, asked for the same long side
+        ppm = subprocess.run(["pdftoppm", "-f", str(d["page"]), "-l", str(d["page"]), "-scale-to", str(max(w, h)), "-"],
+                             input=doc, capture_output=True, check=True).stdout
+        assert ppm_rgb(ppm) == (w, h, px), ("page %d differs from pdftoppm's" % d["page"], ppm_rgb(ppm)[:2], (w, h))
+        body, ct = multipart({"model": model, "cache": "false"}, [("image", "page.png", png, "image/png")])
+        ref = s.request("POST", "/embed/image", body=body, headers={"Content-Type": ct})
+        assert ref.status == 200, ref
+        refs.append(ref.json()["data"][0]["embedding"])
+    assert len(sizes) == 3, sizes   # Letter portrait, A4 landscape, A4 portrait
+    for i, (d, v) in enumerate(zip(items, refs)):
+        c = [cos(x["embedding"], v) for x in items]
+        assert c[i] >= 0.99999, (model, d["page"], c)
+        # the random-weight fixtures put pages close together (pages 1 and 3, both mostly
+        # white, at 0.99998): each page must still be nearest to its own image
+        assert all(c[i] > x for k, x in enumerate(c) if k != i), (model, d["page"], c)
+    return sizes
+
+
+def test_page_vectors_equal_image_route():
+    """Issue 19: per-page vectors equal the /embed/image vectors of the same
+    page rendered the same way (cosine >= 0.99999), for CLIP (f32 and bf16)
+    and for the Qwen2-VL fixture (pages at the model's max_pixels)."""
+    import json as _json
+    import tempfile
+    need_poppler()
+    from test_qwen2vl import model_dir
+    doc = pdf("text3")
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        q = model_dir(d)
+        max_pixels = _json.load(open(os.path.join(q, "preprocessor_config.json")))["size"]["longest_edge"]
+        models = MODELS + [{"name": "q2vl", "path": q}]
+        with Server(workers=1, models=models) as s:
+            size = {m["name"]: m["image_size"] for m in s.get("/info").json()["models"]}
+            for m in ("tiny", "tiny-bf16"):
+                check_pages_equal_image_route(s, doc, m, 2 * size[m])
+            for w, h in check_pages_equal_image_route(s, doc, "q2vl", 0):
+                # at the model's max_pixels (pdftoppm rounds the short side: a row or column either way)
+                assert max_pixels - w - h <= w * h <= max_pixels + w + h, (w, h, max_pixels)
+
+
+def test_thumbnails_and_image_options():
+    """thumbnails=N: a PNG per page item, long side N (never larger than the
+    page as rendered), the page's aspect kept, made from the rendered pixels;
+    malformed options are 400s that name the field."""
+    need_poppler()
+    doc = pdf("text3")
+    with Server(workers=1, models=MODELS) as s:
+        r = post_doc(s, doc, {"thumbnails": "96"})
+        assert r.status == 200, r
+        items = r.json()["data"]
+        for d in items:
+            assert "image" not in d, list(d)   # only on request
+            w, h, px = png_rgb(base64.b64decode(d["thumbnail"].split(",", 1)[1]))
+            assert max(w, h) == 96 and abs(w / h - d["width"] / d["height"]) < 0.03, (w, h, d["width"], d["height"])
+            # a thumbnail of the page, not a blank: text pages are mostly white with dark glyphs
+            assert min(px) < 230 and sum(px) / len(px) > 180, (d["page"], min(px), sum(px) / len(px))
+        # page 2 has a red block and a picture: its thumbnail has red where page 1's has none
+        reds = []
+        for d in items[:2]:
+            _, _, px = png_rgb(base64.b64decode(d["thumbnail"].split(",", 1)[1]))
+            reds.append(sum(1 for i in range(0, len(px), 3) if px[i] > 150 and px[i + 1] < 80 and px[i + 2] < 80))
+        assert reds[0] == 0 and reds[1] > 50, reds
+        # larger than the page as rendered: the page itself, same as return_images
+        r = s.post_json("/embed/document", {"document": base64.b64encode(doc).decode(), "pages": "1", "thumbnails": 1024,
+                                            "return_images": True, "cache": False})
+        d = r.json()["data"][0]
+        assert png_rgb(base64.b64decode(d["thumbnail"].split(",", 1)[1])) == \
+            png_rgb(base64.b64decode(d["image"].split(",", 1)[1])), "an unscaled thumbnail is the page"
+        # text items carry neither
+        r = post_doc(s, doc, {"mode": "text", "thumbnails": "64", "return_images": "true"})
+        assert r.status == 200 and all("thumbnail" not in d and "image" not in d for d in r.json()["data"]), r
+        for bad in ({"thumbnails": 8}, {"thumbnails": 4096}, {"thumbnails": "64"}, {"thumbnails": 64.5},
+                    {"return_images": "yes"}):
+            r = s.post_json("/embed/document", dict({"document": base64.b64encode(doc).decode()}, **bad))
+            assert r.status == 400 and r.json()["error"]["code"] == "invalid_parameter", (bad, r)
+            assert list(bad)[0] in r.json()["error"]["message"], r.json()
+        for bad in ("-1", "", "12x"):
+            r = post_doc(s, doc, {"thumbnails": bad})
+            assert r.status == 400 and "thumbnails" in r.json()["error"]["message"], (bad, r)

@@ -65,6 +65,10 @@ def test_page_compares_within_one_model_and_fits_a_phone():
                 assert "syn" in c["text"] and "synthetic" in c["text"], where + c["text"]
                 to = w.get("textOnly")
                 assert to and to["model"] == "bert" and to["kindB"] == "text", where + str(to)
-                assert set(to["disabled"]) == {"kind-a:image", "kind-a:video", "kind-b:image", "kind-b:video"}, where + str(to)
+                # the PDF search too: a text model compares a query with page text only, never page images
+                assert set(to["disabled"]) == {"kind-a:image", "kind-a:video", "kind-b:image", "kind-b:video",
+                                               "doc-mode:image"}, where + str(to)
+                assert to["docMode"] == "text" and "page text" not in to["docNote"] and "text layer" in to["docNote"], \
+                    where + str(to)
                 assert to["note"] == "", where + to["note"]
             print(f"    page cosine within 'syn' = {want:.4f}; screenshots tests/out/page-390.png, page-1280.png")

@@ -54,6 +54,8 @@ try {
         disabled: await page.$$eval('input[type="radio"]:disabled', (rs) => rs.map((r) => `${r.name}:${r.value}`)),
         kindB: await page.$eval('input[name="kind-b"]:checked', (r) => r.value),
         note: await page.textContent("#model-note"),
+        docMode: await page.$eval('input[name="doc-mode"]:checked', (r) => r.value),
+        docNote: await page.textContent("#doc-note"),
       };
     }
     out.widths[width] = w;

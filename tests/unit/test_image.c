@@ -972,6 +972,43 @@ static void test_decode_budget(void)
     free(j);
 }
 
+/* mm_image_encode_png: lossless (decoding gives the pixels back, row
+ * stride honoured), any size from 1x1, and bad geometry refused. */
+static void test_encode_png(void)
+{
+    char err[MM_ERRLEN] = "";
+    const int sizes[][2] = {{1, 1}, {7, 3}, {320, 241}};
+    for (int k = 0; k < 3; k++) {
+        int w = sizes[k][0], h = sizes[k][1];
+        size_t stride = (size_t)w * 3 + 5;   /* padded rows: only w*3 bytes of each are the image */
+        unsigned char *src = malloc(stride * h);
+        unsigned x = 12345u + (unsigned)k;
+        for (size_t i = 0; i < stride * (size_t)h; i++) {
+            x = x * 1103515245u + 12345u;
+            src[i] = (unsigned char)(i % 97 < 60 ? (x >> 16) : i / 3);   /* noise and runs: every filter type */
+        }
+        unsigned char *png = NULL;
+        size_t len = 0;
+        int rc = mm_image_encode_png(src, w, h, stride, k == 2 ? 1 : 6, &png, &len, err, sizeof err);
+        CHECK(rc == MM_OK && png && len > 8, "encode %dx%d: %d %s", w, h, rc, err);
+        CHECK(png && mm_image_sniff(png, len) && !strcmp(mm_image_sniff(png, len), "png"), "%dx%d: sniffed as PNG", w, h);
+        mm_image_t img = {0};
+        rc = png ? mm_image_decode(png, len, 0, MAX_PIXELS, &img, err, sizeof err) : -1;
+        CHECK(rc == MM_OK && img.w == w && img.h == h, "decode %dx%d back: %d %s (%dx%d)", w, h, rc, err, img.w, img.h);
+        int same = rc == MM_OK;
+        for (int y = 0; same && y < h; y++) same = !memcmp(img.rgb + (size_t)y * w * 3, src + (size_t)y * stride, (size_t)w * 3);
+        CHECK(same, "%dx%d: the decoded pixels are the encoded ones", w, h);
+        mm_image_free(&img);
+        free(png);
+        free(src);
+    }
+    unsigned char px[12] = {0}, *png = (unsigned char *)1;
+    size_t len = 1;
+    CHECK(mm_image_encode_png(px, 0, 1, 3, 6, &png, &len, err, sizeof err) == MM_E_INVALID && !png && !len, "0 wide");
+    CHECK(mm_image_encode_png(px, 2, 2, 5, 6, &png, &len, err, sizeof err) == MM_E_INVALID, "stride under w*3");
+    CHECK(mm_image_encode_png(NULL, 2, 2, 6, 6, &png, &len, err, sizeof err) == MM_E_INVALID, "no pixels");
+}
+
 int main(void)
 {
     mm_preproc_t pp;
@@ -991,5 +1028,6 @@ int main(void)
     test_crop_padding();
     test_timing(&pp);
     test_decode_budget();
+    test_encode_png();
     return check_summary("test_image");
 }

@@ -190,12 +190,15 @@ def main():
     mask = torch.ones(2, 16, dtype=torch.int64)
     mask[1, 10:] = 0
     tmp = onnx_file + ".tmp"
+    # torch >= 2.9 defaults to the dynamo exporter (needs onnxscript); the
+    # TorchScript one (torch 1.13's only) is what export_onnx.py uses too
+    kw = {"dynamo": False} if int(torch.__version__.split(".")[0]) >= 2 else {}
     torch.onnx.export(model, (ids, mask), tmp, input_names=["input_ids", "attention_mask"],
                       output_names=["pooled"],
                       dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
                                     "attention_mask": {0: "batch", 1: "seq"},
                                     "pooled": {0: "batch"}},
-                      opset_version=17, do_constant_folding=True)
+                      opset_version=17, do_constant_folding=True, **kw)
     os.replace(tmp, onnx_file)
     print("export_bert: wrote %s" % onnx_file, file=sys.stderr)
 

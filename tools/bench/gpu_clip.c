@@ -12,6 +12,12 @@
  *       then ms per batch on the backend (upload, forward, download, from
  *       pinned host memory) and on the CPU path.
  *
+ *   gpu_clip [--dtypes ...] gemm M,K,N[;M,K,N...]
+ *       the backend's dense layer alone on random operands: each dtype's
+ *       product vs a double product of the same operands rounded as the GPU
+ *       rounds them (so only the summation order differs), and an all-ones
+ *       product (every output must be exactly K: a dropped K tail shows).
+ *
  * Lines starting with RESULT / CHECK are for scripts. */
 #include "mmembed/backend.h"
 #include "mmembed/common.h"
@@ -447,6 +453,101 @@ static int run_bench(const char *dir)
     return failed;
 }
 
+/* ============================================================ gemm ===== */
+
+static float round_to(float x, const char *dt)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if (!strcmp(dt, "bf16")) {
+        u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+    } else if (!strcmp(dt, "f16")) { /* normal range only: the test's values are */
+        const int e = (int)((u >> 23) & 0xff) - 127;
+        if (e >= -14) {
+            const uint32_t drop = 13, half = 1u << (drop - 1);
+            u = (u + half - 1 + ((u >> drop) & 1)) & ~((1u << drop) - 1);
+        }
+    } else if (!strcmp(dt, "tf32")) {
+        u = (u + 0xfff + ((u >> 13) & 1)) & ~0x1fffu;
+    }
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static int run_gemm(const char *shapes)
+{
+    char list[64], sl[512];
+    snprintf(list, sizeof list, "%s", dtypes);
+    unsigned seed = 12345;
+    for (char *save, *dt = strtok_r(list, ",", &save); dt; dt = strtok_r(NULL, ",", &save)) {
+        mm_backend_t *be;
+        char err[MM_ERRLEN];
+        if (mm_backend_open(device, threads, dt, &be, err, sizeof err)) {
+            printf("CHECK FAILED gemm %s: %s\n", dt, err);
+            failed = 1;
+            continue;
+        }
+        snprintf(sl, sizeof sl, "%s", shapes);
+        for (char *s2, *sh = strtok_r(sl, ";", &s2); sh; sh = strtok_r(NULL, ";", &s2)) {
+            int M = 0, K = 0, N = 0;
+            if (sscanf(sh, "%d,%d,%d", &M, &K, &N) != 3 || M < 1 || K < 1 || N < 1)
+                continue;
+            for (int ones = 0; ones < 2; ones++) {
+                float *x = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K);
+                float *y = malloc(sizeof(float) * M * N);
+                for (size_t i = 0; i < (size_t)M * K; i++) {
+                    seed = seed * 1103515245u + 12345u;
+                    x[i] = ones ? 1.0f : ((float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f) * 2.0f;
+                }
+                for (size_t i = 0; i < (size_t)N * K; i++) {
+                    seed = seed * 1103515245u + 12345u;
+                    w[i] = ones ? 1.0f : ((float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f) * 0.05f;
+                }
+                void *blob = aligned_alloc(64, mm_nn_lin_bytes(N, K, MM_DT_F32));
+                mm_nn_lin_pack(blob, w, N, K, MM_DT_F32);
+                const void *dw = be->ops->dense(be, blob);
+                float *dx = be->ops->alloc(be, sizeof(float) * M * K), *dy = be->ops->alloc(be, sizeof(float) * M * N);
+                int rc = -1;
+                if (dw && dx && dy) {
+                    be->ops->upload(be, dx, x, sizeof(float) * M * K);
+                    be->ops->linear(be, dy, N, dx, K, dw, NULL, M, K, N, MM_ACT_NONE, 0);
+                    rc = be->ops->download(be, y, dy, sizeof(float) * M * N);
+                }
+                double maxrel = 0, maxabs = 0;
+                long bad = 0;
+                for (int i = 0; i < M && !rc; i++)
+                    for (int j = 0; j < N; j++) {
+                        double ref = 0, mag = 0;
+                        for (int k = 0; k < K; k++) {
+                            double p = (double)round_to(x[(size_t)i * K + k], dt) * round_to(w[(size_t)j * K + k], dt);
+                            ref += p, mag += fabs(p);
+                        }
+                        double d = fabs(y[(size_t)i * N + j] - ref);
+                        maxabs = fmax(maxabs, d);
+                        maxrel = fmax(maxrel, d / (mag + 1e-30));
+                        if (ones ? d != 0 : d / (mag + 1e-30) > 1e-4)
+                            bad++;
+                    }
+                if (rc) {
+                    printf("CHECK FAILED gemm %s %dx%dx%d: %s\n", dt, M, K, N, be->ops->error(be));
+                    failed = 1;
+                } else {
+                    printf("RESULT gemm %-4s %s M=%d K=%d N=%d max|diff| %.3g max rel(to sum|p|) %.3g bad %ld\n", dt,
+                           ones ? "ones  " : "random", M, K, N, maxabs, maxrel, bad);
+                    if (bad)
+                        failed = 1;
+                }
+                be->ops->free(be, dx);
+                be->ops->free(be, dy);
+                be->ops->dense_free(be, dw);
+                free(blob), free(x), free(w), free(y);
+            }
+        }
+        mm_backend_close(be);
+    }
+    return failed;
+}
+
 int main(int argc, char **argv)
 {
     int i = 1;
@@ -469,15 +570,17 @@ int main(int argc, char **argv)
         } else
             break;
     }
-    if (i + 2 != argc || (strcmp(argv[i], "fidelity") && strcmp(argv[i], "bench"))) {
+    if (i + 2 != argc || (strcmp(argv[i], "fidelity") && strcmp(argv[i], "bench") && strcmp(argv[i], "gemm"))) {
         fprintf(stderr, "usage: gpu_clip [--device cuda] [--dtypes f16,bf16,tf32] [--threads N] [--out FILE]\n"
                         "                [--batches 1,8,64,256] [--cpu-batches 1,8] [--secs S]\n"
-                        "                fidelity tests/fixtures/clip | bench MODELDIR\n");
+                        "                fidelity tests/fixtures/clip | bench MODELDIR | gemm M,K,N[;M,K,N...]\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     mm_nn_cpu();
-    int rc = !strcmp(argv[i], "fidelity") ? run_fidelity(argv[i + 1]) : run_bench(argv[i + 1]);
+    int rc = !strcmp(argv[i], "fidelity") ? run_fidelity(argv[i + 1])
+             : !strcmp(argv[i], "gemm")   ? run_gemm(argv[i + 1])
+                                          : run_bench(argv[i + 1]);
     if (detail)
         fclose(detail);
     return rc;

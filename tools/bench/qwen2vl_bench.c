@@ -9,6 +9,7 @@
  *                        [--threads 1,2] [--dtypes f32,bf16,q8,q4]
  *                        [--cases text32,image256,image1280]
  *                        [--min-runs N] [--max-runs N] [--secs S]
+ *          qwen2vl_bench MODEL_DIR --serve [--dtypes bf16,q8]
  *
  * Build: make build/bench/qwen2vl_bench (the Makefile's CFLAGS, libmmembed.a).
  *
@@ -41,7 +42,24 @@
  *
  * Prints "RESULT <model-layers> <dtype> <case> <threads> <median ms> <runs> <min ms>"
  * per measurement, "FULL <dtype> <case> <threads> <ms>" per extrapolated
- * value, then a markdown table. */
+ * value (or measured one, on a full-depth MODEL_DIR), then a markdown table.
+ *
+ * Case text1024 (not in the default --cases): a 1,024-token text, i.e. one
+ * language-model forward over 1,024 tokens (issue 17's thread scaling).
+ *
+ * --serve: for tools/bench/cpu_bench.py, which alternates our runs with
+ * PyTorch's and ONNX Runtime's. Loads MODEL_DIR once per --dtypes entry,
+ * prints "READY qwen2vl_bench L<layers>/V<blocks> CASE:T ..." (T: tokens
+ * the decoder reads for each case; cases text32, text1024, image256,
+ * image1280, and llm-image256 / llm-image1280: a text as long as that
+ * image's input, the decoder's share of it), then answers stdin lines
+ * "run CASE THREADS K [DTYPE]" with "TIMES CASE THREADS w1/c1 .. wK/cK"
+ * (wall ms / process CPU ms per run; one untimed warm-up whenever the
+ * runner is new or the case has not run on it yet), "vec CASE DTYPE" with
+ * "VEC dim v1 .. vdim" (the output vector, one thread, for cross-checks),
+ * "quit" or EOF to stop: the protocol of clip_bench.c. Texts are the first
+ * len ids of one xorshift64 stream (seed below, each id % 151643), so a
+ * peer can rebuild them. */
 #include "mmembed/common.h"
 #include "mmembed/encoder.h"
 
@@ -59,14 +77,18 @@
 /* the Qwen2-VL-2B shape (tools/mkqwen2vl.c), for the pack extrapolation */
 enum { HID = 1536, KV_DIM = 256, FFN = 8960, V_DIM = 1280 };
 
-enum { MAXM = 2, NCASE = 3, TEXT_LEN = 32, ID_LIMIT = 151643, MAX_T = 2048, MAX_RUNS = 1000 };
+enum { MAXM = 2, NCASE = 4, ID_LIMIT = 151643, MAX_T = 2048, MAX_RUNS = 1000 };
 
 typedef struct {
     const char *name;
     int vt, h, w; /* vt 0: text */
+    int len;      /* text: tokens */
 } qcase_t;
 
-static const qcase_t cases[NCASE] = {{"text32", 0, 0, 0}, {"image256", 256, 448, 448}, {"image1280", 1280, 896, 1120}};
+static const qcase_t cases[NCASE] = {{"text32", 0, 0, 0, 32},
+                                     {"image256", 256, 448, 448, 0},
+                                     {"image1280", 1280, 896, 1120, 0},
+                                     {"text1024", 0, 0, 0, 1024}};
 
 typedef struct {
     const char *dir;
@@ -120,9 +142,9 @@ static int make_inputs(const mm_encoder_t *e, inputs_t *p)
     for (int c = 0; c < NCASE; c++) {
         const qcase_t *q = &cases[c];
         if (!q->vt) {
-            p->seg[c][0] = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = text_ids, .n_ids = TEXT_LEN};
+            p->seg[c][0] = (mm_segment_t){.kind = MM_SEG_TEXT, .ids = text_ids, .n_ids = q->len};
             p->in[c] = (mm_input_t){p->seg[c], 1};
-            p->T[c] = TEXT_LEN;
+            p->T[c] = q->len;
             continue;
         }
         int nseg = 0;
@@ -147,12 +169,14 @@ static int make_inputs(const mm_encoder_t *e, inputs_t *p)
 }
 
 static float out[4096];
+static double last_cpu_ms;
 
 static double run_once(mm_enc_runner_t *r, const mm_input_t *in)
 {
-    double a = now();
+    double ca = cpu_now(), a = now();
     int rc = mm_encoder_encode(r, in, 1, out);
     double b = now();
+    last_cpu_ms = (cpu_now() - ca) * 1e3;
     if (rc) {
         fprintf(stderr, BENCH_NAME ": encode failed: %d\n", rc);
         return -1;
@@ -193,6 +217,148 @@ static int time_alt(const topts_t *o, qmodel_t *ms, int nm, const mm_input_t *co
     return 0;
 }
 
+/* the inputs every case reads: random ids, uniform pixels; 0 or -1 */
+static int make_data(void)
+{
+    for (int i = 0; i < MAX_T; i++)
+        text_ids[i] = (int32_t)(bench_u32(&rng) % ID_LIMIT);
+    for (int c = 0; c < NCASE; c++) {
+        if (!cases[c].vt)
+            continue;
+        size_t n = (size_t)3 * cases[c].h * cases[c].w;
+        if (!(pixels[c] = malloc(n * sizeof(float))))
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            pixels[c][i] = (float)(bench_u32(&rng) >> 8) * (4.0f / 16777216.0f) - 2.0f;
+    }
+    return 0;
+}
+
+/* --serve (see the header): every case plus llm-<image case> */
+enum { NSERVE = NCASE + 2 };
+
+static int serve(const char *dir, const char *dtypes)
+{
+    qmodel_t m = {.dir = dir};
+    if (read_layers(&m) || make_data())
+        return 1;
+    const char *dts[MM_DT_COUNT];
+    mm_encoder_t *es[MM_DT_COUNT];
+    int ndt = 0;
+    char dbuf[64], err[MM_ERRLEN];
+    snprintf(dbuf, sizeof dbuf, "%s", dtypes);
+    for (char *save = NULL, *t = strtok_r(dbuf, ",", &save); t && ndt < MM_DT_COUNT; t = strtok_r(NULL, ",", &save))
+        dts[ndt++] = t;
+    if (!ndt)
+        return 2;
+    for (int d = 0; d < ndt; d++) {
+        double t0 = now();
+        if (mm_encoder_load(dir, dts[d], &es[d], err, sizeof err)) {
+            fprintf(stderr, BENCH_NAME ": %s: %s\n", dir, err);
+            return 1;
+        }
+        const mm_enc_info_t *info = mm_encoder_info(es[d]);
+        fprintf(stderr, BENCH_NAME ": %s (%s, runs %s: %s) loaded in %.0f ms, pack %.1f MB\n", dir, dts[d],
+                info->compute, mm_encoder_dtype_reason(es[d]), (now() - t0) * 1e3, info->weight_bytes / 1e6);
+        if (strcmp(info->compute, dts[d]))
+            fprintf(stderr, BENCH_NAME ": WARNING: asked for %s, runs %s\n", dts[d], info->compute);
+    }
+    static inputs_t inp;
+    if (make_inputs(es[0], &inp))
+        return 1;
+    const char *names[NSERVE];
+    const mm_input_t *ins[NSERVE];
+    int T[NSERVE], ns = 0;
+    static char lnames[NCASE][32];
+    for (int c = 0; c < NCASE; c++) {
+        names[ns] = cases[c].name;
+        ins[ns] = &inp.in[c];
+        T[ns++] = inp.T[c];
+    }
+    for (int c = 0; c < NCASE && ns < NSERVE; c++) {
+        if (!cases[c].vt)
+            continue;
+        snprintf(lnames[c], sizeof lnames[c], "llm-%s", cases[c].name);
+        names[ns] = lnames[c];
+        ins[ns] = &inp.llm[c];
+        T[ns++] = inp.T[c];
+    }
+    printf("READY " BENCH_NAME " L%d/V%d", m.layers, m.vis);
+    for (int i = 0; i < ns; i++)
+        printf(" %s:%d", names[i], T[i]);
+    printf("\n");
+    fflush(stdout);
+    mm_enc_runner_t *r[MM_DT_COUNT] = {0};
+    int cur = 0, warmed[MM_DT_COUNT][NSERVE] = {{0}}, rc = 0;
+    char line[256];
+    while (!rc && fgets(line, sizeof line, stdin)) {
+        int th, k, c, d;
+        if (!strncmp(line, "quit", 4))
+            break;
+        if (!strncmp(line, "vec ", 4)) { /* "vec CASE DTYPE" -> "VEC dim v1 .. vdim" (one thread) */
+            char req[128], name[64], dt[16] = "";
+            snprintf(name, sizeof name, "?");
+            sscanf(line, "vec %63s %15s", name, dt);
+            snprintf(req, sizeof req, "run %s 1 1 %s", name, dt[0] ? dt : dts[0]);
+            if (bench_request(req, names, ns, dts, ndt, &c, &th, &k, &d))
+                continue;
+            mm_enc_runner_t *r1 = mm_encoder_runner_new(es[d], 1, 1, 1);
+            const int dim = mm_encoder_info(es[d])->dim;
+            if (!r1 || dim > (int)(sizeof out / sizeof out[0]) || run_once(r1, ins[c]) < 0) {
+                fprintf(stderr, BENCH_NAME ": vec %s failed\n", names[c]);
+                rc = 1;
+            } else {
+                printf("VEC %d", dim);
+                for (int i = 0; i < dim; i++)
+                    printf(" %.6g", out[i]);
+                printf("\n");
+                fflush(stdout);
+            }
+            mm_encoder_runner_free(r1);
+            continue;
+        }
+        if (bench_request(line, names, ns, dts, ndt, &c, &th, &k, &d))
+            continue;
+        if (th != cur) {
+            for (int i = 0; i < ndt; i++) {
+                mm_encoder_runner_free(r[i]);
+                r[i] = NULL;
+            }
+            cur = th;
+            memset(warmed, 0, sizeof warmed);
+        }
+        if (!r[d] && !(r[d] = mm_encoder_runner_new(es[d], 1, 1, th))) {
+            fprintf(stderr, BENCH_NAME ": runner: out of memory\n");
+            rc = 1;
+            break;
+        }
+        if (!warmed[d][c]) {
+            if (run_once(r[d], ins[c]) < 0) {
+                rc = 1;
+                break;
+            }
+            warmed[d][c] = 1;
+        }
+        printf("TIMES %s %d", names[c], th);
+        for (int i = 0; i < k && !rc; i++) {
+            double ms = run_once(r[d], ins[c]);
+            if (ms < 0)
+                rc = 1;
+            else
+                printf(" %.3f/%.3f", ms, last_cpu_ms);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    for (int d = 0; d < ndt; d++) {
+        mm_encoder_runner_free(r[d]);
+        mm_encoder_free(es[d]);
+    }
+    for (int c = 0; c < NCASE; c++)
+        free(pixels[c]);
+    return rc;
+}
+
 /* the line through (x0, y0), (x1, y1) at x */
 static double lin(double x0, double y0, double x1, double y1, double x)
 {
@@ -203,16 +369,19 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: " BENCH_NAME " MODEL_DIR [--model2 DIR2] [--pack-dir DIR] [--threads 1,2] "
-                        "[--dtypes f32,bf16,q8,q4] [--cases text32,image256,image1280] [--min-runs N] "
-                        "[--max-runs N] [--secs S]\n");
+                        "[--dtypes f32,bf16,q8,q4] [--cases text32,image256,image1280,text1024] [--min-runs N] "
+                        "[--max-runs N] [--secs S] [--serve]\n");
         return 2;
     }
     qmodel_t ms[MAXM] = {{.dir = argv[1]}};
     int nm = 1;
     const char *threads = "1,2", *dtypes = "f32,bf16,q8", *pack_dir = argv[1], *case_list = "text32,image256,image1280";
     topts_t o = {3, 50, 0};
+    int serve_mode = 0;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--model2") && i + 1 < argc)
+        if (!strcmp(argv[i], "--serve"))
+            serve_mode = 1;
+        else if (!strcmp(argv[i], "--model2") && i + 1 < argc)
             ms[1].dir = argv[++i], nm = 2;
         else if (!strcmp(argv[i], "--pack-dir") && i + 1 < argc)
             pack_dir = argv[++i];
@@ -232,6 +401,13 @@ int main(int argc, char **argv)
             fprintf(stderr, BENCH_NAME ": unknown argument %s\n", argv[i]);
             return 2;
         }
+    }
+    if (serve_mode) {
+        if (nm != 1) {
+            fprintf(stderr, BENCH_NAME ": --serve takes one model\n");
+            return 2;
+        }
+        return serve(argv[1], dtypes);
     }
     nm = nm > MAXM ? MAXM : nm;
     if (o.min_runs < 1)
@@ -265,17 +441,8 @@ int main(int argc, char **argv)
         printf("PACK %s %s %.1f MB\n", pack_dir, mm_dtype_name((mm_dtype_t)d), bytes[d] / 1e6);
 
     /* inputs */
-    for (int i = 0; i < MAX_T; i++)
-        text_ids[i] = (int32_t)(bench_u32(&rng) % ID_LIMIT);
-    for (int c = 0; c < NCASE; c++) {
-        if (!cases[c].vt)
-            continue;
-        size_t n = (size_t)3 * cases[c].h * cases[c].w;
-        if (!(pixels[c] = malloc(n * sizeof(float))))
-            return 1;
-        for (size_t i = 0; i < n; i++)
-            pixels[c][i] = (float)(bench_u32(&rng) >> 8) * (4.0f / 16777216.0f) - 2.0f;
-    }
+    if (make_data())
+        return 1;
 
     /* results[dtype][threads index][case] */
     static double full[MM_DT_COUNT][8][NCASE];
@@ -342,6 +509,8 @@ int main(int argc, char **argv)
                     return 1;
                 if (!extrap) {
                     full[d][ti][c] = med[0];
+                    if (ms[0].layers == ms[0].full_layers && ms[0].vis == ms[0].full_vis)
+                        printf("FULL %s %s %d %.1f\n", dts[d], cases[c].name, th, med[0]); /* measured */
                     continue;
                 }
                 const double Lf = ms[0].full_layers, Vf = ms[0].full_vis;

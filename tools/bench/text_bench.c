@@ -6,6 +6,7 @@
  *
  *   usage: text_bench MODEL_DIR WORK_DIR [--threads 1,2] [--secs S]
  *                     [--min-runs N] [--max-runs N] [--no-time | --serve]
+ *                     [--dtypes f32,bf16,q8,q4]
  *
  * Build: tools/bench/bench_text.sh builds it against a libmmembed.a made by
  * the Makefile (B=build/bench/mm, the Makefile's CFLAGS and LDLIBS).
@@ -22,6 +23,8 @@
  * --min-runs runs, then until --secs have passed or --max-runs):
  *   RESULT ours <case> <threads> <ms per item> <ms per batch> <runs> <min ms per item>
  *               <CPU ms per item>
+ * (engine "ours-<dtype>" for each dtype when --dtypes names more than f32;
+ * stderr gets "text_bench: PACK <dtype> <MB> MB" per dtype).
  * With --serve it prints "READY WORK_DIR openblas-core NAME" instead and
  * answers "run CASE THREADS K" with "TIMES CASE THREADS w1/c1 .. wK/cK"
  * (wall ms / process CPU ms per run, whole batch), "quit" or EOF to stop:
@@ -156,6 +159,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "text_bench: %s\n", err);
             return 1;
         }
+        fprintf(stderr, "text_bench: PACK %s %.1f MB\n", dts[d], mm_tm_weight_bytes(models[d]) / 1e6);
     }
     m = models[0];
     const mm_tm_info_t *info = mm_tm_info(m);
@@ -248,19 +252,24 @@ int main(int argc, char **argv)
             tp = strchr(tp, ',') ? strchr(tp, ',') + 1 : tp + strlen(tp);
             if (th < 1)
                 continue;
-            timed_t t = {.r = mm_tm_runner_new(m, MAX_BATCH, th)};
-            if (!t.r)
-                return 1;
-            for (size_t c = 0; c < NCASES; c++) {
-                t.bc = &cases[c];
-                if (bench_time_case(&o, "ours", cases[c].name, th, cases[c].n, timed_run, &t))
+            for (int d = 0; d < ndt; d++) {
+                timed_t t = {.r = mm_tm_runner_new(models[d], MAX_BATCH, th)};
+                if (!t.r)
                     return 1;
+                char engine[32];
+                snprintf(engine, sizeof engine, ndt > 1 ? "ours-%s" : "ours", dts[d]);
+                for (size_t c = 0; c < NCASES; c++) {
+                    t.bc = &cases[c];
+                    if (bench_time_case(&o, engine, cases[c].name, th, cases[c].n, timed_run, &t))
+                        return 1;
+                }
+                mm_tm_runner_free(t.r);
             }
-            mm_tm_runner_free(t.r);
         }
     }
     free(check_out);
     free(out);
-    mm_tm_free(m);
+    for (int d = 0; d < ndt; d++)
+        mm_tm_free(models[d]);
     return 0;
 }

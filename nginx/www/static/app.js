@@ -137,12 +137,135 @@ async function run(ev) {
   $("status").textContent = "done";
 }
 
+// ---------------------------------------------------------------- PDF page search
+// The pages and the query go through ONE model: the query text and page
+// images need a model with both (CLIP, Qwen2-VL); page text needs a text
+// model. Other combinations are not offered.
+const THUMB = 160;   // thumbnail long side, pixels (the server scales its rendered page down)
+
+function docMode() {
+  const r = document.querySelector('input[name="doc-mode"]:checked');
+  return r ? r.value : null;
+}
+
+function syncDoc() {
+  const m = current();
+  const mods = m ? (m.modalities || []) : ["text", "image"];
+  const can = { image: mods.includes("text") && mods.includes("image"), text: mods.includes("text") };
+  let checked = null;
+  document.querySelectorAll('input[name="doc-mode"]').forEach((r) => {
+    r.disabled = !can[r.value];
+    r.parentElement.classList.toggle("disabled", r.disabled);
+    if (r.checked && !r.disabled) checked = r;
+  });
+  if (!checked) {
+    const first = document.querySelector('input[name="doc-mode"]:not(:disabled)');
+    if (first) first.checked = true;
+    else document.querySelectorAll('input[name="doc-mode"]').forEach((r) => { r.checked = false; });
+  }
+  const none = !can.image && !can.text;
+  $("doc-go").disabled = none;
+  $("doc-note").textContent = none
+    ? `${m.name} cannot embed a query text, so its page vectors cannot be compared with one: choose a model with text.`
+    : !can.image ? `${m ? m.name : "This model"} has no vision: pages are searched by their text layer.` : "";
+}
+
+function pageCard(p, best) {
+  const li = document.createElement("li");
+  li.dataset.page = String(p.page);
+  li.dataset.score = String(p.score);
+  if (best) li.classList.add("best");
+  if (p.thumbnail && p.thumbnail.startsWith("data:image/png;base64,")) {
+    const img = document.createElement("img");
+    img.src = p.thumbnail;
+    img.alt = `page ${p.page}`;
+    img.width = p.tw;
+    img.height = p.th;
+    li.appendChild(img);
+  }
+  const cap = document.createElement("div");
+  cap.className = "score";
+  cap.textContent = `page ${p.page} · ${p.score.toFixed(4)}`;
+  li.appendChild(cap);
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.style.width = `${Math.max(2, Math.round(((p.score + 1) / 2) * 100))}%`;
+  li.appendChild(bar);
+  if (p.text !== undefined) {
+    const t = document.createElement("div");
+    t.className = "snippet";
+    t.textContent = p.text;
+    li.appendChild(t);
+  }
+  return li;
+}
+
+async function searchDoc(ev) {
+  ev.preventDefault();
+  const list = $("doc-pages");
+  list.textContent = "";
+  $("doc-status").textContent = "working…";
+  $("doc-status").classList.remove("error");
+  try {
+    const f = $("doc-file").files[0];
+    if (!f) throw new Error("choose a PDF file");
+    const query = $("doc-query").value;
+    if (!query.trim()) throw new Error("enter a query text");
+    const mode = docMode();
+    if (!mode) throw new Error("this model cannot compare a query text with pages");
+    const model = $("model").value;
+    const t0 = performance.now();
+    const fd = new FormData();
+    if (model) fd.append("model", model);
+    fd.append("mode", mode);
+    if (mode === "image") fd.append("thumbnails", String(THUMB));
+    else fd.append("return_text", "true");
+    fd.append("document", f, f.name);
+    const rd = await fetch("/embed/document", { method: "POST", body: fd });
+    if (!rd.ok) throw new Error(await apiError(rd));
+    const doc = await rd.json();
+    // the query through the model that embedded the pages: one space
+    const rq = await fetch("/embed/text", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ texts: [query], model: doc.model }),
+    });
+    if (!rq.ok) throw new Error(await apiError(rq));
+    const qv = (await rq.json()).data[0].embedding;
+    // one card per page: a page's text chunks score as their best one
+    const pages = new Map();
+    for (const it of doc.data) {
+      const score = cosine(qv, it.embedding);
+      const p = pages.get(it.page);
+      if (p && p.score >= score) continue;
+      pages.set(it.page, {
+        page: it.page, score, thumbnail: it.thumbnail, text: it.kind === "text" ? it.text : undefined,
+        tw: it.width && it.height ? Math.round(it.width * THUMB / Math.max(it.width, it.height, THUMB)) : undefined,
+        th: it.width && it.height ? Math.round(it.height * THUMB / Math.max(it.width, it.height, THUMB)) : undefined,
+      });
+    }
+    const all = [...pages.values()].sort((a, b) => a.page - b.page);
+    const best = all.reduce((b, p) => (!b || p.score > b.score ? p : b), null);
+    for (const p of all) list.appendChild(pageCard(p, p === best));
+    const m = models.find((x) => x.name === doc.model);
+    $("doc-status").textContent = `done: ${all.length} of ${doc.pages} pages in ${doc.model}'s space, ` +
+      `${(performance.now() - t0).toFixed(0)} ms` + (best ? `; best: page ${best.page}` : "") +
+      (m && m.synthetic ? " (synthetic weights: not meaningful)" : "");
+    list.dataset.model = doc.model;
+  } catch (e) {
+    $("doc-status").textContent = e.message;
+    $("doc-status").classList.add("error");
+  }
+  document.getElementById("doc").dataset.done = String(Number(document.getElementById("doc").dataset.done || 0) + 1);
+}
+
 for (const side of SIDES) {
   document.querySelectorAll(`input[name="kind-${side}"]`).forEach((r) => r.addEventListener("change", () => syncInputs(side)));
   syncInputs(side);
 }
-$("model").addEventListener("change", syncModel);
+$("model").addEventListener("change", () => { syncModel(); syncDoc(); });
 $("form").addEventListener("submit", run);
+$("doc-form").addEventListener("submit", searchDoc);
 
 // The models: pick the first that embeds both texts and images (so A and B
 // of the default form are comparable), else the default one.
@@ -160,5 +283,6 @@ fetch("/info").then((r) => r.json()).then((info) => {
   const pick = both || models.find((m) => m.default) || models[0];
   if (pick) sel.value = pick.name;
   syncModel();
+  syncDoc();
   document.body.dataset.ready = "1";
 }).catch(() => { document.body.dataset.ready = "1"; });
