@@ -89,7 +89,7 @@ export PATH="$D/bin:$PATH" MMEMBED_BIN="$D/bin/mmembed" MMEMBED_GPU_DEVICE="${DE
 cd "$D" && python3 tests/integration/run.py test_executor_gpu.py test_executor.py; echo "tests exit $?"
 RUN
 rm -rf "$DEST" && mkdir -p "$DEST"
-tar -cJf "$DEST/gpuexec.tar.xz" -C "$OUT" .
+XZ_OPT=${XZ_OPT:--6 -T0} tar -cJf "$DEST/gpuexec.tar.xz" -C "$OUT" .   # xz: the device's 64 MiB transfer limit
 cp "$OUT/run.sh" "$DEST/"
 du -sh "$DEST" >&2
 echo "device_executor: packed into $DEST; on the GPU machine: sh $DEST/run.sh" >&2
