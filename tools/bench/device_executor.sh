@@ -9,8 +9,8 @@
 #       except CUDA's own (glibc apart, in glibc/), a mini checkout for the
 #       integration harness (tests/integration: harness.py, run.py,
 #       test_embed.py, test_executor.py, test_executor_gpu.py; the clip
-#       fixtures; nginx/ with the template and www/), and run.sh (~60 MB:
-#       the device's transfer limit is 64 MiB)
+#       fixtures; nginx/ with the template and www/), and run.sh (63.4 MiB with
+#       xz -9e on 2026-12-07: the device's transfer limit is 64 MiB; XZ_OPT)
 #   sh DIR/run.sh                               (there; DEVICE=cuda:0 by default)
 #       runs tests/integration/test_executor_gpu.py through real nginx:
 #       fidelity of the GPU executor (f16, bf16) vs Hugging Face and CPU f32,
