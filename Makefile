@@ -86,6 +86,14 @@ $(B)/bench/gpu_clip: tools/bench/gpu_clip.c $(B)/libmmembed.a
 	@echo "  LINK    $@"
 	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
 
+# BERT, Qwen3 and Qwen2-VL on a backend vs the Hugging Face references and
+# the CPU path (tools/bench/gpu_models.c); `make GPU=1
+# build/gpu/bench/gpu_models` for the CUDA backend (tools/bench/device_gpu.sh)
+$(B)/bench/gpu_models: tools/bench/gpu_models.c $(B)/libmmembed.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CFLAGS) -o $@ $< $(B)/libmmembed.a $(LDLIBS)
+
 deps:
 	@tools/deps.sh test
 

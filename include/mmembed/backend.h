@@ -2,7 +2,7 @@
  * behind one table of function pointers (in the spirit of ggml's
  * ggml_backend_i), so a model's forward reads the same on every device.
  *
- *   cpu   src/nn/backend_cpu.c: host memory; every op is the nn kernel the
+ *   cpu   src/nn/backend.c: host memory; every op is the nn kernel the
  *         CPU forward calls (oneDNN dense layers on the packed blobs, the
  *         nn attention per sequence and head on the thread pool), so a
  *         forward over this backend gives the CPU path's bits.
@@ -31,7 +31,7 @@
 
 #include <stddef.h>
 
-#include "mmembed/nn.h" /* mm_act_t */
+#include "mmembed/nn.h"      /* mm_act_t */
 
 typedef struct mm_backend mm_backend_t;
 
@@ -94,10 +94,53 @@ typedef struct {
      * dense layer. */
     void (*patchify)(mm_backend_t *be, float *dst, const float *pixels, int n, int channels, int size,
                      int patch);
+
+    /* ---- the ops BERT, Qwen3 and Qwen2-VL add (bert.c, qwen3.c, qwen2vl.c) ---- */
+    /* Attention with grouped key/value heads, queries in blocks (no
+     * (queries x keys) scratch: any sequence length): query head h reads
+     * key/value head h / (heads / kv_heads); every sequence has qlen ==
+     * klen (full self-attention over its rows); causal: query i sees keys
+     * j <= i. Scores scaled by 1 / sqrt(head_dim). */
+    void (*attention_gqa)(mm_backend_t *be, float *out, int ldo, const float *q, int ldq, const float *k,
+                          int ldk, const float *v, int ldv, const mm_seqs_t *s, int heads, int kv_heads,
+                          int head_dim, int causal);
+    /* In place, rows of N at stride ld: x = LayerNorm(x + r) * w + b (r
+     * (M, N) at stride ldr, or NULL: plain LayerNorm). BERT's post-LN. */
+    void (*add_layer_norm)(mm_backend_t *be, float *x, int ld, const float *r, int ldr, const float *w,
+                           const float *b, int M, int N, float eps);
+    /* RMSNorm: y = x / sqrt(mean(x^2) + eps) * w over each of `groups`
+     * consecutive runs of N floats of each of M rows (row strides ldx, ldy;
+     * groups > 1: one norm per head, Qwen3's q_norm / k_norm); y may
+     * equal x. */
+    void (*rms_norm)(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const float *w, int M,
+                     int groups, int N, float eps);
+    /* Rotary positions (rotate_half), in place on the first `heads` heads of
+     * head_dim floats of each of M rows (stride ld): row t uses cos / sin
+     * row t (M, head_dim / 2) — the caller builds those rows (1-D, M-RoPE
+     * or 2-D vision positions alike). */
+    void (*rope)(mm_backend_t *be, float *x, int ld, int M, int heads, int head_dim, const float *cos,
+                 const float *sin);
+    /* y (M, N) = silu(gu[:, 0:N]) * gu[:, N:2N] (SwiGLU; strides ldy, ldgu). */
+    void (*swiglu)(mm_backend_t *be, float *y, int ldy, const float *gu, int ldgu, int M, int N);
+    /* x[i] = act(x[i]) for n floats; act is an mm_tops_act_t (gelu, the
+     * tanh gelu, relu, silu). */
+    void (*act)(mm_backend_t *be, float *x, size_t n, int act);
+    /* y[i] += x[i] for n floats (a residual connection). */
+    void (*add)(mm_backend_t *be, float *y, const float *x, size_t n);
+    /* y[r] += a[ia[r]] for rows r < n of `width` floats (ia NULL: a's row 0
+     * for every r, a broadcast bias); ia in backend memory. */
+    void (*add_rows)(mm_backend_t *be, float *y, int ldy, const float *a, int lda, const int *ia, int n,
+                     int width);
+    /* y[s] (width) = mean of x's rows qoff[s] .. qoff[s] + qlen[s] - 1,
+     * accumulated in double, for s < n (mean pooling). */
+    void (*mean_rows)(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const mm_seqs_t *s,
+                      int width);
 } mm_backend_ops_t;
 
 struct mm_backend {
     const mm_backend_ops_t *ops;
+    int host_memory;  /* 1: backend memory is host memory (the CPU): the host may fill it in place, and
+                       * upload from a buffer to itself is free */
     char desc[160]; /* for logs: "cpu (8 threads)", "cuda:0 NVIDIA H100 80GB HBM3, f16" */
 };
 

@@ -25,9 +25,10 @@
 
 #include "mmembed/nn.h"
 
-struct json_object;
-struct mm_preproc;
 struct mm_backend;
+struct mm_cfg;
+struct mm_cfg_file;
+struct mm_preproc;
 
 typedef struct mm_encoder mm_encoder_t;
 typedef struct mm_enc_runner mm_enc_runner_t;
@@ -79,7 +80,9 @@ typedef struct {
 typedef struct {
     const char *name;
     const char *f32_only;      /* non-NULL: runs f32 whatever dtype is asked for; says why */
-    int (*load)(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen);
+    /* cfg: the root of dir/config.json, read once by the registry (views
+     * and getters: mmembed/hfconfig.h); the architecture never reopens it. */
+    int (*load)(const char *dir, const struct mm_cfg *cfg, mm_dtype_t dt, void **model, char *err, size_t errlen);
     void (*free)(void *model);
     void (*info)(const void *model, mm_enc_info_t *out);
     /* Optional: the architecture's own tokenizer (NULL: the folder's
@@ -88,18 +91,14 @@ typedef struct {
     int (*tokenize)(const void *model, const char *text, size_t len, int32_t *ids, int cap, int *n, int *total,
                     char *err, size_t errlen);
     void *(*runner_new)(const void *model, int max_batch, int max_images, int threads);
+    /* Optional: a runner whose forward runs on a compute backend the caller
+     * keeps open (mmembed/backend.h); it holds its own copy of the weights
+     * there. NULL when out of (device) memory. */
+    void *(*runner_new_on)(const void *model, struct mm_backend *be, int max_batch, int max_images);
     void (*runner_free)(void *runner);
     /* Encode n inputs (n <= the runner's max_batch for text, any n for
      * images) into out (n, dim), NOT normalized. Returns 0 or MM_E_*. */
     int (*encode)(const void *model, void *runner, const mm_input_t *in, int n, float *out);
-    /* Optional, the forward on a compute backend (mmembed/backend.h; NULL:
-     * the architecture runs on the CPU path only). dev_new puts the
-     * model's weights on be once; dev_runner_new makes a runner whose
-     * scratch lives there and which `encode` and `runner_free` take like
-     * the CPU one. */
-    int (*dev_new)(const void *model, struct mm_backend *be, void **dev, char *err, size_t errlen);
-    void (*dev_free)(void *dev);
-    void *(*dev_runner_new)(const void *dev, int max_batch, int max_images);
 } mm_encoder_ops_t;
 
 /* ---------------------------------------------------------------- registry */
@@ -136,6 +135,20 @@ size_t mm_encoder_mem_available(void);
  * Returns 0; MM_E_INVALID for an unknown dtype name; MM_E_TOOBIG, with err
  * naming every model's size, when the auto models cannot fit even in q4. */
 int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *err, size_t errlen);
+
+/* Reads dir/config.json (once) and picks its architecture from the table
+ * (model_type first, then architectures[0] / architecture). Returns MM_OK
+ * with *file (the caller closes it) and *ops, or MM_E_NOTFOUND /
+ * MM_E_INVALID (no readable config.json) / MM_E_UNSUPPORTED (no
+ * architecture of ours), err set. */
+int mm_encoder_probe(const char *dir, struct mm_cfg_file **file, const mm_encoder_ops_t **ops, char *err,
+                     size_t errlen);
+
+/* Reads dir/config.json once and loads the folder with ops (ops->load's
+ * contract): the architectures' own entry points (mm_model_load_as,
+ * mm_use_load) go through it, so no architecture opens config.json. */
+int mm_encoder_load_ops(const char *dir, const mm_encoder_ops_t *ops, mm_dtype_t dt, void **model, char *err,
+                        size_t errlen);
 
 /* Loads p->dir with the plan's dtype and reason (mm_encoder_load's
  * contract otherwise). */
@@ -185,6 +198,11 @@ int mm_encoder_chat_input(const mm_encoder_t *e, const char *instruction, size_t
 /* A worker's run state for passes of up to max_batch texts and max_images
  * images. NULL when out of memory. */
 mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int max_images, int threads);
+/* The same on a compute backend (runner_new_on): NULL when the
+ * architecture has none or out of (device) memory. be stays the caller's
+ * and must outlive the runner. */
+mm_enc_runner_t *mm_encoder_runner_new_on(const mm_encoder_t *e, struct mm_backend *be, int max_batch,
+                                          int max_images);
 void mm_encoder_runner_free(mm_enc_runner_t *r);
 int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out);
 /* Conveniences over mm_encoder_encode: n token sequences, or n images laid
@@ -195,18 +213,8 @@ int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, flo
 
 /* ---------------------------------------------------------------- on a backend, or elsewhere */
 
-typedef struct mm_enc_dev mm_enc_dev_t;
-
-/* 1 when e's architecture has a forward on a compute backend (dev_new). */
-int mm_encoder_has_dev(const mm_encoder_t *e);
-/* Puts e's weights on backend be once (e and be outlive *out). Returns
- * MM_OK, MM_E_UNSUPPORTED (no backend forward for this architecture), or
- * the architecture's error with err set. */
-int mm_encoder_dev_new(const mm_encoder_t *e, struct mm_backend *be, mm_enc_dev_t **out, char *err, size_t errlen);
-void mm_encoder_dev_free(mm_enc_dev_t *d);
-/* A runner on d's backend (mm_encoder_encode and _runner_free as usual;
- * free it before d). NULL when out of (device) memory. */
-mm_enc_runner_t *mm_encoder_runner_new_dev(const mm_enc_dev_t *d, int max_batch, int max_images);
+/* 1 when e's architecture has a forward on a compute backend (runner_new_on). */
+int mm_encoder_has_backend(const mm_encoder_t *e);
 
 /* A runner whose encode is done elsewhere: fn(ctx, in, n, out) with
  * mm_encoder_encode's contract (a worker hands its model inputs to a GPU

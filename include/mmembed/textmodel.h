@@ -16,8 +16,11 @@
  *                   embedding table stays in its checkpoint dtype) into one
  *                   sealed read-only MAP_SHARED memfd that forked workers
  *                   share. Never written after mm_tm_load returns.
- *   mm_tm_runner_t  one per worker (or thread): all scratch allocated up
- *                   front; mm_tm_encode never allocates.
+ *   mm_tm_runner_t  one per worker (or thread): a compute backend (its own
+ *                   CPU one, or the caller's: mm_tm_runner_new_on) and all
+ *                   scratch there, allocated up front; mm_tm_encode never
+ *                   allocates (the CPU backend sizes its attention scores
+ *                   block once, at the first pass of the longest length).
  *
  * Inputs are token ids (text/tokenizer.h makes them, special tokens
  * included); outputs are pooled vectors, NOT normalized. */
@@ -31,6 +34,7 @@
 
 typedef struct mm_tm mm_tm_t;
 typedef struct mm_tm_runner mm_tm_runner_t;
+struct mm_backend;
 
 enum { MM_TM_POOL_MEAN = 1, MM_TM_POOL_CLS, MM_TM_POOL_LAST };
 
@@ -101,6 +105,13 @@ int mm_tm_set_pooling(mm_tm_t *m, int pooling);
  * both process-wide. Returns NULL when out of memory or
  * max_batch < 1. */
 mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads);
+
+/* The same forward on a compute backend (mmembed/backend.h) the caller
+ * opened and keeps open while the runner lives: the runner puts its own
+ * copy of the weights there (a GPU reads f32 blobs: load the model with
+ * dtype f32) and its scratch. On the CPU backend it computes the bits of
+ * mm_tm_runner_new's runner. NULL when out of (device) memory. */
+mm_tm_runner_t *mm_tm_runner_new_on(const mm_tm_t *m, struct mm_backend *be, int max_batch);
 
 /* Frees a runner (NULL is fine). */
 void mm_tm_runner_free(mm_tm_runner_t *r);

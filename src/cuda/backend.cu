@@ -265,6 +265,76 @@ static void cu_patchify(mm_backend_t *be, float *dst, const float *pixels, int n
         CU(c, mmk_patchify(dst, pixels, n, C_, S, P, c->stream));
 }
 
+static void cu_attention_gqa(mm_backend_t *be, float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                             const float *v, int ldv, const mm_seqs_t *s, int heads, int kv_heads, int head_dim,
+                             int causal)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_attention_gqa(out, ldo, q, ldq, k, ldk, v, ldv, s->qoff, s->qlen, s->n, s->max_q, heads, kv_heads,
+                                head_dim, causal, c->stream));
+}
+
+static void cu_add_layer_norm(mm_backend_t *be, float *x, int ld, const float *r, int ldr, const float *w,
+                              const float *b, int M, int N, float eps)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_add_layer_norm(x, ld, r, ldr, w, b, M, N, eps, c->stream));
+}
+
+static void cu_rms_norm(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const float *w, int M,
+                        int groups, int N, float eps)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_rms_norm(y, ldy, x, ldx, w, M, groups, N, eps, c->stream));
+}
+
+static void cu_rope(mm_backend_t *be, float *x, int ld, int M, int heads, int hd, const float *cos_,
+                    const float *sin_)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_rope(x, ld, M, heads, hd, cos_, sin_, c->stream));
+}
+
+static void cu_swiglu(mm_backend_t *be, float *y, int ldy, const float *gu, int ldgu, int M, int N)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_swiglu(y, ldy, gu, ldgu, M, N, c->stream));
+}
+
+static void cu_act(mm_backend_t *be, float *x, size_t n, int act)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_act(x, n, act, c->stream));
+}
+
+static void cu_add(mm_backend_t *be, float *y, const float *x, size_t n)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_add(y, x, n, c->stream));
+}
+
+static void cu_add_rows(mm_backend_t *be, float *y, int ldy, const float *a, int lda, const int *ia, int n,
+                        int width)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_add_rows(y, ldy, a, lda, ia, n, width, c->stream));
+}
+
+static void cu_mean_rows(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const mm_seqs_t *s, int width)
+{
+    cu_t *c = C(be);
+    if (!c->status)
+        CU(c, mmk_mean_rows(y, ldy, x, ldx, s->qoff, s->qlen, s->n, width, c->stream));
+}
+
 static void cu_close(mm_backend_t *be)
 {
     cu_t *c = C(be);
@@ -286,6 +356,11 @@ static const mm_backend_ops_t cu_ops = {
     /* .linear */ cu_linear,
     /* .layer_norm */ cu_layer_norm, /* .attention */ cu_attention,
     /* .gather_add */ cu_gather_add, /* .patchify */ cu_patchify,
+    /* .attention_gqa */ cu_attention_gqa, /* .add_layer_norm */ cu_add_layer_norm,
+    /* .rms_norm */ cu_rms_norm,  /* .rope */ cu_rope,
+    /* .swiglu */ cu_swiglu,      /* .act */ cu_act,
+    /* .add */ cu_add,            /* .add_rows */ cu_add_rows,
+    /* .mean_rows */ cu_mean_rows,
 };
 
 /* ============================================================ open ===== */

@@ -249,3 +249,309 @@ cudaError_t mmk_attention(float *out, int ldo, const float *q, int ldq, const fl
                                                   head_dim, max_k, causal, 1.0f / sqrtf((float)head_dim));
     return cudaGetLastError();
 }
+
+/* ============================================================ text models */
+
+/* attention_gqa: flash-style. Block (sequence s, head h, GQ_W * GQ_Q
+ * queries): keys and values stream through shared memory in tiles of GQ_K
+ * rows (so any sequence length fits); each warp keeps GQ_Q queries' running
+ * max, sum and output (head_dim / 32 floats per lane) and rescales them per
+ * tile (online softmax). Query head h reads key/value head h / group. */
+#define GQ_W 4    /* warps per block */
+#define GQ_Q 4    /* queries per warp */
+#define GQ_K 32   /* keys per tile: one per lane */
+#define GQ_D 4    /* head_dim / 32, at most (head_dim <= 128) */
+
+__global__ void attention_gqa_kernel(float *out, int ldo, const float *q, int ldq, const float *k, int ldk,
+                                     const float *v, int ldv, const int *qoff, const int *qlen, int heads, int group,
+                                     int hd, int causal, float scale)
+{
+    __shared__ float Ks[GQ_K][GQ_D * 32 + 1];
+    __shared__ float Vs[GQ_K][GQ_D * 32];
+    __shared__ float Qs[GQ_W][GQ_Q][GQ_D * 32];
+    const int s = blockIdx.x / heads, h = blockIdx.x % heads, kvh = h / group;
+    const int n = qlen[s], o0 = qoff[s], qb = blockIdx.y * GQ_W * GQ_Q;
+    if (qb >= n)
+        return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int qw = qb + warp * GQ_Q;   /* this warp's first query */
+    for (int i = 0; i < GQ_Q; i++)
+        for (int d = lane; d < hd; d += 32)
+            Qs[warp][i][d] = qw + i < n ? q[(size_t)(o0 + qw + i) * ldq + h * hd + d] * scale : 0.0f;
+    float m[GQ_Q], l[GQ_Q], acc[GQ_Q][GQ_D];
+#pragma unroll
+    for (int i = 0; i < GQ_Q; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int dd = 0; dd < GQ_D; dd++)
+            acc[i][dd] = 0.0f;
+    }
+    const int qlast = min(n, qb + GQ_W * GQ_Q) - 1, kend = causal ? qlast + 1 : n;
+    for (int j0 = 0; j0 < kend; j0 += GQ_K) {
+        __syncthreads();   /* the previous tile is consumed (and Qs written, the first time) */
+        for (int idx = threadIdx.x; idx < GQ_K * hd; idx += blockDim.x) {
+            const int jj = idx / hd, d = idx - jj * hd, key = j0 + jj;
+            const size_t row = (size_t)(o0 + key);
+            Ks[jj][d] = key < n ? k[row * ldk + kvh * hd + d] : 0.0f;
+            Vs[jj][d] = key < n ? v[row * ldv + kvh * hd + d] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < GQ_Q; i++) {
+            const int qi = qw + i, key = j0 + lane;
+            if (qi >= n)   /* warp-uniform */
+                continue;
+            const bool vis = key < n && (!causal || key <= qi);
+            float sc = -INFINITY;
+            if (vis) {
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    dot = fmaf(Qs[warp][i][d], Ks[lane][d], dot);
+                sc = dot;
+            }
+            const float tm = warp_max(sc);
+            if (tm == -INFINITY)   /* no key of this tile is visible to qi (warp-uniform) */
+                continue;
+            const float mn = fmaxf(m[i], tm), alpha = expf(m[i] - mn), p = vis ? expf(sc - mn) : 0.0f;
+            l[i] = l[i] * alpha + warp_sum(p);
+#pragma unroll
+            for (int dd = 0; dd < GQ_D; dd++)
+                acc[i][dd] *= alpha;
+            for (int jj = 0; jj < GQ_K; jj++) {
+                const float pj = __shfl_sync(0xffffffffu, p, jj);
+#pragma unroll
+                for (int dd = 0; dd < GQ_D; dd++) {
+                    const int d = lane + 32 * dd;
+                    if (d < hd)
+                        acc[i][dd] = fmaf(pj, Vs[jj][d], acc[i][dd]);
+                }
+            }
+            m[i] = mn;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < GQ_Q; i++) {
+        const int qi = qw + i;
+        if (qi >= n)
+            continue;
+        const float inv = 1.0f / l[i];
+#pragma unroll
+        for (int dd = 0; dd < GQ_D; dd++) {
+            const int d = lane + 32 * dd;
+            if (d < hd)
+                out[(size_t)(o0 + qi) * ldo + h * hd + d] = acc[i][dd] * inv;
+        }
+    }
+}
+
+cudaError_t mmk_attention_gqa(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v,
+                              int ldv, const int *qoff, const int *qlen, int n, int max_q, int heads, int kv_heads,
+                              int head_dim, int causal, cudaStream_t st)
+{
+    if (n < 1 || max_q < 1)
+        return cudaSuccess;
+    if (head_dim > GQ_D * 32 || kv_heads < 1 || heads % kv_heads)
+        return cudaErrorInvalidValue;
+    dim3 grid((unsigned)(n * heads), (unsigned)((max_q + GQ_W * GQ_Q - 1) / (GQ_W * GQ_Q)));
+    attention_gqa_kernel<<<grid, 32 * GQ_W, 0, st>>>(out, ldo, q, ldq, k, ldk, v, ldv, qoff, qlen, heads,
+                                                     heads / kv_heads, head_dim, causal,
+                                                     1.0f / sqrtf((float)head_dim));
+    return cudaGetLastError();
+}
+
+/* add_layer_norm: a warp per row; x + r is written back first (each lane
+ * its own columns), then the two-pass statistics. */
+__global__ void add_layer_norm_kernel(float *x, int ld, const float *r, int ldr, const float *w, const float *b,
+                                      int M, int N, float eps)
+{
+    const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= M)
+        return;
+    float *xr = x + (size_t)row * ld;
+    float s = 0.0f;
+    for (int j = lane; j < N; j += 32) {
+        if (r)
+            xr[j] += r[(size_t)row * ldr + j];
+        s += xr[j];
+    }
+    const float mean = warp_sum(s) / (float)N;
+    float var = 0.0f;
+    for (int j = lane; j < N; j += 32) {
+        const float d = xr[j] - mean;
+        var += d * d;
+    }
+    const float rstd = 1.0f / sqrtf(warp_sum(var) / (float)N + eps);
+    for (int j = lane; j < N; j += 32)
+        xr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+}
+
+cudaError_t mmk_add_layer_norm(float *x, int ld, const float *r, int ldr, const float *w, const float *b, int M, int N,
+                               float eps, cudaStream_t st)
+{
+    if (M < 1)
+        return cudaSuccess;
+    add_layer_norm_kernel<<<(M + LN_ROWS - 1) / LN_ROWS, 32 * LN_ROWS, 0, st>>>(x, ld, r, ldr, w, b, M, N, eps);
+    return cudaGetLastError();
+}
+
+/* rms_norm: a warp per (row, group). */
+__global__ void rms_norm_kernel(float *y, int ldy, const float *x, int ldx, const float *w, int M, int groups, int N,
+                                float eps)
+{
+    const int unit = blockIdx.x * LN_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (unit >= M * groups)
+        return;
+    const int row = unit / groups, g = unit - row * groups;
+    const float *xr = x + (size_t)row * ldx + (size_t)g * N;
+    float *yr = y + (size_t)row * ldy + (size_t)g * N;
+    float ss = 0.0f;
+    for (int j = lane; j < N; j += 32)
+        ss += xr[j] * xr[j];
+    const float inv = 1.0f / sqrtf(warp_sum(ss) / (float)N + eps);
+    for (int j = lane; j < N; j += 32)
+        yr[j] = xr[j] * inv * w[j];
+}
+
+cudaError_t mmk_rms_norm(float *y, int ldy, const float *x, int ldx, const float *w, int M, int groups, int N,
+                         float eps, cudaStream_t st)
+{
+    const int units = M * groups;
+    if (units < 1)
+        return cudaSuccess;
+    rms_norm_kernel<<<(units + LN_ROWS - 1) / LN_ROWS, 32 * LN_ROWS, 0, st>>>(y, ldy, x, ldx, w, M, groups, N, eps);
+    return cudaGetLastError();
+}
+
+/* rope: a thread per (row, head, frequency) pair of values. */
+__global__ void rope_kernel(float *x, int ld, int M, int heads, int hd, const float *cos_, const float *sin_)
+{
+    const int half = hd / 2;
+    const size_t total = (size_t)M * heads * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / ((size_t)heads * half);
+        const int rem = (int)(i - t * heads * half), hh = rem / half, f = rem - hh * half;
+        float *p = x + t * ld + (size_t)hh * hd;
+        const float c = cos_[t * half + f], s = sin_[t * half + f], a = p[f], b = p[f + half];
+        p[f] = a * c - b * s;
+        p[f + half] = b * c + a * s;
+    }
+}
+
+cudaError_t mmk_rope(float *x, int ld, int M, int heads, int hd, const float *cos_, const float *sin_, cudaStream_t st)
+{
+    const size_t total = (size_t)M * heads * (hd / 2);
+    if (!total)
+        return cudaSuccess;
+    rope_kernel<<<blocks_for(total, 256), 256, 0, st>>>(x, ld, M, heads, hd, cos_, sin_);
+    return cudaGetLastError();
+}
+
+#define TOPS_GELU 1       /* mm_tops_act_t, mmembed/textops.h */
+#define TOPS_GELU_TANH 2
+#define TOPS_RELU 3
+#define TOPS_SILU 4
+
+__device__ __forceinline__ float silu_f(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+__device__ __forceinline__ float tops_act_f(float x, int act)
+{
+    switch (act) {
+    case TOPS_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case TOPS_GELU_TANH: return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case TOPS_RELU: return x > 0.0f ? x : 0.0f;
+    case TOPS_SILU: return silu_f(x);
+    default: return x;
+    }
+}
+
+__global__ void swiglu_kernel(float *y, int ldy, const float *gu, int ldgu, int M, int N)
+{
+    const size_t total = (size_t)M * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / N, c = i - r * N;
+        const float *g = gu + r * ldgu;
+        y[r * ldy + c] = silu_f(g[c]) * g[N + c];
+    }
+}
+
+cudaError_t mmk_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N, cudaStream_t st)
+{
+    const size_t total = (size_t)M * N;
+    if (!total)
+        return cudaSuccess;
+    swiglu_kernel<<<blocks_for(total, 256), 256, 0, st>>>(y, ldy, gu, ldgu, M, N);
+    return cudaGetLastError();
+}
+
+__global__ void act_kernel(float *x, size_t n, int act)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = tops_act_f(x[i], act);
+}
+
+cudaError_t mmk_act(float *x, size_t n, int act, cudaStream_t st)
+{
+    if (!n)
+        return cudaSuccess;
+    act_kernel<<<blocks_for(n, 256), 256, 0, st>>>(x, n, act);
+    return cudaGetLastError();
+}
+
+__global__ void add_kernel(float *y, const float *x, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+cudaError_t mmk_add(float *y, const float *x, size_t n, cudaStream_t st)
+{
+    if (!n)
+        return cudaSuccess;
+    add_kernel<<<blocks_for(n, 256), 256, 0, st>>>(y, x, n);
+    return cudaGetLastError();
+}
+
+__global__ void add_rows_kernel(float *y, int ldy, const float *a, int lda, const int *ia, int n, int width)
+{
+    const size_t total = (size_t)n * width;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / width, c = i - r * width;
+        y[r * ldy + c] += a[(ia ? (size_t)ia[r] * lda : 0) + c];
+    }
+}
+
+cudaError_t mmk_add_rows(float *y, int ldy, const float *a, int lda, const int *ia, int n, int width, cudaStream_t st)
+{
+    const size_t total = (size_t)n * width;
+    if (!total)
+        return cudaSuccess;
+    add_rows_kernel<<<blocks_for(total, 256), 256, 0, st>>>(y, ldy, a, lda, ia, n, width);
+    return cudaGetLastError();
+}
+
+/* mean_rows: a block per sequence, a thread per column (coalesced rows). */
+__global__ void mean_rows_kernel(float *y, int ldy, const float *x, int ldx, const int *qoff, const int *qlen,
+                                 int width)
+{
+    const int s = blockIdx.x, n = qlen[s];
+    const float *xs = x + (size_t)qoff[s] * ldx;
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        double acc = 0.0;
+        for (int p = 0; p < n; p++)
+            acc += xs[(size_t)p * ldx + j];
+        y[(size_t)s * ldy + j] = (float)(acc / n);
+    }
+}
+
+cudaError_t mmk_mean_rows(float *y, int ldy, const float *x, int ldx, const int *qoff, const int *qlen, int n,
+                          int width, cudaStream_t st)
+{
+    if (n < 1)
+        return cudaSuccess;
+    mean_rows_kernel<<<n, 256, 0, st>>>(y, ldy, x, ldx, qoff, qlen, width);
+    return cudaGetLastError();
+}

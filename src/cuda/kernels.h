@@ -1,5 +1,6 @@
-/* Our CUDA kernels (src/cuda/kernels.cu): everything a CLIP forward needs
- * besides the matrix products, which are cuBLAS's. Every launcher queues
+/* Our CUDA kernels (src/cuda/kernels.cu): everything the forwards (CLIP,
+ * BERT, Qwen3, Qwen2-VL) need besides the matrix products, which are
+ * cuBLAS's. Every launcher queues
  * on `st` and returns the launch's status. Activations are f32. */
 #ifndef MMEMBED_CUDA_KERNELS_H
 #define MMEMBED_CUDA_KERNELS_H
@@ -33,5 +34,25 @@ cudaError_t mmk_gather_add(float *y, int ldy, const float *a, int lda, const int
 
 /* mm_backend_ops_t.patchify. */
 cudaError_t mmk_patchify(float *dst, const float *pixels, int n, int C, int S, int P, cudaStream_t st);
+
+/* mm_backend_ops_t.attention_gqa: flash-style, keys in tiles of 32 through
+ * shared memory (any sequence length), online softmax; head_dim <= 128
+ * (cudaErrorInvalidValue otherwise). Sequences have qlen == klen. */
+cudaError_t mmk_attention_gqa(float *out, int ldo, const float *q, int ldq, const float *k, int ldk, const float *v,
+                              int ldv, const int *qoff, const int *qlen, int n, int max_q, int heads, int kv_heads,
+                              int head_dim, int causal, cudaStream_t st);
+
+/* The rest of mm_backend_ops_t's text-model ops (backend.h has the contracts). */
+cudaError_t mmk_add_layer_norm(float *x, int ld, const float *r, int ldr, const float *w, const float *b, int M, int N,
+                               float eps, cudaStream_t st);
+cudaError_t mmk_rms_norm(float *y, int ldy, const float *x, int ldx, const float *w, int M, int groups, int N,
+                         float eps, cudaStream_t st);
+cudaError_t mmk_rope(float *x, int ld, int M, int heads, int hd, const float *cos_, const float *sin_, cudaStream_t st);
+cudaError_t mmk_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N, cudaStream_t st);
+cudaError_t mmk_act(float *x, size_t n, int act, cudaStream_t st);
+cudaError_t mmk_add(float *y, const float *x, size_t n, cudaStream_t st);
+cudaError_t mmk_add_rows(float *y, int ldy, const float *a, int lda, const int *ia, int n, int width, cudaStream_t st);
+cudaError_t mmk_mean_rows(float *y, int ldy, const float *x, int ldx, const int *qoff, const int *qlen, int n,
+                          int width, cudaStream_t st);
 
 #endif

@@ -100,7 +100,7 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
                     e->m[i].info->pack_cache == 0 ? "" : e->m[i].info->pack_cache == 1 ? " (mapped from the pack cache)" :
                     e->m[i].info->pack_cache == 2 ? " (pack cache written)" : " (pack cache NOT writable)",
                     e->m[i].info->weight_bytes >> 20);
-        if (mm_conf_device_kind(c->models[i].device) == MM_DEV_GPU && !mm_encoder_has_dev(e->m[i].enc)) {
+        if (mm_conf_device_kind(c->models[i].device) == MM_DEV_GPU && !mm_encoder_has_backend(e->m[i].enc)) {
             int rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "model '%s' (%s) has no forward on a GPU yet: "
                              "device must be \"cpu\" or \"cpu-executor\"", e->m[i].name, e->m[i].info->arch);
             e->n = i + 1;

@@ -14,6 +14,7 @@
  * every uint8 value. */
 #include "mmembed/preprocess.h"
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/image.h"
 
 #include <json-c/json.h>
@@ -49,16 +50,13 @@ void mm_preproc_default_clip(mm_preproc_t *p, int image_size)
     memcpy(p->std, std, sizeof std);
 }
 
-/* Key present with a non-null value? */
-static struct json_object *get(struct json_object *o, const char *key)
-{
-    struct json_object *v = NULL;
-    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return NULL;
-    return v;
-}
+/* The value helpers below read one member v of the object c at key, with
+ * the preprocessor's own leniency (an integral number is an integer, 0 / 1
+ * are booleans, as Python reads them); the object-level lookups and every
+ * error ("<file>: <where>.<key>: ...") are the config reader's
+ * (mmembed/hfconfig.h). */
 
-static int as_int(struct json_object *v, const char *key, int lo, int hi, int *dst, char *err,
+static int as_int(const mm_cfg_t *c, const char *key, struct json_object *v, int lo, int hi, int *dst, char *err,
                   size_t errlen)
 {
     double d;
@@ -67,64 +65,68 @@ static int as_int(struct json_object *v, const char *key, int lo, int hi, int *d
     else if (json_object_is_type(v, json_type_double))
         d = json_object_get_double(v);
     else
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be an integer", key);
+        return mm_cfg_errf(c, key, err, errlen, MM_E_INVALID, "must be an integer");
     if (d != (double)(long long)d || d < lo || d > hi)
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be an integer in [%d, %d]",
-                       key, lo, hi);
+        return mm_cfg_errf(c, key, err, errlen, MM_E_INVALID, "must be an integer in [%d, %d]", lo, hi);
     *dst = (int)d;
     return MM_OK;
 }
 
-static int as_num(struct json_object *v, const char *key, double *dst, char *err, size_t errlen)
+static int as_num(const mm_cfg_t *c, const char *key, struct json_object *v, double *dst, char *err, size_t errlen)
 {
     if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be a number", key);
+        return mm_cfg_errf(c, key, err, errlen, MM_E_INVALID, "must be a number");
     *dst = json_object_get_double(v);
     return MM_OK;
 }
 
-static int opt_bool(struct json_object *root, const char *key, int *dst, char *err, size_t errlen)
+static int opt_bool(const mm_cfg_t *c, const char *key, int *dst, char *err, size_t errlen)
 {
-    struct json_object *v = get(root, key);
+    struct json_object *v = mm_cfg_get(c, key);
     if (!v)
         return MM_OK;
     if (!json_object_is_type(v, json_type_boolean) && !json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be a boolean", key);
+        return mm_cfg_errf(c, key, err, errlen, MM_E_INVALID, "must be a boolean");
     *dst = json_object_get_boolean(v) ? 1 : 0;
     return MM_OK;
 }
 
 /* {"height": H, "width": W} or a bare integer (square). */
-static int parse_hw(struct json_object *v, const char *key, int *h, int *w, char *err, size_t errlen)
+static int parse_hw(const mm_cfg_t *c, const char *key, struct json_object *v, int *h, int *w, char *err,
+                    size_t errlen)
 {
     if (!json_object_is_type(v, json_type_object)) {
-        int n, rc = as_int(v, key, 1, MAX_EDGE, &n, err, errlen);
+        int n, rc = as_int(c, key, v, 1, MAX_EDGE, &n, err, errlen);
         if (rc == MM_OK)
             *h = *w = n;
         return rc;
     }
-    struct json_object *jh = get(v, "height"), *jw = get(v, "width");
+    const mm_cfg_t o = mm_cfg_view(c, v, key);
+    struct json_object *jh = mm_cfg_get(&o, "height"), *jw = mm_cfg_get(&o, "width");
     if (!jh || !jw)
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "preprocessor config: %s needs height and width", key);
-    int rc = as_int(jh, key, 1, MAX_EDGE, h, err, errlen);
-    return rc != MM_OK ? rc : as_int(jw, key, 1, MAX_EDGE, w, err, errlen);
+        return mm_cfg_errf(c, key, err, errlen, MM_E_UNSUPPORTED, "needs height and width");
+    int rc = as_int(&o, "height", jh, 1, MAX_EDGE, h, err, errlen);
+    return rc != MM_OK ? rc : as_int(&o, "width", jw, 1, MAX_EDGE, w, err, errlen);
 }
 
 /* image_mean / image_std: 3 numbers, or one number for all channels. */
-static int parse_vec3(struct json_object *v, const char *key, float dst[3], char *err, size_t errlen)
+static int parse_vec3(const mm_cfg_t *c, const char *key, float dst[3], char *err, size_t errlen)
 {
+    struct json_object *v = mm_cfg_get(c, key);
     double d[3];
+    if (!v)
+        return MM_OK;
     if (json_object_is_type(v, json_type_array)) {
         size_t n = json_object_array_length(v);
         if (n != 3 && n != 1)
-            return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s needs 3 values", key);
+            return mm_cfg_errf(c, key, err, errlen, MM_E_INVALID, "needs 3 values");
         for (size_t i = 0; i < 3; i++) {
-            int rc = as_num(json_object_array_get_idx(v, n == 1 ? 0 : i), key, &d[i], err, errlen);
+            int rc = as_num(c, key, json_object_array_get_idx(v, n == 1 ? 0 : i), &d[i], err, errlen);
             if (rc != MM_OK)
                 return rc;
         }
     } else {
-        int rc = as_num(v, key, &d[0], err, errlen);
+        int rc = as_num(c, key, v, &d[0], err, errlen);
         if (rc != MM_OK)
             return rc;
         d[1] = d[2] = d[0];
@@ -134,30 +136,39 @@ static int parse_vec3(struct json_object *v, const char *key, float dst[3], char
     return MM_OK;
 }
 
-static int as_long(struct json_object *v, const char *key, long *dst, char *err, size_t errlen)
+/* Optional integer key of c in [1, 1e9] into *dst. */
+static int opt_long(const mm_cfg_t *c, const char *key, long *dst, char *err, size_t errlen)
 {
-    int64_t x;
-    if (!json_object_is_type(v, json_type_int) || (x = json_object_get_int64(v)) < 1 || x > 1000000000L)
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s must be an integer in [1, 1e9]", key);
-    *dst = (long)x;
+    int v, rc;
+    if (!mm_cfg_has(c, key))
+        return MM_OK;
+    if ((rc = mm_cfg_int(c, key, 0, 1, 1000000000, &v, err, errlen)))
+        return rc;
+    *dst = v;
     return MM_OK;
 }
 
-/* Qwen2VLImageProcessor: named so, or carrying its keys. */
-static int is_qwen2vl(struct json_object *root)
+/* Optional integer key of c in [lo, hi] (an integral number is one). */
+static int opt_int(const mm_cfg_t *c, const char *key, int lo, int hi, int *dst, char *err, size_t errlen)
 {
-    struct json_object *t = get(root, "image_processor_type");
-    const char *s = t && json_object_is_type(t, json_type_string) ? json_object_get_string(t) : "";
-    return !strncmp(s, "Qwen2VLImageProcessor", 21) || get(root, "min_pixels") || get(root, "max_pixels") ||
-           get(root, "merge_size");
+    struct json_object *v = mm_cfg_get(c, key);
+    return v ? as_int(c, key, v, lo, hi, dst, err, errlen) : MM_OK;
+}
+
+/* Qwen2VLImageProcessor: named so, or carrying its keys. */
+static int is_qwen2vl(const mm_cfg_t *root)
+{
+    const char *s = mm_cfg_str(root, "image_processor_type");
+    return (s && !strncmp(s, "Qwen2VLImageProcessor", 21)) || mm_cfg_has(root, "min_pixels") ||
+           mm_cfg_has(root, "max_pixels") || mm_cfg_has(root, "merge_size");
 }
 
 /* The Qwen2-VL keys, over the defaults of Qwen2VLImageProcessor. As its
  * __init__: min_pixels / max_pixels override size's shortest / longest
  * edge. */
-static int parse_qwen2vl(struct json_object *root, mm_preproc_t *p, char *err, size_t errlen)
+static int parse_qwen2vl(const mm_cfg_t *root, mm_preproc_t *p, char *err, size_t errlen)
 {
-    struct json_object *v, *sz = get(root, "size");
+    mm_cfg_t sz;
     int rc;
     p->dynamic = 1;
     p->do_center_crop = 0;
@@ -166,26 +177,22 @@ static int parse_qwen2vl(struct json_object *root, mm_preproc_t *p, char *err, s
     p->patch_size = 14;
     p->temporal_patch_size = 2;
     p->merge_size = 2;
-    if (sz && json_object_is_type(sz, json_type_object)) {
-        if ((v = get(sz, "shortest_edge")) && (rc = as_long(v, "size.shortest_edge", &p->min_pixels, err, errlen)))
-            return rc;
-        if ((v = get(sz, "longest_edge")) && (rc = as_long(v, "size.longest_edge", &p->max_pixels, err, errlen)))
-            return rc;
-    }
-    if (((v = get(root, "min_pixels")) && (rc = as_long(v, "min_pixels", &p->min_pixels, err, errlen))) ||
-        ((v = get(root, "max_pixels")) && (rc = as_long(v, "max_pixels", &p->max_pixels, err, errlen))) ||
-        ((v = get(root, "patch_size")) && (rc = as_int(v, "patch_size", 1, 1024, &p->patch_size, err, errlen))) ||
-        ((v = get(root, "temporal_patch_size")) &&
-         (rc = as_int(v, "temporal_patch_size", 1, 16, &p->temporal_patch_size, err, errlen))) ||
-        ((v = get(root, "merge_size")) && (rc = as_int(v, "merge_size", 1, 16, &p->merge_size, err, errlen))))
+    mm_cfg_sub(root, "size", &sz);   /* absent or not an object: no keys */
+    if ((rc = opt_long(&sz, "shortest_edge", &p->min_pixels, err, errlen)) ||
+        (rc = opt_long(&sz, "longest_edge", &p->max_pixels, err, errlen)) ||
+        (rc = opt_long(root, "min_pixels", &p->min_pixels, err, errlen)) ||
+        (rc = opt_long(root, "max_pixels", &p->max_pixels, err, errlen)) ||
+        (rc = opt_int(root, "patch_size", 1, 1024, &p->patch_size, err, errlen)) ||
+        (rc = opt_int(root, "temporal_patch_size", 1, 16, &p->temporal_patch_size, err, errlen)) ||
+        (rc = opt_int(root, "merge_size", 1, 16, &p->merge_size, err, errlen)))
         return rc;
     if (p->min_pixels > p->max_pixels)
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: min_pixels %ld > max_pixels %ld",
-                       p->min_pixels, p->max_pixels);
+        return mm_cfg_errf(root, "min_pixels", err, errlen, MM_E_INVALID, "%ld > max_pixels %ld", p->min_pixels,
+                           p->max_pixels);
     return MM_OK;
 }
 
-static int parse_root(struct json_object *root, mm_preproc_t *p, char *err, size_t errlen)
+static int parse_root(const mm_cfg_t *root, mm_preproc_t *p, char *err, size_t errlen)
 {
     struct json_object *v;
     int rc;
@@ -200,73 +207,67 @@ static int parse_root(struct json_object *root, mm_preproc_t *p, char *err, size
     if (is_qwen2vl(root)) {
         if ((rc = parse_qwen2vl(root, p, err, errlen)))
             return rc;
-    } else if ((v = get(root, "size"))) {
+    } else if ((v = mm_cfg_get(root, "size"))) {
+        const mm_cfg_t sz = mm_cfg_view(root, v, "size");
         if (!json_object_is_type(v, json_type_object)) {
             /* legacy int: CLIP's get_size_dict(default_to_square=False) */
-            if ((rc = as_int(v, "size", 1, MAX_EDGE, &p->shortest_edge, err, errlen)))
+            if ((rc = as_int(root, "size", v, 1, MAX_EDGE, &p->shortest_edge, err, errlen)))
                 return rc;
             p->size_mode = MM_PREPROC_SIZE_SHORTEST;
-        } else if (get(v, "longest_edge") || get(v, "max_height") || get(v, "max_width")) {
-            return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                           "preprocessor config: size with longest_edge/max_* is not supported");
-        } else if (get(v, "shortest_edge")) {
-            if ((rc = as_int(get(v, "shortest_edge"), "size.shortest_edge", 1, MAX_EDGE,
-                             &p->shortest_edge, err, errlen)))
+        } else if (mm_cfg_has(&sz, "longest_edge") || mm_cfg_has(&sz, "max_height") || mm_cfg_has(&sz, "max_width")) {
+            return mm_cfg_errf(root, "size", err, errlen, MM_E_UNSUPPORTED,
+                               "longest_edge / max_* are not supported");
+        } else if (mm_cfg_has(&sz, "shortest_edge")) {
+            if ((rc = as_int(&sz, "shortest_edge", mm_cfg_get(&sz, "shortest_edge"), 1, MAX_EDGE, &p->shortest_edge,
+                             err, errlen)))
                 return rc;
             p->size_mode = MM_PREPROC_SIZE_SHORTEST;
         } else {
-            if ((rc = parse_hw(v, "size", &p->resize_h, &p->resize_w, err, errlen)))
+            if ((rc = parse_hw(root, "size", v, &p->resize_h, &p->resize_w, err, errlen)))
                 return rc;
             p->size_mode = MM_PREPROC_SIZE_EXACT;
         }
     }
-    if ((v = get(root, "resample"))) {
-        if ((rc = as_int(v, "resample", 0, 5, &p->resample, err, errlen)))
+    if ((v = mm_cfg_get(root, "resample"))) {
+        if ((rc = as_int(root, "resample", v, 0, 5, &p->resample, err, errlen)))
             return rc;
         if (p->resample == MM_RESAMPLE_NEAREST)
-            return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                           "preprocessor config: resample 0 (nearest) is not supported");
+            return mm_cfg_errf(root, "resample", err, errlen, MM_E_UNSUPPORTED, "0 (nearest) is not supported");
     }
-    if ((v = get(root, "crop_size")) &&
-        (rc = parse_hw(v, "crop_size", &p->crop_h, &p->crop_w, err, errlen)))
+    if ((v = mm_cfg_get(root, "crop_size")) &&
+        (rc = parse_hw(root, "crop_size", v, &p->crop_h, &p->crop_w, err, errlen)))
         return rc;
-    if ((v = get(root, "rescale_factor"))) {
-        if ((rc = as_num(v, "rescale_factor", &p->rescale_factor, err, errlen)))
-            return rc;
-    }
-    if ((v = get(root, "image_mean")) && (rc = parse_vec3(v, "image_mean", p->mean, err, errlen)))
+    if ((v = mm_cfg_get(root, "rescale_factor")) &&
+        (rc = as_num(root, "rescale_factor", v, &p->rescale_factor, err, errlen)))
         return rc;
-    if ((v = get(root, "image_std")) && (rc = parse_vec3(v, "image_std", p->std, err, errlen)))
+    if ((rc = parse_vec3(root, "image_mean", p->mean, err, errlen)) ||
+        (rc = parse_vec3(root, "image_std", p->std, err, errlen)))
         return rc;
     for (int i = 0; i < 3; i++)
         if (p->std[i] == 0.0f)
-            return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: image_std must not be 0");
+            return mm_cfg_errf(root, "image_std", err, errlen, MM_E_INVALID, "must not be 0");
     return MM_OK;
+}
+
+/* mm_preproc_parse with `name` (the file) in errors. */
+static int parse_named(const char *name, const char *json, size_t len, mm_preproc_t *p, char *err, size_t errlen)
+{
+    mm_preproc_default_clip(p, 224);
+    if (!json || len == 0 || len > (1u << 24))
+        return mm_errf(err, errlen, MM_E_INVALID, "%s: empty or too large", name);
+    mm_cfg_file_t *f;
+    int rc = mm_cfg_parse(name, json, len, &f, err, errlen);
+    if (rc)
+        return rc;
+    const mm_cfg_t root = mm_cfg_root(f);
+    rc = parse_root(&root, p, err, errlen);
+    mm_cfg_close(f);
+    return rc;
 }
 
 int mm_preproc_parse(const char *json, size_t len, mm_preproc_t *p, char *err, size_t errlen)
 {
-    mm_preproc_default_clip(p, 224);
-    if (!json || len == 0 || len > (1u << 24))
-        return mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: empty or too large");
-
-    struct json_tokener *tok = json_tokener_new();
-    if (!tok)
-        return mm_errf(err, errlen, MM_E_NOMEM, "preprocessor config: out of memory");
-    struct json_object *root = json_tokener_parse_ex(tok, json, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    int rc;
-    if (!root || jerr != json_tokener_success) {
-        rc = mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: %s",
-                     jerr == json_tokener_success ? "incomplete JSON" : json_tokener_error_desc(jerr));
-    } else if (!json_object_is_type(root, json_type_object)) {
-        rc = mm_errf(err, errlen, MM_E_INVALID, "preprocessor config: not a JSON object");
-    } else {
-        rc = parse_root(root, p, err, errlen);
-    }
-    json_object_put(root);
-    json_tokener_free(tok);
-    return rc;
+    return parse_named("preprocessor config", json, len, p, err, errlen);
 }
 
 int mm_preproc_load(const char *path, mm_preproc_t *p, char *err, size_t errlen)
@@ -300,7 +301,7 @@ int mm_preproc_load(const char *path, mm_preproc_t *p, char *err, size_t errlen)
         rc = mm_errf(err, errlen, MM_E_NOTFOUND, "cannot read %s", path);
     fclose(f);
     if (rc == MM_OK)
-        rc = mm_preproc_parse(buf, n, p, err, errlen);
+        rc = parse_named(path, buf, n, p, err, errlen);
     free(buf);
     return rc;
 }

@@ -17,10 +17,10 @@
  * Sections: config, weights, forward, encoder ops. */
 #include "textcommon.h"
 
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/textops.h"
 
@@ -39,25 +39,25 @@ typedef struct {
     mm_tops_act_t act;/* hidden_act */
 } bert_config_t;
 
-static int parse_config(json_object *o, bert_config_t *c, char *err, size_t errlen)
+static int parse_config(const mm_cfg_t *o, bert_config_t *c, char *err, size_t errlen)
 {
     int rc;
     double eps;
     if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "max_position_embeddings", 512, &c->max_pos, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "type_vocab_size", 2, &c->type_vocab, err, errlen)) ||
-        (rc = mm_tc_cfg_num(o, "layer_norm_eps", 1e-12, &eps, err, errlen)))
+        (rc = mm_cfg_pos(o, "max_position_embeddings", 512, &c->max_pos, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "type_vocab_size", 2, &c->type_vocab, err, errlen)) ||
+        (rc = mm_cfg_num(o, "layer_norm_eps", 1e-12, &eps, err, errlen)))
         return rc;
     c->eps = (float)eps;
     if (c->hidden % c->heads)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: hidden_size %d not divisible by %d heads",
-                       c->hidden, c->heads);
+        return mm_cfg_errf(o, "hidden_size", err, errlen, MM_E_INVALID, "%d not divisible by %d heads", c->hidden,
+                           c->heads);
     c->head_dim = c->hidden / c->heads;
-    const char *pe = mm_tc_jstr(o, "position_embedding_type");
+    const char *pe = mm_cfg_str(o, "position_embedding_type");
     if (pe && strcmp(pe, "absolute"))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: position_embedding_type \"%s\" not supported (absolute)", pe);
-    const char *act = mm_tc_jstr(o, "hidden_act");
+        return mm_cfg_errf(o, "position_embedding_type", err, errlen, MM_E_UNSUPPORTED,
+                           "\"%s\" not supported (absolute)", pe);
+    const char *act = mm_cfg_str(o, "hidden_act");
     if (!act || !strcmp(act, "gelu"))
         c->act = MM_TOPS_GELU;
     else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))
@@ -67,8 +67,8 @@ static int parse_config(json_object *o, bert_config_t *c, char *err, size_t errl
     else if (!strcmp(act, "silu") || !strcmp(act, "swish"))
         c->act = MM_TOPS_SILU;
     else
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: hidden_act \"%s\" not supported (gelu, gelu_new, relu, silu)", act);
+        return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED,
+                           "\"%s\" not supported (gelu, gelu_new, relu, silu)", act);
     return MM_OK;
 }
 
@@ -152,67 +152,120 @@ static void bert_free(mm_tm_t *tm)
 
 /* ============================================================ forward */
 
-/* BertModel over n packed sequences: r->x holds the word embedding rows
- * and r->pos the positions; leaves the last hidden state in r->x. */
+/* BertModel over n packed sequences on the runner's backend: r->x holds
+ * the word embedding rows and r->dpos the positions; leaves the last
+ * hidden state in r->x. */
 static void forward(mm_tm_runner_t *r, const int *lens, int n)
 {
-    const bert_t *m = (const bert_t *)r->m;
+    const bert_t *m = (const bert_t *)r->w;
     const bert_config_t *c = &m->c;
+    mm_backend_t *be = r->be;
+    const mm_backend_ops_t *o = be->ops;
     const int H = c->hidden, F = c->inter, D = c->head_dim, T = r->start[n];
     float *x = r->x;
+    (void)lens;
 
-    /* BertEmbeddings */
-    for (int t = 0; t < T; t++) {
-        float *xr = x + (size_t)t * H;
-        const float *pos = m->pos + (size_t)r->pos[t] * H;
-        for (int j = 0; j < H; j++)
-            xr[j] = xr[j] + m->type0[j] + pos[j];
-    }
-    mm_tops_add_layernorm(x, H, NULL, 0, m->ln_w, m->ln_b, T, H, c->eps);
+    /* BertEmbeddings: (word + token_type[0]) + position[p], then LayerNorm */
+    o->add_rows(be, x, H, m->type0, H, NULL, T, H);
+    o->add_rows(be, x, H, m->pos, H, r->dpos, T, H);
+    o->add_layer_norm(be, x, H, NULL, 0, m->ln_w, m->ln_b, T, H, c->eps);
 
     for (int l = 0; l < c->layers; l++) {
         const bert_layer_t *L = &m->l[l];
         /* BertSelfAttention */
-        mm_nn_linear(r->qkv, 3 * H, x, H, L->wqkv, L->bqkv, T, H, 3 * H, MM_ACT_NONE);
-        mm_tc_attention(r, lens, n, c->heads, 1, D, H, 2 * H, 0);
+        o->linear(be, r->qkv, 3 * H, x, H, L->wqkv, L->bqkv, T, H, 3 * H, MM_ACT_NONE, 0);
+        o->attention_gqa(be, r->att, H, r->qkv, 3 * H, r->qkv + H, 3 * H, r->qkv + 2 * H, 3 * H, &r->seqs, c->heads,
+                         c->heads, D, 0);
         /* BertSelfOutput: LayerNorm(dense(a) + x) */
-        mm_nn_linear(r->y, H, r->att, H, L->wo, L->bo, T, H, H, MM_ACT_NONE);
-        mm_tops_add_layernorm(x, H, r->y, H, L->ln1_w, L->ln1_b, T, H, c->eps);
+        o->linear(be, r->y, H, r->att, H, L->wo, L->bo, T, H, H, MM_ACT_NONE, 0);
+        o->add_layer_norm(be, x, H, r->y, H, L->ln1_w, L->ln1_b, T, H, c->eps);
         /* BertIntermediate + BertOutput, MM_TC_FF_BLOCK rows at a time */
         for (int t0 = 0; t0 < T; t0 += MM_TC_FF_BLOCK) {
             int nt = MM_MIN(MM_TC_FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
             /* exact-erf GELU fused into the product; other activations apart */
             const int fused = c->act == MM_TOPS_GELU;
-            mm_nn_linear(r->ff, F, xb, H, L->wi, L->bi, nt, H, F, fused ? MM_ACT_GELU : MM_ACT_NONE);
+            o->linear(be, r->ff, F, xb, H, L->wi, L->bi, nt, H, F, fused ? MM_ACT_GELU : MM_ACT_NONE, 0);
             if (!fused)
-                mm_tops_act(r->ff, (size_t)nt * F, c->act);
-            mm_nn_linear(yb, H, r->ff, F, L->wout, L->bout, nt, F, H, MM_ACT_NONE);
-            mm_tops_add_layernorm(xb, H, yb, H, L->ln2_w, L->ln2_b, nt, H, c->eps);
+                o->act(be, r->ff, (size_t)nt * F, c->act);
+            o->linear(be, yb, H, r->ff, F, L->wout, L->bout, nt, F, H, MM_ACT_NONE, 0);
+            o->add_layer_norm(be, xb, H, yb, H, L->ln2_w, L->ln2_b, nt, H, c->eps);
         }
     }
 }
 
-const mm_tc_arch_t mm_tc_bert = {.name = "bert", .forward = forward, .free = bert_free};
+/* The weights on a backend: a copy of the struct, its pointers be's. */
+static void dev_free(mm_tm_t *tm, mm_backend_t *be)
+{
+    bert_t *d = (bert_t *)tm;
+    mm_tc_dev_release(be, d->pos), mm_tc_dev_release(be, d->type0);
+    mm_tc_dev_release(be, d->ln_w), mm_tc_dev_release(be, d->ln_b);
+    for (int l = 0; d->l && l < d->c.layers; l++) {
+        bert_layer_t *L = &d->l[l];
+        mm_tc_dev_dense_free(be, L->wqkv), mm_tc_dev_dense_free(be, L->wo);
+        mm_tc_dev_dense_free(be, L->wi), mm_tc_dev_dense_free(be, L->wout);
+        const float *v[] = {L->bqkv, L->bo, L->ln1_w, L->ln1_b, L->bi, L->bout, L->ln2_w, L->ln2_b};
+        for (size_t i = 0; i < MM_ARRAY_LEN(v); i++)
+            mm_tc_dev_release(be, v[i]);
+    }
+    free(d->l);
+    free(d);
+}
+
+static int dev_new(const mm_tm_t *tm, mm_backend_t *be, mm_tm_t **out)
+{
+    const bert_t *m = (const bert_t *)tm;
+    const bert_config_t *c = &m->c;
+    const size_t H = (size_t)c->hidden, F = (size_t)c->inter;
+    *out = NULL;
+    bert_t *d = malloc(sizeof(*d));
+    if (!d)
+        return MM_E_NOMEM;
+    *d = *m;
+    d->pos = d->type0 = d->ln_w = d->ln_b = NULL;
+    if (!(d->l = calloc((size_t)c->layers, sizeof(*d->l)))) {
+        free(d);
+        return MM_E_NOMEM;
+    }
+    int bad = mm_tc_dev_const(be, &d->pos, m->pos, (size_t)c->max_pos * H) ||
+              mm_tc_dev_const(be, &d->type0, m->type0, H) || mm_tc_dev_const(be, &d->ln_w, m->ln_w, H) ||
+              mm_tc_dev_const(be, &d->ln_b, m->ln_b, H);
+    for (int l = 0; !bad && l < c->layers; l++) {
+        const bert_layer_t *s = &m->l[l];
+        bert_layer_t *L = &d->l[l];
+        bad = mm_tc_dev_dense(be, &L->wqkv, s->wqkv) || mm_tc_dev_const(be, &L->bqkv, s->bqkv, 3 * H) ||
+              mm_tc_dev_dense(be, &L->wo, s->wo) || mm_tc_dev_const(be, &L->bo, s->bo, H) ||
+              mm_tc_dev_const(be, &L->ln1_w, s->ln1_w, H) || mm_tc_dev_const(be, &L->ln1_b, s->ln1_b, H) ||
+              mm_tc_dev_dense(be, &L->wi, s->wi) || mm_tc_dev_const(be, &L->bi, s->bi, F) ||
+              mm_tc_dev_dense(be, &L->wout, s->wout) || mm_tc_dev_const(be, &L->bout, s->bout, H) ||
+              mm_tc_dev_const(be, &L->ln2_w, s->ln2_w, H) || mm_tc_dev_const(be, &L->ln2_b, s->ln2_b, H);
+    }
+    if (bad) {
+        dev_free(&d->tm, be);
+        return MM_ERR;
+    }
+    *out = &d->tm;
+    return MM_OK;
+}
+
+const mm_tc_arch_t mm_tc_bert = {.name = "bert", .forward = forward, .free = bert_free, .dev_new = dev_new,
+                                 .dev_free = dev_free};
 
 /* ============================================================ load */
 
 /* mm_enc_bert.load; see mm_tm_load_as (textmodel.h) for the contract.
  * dir's config.json describes a BertModel (the registry or mm_tm_load_as chose
  * this file by it). *out is an mm_tm_t. */
-static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+static int load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, void **out, char *err, size_t errlen)
 {
     *out = NULL;
     bert_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     int rc, max_seq = 0;
-    json_object *cfg = NULL;
-    if ((rc = mm_tc_init(&m->tm, &mm_tc_bert, dir, dtype, err, errlen)) ||
-        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
+    if ((rc = mm_tc_init(&m->tm, &mm_tc_bert, dir, dtype, err, errlen)))
         goto fail;
     rc = parse_config(cfg, &m->c, err, errlen);
-    json_object_put(cfg);
     m->tm.info.pooling = MM_TM_POOL_MEAN;
     if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)))
         goto fail;
@@ -240,5 +293,6 @@ fail:
 
 const mm_encoder_ops_t mm_enc_bert = {
     .name = "bert", .load = load, .free = mm_tc_enc_free, .info = mm_tc_enc_info,
-    .runner_new = mm_tc_enc_runner_new, .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
+    .runner_new = mm_tc_enc_runner_new, .runner_new_on = mm_tc_enc_runner_new_on,
+    .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
 };

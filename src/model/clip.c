@@ -25,10 +25,10 @@
 
 #include "mmembed/backend.h"
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
 
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,90 +113,58 @@ struct mm_model {
 
 /* ============================================================ config parsing */
 
-static int cfg_int(json_object *o, const char *key, int def, int *out, const char *where,
-                   char *err, size_t errlen)
+static int cfg_act(const mm_cfg_t *o, const char *def, mm_act_t *out, char *err, size_t errlen)
 {
-    json_object *v;
-    *out = def;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return MM_OK;
-    if (!json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s is not an integer", where, key);
-    int64_t x = json_object_get_int64(v);
-    if (x < -1000000000 || x > 1000000000)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s out of range", where, key);
-    *out = (int)x;
-    return MM_OK;
-}
-
-static int cfg_positive(json_object *o, const char *key, int def, int *out, const char *where,
-                        char *err, size_t errlen)
-{
-    int rc = cfg_int(o, key, def, out, where, err, errlen);
-    if (rc == MM_OK && *out < 1)
-        rc = mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.%s must be positive", where, key);
-    return rc;
-}
-
-static int cfg_act(json_object *o, const char *def, mm_act_t *out, const char *where,
-                   char *err, size_t errlen)
-{
-    json_object *v;
-    const char *s = def;
-    if (o && json_object_object_get_ex(o, "hidden_act", &v) && json_object_is_type(v, json_type_string))
-        s = json_object_get_string(v);
+    const char *s = mm_cfg_str(o, "hidden_act");
+    if (!s)
+        s = def;
     if (!strcmp(s, "quick_gelu"))
         *out = MM_ACT_QUICK_GELU;
     else if (!strcmp(s, "gelu"))
         *out = MM_ACT_GELU;
     else
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "config.json: %s.hidden_act \"%s\" not supported (quick_gelu, gelu)", where, s);
+        return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED, "\"%s\" not supported (quick_gelu, gelu)",
+                           s);
     return MM_OK;
 }
 
 /* Common encoder fields; defaults are transformers' CLIPTextConfig /
  * CLIPVisionConfig defaults, which older config.json files rely on. */
-static int parse_tower(json_object *o, int text, tower_config_t *c, const char *where,
-                       char *err, size_t errlen)
+static int parse_tower(const mm_cfg_t *o, int text, tower_config_t *c, char *err, size_t errlen)
 {
     int rc;
+    double eps;
     memset(c, 0, sizeof(*c));
-    if ((rc = cfg_positive(o, "hidden_size", text ? 512 : 768, &c->dim, where, err, errlen)) ||
-        (rc = cfg_positive(o, "intermediate_size", text ? 2048 : 3072, &c->hidden, where, err, errlen)) ||
-        (rc = cfg_positive(o, "num_hidden_layers", 12, &c->n_layers, where, err, errlen)) ||
-        (rc = cfg_positive(o, "num_attention_heads", text ? 8 : 12, &c->n_heads, where, err, errlen)) ||
-        (rc = cfg_act(o, "quick_gelu", &c->act, where, err, errlen)))
+    if ((rc = mm_cfg_pos(o, "hidden_size", text ? 512 : 768, &c->dim, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "intermediate_size", text ? 2048 : 3072, &c->hidden, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "num_hidden_layers", 12, &c->n_layers, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "num_attention_heads", text ? 8 : 12, &c->n_heads, err, errlen)) ||
+        (rc = cfg_act(o, "quick_gelu", &c->act, err, errlen)) ||
+        (rc = mm_cfg_num(o, "layer_norm_eps", 1e-5, &eps, err, errlen)))
         return rc;
     if (c->dim % c->n_heads)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.hidden_size %d not divisible by %d heads",
-                       where, c->dim, c->n_heads);
+        return mm_cfg_errf(o, "hidden_size", err, errlen, MM_E_INVALID, "%d not divisible by %d heads", c->dim,
+                           c->n_heads);
     c->head_dim = c->dim / c->n_heads;
-    json_object *v;
-    c->eps = 1e-5f;
-    if (o && json_object_object_get_ex(o, "layer_norm_eps", &v) &&
-        (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)))
-        c->eps = (float)json_object_get_double(v);
-    if (!(c->eps > 0.0f))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.layer_norm_eps must be positive", where);
+    c->eps = (float)eps;
 
     if (text) {
-        if ((rc = cfg_positive(o, "vocab_size", 49408, &c->vocab, where, err, errlen)) ||
-            (rc = cfg_positive(o, "max_position_embeddings", 77, &c->max_pos, where, err, errlen)) ||
-            (rc = cfg_int(o, "eos_token_id", 49407, &c->eos_id, where, err, errlen)))
+        if ((rc = mm_cfg_pos(o, "vocab_size", 49408, &c->vocab, err, errlen)) ||
+            (rc = mm_cfg_pos(o, "max_position_embeddings", 77, &c->max_pos, err, errlen)) ||
+            (rc = mm_cfg_int(o, "eos_token_id", 49407, -1000000000, 1000000000, &c->eos_id, err, errlen)))
             return rc;
         /* modeling_clip.py: "The legacy configuration has eos_token_id == 2";
          * those checkpoints pool at the largest id, which is EOS in CLIP's
          * vocabulary. */
         c->eos_argmax = c->eos_id == 2;
     } else {
-        if ((rc = cfg_positive(o, "image_size", 224, &c->image_size, where, err, errlen)) ||
-            (rc = cfg_positive(o, "patch_size", 32, &c->patch, where, err, errlen)) ||
-            (rc = cfg_positive(o, "num_channels", 3, &c->channels, where, err, errlen)))
+        if ((rc = mm_cfg_pos(o, "image_size", 224, &c->image_size, err, errlen)) ||
+            (rc = mm_cfg_pos(o, "patch_size", 32, &c->patch, err, errlen)) ||
+            (rc = mm_cfg_pos(o, "num_channels", 3, &c->channels, err, errlen)))
             return rc;
         if (c->image_size % c->patch)
-            return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s.image_size %d not a multiple of patch_size %d",
-                           where, c->image_size, c->patch);
+            return mm_cfg_errf(o, "image_size", err, errlen, MM_E_INVALID, "%d not a multiple of patch_size %d",
+                               c->image_size, c->patch);
         int g = c->image_size / c->patch;
         c->n_patches = g * g;
         c->seq = c->n_patches + 1;
@@ -204,34 +172,10 @@ static int parse_tower(json_object *o, int text, tower_config_t *c, const char *
     return MM_OK;
 }
 
-static const char *json_str(json_object *o, const char *key)
+static int parse_config(const mm_cfg_t *root, clip_config_t *c, char *err, size_t errlen)
 {
-    json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-static int parse_config(const char *dir, clip_config_t *c, char *err, size_t errlen)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found (not a Hugging Face model folder?)", path);
-    fclose(f);
-    json_object *root = json_object_from_file(path);
-    if (!root || !json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
-        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
-    }
-
-    const char *arch = NULL;
-    json_object *a;
-    if (json_object_object_get_ex(root, "architectures", &a) && json_object_is_type(a, json_type_array) &&
-        json_object_array_length(a) > 0)
-        arch = json_object_get_string(json_object_array_get_idx(a, 0));
-    const char *mt = json_str(root, "model_type");
+    const char *arch = mm_cfg_str0(root, "architectures");
+    const char *mt = mm_cfg_str(root, "model_type");
 
     memset(c, 0, sizeof(*c));
     if ((arch && !strcmp(arch, "CLIPModel")) || (!arch && mt && !strcmp(mt, "clip"))) {
@@ -243,30 +187,24 @@ static int parse_config(const char *dir, clip_config_t *c, char *err, size_t err
                (!arch && mt && !strcmp(mt, "clip_vision_model"))) {
         c->has_vision = 1;
     } else {
-        mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
-                "CLIPTextModelWithProjection, CLIPVisionModelWithProjection",
-                path, arch ? arch : "?", mt ? mt : "?");
-        json_object_put(root);
-        return MM_E_UNSUPPORTED;
+        return mm_cfg_errf(root, "architectures", err, errlen, MM_E_UNSUPPORTED,
+                           "unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
+                           "CLIPTextModelWithProjection, CLIPVisionModelWithProjection",
+                           arch ? arch : "?", mt ? mt : "?");
     }
 
-    int rc = MM_OK;
-    json_object *tc = NULL, *vc = NULL;
+    /* a CLIPModel nests its towers; the *WithProjection configs are the
+     * tower config itself */
+    mm_cfg_t tc = *root, vc = *root;
     if (c->has_text && c->has_vision) {
-        json_object_object_get_ex(root, "text_config", &tc);
-        json_object_object_get_ex(root, "vision_config", &vc);
-        rc = cfg_positive(root, "projection_dim", 512, &c->proj_dim, "config", err, errlen);
-    } else {
-        /* the *WithProjection configs are the tower config itself */
-        tc = vc = root;
-        rc = cfg_positive(root, "projection_dim", 512, &c->proj_dim, "config", err, errlen);
+        mm_cfg_sub(root, "text_config", &tc);
+        mm_cfg_sub(root, "vision_config", &vc);
     }
+    int rc = mm_cfg_pos(root, "projection_dim", 512, &c->proj_dim, err, errlen);
     if (rc == MM_OK && c->has_text)
-        rc = parse_tower(tc, 1, &c->text, c->has_vision ? "text_config" : "config", err, errlen);
+        rc = parse_tower(&tc, 1, &c->text, err, errlen);
     if (rc == MM_OK && c->has_vision)
-        rc = parse_tower(vc, 0, &c->vision, c->has_text ? "vision_config" : "config", err, errlen);
-    json_object_put(root);
+        rc = parse_tower(&vc, 0, &c->vision, err, errlen);
     return rc;
 }
 
@@ -405,6 +343,17 @@ int mm_model_load(const char *dir, mm_model_t **out, char *err, size_t errlen)
 
 int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *err, size_t errlen)
 {
+    void *m;
+    int rc = mm_encoder_load_ops(dir, &mm_enc_clip, dtype, &m, err, errlen);
+    *out = rc ? NULL : m;
+    return rc;
+}
+
+/* The load behind both doors (mm_model_load_as and the encoder ops), on
+ * config.json already read. */
+static int load_cfg(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, mm_model_t **out, char *err,
+                    size_t errlen)
+{
     *out = NULL;
     if (!mm_nn_lin_supported(dtype))
         return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: dtype %s is not supported on this CPU", dir,
@@ -415,7 +364,7 @@ int mm_model_load_as(const char *dir, mm_dtype_t dtype, mm_model_t **out, char *
     int rc;
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
-    if ((rc = parse_config(dir, &m->cfg, err, errlen)))
+    if ((rc = parse_config(cfg, &m->cfg, err, errlen)))
         goto fail;
     if ((rc = mm_st_open(dir, &st, err, errlen)))
         goto fail;
@@ -493,102 +442,40 @@ size_t mm_model_weight_bytes(const mm_model_t *m)
 struct mm_runner {
     const mm_model_t *m;
     int max_text, max_image;  /* sequences / images per forward pass */
-    int threads;              /* nn pool size while this runner computes */
-    int maxlen;               /* longest sequence (tokens) of either tower */
-    /* token-row buffers, rows = max(max_text*max_pos, max_image*seq),
-     * width the larger tower's */
-    float *x;        /* (rows, dim) residual stream */
-    float *h;        /* (rows, dim) normed input / sublayer output */
-    float *qkv;      /* (rows, 3*dim) fused projections */
-    float *att;      /* (rows, dim) attention output, heads side by side */
-    float *mlp;      /* (rows, hidden) */
-    float *scores;   /* (threads, maxlen, maxlen) one head's attention matrix per thread */
-    float *patches;  /* (max_image*n_patches, channels*patch*patch) im2col */
-    /* pooled-row buffers for the last block, batch = max(max_text, max_image) */
-    float *pq;       /* (batch, dim) their queries */
-    float *patt;     /* (batch, dim) their attention output */
-    float *px;       /* (batch, dim) their residual stream */
-    float *ph;       /* (batch, dim) */
-    float *pmlp;     /* (batch, hidden) */
-    int *off;        /* (batch) first row of each sequence */
-    int *len;        /* (batch) rows of each sequence */
-    int *pool;       /* (batch) pooled position within each sequence */
-    const float *kv; /* last block: row 0's key in r->qkv (value = key + dim) */
-    int ldkv;        /* its row stride */
-    void *arena;
-    struct dev_run *dev; /* a runner on a backend (mm_runner_new_dev), else NULL */
+    int threads;              /* the CPU backend's pool size (mm_runner_new) */
+    struct dev_run *dev;      /* the forward's state on its backend */
+    mm_model_dev_t *own;      /* the weights on that backend when the runner owns them */
+    mm_backend_t *own_be;     /* the backend when the runner opened it (mm_runner_new: the CPU) */
 };
 
 static void dev_run_free(struct dev_run *g);
 static int dev_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
 static int dev_encode_image(mm_runner_t *r, const float *pixels, int n, float *out);
 
+/* The CPU runner is the backend forward on a CPU backend of its own, whose
+ * "device copy" of the weights is the shared pack itself (constant and
+ * dense hand back the host pointers): one forward for every device. */
 mm_runner_t *mm_runner_new(const mm_model_t *m, int max_text_batch, int max_image_batch, int threads)
 {
-    const clip_config_t *c = &m->cfg;
-    if ((c->has_text && max_text_batch < 1) || (c->has_vision && max_image_batch < 1))
-        return NULL;
+    char err[MM_ERRLEN];
+    mm_backend_t *be;
+    mm_model_dev_t *d;
     threads = threads < 1 ? 1 : (threads > 64 ? 64 : threads);
-    if (!c->has_text)
-        max_text_batch = 0;
-    if (!c->has_vision)
-        max_image_batch = 0;
-
-    size_t rows = 0, dim = 0, hid = 0, maxlen = 0, npatch = 0, kpatch = 0;
-    if (c->has_text) {
-        rows = MM_MAX(rows, (size_t)max_text_batch * c->text.max_pos);
-        dim = MM_MAX(dim, (size_t)c->text.dim);
-        hid = MM_MAX(hid, (size_t)c->text.hidden);
-        maxlen = MM_MAX(maxlen, (size_t)c->text.max_pos);
-    }
-    if (c->has_vision) {
-        rows = MM_MAX(rows, (size_t)max_image_batch * c->vision.seq);
-        dim = MM_MAX(dim, (size_t)c->vision.dim);
-        hid = MM_MAX(hid, (size_t)c->vision.hidden);
-        maxlen = MM_MAX(maxlen, (size_t)c->vision.seq);
-        npatch = (size_t)max_image_batch * c->vision.n_patches;
-        kpatch = (size_t)c->vision.channels * c->vision.patch * c->vision.patch;
-    }
-    size_t batch = (size_t)MM_MAX(max_text_batch, max_image_batch);
-
-    /* one arena, every buffer 64-byte aligned */
-    const size_t A = 16; /* floats per 64 bytes */
-#define FL(n) (((n) + A - 1) / A * A)
-    size_t sizes[] = {
-        FL(rows * dim), FL(rows * dim), FL(rows * 3 * dim), FL(rows * dim), FL(rows * hid),
-        FL((size_t)threads * maxlen * maxlen), FL(npatch * kpatch),
-        FL(batch * dim), FL(batch * dim), FL(batch * dim), FL(batch * dim),
-        FL(batch * hid), FL(batch), FL(batch), FL(batch), /* ints are float-sized */
-    };
-#undef FL
-    size_t total = 0;
-    for (size_t i = 0; i < MM_ARRAY_LEN(sizes); i++)
-        total += sizes[i];
-
-    mm_runner_t *r = calloc(1, sizeof(*r));
-    if (!r)
+    if (mm_backend_open("cpu", threads, NULL, &be, err, sizeof err))
         return NULL;
-    r->arena = aligned_alloc(64, MM_MAX(total, A) * sizeof(float));
-    if (!r->arena) {
-        free(r);
+    if (mm_model_dev_new(m, be, &d, err, sizeof err)) {
+        mm_backend_close(be);
         return NULL;
     }
-    float *p = r->arena;
-    float **bufs[] = {&r->x, &r->h, &r->qkv, &r->att, &r->mlp, &r->scores, &r->patches,
-                      &r->pq, &r->patt, &r->px, &r->ph, &r->pmlp};
-    size_t i = 0;
-    for (; i < MM_ARRAY_LEN(bufs); i++) {
-        *bufs[i] = p;
-        p += sizes[i];
+    mm_runner_t *r = mm_runner_new_dev(d, max_text_batch, max_image_batch);
+    if (!r) {
+        mm_model_dev_free(d);
+        mm_backend_close(be);
+        return NULL;
     }
-    r->off = (int *)p; p += sizes[i++];
-    r->len = (int *)p; p += sizes[i++];
-    r->pool = (int *)p;
-    r->m = m;
-    r->max_text = max_text_batch;
-    r->max_image = max_image_batch;
+    r->own = d;
+    r->own_be = be;
     r->threads = threads;
-    r->maxlen = (int)maxlen;
     mm_nn_set_threads(threads);
     return r;
 }
@@ -598,100 +485,12 @@ void mm_runner_free(mm_runner_t *r)
     if (!r)
         return;
     dev_run_free(r->dev);
-    free(r->arena);
+    mm_model_dev_free(r->own);
+    mm_backend_close(r->own_be);
     free(r);
 }
 
 /* ============================================================ forward == */
-
-/* Attention of n sequences x heads, spread over the nn pool: every (sequence,
- * head) pair is independent. Full layer: queries, keys and values of each
- * sequence's rows in r->qkv (T, 3*dim), output to r->att. Pooled (last
- * layer): one query per sequence in r->pq, keys|values at r->kv (row
- * stride r->ldkv), output to r->patt. */
-typedef struct {
-    mm_runner_t *r;
-    const tower_config_t *c;
-    int n, causal, pooled;
-} attn_job_t;
-
-static void attn_part(void *arg, int part, int nparts)
-{
-    const attn_job_t *j = arg;
-    mm_runner_t *r = j->r;
-    const int D = j->c->dim, H = j->c->n_heads, hd = j->c->head_dim;
-    float *scratch = r->scores + (size_t)part * r->maxlen * r->maxlen;
-    for (int t = part; t < j->n * H; t += nparts) {
-        const int s = t / H, c = (t % H) * hd;
-        if (!j->pooled) {
-            const float *q = r->qkv + (size_t)r->off[s] * 3 * D + c;
-            mm_nn_attention(r->att + (size_t)r->off[s] * D + c, D, q, 3 * D, q + D, 3 * D, q + 2 * D, 3 * D,
-                            r->len[s], r->len[s], 1, hd, j->causal, scratch);
-        } else {
-            /* a causal query at position p sees keys 0..p: pass exactly those */
-            const int nk = j->causal ? r->pool[s] + 1 : r->len[s];
-            const float *kv = r->kv + (size_t)r->off[s] * r->ldkv + c;
-            mm_nn_attention(r->patt + (size_t)s * D + c, D, r->pq + (size_t)s * D + c, D, kv, r->ldkv,
-                            kv + D, r->ldkv, 1, nk, 1, hd, 0, scratch);
-        }
-    }
-}
-
-/* One CLIPEncoderLayer over n packed sequences (T rows in r->x), in place. */
-static void encoder_layer(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
-                          int T, int n, int causal)
-{
-    const int D = c->dim, H = c->hidden;
-    /* residual = x; x = self_attn(layer_norm1(x)); x += residual */
-    mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
-    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
-    attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 0};
-    mm_nn_parallel(attn_part, &aj);
-    mm_nn_linear_add(r->x, D, r->att, D, w->o_w, w->o_b, T, D, D);
-    /* residual = x; x = mlp(layer_norm2(x)); x += residual */
-    mm_nn_layer_norm(r->h, r->x, w->ln2_w, w->ln2_b, T, D, c->eps);
-    mm_nn_linear(r->mlp, H, r->h, D, w->fc1_w, w->fc1_b, T, D, H, c->act);
-    mm_nn_linear_add(r->x, D, r->mlp, H, w->fc2_w, w->fc2_b, T, H, D);
-}
-
-/* The last CLIPEncoderLayer, computed only where it is read: keys and values
- * for every row, everything else for row off[s] + pool[s] of each sequence.
- * Leaves those n rows of the layer's output in r->px (n, dim). */
-static void encoder_layer_pooled(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *w,
-                                 int T, int n, int causal)
-{
-    const int D = c->dim, H = c->hidden;
-    mm_nn_layer_norm(r->h, r->x, w->ln1_w, w->ln1_b, T, D, c->eps);
-    /* q|k|v for all rows (k and v are read everywhere), q kept for the
-     * pooled rows only: splitting the fused weight would save 1/12 of
-     * this layer's products but needs a column slice of the packed W */
-    mm_nn_linear(r->qkv, 3 * D, r->h, D, w->qkv_w, w->qkv_b, T, D, 3 * D, MM_ACT_NONE);
-    for (int s = 0; s < n; s++)
-        memcpy(r->pq + (size_t)s * D, r->qkv + (size_t)(r->off[s] + r->pool[s]) * 3 * D, (size_t)D * sizeof(float));
-    r->kv = r->qkv + D;
-    r->ldkv = 3 * D;
-    attn_job_t aj = {.r = r, .c = c, .n = n, .causal = causal, .pooled = 1};
-    mm_nn_parallel(attn_part, &aj);
-    for (int s = 0; s < n; s++)
-        memcpy(r->px + (size_t)s * D, r->x + (size_t)(r->off[s] + r->pool[s]) * D, (size_t)D * sizeof(float));
-    mm_nn_linear_add(r->px, D, r->patt, D, w->o_w, w->o_b, n, D, D);
-    mm_nn_layer_norm(r->ph, r->px, w->ln2_w, w->ln2_b, n, D, c->eps);
-    mm_nn_linear(r->pmlp, H, r->ph, D, w->fc1_w, w->fc1_b, n, D, H, c->act);
-    mm_nn_linear_add(r->px, D, r->pmlp, H, w->fc2_w, w->fc2_b, n, H, D);
-}
-
-/* Runs the blocks over the packed rows, then norm + projection of the
- * pooled rows into out (n, proj_dim). */
-static void encoder_head(mm_runner_t *r, const tower_config_t *c, const layer_weights_t *layers,
-                         const float *ln_w, const float *ln_b, const float *proj,
-                         int T, int n, int causal, float *out)
-{
-    for (int l = 0; l < c->n_layers - 1; l++)
-        encoder_layer(r, c, &layers[l], T, n, causal);
-    encoder_layer_pooled(r, c, &layers[c->n_layers - 1], T, n, causal);
-    mm_nn_layer_norm(r->ph, r->px, ln_w, ln_b, n, c->dim, c->eps);
-    mm_nn_linear(out, r->m->cfg.proj_dim, r->ph, c->dim, proj, NULL, n, c->dim, r->m->cfg.proj_dim, MM_ACT_NONE);
-}
 
 /* The row a text sequence is pooled at (CLIPTextTransformer.forward): the
  * first eos_id, or with eos_argmax (legacy configs) the largest id; 0 when
@@ -711,67 +510,6 @@ static int pooled_pos(const tower_config_t *c, const int32_t *ids, int len)
             }
     }
     return p;
-}
-
-/* CLIPTextTransformer on n (<= max_text) validated sequences. */
-static void text_forward(mm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
-{
-    const tower_config_t *c = &r->m->cfg.text;
-    const text_weights_t *w = &r->m->tw;
-    const int D = c->dim;
-    int T = 0;
-    for (int s = 0; s < n; s++) {
-        r->off[s] = T;
-        r->len[s] = lens[s];
-        T += lens[s];
-        r->pool[s] = pooled_pos(c, ids[s], lens[s]);
-        /* CLIPTextEmbeddings: token + absolute position */
-        for (int i = 0; i < lens[s]; i++) {
-            float *x = r->x + (size_t)(r->off[s] + i) * D;
-            memcpy(x, w->tok_emb + (size_t)ids[s][i] * D, (size_t)D * sizeof(float));
-            mm_nn_add(x, w->pos_emb + (size_t)i * D, (size_t)D);
-        }
-    }
-    encoder_head(r, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, 1, out);
-}
-
-/* CLIPVisionTransformer on n (<= max_image) images. */
-static void vision_forward(mm_runner_t *r, const float *pixels, int n, float *out)
-{
-    const tower_config_t *c = &r->m->cfg.vision;
-    const vision_weights_t *w = &r->m->vw;
-    const int D = c->dim, S = c->image_size, P = c->patch, G = S / P, C = c->channels;
-    const size_t K = (size_t)C * P * P;
-
-    /* im2col: patch (gy, gx) of image b -> row b*G*G + gy*G + gx, (c, ky, kx) */
-    for (int b = 0; b < n; b++) {
-        const float *img = pixels + (size_t)b * C * S * S;
-        for (int gy = 0; gy < G; gy++)
-            for (int gx = 0; gx < G; gx++) {
-                float *row = r->patches + ((size_t)b * G * G + (size_t)gy * G + gx) * K;
-                for (int ch = 0; ch < C; ch++)
-                    for (int ky = 0; ky < P; ky++)
-                        memcpy(row + ((size_t)ch * P + ky) * P,
-                               img + ((size_t)ch * S + (size_t)gy * P + ky) * S + (size_t)gx * P,
-                               (size_t)P * sizeof(float));
-            }
-    }
-    /* patch_embedding (stride-P conv, no bias) as one GEMM */
-    mm_nn_linear(r->h, D, r->patches, (int)K, w->patch_w, NULL, n * c->n_patches, (int)K, D, MM_ACT_NONE);
-
-    /* CLIPVisionEmbeddings: [class, patches] + position */
-    for (int b = 0; b < n; b++) {
-        r->off[b] = b * c->seq;
-        r->len[b] = c->seq;
-        r->pool[b] = 0; /* the class token */
-        float *x = r->x + (size_t)b * c->seq * D;
-        memcpy(x, w->cls, (size_t)D * sizeof(float));
-        memcpy(x + D, r->h + (size_t)b * c->n_patches * D, (size_t)c->n_patches * D * sizeof(float));
-        mm_nn_add(x, w->pos_emb, (size_t)c->seq * D);
-    }
-    const int T = n * c->seq;
-    mm_nn_layer_norm(r->x, r->x, w->pre_w, w->pre_b, T, D, c->eps);
-    encoder_head(r, c, w->layers, w->post_w, w->post_b, w->proj, T, n, 0, out);
 }
 
 /* ============================================================ on a backend */
@@ -1006,6 +744,8 @@ mm_runner_t *mm_runner_new_dev(const mm_model_dev_t *d, int max_text_batch, int 
     index_at(&g->ti, g->ints, trows, (size_t)max_text_batch);
     index_at(&g->vi, g->ints + g->n_text_ints, vrows, (size_t)max_image_batch);
     index_at(&g->th, g->host, trows, (size_t)max_text_batch);
+    if (be->host_memory)   /* the host writes the text block in place: its upload is free */
+        g->th = g->ti;
 
     if (c->has_vision) { /* the vision indices, once: they depend only on the geometry */
         const tower_config_t *v = &c->vision;
@@ -1107,7 +847,7 @@ static int dev_text_forward(mm_runner_t *r, const int32_t *const *ids, const int
         max_len = MM_MAX(max_len, lens[s]);
     }
     mm_backend_t *be = g->be;
-    be->ops->upload(be, g->ints, g->host, g->n_text_ints * sizeof(int));
+    be->ops->upload(be, g->ti.ia, g->th.ia, g->n_text_ints * sizeof(int));
     /* CLIPTextEmbeddings: token + absolute position */
     be->ops->gather_add(be, g->x, c->dim, w->tok_emb, c->dim, g->ti.ia, w->pos_emb, c->dim, g->ti.ib, T, c->dim);
     return dev_head(g, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, &g->ti, max_len, 1, out);
@@ -1121,8 +861,12 @@ static int dev_vision_forward(mm_runner_t *r, const float *pixels, int n, float 
     const vision_weights_t *w = &g->d->vw;
     mm_backend_t *be = g->be;
     const int D = c->dim, S = c->image_size, C = c->channels, K = C * c->patch * c->patch;
-    be->ops->upload(be, g->pix, pixels, (size_t)n * C * S * S * sizeof(float));
-    be->ops->patchify(be, g->patches, g->pix, n, C, S, c->patch);
+    const float *px = pixels;   /* backend memory is host memory: read the caller's pixels in place */
+    if (!be->host_memory) {
+        be->ops->upload(be, g->pix, pixels, (size_t)n * C * S * S * sizeof(float));
+        px = g->pix;
+    }
+    be->ops->patchify(be, g->patches, px, n, C, S, c->patch);
     /* patch_embedding as one GEMM, into the rows after the class embedding */
     be->ops->linear(be, g->vt + D, D, g->patches, K, w->patch_w, NULL, n * c->n_patches, K, D, MM_ACT_NONE, 0);
     /* CLIPVisionEmbeddings: [class, patches] + position */
@@ -1174,15 +918,7 @@ int mm_model_encode_text(mm_runner_t *r, const int32_t *const *ids, const int *l
             if (ids[s][i] < 0 || ids[s][i] >= c->text.vocab)
                 return MM_E_INVALID;
     }
-    if (r->dev)
-        return dev_encode_text(r, ids, lens, n, out);
-    if (mm_nn_threads() != r->threads)
-        mm_nn_set_threads(r->threads);
-    for (int s = 0; s < n; s += r->max_text) {
-        int k = MM_MIN(r->max_text, n - s);
-        text_forward(r, ids + s, lens + s, k, out + (size_t)s * c->proj_dim);
-    }
-    return MM_OK;
+    return dev_encode_text(r, ids, lens, n, out);
 }
 
 int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out)
@@ -1192,24 +928,15 @@ int mm_model_encode_image(mm_runner_t *r, const float *pixels, int n, float *out
         return MM_E_UNSUPPORTED;
     if (n < 0)
         return MM_E_INVALID;
-    const size_t per = (size_t)c->vision.channels * c->vision.image_size * c->vision.image_size;
-    if (r->dev)
-        return dev_encode_image(r, pixels, n, out);
-    if (mm_nn_threads() != r->threads)
-        mm_nn_set_threads(r->threads);
-    for (int s = 0; s < n; s += r->max_image) {
-        int k = MM_MIN(r->max_image, n - s);
-        vision_forward(r, pixels + (size_t)s * per, k, out + (size_t)s * c->proj_dim);
-    }
-    return MM_OK;
+    return dev_encode_image(r, pixels, n, out);
 }
 
 /* ---------------------------------------------------------------- encoder interface */
 
-static int clip_load(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen)
+static int clip_load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dt, void **model, char *err, size_t errlen)
 {
     mm_model_t *m;
-    int rc = mm_model_load_as(dir, dt, &m, err, errlen);
+    int rc = load_cfg(dir, cfg, dt, &m, err, errlen);
     *model = rc ? NULL : m;
     return rc;
 }
@@ -1232,6 +959,22 @@ static void clip_info(const void *model, mm_enc_info_t *o)
 static void *clip_runner_new(const void *model, int max_batch, int max_images, int threads)
 {
     return mm_runner_new(model, max_batch, max_images, threads);
+}
+
+/* A runner on be with its own copy of the weights there. */
+static void *clip_runner_new_on(const void *model, mm_backend_t *be, int max_batch, int max_images)
+{
+    char err[MM_ERRLEN];
+    mm_model_dev_t *d;
+    if (mm_model_dev_new(model, be, &d, err, sizeof err))
+        return NULL;
+    mm_runner_t *r = mm_runner_new_dev(d, max_batch, max_images);
+    if (!r) {
+        mm_model_dev_free(d);
+        return NULL;
+    }
+    r->own = d;
+    return r;
 }
 
 static void clip_runner_free(void *r)
@@ -1277,27 +1020,7 @@ static int clip_encode(const void *model, void *runner, const mm_input_t *in, in
     return MM_OK;
 }
 
-/* The encoder interface's backend hooks: the section "on a backend" above. */
-static int clip_dev_new(const void *model, mm_backend_t *be, void **dev, char *err, size_t errlen)
-{
-    mm_model_dev_t *d = NULL;
-    int rc = mm_model_dev_new(model, be, &d, err, errlen);
-    *dev = d;
-    return rc;
-}
-
-static void clip_dev_free(void *dev)
-{
-    mm_model_dev_free(dev);
-}
-
-static void *clip_dev_runner_new(const void *dev, int max_batch, int max_images)
-{
-    return mm_runner_new_dev(dev, max_batch, max_images);
-}
-
 const mm_encoder_ops_t mm_enc_clip = {
     .name = "clip", .load = clip_load, .free = clip_free, .info = clip_info, .runner_new = clip_runner_new,
-    .runner_free = clip_runner_free, .encode = clip_encode,
-    .dev_new = clip_dev_new, .dev_free = clip_dev_free, .dev_runner_new = clip_dev_runner_new,
+    .runner_new_on = clip_runner_new_on, .runner_free = clip_runner_free, .encode = clip_encode,
 };

@@ -24,11 +24,11 @@
 #include "mmembed/qwen3.h"
 #include "textcommon.h"
 
-#include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/textops.h"
 
@@ -36,88 +36,74 @@
 
 
 /* mrope_section: three positive ints summing to head_dim / 2. */
-static int parse_mrope(json_object *rs, mm_q3_config_t *c, char *err, size_t errlen)
+static int parse_mrope(const mm_cfg_t *rs, mm_q3_config_t *c, char *err, size_t errlen)
 {
-    json_object *a;
-    if (!rs || !json_object_object_get_ex(rs, "mrope_section", &a))
+    int rc = mm_cfg_ints(rs, "mrope_section", c->mrope, 3, err, errlen), sum = 0;
+    if (rc == MM_E_NOTFOUND)
         return MM_OK;
-    int sum = 0;
-    if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) != 3)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section must list 3 integers");
+    if (rc)
+        return rc;
     for (int i = 0; i < 3; i++) {
-        c->mrope[i] = json_object_get_int(json_object_array_get_idx(a, i));
         if (c->mrope[i] < 1)
-            return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section entries must be positive");
+            return mm_cfg_errf(rs, "mrope_section", err, errlen, MM_E_INVALID, "entries must be positive");
         sum += c->mrope[i];
     }
     if (sum != c->head_dim / 2)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: mrope_section sums to %d, head_dim / 2 is %d", sum,
-                       c->head_dim / 2);
+        return mm_cfg_errf(rs, "mrope_section", err, errlen, MM_E_INVALID, "sums to %d, head_dim / 2 is %d", sum,
+                           c->head_dim / 2);
     return MM_OK;
 }
 
-int mm_q3_parse_config(json_object *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen)
+int mm_q3_parse_config(const mm_cfg_t *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen)
 {
     int rc;
     double eps;
     memset(c, 0, sizeof *c);
     if ((rc = mm_tc_cfg_sizes(o, &c->vocab, &c->hidden, &c->layers, &c->heads, &c->inter, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "max_position_embeddings", 32768, &c->max_pos, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_key_value_heads", c->heads, &c->kv_heads, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "head_dim", c->hidden / c->heads, &c->head_dim, err, errlen)) ||
-        (rc = mm_tc_cfg_num(o, "rms_norm_eps", 1e-6, &eps, err, errlen)))
+        (rc = mm_cfg_pos(o, "max_position_embeddings", 32768, &c->max_pos, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "num_key_value_heads", c->heads, &c->kv_heads, err, errlen)) ||
+        (rc = mm_cfg_pos(o, "head_dim", c->hidden / c->heads, &c->head_dim, err, errlen)) ||
+        (rc = mm_cfg_num(o, "rms_norm_eps", 1e-6, &eps, err, errlen)))
         return rc;
     c->eps = (float)eps;
     if (c->heads % c->kv_heads)
-        return mm_errf(err, errlen, MM_E_INVALID,
-                       "config.json: num_attention_heads %d not a multiple of num_key_value_heads %d",
-                       c->heads, c->kv_heads);
+        return mm_cfg_errf(o, "num_attention_heads", err, errlen, MM_E_INVALID,
+                           "%d not a multiple of num_key_value_heads %d", c->heads, c->kv_heads);
     if (c->head_dim % 2)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: head_dim %d is odd", c->head_dim);
-    const char *act = mm_tc_jstr(o, "hidden_act");
+        return mm_cfg_errf(o, "head_dim", err, errlen, MM_E_INVALID, "%d is odd", c->head_dim);
+    const char *act = mm_cfg_str(o, "hidden_act");
     if (act && strcmp(act, "silu"))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: hidden_act \"%s\" not supported (silu)", act);
-    if (mm_tc_jbool(o, "use_sliding_window"))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: use_sliding_window not supported");
-    c->attn_bias = qwen2 || mm_tc_jbool(o, "attention_bias");
+        return mm_cfg_errf(o, "hidden_act", err, errlen, MM_E_UNSUPPORTED, "\"%s\" not supported (silu)", act);
+    if (mm_cfg_bool(o, "use_sliding_window"))
+        return mm_cfg_errf(o, "use_sliding_window", err, errlen, MM_E_UNSUPPORTED, "not supported");
+    c->attn_bias = qwen2 || mm_cfg_bool(o, "attention_bias");
     c->o_bias = !qwen2 && c->attn_bias;
     c->qk_norm = !qwen2;
 
     /* rope_theta: transformers <= 4 top-level, >= 5 under rope_parameters.
      * Only the plain rotary ("default") is implemented. */
-    json_object *rp = NULL, *rs = NULL;
-    json_object_object_get_ex(o, "rope_parameters", &rp);
-    json_object_object_get_ex(o, "rope_scaling", &rs);
-    if (rp && !json_object_is_type(rp, json_type_object))
-        rp = NULL;
-    if (rs && !json_object_is_type(rs, json_type_object))
-        rs = NULL;
-    if ((rc = mm_tc_cfg_num(o, "rope_theta", 10000.0, &c->rope_theta, err, errlen)) ||
-        (rp && (rc = mm_tc_cfg_num(rp, "rope_theta", c->rope_theta, &c->rope_theta, err, errlen))))
+    mm_cfg_t sets[2];
+    mm_cfg_sub(o, "rope_parameters", &sets[0]);
+    mm_cfg_sub(o, "rope_scaling", &sets[1]);
+    if ((rc = mm_cfg_num(o, "rope_theta", 10000.0, &c->rope_theta, err, errlen)) ||
+        (rc = mm_cfg_num(&sets[0], "rope_theta", c->rope_theta, &c->rope_theta, err, errlen)))
         return rc;
-    json_object *sets[2] = {rp, rs};
     for (int i = 0; i < 2; i++) {
-        const char *t = mm_tc_jstr(sets[i], "rope_type");
+        const char *t = mm_cfg_str(&sets[i], "rope_type");
         if (!t)
-            t = mm_tc_jstr(sets[i], "type");
+            t = mm_cfg_str(&sets[i], "type");
         /* Qwen2-VL's M-RoPE: "mrope" (transformers 4) or "default" with an
          * mrope_section (transformers 5) */
         if (t && strcmp(t, "default") && !(qwen2 && !strcmp(t, "mrope")))
-            return mm_errf(err, errlen, MM_E_UNSUPPORTED, "config.json: rope_type \"%s\" not supported (default)", t);
-        if (qwen2 && (rc = parse_mrope(sets[i], c, err, errlen)))
+            return mm_cfg_errf(&sets[i], "rope_type", err, errlen, MM_E_UNSUPPORTED, "\"%s\" not supported (default)",
+                               t);
+        if (qwen2 && (rc = parse_mrope(&sets[i], c, err, errlen)))
             return rc;
     }
 
-    c->eos_id = -1;
-    json_object *e;
-    if (json_object_object_get_ex(o, "eos_token_id", &e)) {
-        if (json_object_is_type(e, json_type_array) && json_object_array_length(e) > 0)
-            e = json_object_array_get_idx(e, 0);
-        if (json_object_is_type(e, json_type_int))
-            c->eos_id = json_object_get_int(e);
-    }
+    c->eos_id = mm_cfg_first_int(o, "eos_token_id", -1);
     if (!qwen2 && (c->eos_id < 0 || c->eos_id >= c->vocab))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: eos_token_id missing or outside the vocabulary");
+        return mm_cfg_errf(o, "eos_token_id", err, errlen, MM_E_INVALID, "missing or outside the vocabulary");
     return MM_OK;
 }
 
@@ -230,49 +216,122 @@ static void rope_rows(const mm_q3_t *m, const int32_t *pos, int T, float *cos, f
 
 /* ============================================================ forward */
 
-/* Qwen3Model over n packed sequences: r->x holds the input rows and r->pos
- * their positions; leaves the final-normed last hidden state in r->x. */
+/* Qwen3Model over n packed sequences on the runner's backend: r->x holds
+ * the input rows and r->pos their positions; leaves the final-normed last
+ * hidden state in r->x. */
 void mm_q3_forward(mm_tm_runner_t *r, const int *lens, int n)
 {
-    const mm_q3_t *m = (const mm_q3_t *)r->m;
+    const mm_q3_t *m = (const mm_q3_t *)r->m, *w = (const mm_q3_t *)r->w;
     const mm_q3_config_t *c = &m->c;
+    mm_backend_t *be = r->be;
+    const mm_backend_ops_t *o = be->ops;
     const int H = c->hidden, F = c->inter, D = c->head_dim, T = r->start[n];
     const int Q = c->heads * D, KV = c->kv_heads * D, ld = r->m->ld_qkv;
     float *x = r->x;
+    (void)lens;
 
-    /* Qwen3RotaryEmbedding: the same cos / sin for every layer */
-    rope_rows(m, r->pos, T, r->rope_cos, r->rope_sin);
+    /* Qwen3RotaryEmbedding: the same cos / sin for every layer, built on
+     * the host from the tables */
+    rope_rows(m, r->pos, T, r->hcos, r->hsin);
+    o->upload(be, r->rope_cos, r->hcos, (size_t)T * (D / 2) * sizeof(float));
+    o->upload(be, r->rope_sin, r->hsin, (size_t)T * (D / 2) * sizeof(float));
     for (int l = 0; l < c->layers; l++) {
-        const mm_q3_layer_t *L = &m->l[l];
+        const mm_q3_layer_t *L = &w->l[l];
         /* Qwen3Attention */
-        mm_tops_rmsnorm(r->y, H, x, H, L->in_norm, T, H, c->eps);
-        mm_nn_linear(r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE);
-        for (int t = 0; c->qk_norm && t < T; t++) {
-            float *row = r->qkv + (size_t)t * ld;
-            mm_tops_rmsnorm(row, D, row, D, L->q_norm, c->heads, D, c->eps);
-            mm_tops_rmsnorm(row + Q, D, row + Q, D, L->k_norm, c->kv_heads, D, c->eps);
+        o->rms_norm(be, r->y, H, x, H, L->in_norm, T, 1, H, c->eps);
+        o->linear(be, r->qkv, ld, r->y, H, L->wqkv, L->bqkv, T, H, ld, MM_ACT_NONE, 0);
+        if (c->qk_norm) {   /* per head, before rotary */
+            o->rms_norm(be, r->qkv, ld, r->qkv, ld, L->q_norm, T, c->heads, D, c->eps);
+            o->rms_norm(be, r->qkv + Q, ld, r->qkv + Q, ld, L->k_norm, T, c->kv_heads, D, c->eps);
         }
-        mm_tops_rope(r->qkv, ld, T, c->heads + c->kv_heads, D, r->rope_cos, r->rope_sin);
-        mm_tc_attention(r, lens, n, c->heads, c->heads / c->kv_heads, D, Q, Q + KV, 1);
-        mm_nn_linear(r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE);
-        for (size_t i = 0; i < (size_t)T * H; i++)
-            x[i] += r->y[i];
+        o->rope(be, r->qkv, ld, T, c->heads + c->kv_heads, D, r->rope_cos, r->rope_sin);
+        o->attention_gqa(be, r->att, Q, r->qkv, ld, r->qkv + Q, ld, r->qkv + Q + KV, ld, &r->seqs, c->heads,
+                         c->kv_heads, D, 1);
+        o->linear(be, r->y, H, r->att, Q, L->wo, L->bo, T, Q, H, MM_ACT_NONE, 0);
+        o->add(be, x, r->y, (size_t)T * H);
         /* Qwen3MLP, MM_TC_FF_BLOCK rows at a time */
         for (int t0 = 0; t0 < T; t0 += MM_TC_FF_BLOCK) {
             int nt = MM_MIN(MM_TC_FF_BLOCK, T - t0);
             float *xb = x + (size_t)t0 * H, *yb = r->y + (size_t)t0 * H;
-            mm_tops_rmsnorm(yb, H, xb, H, L->post_norm, nt, H, c->eps);
-            mm_nn_linear(r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F, MM_ACT_NONE);
-            mm_tops_swiglu(r->ff2, F, r->ff, 2 * F, nt, F);
-            mm_nn_linear(yb, H, r->ff2, F, L->wdown, NULL, nt, F, H, MM_ACT_NONE);
-            for (size_t i = 0; i < (size_t)nt * H; i++)
-                xb[i] += yb[i];
+            o->rms_norm(be, yb, H, xb, H, L->post_norm, nt, 1, H, c->eps);
+            o->linear(be, r->ff, 2 * F, yb, H, L->wgu, NULL, nt, H, 2 * F, MM_ACT_NONE, 0);
+            o->swiglu(be, r->ff2, F, r->ff, 2 * F, nt, F);
+            o->linear(be, yb, H, r->ff2, F, L->wdown, NULL, nt, F, H, MM_ACT_NONE, 0);
+            o->add(be, xb, yb, (size_t)nt * H);
         }
     }
-    mm_tops_rmsnorm(x, H, x, H, m->norm, T, H, c->eps);
+    o->rms_norm(be, x, H, x, H, w->norm, T, 1, H, c->eps);
 }
 
-const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = mm_q3_forward, .free = mm_q3_free};
+/* ============================================================ on a backend */
+
+void mm_q3_dev_clear(mm_q3_t *d, mm_backend_t *be)
+{
+    for (int l = 0; d->l && l < d->c.layers; l++) {
+        mm_q3_layer_t *L = &d->l[l];
+        mm_tc_dev_dense_free(be, L->wqkv), mm_tc_dev_dense_free(be, L->wo);
+        mm_tc_dev_dense_free(be, L->wgu), mm_tc_dev_dense_free(be, L->wdown);
+        const float *v[] = {L->in_norm, L->bqkv, L->q_norm, L->k_norm, L->bo, L->post_norm};
+        for (size_t i = 0; i < MM_ARRAY_LEN(v); i++)
+            mm_tc_dev_release(be, v[i]);
+    }
+    mm_tc_dev_release(be, d->norm);
+    free(d->l);
+    d->l = NULL;
+    d->norm = NULL;
+}
+
+/* d starts as a copy of *m; its weight pointers become be's. The rotary
+ * tables stay the host's (rope_rows reads them on the host). */
+int mm_q3_dev_fill(const mm_q3_t *m, mm_backend_t *be, mm_q3_t *d)
+{
+    const mm_q3_config_t *c = &m->c;
+    const size_t H = (size_t)c->hidden, D = (size_t)c->head_dim;
+    const size_t QKV = (size_t)(c->heads + 2 * c->kv_heads) * D;
+    d->norm = NULL;
+    if (!(d->l = calloc((size_t)c->layers, sizeof(*d->l))))
+        return MM_E_NOMEM;
+    int bad = mm_tc_dev_const(be, &d->norm, m->norm, H);
+    for (int l = 0; !bad && l < c->layers; l++) {
+        const mm_q3_layer_t *s = &m->l[l];
+        mm_q3_layer_t *L = &d->l[l];
+        bad = mm_tc_dev_const(be, &L->in_norm, s->in_norm, H) || mm_tc_dev_dense(be, &L->wqkv, s->wqkv) ||
+              mm_tc_dev_const(be, &L->bqkv, s->bqkv, QKV) || mm_tc_dev_const(be, &L->q_norm, s->q_norm, D) ||
+              mm_tc_dev_const(be, &L->k_norm, s->k_norm, D) || mm_tc_dev_dense(be, &L->wo, s->wo) ||
+              mm_tc_dev_const(be, &L->bo, s->bo, H) || mm_tc_dev_const(be, &L->post_norm, s->post_norm, H) ||
+              mm_tc_dev_dense(be, &L->wgu, s->wgu) || mm_tc_dev_dense(be, &L->wdown, s->wdown);
+    }
+    if (bad) {
+        mm_q3_dev_clear(d, be);
+        return MM_ERR;
+    }
+    return MM_OK;
+}
+
+static void dev_free(mm_tm_t *tm, mm_backend_t *be)
+{
+    mm_q3_dev_clear((mm_q3_t *)tm, be);
+    free(tm);
+}
+
+static int dev_new(const mm_tm_t *tm, mm_backend_t *be, mm_tm_t **out)
+{
+    *out = NULL;
+    mm_q3_t *d = malloc(sizeof(*d));
+    if (!d)
+        return MM_E_NOMEM;
+    *d = *(const mm_q3_t *)tm;
+    int rc = mm_q3_dev_fill((const mm_q3_t *)tm, be, d);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    *out = &d->tm;
+    return MM_OK;
+}
+
+const mm_tc_arch_t mm_tc_qwen3 = {.name = "qwen3", .forward = mm_q3_forward, .free = mm_q3_free,
+                                  .dev_new = dev_new, .dev_free = dev_free, .takes_embeds = 1};
 
 /* ============================================================ load */
 
@@ -305,19 +364,16 @@ int mm_q3_finish(mm_q3_t *m, int max_seq, char *err, size_t errlen)
 /* mm_enc_qwen3.load; see mm_tm_load_as (textmodel.h) for the contract.
  * dir's config.json describes a Qwen3Model (the registry or mm_tm_load_as chose
  * this file by it). *out is an mm_tm_t. */
-static int load(const char *dir, mm_dtype_t dtype, void **out, char *err, size_t errlen)
+static int load(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dtype, void **out, char *err, size_t errlen)
 {
     *out = NULL;
     mm_q3_t *m = calloc(1, sizeof(*m));
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     int rc, max_seq = 0;
-    json_object *cfg = NULL;
-    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)) ||
-        !(cfg = mm_tc_config_read(dir, &rc, err, errlen)))
+    if ((rc = mm_tc_init(&m->tm, &mm_tc_qwen3, dir, dtype, err, errlen)))
         goto fail;
     rc = mm_q3_parse_config(cfg, 0, &m->c, err, errlen);
-    json_object_put(cfg);
     m->tm.info.pooling = MM_TM_POOL_LAST;
     if (rc || (rc = mm_tc_st_files(dir, &m->tm.info.pooling, &max_seq, err, errlen)) ||
         (rc = mm_q3_setup(m, err, errlen)) ||
@@ -335,7 +391,7 @@ fail:
 
 int mm_qwen3_embed_ids(const mm_tm_t *m, const int32_t *ids, int n, float *x)
 {
-    if (m->arch->forward != mm_q3_forward)
+    if (!m->arch->takes_embeds)
         return MM_E_UNSUPPORTED;
     for (int t = 0; t < n; t++)
         if (ids[t] < 0 || ids[t] >= m->vocab)
@@ -349,7 +405,7 @@ int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *po
                             float *out)
 {
     const mm_q3_t *m = (const mm_q3_t *)r->m;
-    if (r->m->arch->forward != mm_q3_forward)
+    if (!r->m->arch->takes_embeds)
         return MM_E_UNSUPPORTED;
     int rc = mm_tc_check_lens(&m->tm, lens, n);
     if (rc)
@@ -361,13 +417,13 @@ int mm_qwen3_forward_embeds(mm_tm_runner_t *r, const float *x, const int32_t *po
         if (pos[t] < 0 || pos[t] >= m->rope_rows)
             return MM_E_INVALID;
     const mm_tc_src_t src = {.x = x, .pos = pos};
-    mm_tc_run(r, &src, lens, n, out);
-    return MM_OK;
+    return mm_tc_run(r, &src, lens, n, out);
 }
 
 /* ============================================================ encoder ops */
 
 const mm_encoder_ops_t mm_enc_qwen3 = {
     .name = "qwen3", .load = load, .free = mm_tc_enc_free, .info = mm_tc_enc_info,
-    .runner_new = mm_tc_enc_runner_new, .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
+    .runner_new = mm_tc_enc_runner_new, .runner_new_on = mm_tc_enc_runner_new_on,
+    .runner_free = mm_tc_enc_runner_free, .encode = mm_tc_enc_encode,
 };

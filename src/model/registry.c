@@ -6,7 +6,6 @@
 
 #include <dirent.h>
 #include <limits.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include <time.h>
 
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/log.h"
 #include "mmembed/preprocess.h"
 #include "mmembed/safetensors.h"
@@ -36,30 +36,62 @@ static const struct {
     {{"Qwen2VLForConditionalGeneration", "Qwen2VLModel"}, {"qwen2_vl"}, &mm_enc_qwen2vl},
 };
 
-static const char *jstr(json_object *o, const char *key)
+static const mm_encoder_ops_t *pick(const mm_cfg_t *cfg, const char **arch, const char **mt)
 {
-    json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v) : NULL;
-}
-
-static const mm_encoder_ops_t *pick(json_object *cfg, const char **arch, const char **mt)
-{
-    json_object *a;
-    *arch = NULL;
-    *mt = jstr(cfg, "model_type");
-    if (json_object_object_get_ex(cfg, "architectures", &a) && json_object_is_type(a, json_type_array) &&
-        json_object_array_length(a) > 0)
-        *arch = json_object_get_string(json_object_array_get_idx(a, 0));
-    if (!*arch) *arch = jstr(cfg, "architecture");
-    /* model_type first: it names the family whatever head the checkpoint has */
+    *mt = mm_cfg_str(cfg, "model_type");
+    *arch = mm_cfg_str0(cfg, "architectures");
+    if (!*arch)
+        *arch = mm_cfg_str(cfg, "architecture");
+    /* model_type first: it names the family whatever head the checkpoint
+     * has, and a family of its own is not ours even when its architectures
+     * list looks like one of ours (xlm-roberta saves "BertModel"-like heads) */
     for (size_t i = 0; *mt && i < MM_ARRAY_LEN(archs); i++)
         for (int k = 0; k < 4 && archs[i].model_types[k]; k++)
             if (!strcmp(*mt, archs[i].model_types[k])) return archs[i].ops;
+    if (*mt)
+        return NULL;
     for (size_t i = 0; *arch && i < MM_ARRAY_LEN(archs); i++)
         for (int k = 0; k < 4 && archs[i].names[k]; k++)
             if (!strcmp(*arch, archs[i].names[k])) return archs[i].ops;
     return NULL;
+}
+
+int mm_encoder_probe(const char *dir, mm_cfg_file_t **file, const mm_encoder_ops_t **ops, char *err, size_t errlen)
+{
+    *ops = NULL;
+    int rc = mm_cfg_open_in(dir, "config.json", file, err, errlen);
+    if (rc == MM_E_NOTFOUND)
+        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
+    if (rc)
+        return rc;   /* not a JSON object: the reader's message */
+    const mm_cfg_t root = mm_cfg_root(*file);
+    const char *arch, *mt;
+    if (!(*ops = pick(&root, &arch, &mt))) {
+        rc = mm_errf(err, errlen, MM_E_UNSUPPORTED,
+                     "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
+                     "CLIPTextModelWithProjection, CLIPVisionModelWithProjection, BertModel, Qwen3Model, "
+                     "Qwen2VLForConditionalGeneration, USE-Lite (tools/use)", mm_cfg_path(*file), arch ? arch : "?",
+                     mt ? mt : "?");
+        mm_cfg_close(*file);
+        *file = NULL;
+    }
+    return rc;
+}
+
+int mm_encoder_load_ops(const char *dir, const mm_encoder_ops_t *ops, mm_dtype_t dt, void **model, char *err,
+                        size_t errlen)
+{
+    mm_cfg_file_t *f;
+    *model = NULL;
+    int rc = mm_cfg_open_in(dir, "config.json", &f, err, errlen);
+    if (rc == MM_E_NOTFOUND)
+        return mm_errf(err, errlen, rc, "%s/config.json: not found (not a Hugging Face model folder?)", dir);
+    if (rc)
+        return rc;
+    const mm_cfg_t cfg = mm_cfg_root(f);
+    rc = ops->load(dir, &cfg, dt, model, err, errlen);
+    mm_cfg_close(f);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the encoder */
@@ -82,10 +114,6 @@ struct mm_enc_runner {
     void *remote_ctx;
 };
 
-struct mm_enc_dev {
-    const mm_encoder_t *enc;
-    void *d;
-};
 
 static double ms_now(void)
 {
@@ -260,14 +288,10 @@ int mm_encoder_plan(mm_enc_plan_t *p, int n, double share, size_t avail, char *e
     return MM_OK;
 }
 
-static int synthetic_flag(json_object *cfg)
+static int synthetic_flag(const mm_cfg_t *cfg)
 {
-    json_object *v;
-    int syn = 0;
-    if (json_object_object_get_ex(cfg, "mmembed_synthetic", &v)) syn = json_object_get_boolean(v);
-    const char *note = jstr(cfg, "_note");
-    if (note && strstr(note, "SYNTHETIC")) syn = 1;
-    return syn;
+    const char *note = mm_cfg_str(cfg, "_note");
+    return mm_cfg_bool(cfg, "mmembed_synthetic") || (note && strstr(note, "SYNTHETIC"));
 }
 
 int mm_encoder_load(const char *dir, const char *dtype, mm_encoder_t **out, char *err, size_t errlen)
@@ -285,29 +309,20 @@ int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *er
     const char *dir = p->dir;
     *out = NULL;
     char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    json_object *cfg = json_object_from_file(path);
-    if (!cfg) return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found or not JSON (not a Hugging Face model folder?)", path);
-    const char *arch, *mt;
-    const mm_encoder_ops_t *ops = pick(cfg, &arch, &mt);
-    if (!ops) {
-        int rc = mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                         "%s: unsupported architecture \"%s\" (model_type \"%s\"); supported: CLIPModel, "
-                         "CLIPTextModelWithProjection, CLIPVisionModelWithProjection, BertModel, Qwen3Model, "
-                         "Qwen2VLForConditionalGeneration, USE-Lite (tools/use)", path, arch ? arch : "?", mt ? mt : "?");
-        json_object_put(cfg);
+    mm_cfg_file_t *cf;
+    const mm_encoder_ops_t *ops;
+    int rc = mm_encoder_probe(dir, &cf, &ops, err, errlen);
+    if (rc)
         return rc;
-    }
+    const mm_cfg_t cfg = mm_cfg_root(cf);
     mm_encoder_t *e = calloc(1, sizeof *e);
     if (!e) {
-        json_object_put(cfg);
+        mm_cfg_close(cf);
         return MM_E_NOMEM;
     }
     e->ops = ops;
-    e->synthetic = synthetic_flag(cfg);
-    json_object_put(cfg);
+    e->synthetic = synthetic_flag(&cfg);
     const double t0 = ms_now();
-    int rc;
     mm_dtype_t dt = MM_DT_F32;
     if (ops->f32_only) {
         snprintf(e->dtype_why, sizeof e->dtype_why, "%s", strcmp(p->want, "f32") ? ops->f32_only : "f32 as configured");
@@ -316,7 +331,9 @@ int mm_encoder_load_planned(const mm_enc_plan_t *p, mm_encoder_t **out, char *er
         snprintf(e->dtype_why, sizeof e->dtype_why, "%s", p->why);
     }
     char sub[MM_ERRLEN];
-    if ((rc = ops->load(dir, dt, &e->model, sub, sizeof sub))) {
+    rc = ops->load(dir, &cfg, dt, &e->model, sub, sizeof sub);
+    mm_cfg_close(cf);
+    if (rc) {
         free(e);
         return mm_errf(err, errlen, rc, "%s", sub);
     }
@@ -447,6 +464,22 @@ mm_enc_runner_t *mm_encoder_runner_new(const mm_encoder_t *e, int max_batch, int
     return r;
 }
 
+mm_enc_runner_t *mm_encoder_runner_new_on(const mm_encoder_t *e, struct mm_backend *be, int max_batch,
+                                          int max_images)
+{
+    if (!e->ops->runner_new_on)
+        return NULL;
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->enc = e;
+    if (!(r->r = e->ops->runner_new_on(e->model, be, max_batch, max_images))) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
 void mm_encoder_runner_free(mm_enc_runner_t *r)
 {
     if (!r) return;
@@ -460,45 +493,9 @@ int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *ou
     return r->enc->ops->encode(r->enc->model, r->r, in, n, out);
 }
 
-int mm_encoder_has_dev(const mm_encoder_t *e)
+int mm_encoder_has_backend(const mm_encoder_t *e)
 {
-    return e->ops->dev_new && e->ops->dev_runner_new;
-}
-
-int mm_encoder_dev_new(const mm_encoder_t *e, struct mm_backend *be, mm_enc_dev_t **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    if (!mm_encoder_has_dev(e))
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s has no forward on a compute backend yet", e->info.arch);
-    mm_enc_dev_t *d = calloc(1, sizeof *d);
-    if (!d) return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
-    d->enc = e;
-    int rc = e->ops->dev_new(e->model, be, &d->d, err, errlen);
-    if (rc) {
-        free(d);
-        return rc;
-    }
-    *out = d;
-    return MM_OK;
-}
-
-void mm_encoder_dev_free(mm_enc_dev_t *d)
-{
-    if (!d) return;
-    if (d->d) d->enc->ops->dev_free(d->d);
-    free(d);
-}
-
-mm_enc_runner_t *mm_encoder_runner_new_dev(const mm_enc_dev_t *d, int max_batch, int max_images)
-{
-    mm_enc_runner_t *r = calloc(1, sizeof *r);
-    if (!r) return NULL;
-    r->enc = d->enc;
-    if (!(r->r = d->enc->ops->dev_runner_new(d->d, max_batch, max_images))) {
-        free(r);
-        return NULL;
-    }
-    return r;
+    return e->ops->runner_new_on != NULL;
 }
 
 mm_enc_runner_t *mm_encoder_runner_remote(const mm_encoder_t *e, mm_enc_remote_fn fn, void *ctx)

@@ -1,6 +1,7 @@
-/* What the text encoders share (see textcommon.h): Hugging Face config
- * helpers, the sentence-transformers files, the weight walk and the shared
- * pack, and the architecture-free pieces of a forward pass.
+/* What the text encoders share (see textcommon.h): the config sizes, the
+ * sentence-transformers files, the weight walk and the shared pack, and the
+ * architecture-free pieces of a forward pass: the pass loop, pooling and
+ * the runner on its backend (mmembed/backend.h).
  *
  * Weights: every tensor the forward pass multiplies is converted to f32 and
  * stored, fused where one GEMM can do the work (q|k|v, gate|up), in one
@@ -16,7 +17,7 @@
  * it makes a vector independent of its batch (to BLAS rounding).
  *
  * Sections: config, sentence-transformers, weight walk, pack, load,
- * forward pieces. */
+ * forward pieces (the pass, the pass loop), runners. */
 #include "textcommon.h"
 
 #include <errno.h>
@@ -30,7 +31,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/packcache.h"
 #include "mmembed/textops.h"
 
@@ -40,88 +43,16 @@
 
 /* ============================================================ config */
 
-json_object *mm_tc_json_read(const char *path, int *rc, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        *rc = mm_errf(err, errlen, MM_E_NOTFOUND, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    fclose(f);
-    json_object *o = json_object_from_file(path);
-    if (!o || !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        *rc = mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
-        return NULL;
-    }
-    *rc = MM_OK;
-    return o;
-}
-
-json_object *mm_tc_config_read(const char *dir, int *rc, char *err, size_t errlen)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    return mm_tc_json_read(path, rc, err, errlen);
-}
-
-const char *mm_tc_jstr(json_object *o, const char *key)
-{
-    json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return json_object_get_string(v);
-    return NULL;
-}
-
-int mm_tc_jbool(json_object *o, const char *key)
-{
-    json_object *v;
-    return o && json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
-}
-
-int mm_tc_cfg_int(json_object *o, const char *key, int def, int *out, char *err, size_t errlen)
-{
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
-        if (def < 0)
-            return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s missing", key);
-        *out = def;
-        return MM_OK;
-    }
-    if (!json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s is not an integer", key);
-    int64_t x = json_object_get_int64(v);
-    if (x < 1 || x > 100000000)
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s = %lld out of range", key,
-                       (long long)x);
-    *out = (int)x;
-    return MM_OK;
-}
-
-int mm_tc_cfg_sizes(json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+int mm_tc_cfg_sizes(const mm_cfg_t *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
                     size_t errlen)
 {
     int rc;
-    if ((rc = mm_tc_cfg_int(o, "vocab_size", -1, vocab, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "hidden_size", -1, hidden, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_hidden_layers", -1, layers, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "num_attention_heads", -1, heads, err, errlen)) ||
-        (rc = mm_tc_cfg_int(o, "intermediate_size", -1, inter, err, errlen)))
+    if ((rc = mm_cfg_size(o, "vocab_size", vocab, err, errlen)) ||
+        (rc = mm_cfg_size(o, "hidden_size", hidden, err, errlen)) ||
+        (rc = mm_cfg_size(o, "num_hidden_layers", layers, err, errlen)) ||
+        (rc = mm_cfg_size(o, "num_attention_heads", heads, err, errlen)) ||
+        (rc = mm_cfg_size(o, "intermediate_size", inter, err, errlen)))
         return rc;
-    return MM_OK;
-}
-
-int mm_tc_cfg_num(json_object *o, const char *key, double def, double *out, char *err, size_t errlen)
-{
-    json_object *v;
-    *out = def;
-    if (!o || !json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
-        return MM_OK;
-    if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s is not a number", key);
-    *out = json_object_get_double(v);
-    if (!(*out > 0) || !isfinite(*out))
-        return mm_errf(err, errlen, MM_E_INVALID, "config.json: %s must be positive", key);
     return MM_OK;
 }
 
@@ -135,61 +66,58 @@ int mm_tc_st_files(const char *dir, int *pooling, int *max_seq, char *err, size_
 {
     char path[1280];
     int rc;
+    mm_cfg_file_t *f;
     *max_seq = 0;
 
     snprintf(path, sizeof path, "%s/sentence_bert_config.json", dir);
     if (access(path, F_OK) == 0) {
-        json_object *o = mm_tc_json_read(path, &rc, err, errlen);
-        if (!o)
+        if ((rc = mm_cfg_open(path, &f, err, errlen)))
             return rc;
-        json_object *v;
-        if (json_object_object_get_ex(o, "max_seq_length", &v) && json_object_is_type(v, json_type_int) &&
-            json_object_get_int(v) > 0)
-            *max_seq = json_object_get_int(v);
-        json_object_put(o);
+        const mm_cfg_t o = mm_cfg_root(f);
+        int v;
+        if (mm_cfg_pos(&o, "max_seq_length", 0, &v, NULL, 0) == MM_OK)
+            *max_seq = v;
+        mm_cfg_close(f);
     }
 
     snprintf(path, sizeof path, "%s/modules.json", dir);
     if (access(path, F_OK) != 0)
         return MM_OK;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: %s", path, strerror(errno));
-    fclose(f);
-    json_object *mods = json_object_from_file(path);
-    if (!mods || !json_object_is_type(mods, json_type_array)) {
-        json_object_put(mods);
-        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON array", path);
-    }
+    if ((rc = mm_cfg_open_array(path, &f, err, errlen)))
+        return rc;
+    const mm_cfg_t root = mm_cfg_root(f);
+    json_object *mods = mm_cfg_json(&root);
     char pool_dir[512] = "";
-    rc = MM_OK;
     for (size_t i = 0; i < json_object_array_length(mods) && rc == MM_OK; i++) {
-        json_object *e = json_object_array_get_idx(mods, i);
-        const char *type = mm_tc_jstr(e, "type"), *p = mm_tc_jstr(e, "path");
+        char where[32];
+        snprintf(where, sizeof where, "[%zu]", i);
+        const mm_cfg_t e = mm_cfg_view(&root, json_object_array_get_idx(mods, i), where);
+        const char *type = mm_cfg_str(&e, "type"), *p = mm_cfg_str(&e, "path");
         const char *cls = type ? strrchr(type, '.') : NULL;
         cls = cls ? cls + 1 : type ? type : "";
         if (!strcmp(cls, "Pooling"))
             snprintf(pool_dir, sizeof pool_dir, "%s", p ? p : "");
         else if (strcmp(cls, "Transformer") && strcmp(cls, "Normalize"))
-            rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: module %s not supported", path,
-                         type ? type : "?");
+            rc = mm_cfg_errf(&e, "type", err, errlen, MM_E_UNSUPPORTED, "module %s not supported", type ? type : "?");
     }
-    json_object_put(mods);
+    mm_cfg_close(f);
     if (rc || !pool_dir[0])
         return rc;
 
     snprintf(path, sizeof path, "%s/%s/config.json", dir, pool_dir);
-    json_object *o = mm_tc_json_read(path, &rc, err, errlen);
-    if (!o)
+    if ((rc = mm_cfg_open(path, &f, err, errlen)))
         return rc;
-    int cls = mm_tc_jbool(o, "pooling_mode_cls_token"), mean = mm_tc_jbool(o, "pooling_mode_mean_tokens");
-    int last = mm_tc_jbool(o, "pooling_mode_lasttoken");
-    int other = mm_tc_jbool(o, "pooling_mode_max_tokens") || mm_tc_jbool(o, "pooling_mode_mean_sqrt_len_tokens") ||
-                mm_tc_jbool(o, "pooling_mode_weightedmean_tokens");
-    json_object_put(o);
+    const mm_cfg_t o = mm_cfg_root(f);
+    int cls = mm_cfg_bool(&o, "pooling_mode_cls_token"), mean = mm_cfg_bool(&o, "pooling_mode_mean_tokens");
+    int last = mm_cfg_bool(&o, "pooling_mode_lasttoken");
+    int other = mm_cfg_bool(&o, "pooling_mode_max_tokens") || mm_cfg_bool(&o, "pooling_mode_mean_sqrt_len_tokens") ||
+                mm_cfg_bool(&o, "pooling_mode_weightedmean_tokens");
     if (other || cls + mean + last != 1)
-        return mm_errf(err, errlen, MM_E_UNSUPPORTED,
-                       "%s: pooling must be exactly one of cls_token, mean_tokens, lasttoken", path);
+        rc = mm_cfg_errf(&o, NULL, err, errlen, MM_E_UNSUPPORTED,
+                         "pooling must be exactly one of cls_token, mean_tokens, lasttoken");
+    mm_cfg_close(f);
+    if (rc)
+        return rc;
     *pooling = cls ? MM_TM_POOL_CLS : mean ? MM_TM_POOL_MEAN : MM_TM_POOL_LAST;
     return MM_OK;
 }
@@ -487,61 +415,28 @@ void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, i
             mm_st_convert(m->tok_dtype, tab + (size_t)ids[s][p] * H * esize, x, H);
 }
 
-typedef struct {
-    mm_tm_runner_t *r;
-    const int *lens;
-    int n, heads, group, D, ldq, ldo, koff, voff, causal;
-    float scale;
-} attn_job_t;
-
-/* Parts take (sequence, head) units round robin; each part has its own
- * scores block. */
-static void attn_part(void *arg, int part, int nparts)
+int mm_tc_pass(mm_tm_runner_t *r, const int *lens, int n, float *out)
 {
-    const attn_job_t *j = arg;
-    mm_tm_runner_t *r = j->r;
-    float *scores = r->scores + (size_t)(part % r->threads) * MM_TOPS_QBLOCK * r->m->info.max_tokens;
-    for (int u = part; u < j->n * j->heads; u += nparts) {
-        const int s = u / j->heads, h = u % j->heads, kvh = h / j->group;
-        const float *q = r->qkv + (size_t)r->start[s] * j->ldq;
-        mm_tops_attention(r->att + (size_t)r->start[s] * j->ldo + h * j->D, j->ldo, q + h * j->D, j->ldq,
-                          q + j->koff + kvh * j->D, j->ldq, q + j->voff + kvh * j->D, j->ldq, j->lens[s], j->D,
-                          j->scale, j->causal, scores);
-    }
-}
-
-void mm_tc_attention(mm_tm_runner_t *r, const int *lens, int n, int heads, int group, int D, int koff, int voff,
-                     int causal)
-{
-    attn_job_t aj = {.r = r, .lens = lens, .n = n, .heads = heads, .group = group, .D = D,
-                     .ldq = r->m->ld_qkv, .ldo = r->m->att_width, .koff = koff, .voff = voff,
-                     .causal = causal, .scale = 1.0f / sqrtf((float)D)};
-    mm_nn_parallel(attn_part, &aj);
-}
-
-/* out (n, hidden) from r->x by the model's pooling. */
-static void pool(const mm_tm_runner_t *r, const int *lens, int n, float *out)
-{
-    const int H = r->m->hidden;
+    const mm_tm_t *m = r->m;
+    mm_backend_t *be = r->be;
+    const int H = m->hidden, T = r->start[n], mb = r->max_batch, axes = MM_MAX(1, m->pos_axes);
+    int *qoff = r->hints, *qlen = qoff + mb, *prow = qlen + mb, max_len = 1;
     for (int s = 0; s < n; s++) {
-        const float *x = r->x + (size_t)r->start[s] * H;
-        float *o = out + (size_t)s * H;
-        switch (r->m->info.pooling) {
-        case MM_TM_POOL_CLS:
-            memcpy(o, x, (size_t)H * sizeof(float));
-            break;
-        case MM_TM_POOL_LAST:
-            memcpy(o, x + (size_t)(lens[s] - 1) * H, (size_t)H * sizeof(float));
-            break;
-        default:
-            for (int j = 0; j < H; j++) {
-                double acc = 0;
-                for (int p = 0; p < lens[s]; p++)
-                    acc += x[(size_t)p * H + j];
-                o[j] = (float)(acc / lens[s]);
-            }
-        }
+        qoff[s] = r->start[s];
+        qlen[s] = lens[s];
+        prow[s] = r->start[s] + (m->info.pooling == MM_TM_POOL_LAST ? lens[s] - 1 : 0);
+        max_len = MM_MAX(max_len, lens[s]);
     }
+    /* positions close up behind the sequence arrays: (axes, T) */
+    be->ops->upload(be, r->ints, r->hints, (3 * (size_t)mb + (size_t)axes * T) * sizeof(int));
+    r->seqs = (mm_seqs_t){.qoff = r->ints, .qlen = r->ints + mb, .koff = r->ints, .klen = r->ints + mb, .n = n,
+                          .max_q = max_len, .max_k = max_len};
+    m->arch->forward(r, lens, n);
+    if (m->info.pooling == MM_TM_POOL_MEAN)
+        be->ops->mean_rows(be, r->out, H, r->x, H, &r->seqs, H);
+    else   /* CLS or the last token: one row of each sequence */
+        be->ops->gather_add(be, r->out, H, r->x, H, r->ints + 2 * mb, NULL, 0, NULL, n, H);
+    return be->ops->download(be, out, r->out, (size_t)n * H * sizeof(float));
 }
 
 int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n)
@@ -557,19 +452,16 @@ int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n)
     return MM_OK;
 }
 
-void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out)
+int mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out)
 {
     const mm_tm_t *m = r->m;
+    mm_backend_t *be = r->be;
     const size_t H = (size_t)m->hidden;
-    /* the pool is process-wide: another runner may have resized it (and
-     * attention needs one scores block per part) */
-    if (mm_nn_threads() != r->threads)
-        mm_nn_set_threads(r->threads);
     size_t tok0 = 0, total = 0;   /* first token of the pass among all n sequences; all of them */
     for (int s = 0; s < n; s++)
         total += (size_t)lens[s];
     for (int s0 = 0; s0 < n;) {
-        int k = 0, t = 0;
+        int k = 0, t = 0, rc;
         r->start[0] = 0;
         while (s0 + k < n && k < r->max_batch && t + lens[s0 + k] <= r->cap) {
             t += lens[s0 + k];
@@ -577,19 +469,134 @@ void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n
         }
         const int axes = m->pos_axes > 1 ? m->pos_axes : 1;
         if (src->ids) {   /* text: the same position on every axis */
-            mm_tc_embed(m, src->ids + s0, lens + s0, k, r->x);
+            mm_tc_embed(m, src->ids + s0, lens + s0, k, r->hx);
             for (int a = 0; a < axes; a++)
                 for (int s = 0; s < k; s++)
                     for (int p = 0; p < lens[s0 + s]; p++)
                         r->pos[(size_t)a * t + r->start[s] + p] = p;
         } else {
-            memcpy(r->x, src->x + tok0 * H, (size_t)t * H * sizeof(float));
+            memcpy(r->hx, src->x + tok0 * H, (size_t)t * H * sizeof(float));
             for (int a = 0; a < axes; a++)
                 memcpy(r->pos + (size_t)a * t, src->pos + (size_t)a * total + tok0, (size_t)t * sizeof(int32_t));
         }
-        m->arch->forward(r, lens + s0, k);
-        pool(r, lens + s0, k, out + (size_t)s0 * H);
+        be->ops->upload(be, r->x, r->hx, (size_t)t * H * sizeof(float));
+        if ((rc = mm_tc_pass(r, lens + s0, k, out + (size_t)s0 * H)))
+            return rc;
         s0 += k;
         tok0 += (size_t)t;
     }
+    return MM_OK;
+}
+
+/* ================================================================ runners */
+
+int mm_tc_dev_const(mm_backend_t *be, const float **dst, const float *src, size_t n)
+{
+    *dst = src ? be->ops->constant(be, src, n) : NULL;
+    return src && !*dst;
+}
+
+int mm_tc_dev_dense(mm_backend_t *be, const float **dst, const float *src)
+{
+    *dst = src ? be->ops->dense(be, src) : NULL;
+    return src && !*dst;
+}
+
+void mm_tc_dev_release(mm_backend_t *be, const float *p)
+{
+    if (p)
+        be->ops->release(be, p);
+}
+
+void mm_tc_dev_dense_free(mm_backend_t *be, const float *p)
+{
+    if (p)
+        be->ops->dense_free(be, p);
+}
+
+/* Frees what runner_new allocated on r->be (NULL is fine). */
+static void dev_bufs_free(mm_tm_runner_t *r)
+{
+    mm_backend_t *be = r->be;
+    const int host = be->host_memory;
+    float **bufs[] = {&r->x, &r->y, &r->qkv, &r->att, &r->ff, &r->ff2, &r->rope_cos, &r->rope_sin, &r->out};
+    for (size_t i = 0; i < MM_ARRAY_LEN(bufs); i++)
+        be->ops->free(be, *bufs[i]);
+    be->ops->free(be, r->ints);
+    if (!host) {
+        be->ops->host_free(be, r->hx);
+        be->ops->host_free(be, r->hcos);
+        be->ops->host_free(be, r->hsin);
+        be->ops->host_free(be, r->hints);
+    }
+}
+
+void mm_tm_runner_free(mm_tm_runner_t *r)
+{
+    if (!r)
+        return;
+    if (r->be) {
+        dev_bufs_free(r);
+        if (r->wdev)
+            r->m->arch->dev_free(r->wdev, r->be);
+        if (r->own_be)
+            mm_backend_close(r->be);
+    }
+    free(r->start);
+    free(r);
+}
+
+mm_tm_runner_t *mm_tc_runner_new(const mm_tm_t *m, mm_backend_t *be, int copy, int max_batch, int threads)
+{
+    if (max_batch < 1)
+        return NULL;
+    mm_tm_runner_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    char err[MM_ERRLEN];
+    if (!be) {
+        if (mm_backend_open("cpu", threads, NULL, &r->be, err, sizeof err)) {
+            free(r);
+            return NULL;
+        }
+        r->own_be = 1;
+    } else {
+        r->be = be;
+    }
+    be = r->be;
+    int mt = m->info.max_tokens;
+    r->m = r->w = m;
+    r->max_batch = max_batch;
+    long cap = (long)max_batch * mt;
+    r->cap = (int)MM_MAX((long)mt, MM_MIN(cap, (long)MM_TC_PASS_TOKENS));
+    const size_t T = (size_t)r->cap, H = (size_t)m->hidden, F = MM_TC_FF_BLOCK, axes = (size_t)MM_MAX(1, m->pos_axes);
+    const size_t nints = 3 * (size_t)max_batch + axes * T;
+    const int host = be->host_memory;
+#define A(f, n) (!(r->f = be->ops->alloc(be, (size_t)(n) * sizeof(float))))
+    int bad = A(x, T * H) || A(y, T * H) || A(qkv, T * m->ld_qkv) || A(att, T * m->att_width) ||
+              A(ff, F * m->ff_width) || (m->ff2_width && A(ff2, F * m->ff2_width)) ||
+              (m->rope_half && (A(rope_cos, T * m->rope_half) || A(rope_sin, T * m->rope_half))) ||
+              A(out, (size_t)max_batch * H) || !(r->ints = be->ops->alloc(be, nints * sizeof(int)));
+#undef A
+    if (!bad && host) {   /* the host fills backend memory in place: uploads are free */
+        r->hx = r->x;
+        r->hcos = r->rope_cos;
+        r->hsin = r->rope_sin;
+        r->hints = r->ints;
+    } else if (!bad) {
+        bad = !(r->hx = be->ops->host_alloc(be, T * H * sizeof(float))) ||
+              !(r->hints = be->ops->host_alloc(be, nints * sizeof(int))) ||
+              (m->rope_half && (!(r->hcos = be->ops->host_alloc(be, T * m->rope_half * sizeof(float))) ||
+                                !(r->hsin = be->ops->host_alloc(be, T * m->rope_half * sizeof(float)))));
+    }
+    r->start = malloc(((size_t)max_batch + 1) * sizeof(int));
+    if (bad || !r->start || (copy && m->arch->dev_new(m, be, &r->wdev))) {
+        mm_tm_runner_free(r);
+        return NULL;
+    }
+    if (r->wdev)
+        r->w = r->wdev;
+    r->pos = (int32_t *)(r->hints + 3 * (size_t)max_batch);
+    r->dpos = r->ints + 3 * (size_t)max_batch;
+    return r;
 }

@@ -1,27 +1,29 @@
-/* textcommon — what the text encoders (bert.c, qwen3.c) share, private to
- * src/model: the model and runner structs behind include/mmembed/textmodel.h,
- * Hugging Face config helpers, the sentence-transformers files, the weight
- * walk that lays out the shared pack, and the pieces of a forward pass that
- * do not depend on the architecture (token lookup, attention over packed
- * sequences, pooling, the pass loop).
+/* textcommon — what the text encoders (bert.c, qwen3.c, qwen2vl.c's
+ * decoder) share, private to src/model: the model and runner structs behind
+ * include/mmembed/textmodel.h, the config sizes, the sentence-transformers
+ * files, the weight walk that lays out the shared pack, and the pieces of a
+ * forward pass that do not depend on the architecture (token lookup, the
+ * pass and its loop, pooling, the runner on its backend).
  *
  * An architecture file allocates a struct whose FIRST member is mm_tm_t,
  * fills mm_tm_t's dims (hidden, ld_qkv, ...) so that the common runner can
- * size its scratch, and supplies a tm_arch_t (its forward pass and what to
- * free). Everything else here is the same for both. */
+ * size its scratch, and supplies an mm_tc_arch_t (its forward pass as ops
+ * on the runner's backend, what to free, and its weights' copy onto another
+ * backend). Everything else here is the same for all of them. */
 #ifndef MMEMBED_TEXTCOMMON_H
 #define MMEMBED_TEXTCOMMON_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
 #include "mmembed/encoder.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
 #include "mmembed/textmodel.h"
 
-struct json_object;
 
 /* Rows per feed-forward block: the FFN runs on blocks of tokens so its wide
  * intermediate buffer stays FF_BLOCK rows whatever the pass size. */
@@ -33,12 +35,20 @@ struct json_object;
 
 typedef struct {
     const char *name;   /* "bert" | "qwen3": info.arch and the pack cache tag */
-    /* One pass over n packed sequences whose input rows r->x (start[n],
-     * hidden) and positions r->pos (start[n]) already hold; leaves the last
-     * hidden state in r->x. */
+    /* One pass over n packed sequences on r->be: the input rows r->x
+     * (start[n], hidden) and positions (r->pos on the host, r->dpos on the
+     * backend) already hold; leaves the last hidden state in r->x. Reads
+     * the weights from r->w, the config from r->m. */
     void (*forward)(mm_tm_runner_t *r, const int *lens, int n);
     /* Frees what the architecture allocated beside mm_tm_t (not the struct). */
     void (*free)(mm_tm_t *m);
+    /* A copy of the model struct whose weight pointers are be's copies
+     * (mm_backend_ops_t constant / dense): what a runner on be reads.
+     * Returns 0, or MM_E_NOMEM / MM_ERR (be's error says why). */
+    int (*dev_new)(const mm_tm_t *m, struct mm_backend *be, mm_tm_t **out);
+    /* Frees such a copy (its backend weights, its arrays, itself). */
+    void (*dev_free)(mm_tm_t *w, struct mm_backend *be);
+    int takes_embeds;   /* the decoder reads caller-made rows (mm_qwen3_forward_embeds) */
 } mm_tc_arch_t;
 
 /* The part of every text model the common code reads. An architecture's
@@ -63,12 +73,20 @@ struct mm_tm {
     mm_dtype_t compute;      /* of the dense layers */
 };
 
-/* A worker's scratch, sized once from the model's dims. */
+/* A worker's scratch, sized once from the model's dims, on a backend
+ * (mmembed/backend.h): the forward passes queue their ops there. The
+ * default runner opens a CPU backend of its own and reads the shared pack
+ * in place (w == m); a runner on a given backend reads a copy of the
+ * weights there (arch->dev_new). */
 struct mm_tm_runner {
-    const mm_tm_t *m;
+    const mm_tm_t *m;     /* the model: config, host tables (token embeddings, rotary) */
+    const mm_tm_t *w;     /* the same struct with weight pointers where be reads them */
+    mm_tm_t *wdev;        /* that copy when owned (NULL when w == m) */
+    struct mm_backend *be;
+    int own_be;           /* be opened by the runner */
     int max_batch;
-    int cap;          /* tokens per pass */
-    int threads;
+    int cap;              /* tokens per pass */
+    /* backend memory */
     float *x;         /* (cap, hidden) residual stream */
     float *y;         /* (cap, hidden) sublayer output / normed input */
     float *qkv;       /* (cap, ld_qkv) */
@@ -77,31 +95,26 @@ struct mm_tm_runner {
     float *ff2;       /* (MM_TC_FF_BLOCK, ff2_width) or NULL */
     float *rope_cos;  /* (cap, rope_half) each token's rotary cos row, or NULL */
     float *rope_sin;  /* (cap, rope_half) */
+    float *out;       /* (max_batch, hidden) pooled rows */
+    int *ints;        /* qoff | qlen | pooled row (max_batch each), then positions (pos_axes, cap) */
+    const int *dpos;  /* ints' positions: pos[a * T + t] of this pass, on the backend */
+    mm_seqs_t seqs;   /* the pass's sequences (pointers into ints) */
+    /* host memory (the same buffers as their backend twins when be->host_memory) */
+    float *hx;        /* (cap, hidden) input rows, uploaded to x */
+    float *hcos;      /* (cap, rope_half) rotary rows, uploaded to rope_cos */
+    float *hsin;      /* (cap, rope_half) */
+    int *hints;       /* ints on the host */
     int32_t *pos;     /* (pos_axes, cap) each token's position in the pass, axis after axis
-                       * (rows of this pass's T tokens: pos[a * T + t]) */
-    float *scores;    /* (threads, MM_TOPS_QBLOCK, max_tokens): one block per pool part */
+                       * (rows of this pass's T tokens: pos[a * T + t]); inside hints */
     int *start;       /* (max_batch + 1) first token of each sequence in the pass */
 };
 
 /* ---------------------------------------------------------------- config.json */
 
-/* Reads a JSON object file. NULL with *rc MM_E_NOTFOUND / MM_E_INVALID and
- * err set when missing or not an object; the caller puts the result. */
-struct json_object *mm_tc_json_read(const char *path, int *rc, char *err, size_t errlen);
-/* String / boolean member, NULL / 0 when absent or of another type. */
-const char *mm_tc_jstr(struct json_object *o, const char *key);
-int mm_tc_jbool(struct json_object *o, const char *key);
-/* Integer `key` in [1, 1e8] into *out; def when absent or null (def < 0:
- * required). Returns 0 or MM_E_INVALID with "config.json: key ..." in err. */
-int mm_tc_cfg_int(struct json_object *o, const char *key, int def, int *out, char *err, size_t errlen);
 /* The sizes every transformer config gives, all required: vocab_size,
  * hidden_size, num_hidden_layers, num_attention_heads, intermediate_size. */
-int mm_tc_cfg_sizes(struct json_object *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
+int mm_tc_cfg_sizes(const mm_cfg_t *o, int *vocab, int *hidden, int *layers, int *heads, int *inter, char *err,
                     size_t errlen);
-/* Positive finite number `key` into *out, def when absent, o may be NULL. */
-int mm_tc_cfg_num(struct json_object *o, const char *key, double def, double *out, char *err, size_t errlen);
-/* dir/config.json, or NULL with *rc and err set. */
-struct json_object *mm_tc_config_read(const char *dir, int *rc, char *err, size_t errlen);
 
 /* Pooling and length limit from the sentence-transformers files when dir
  * has them (modules.json -> Pooling config, sentence_bert_config.json);
@@ -233,28 +246,24 @@ typedef struct {
 /* Reads the decoder's config from o (Qwen3's config.json, or Qwen2-VL's
  * text config: qwen2 != 0 switches to Qwen2's attention — q/k/v bias, no
  * q/k norm — and reads mrope_section from rope_scaling / rope_parameters). */
-int mm_q3_parse_config(struct json_object *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen);
+int mm_q3_parse_config(const mm_cfg_t *o, int qwen2, mm_q3_config_t *c, char *err, size_t errlen);
 /* After the config: the mm_tm_t dims and the layer array. */
 int mm_q3_setup(mm_q3_t *m, char *err, size_t errlen);
 /* The decoder's part of a weight walk (names relative to the walk's prefix). */
 int mm_q3_walk(mm_tc_walk_t *w, mm_tm_t *tm);
 /* After the pack: info (mm_tc_finish) and the rotary tables. */
 int mm_q3_finish(mm_q3_t *m, int max_seq, char *err, size_t errlen);
-/* The architecture's forward (mm_tc_arch_t.forward) and what it frees. */
+/* The architecture's forward (mm_tc_arch_t.forward), what it frees, and
+ * its weights on a backend (dev_new / dev_free: the decoder's part). */
 void mm_q3_forward(mm_tm_runner_t *r, const int *lens, int n);
 void mm_q3_free(mm_tm_t *tm);
+int mm_q3_dev_fill(const mm_q3_t *m, struct mm_backend *be, mm_q3_t *d);
+void mm_q3_dev_clear(mm_q3_t *d, struct mm_backend *be);
 
 /* ---------------------------------------------------------------- forward pieces */
 
 /* x (sum lens, hidden) = token embedding rows, converted from the table's dtype. */
 void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, int n, float *x);
-
-/* Self-attention of the pass's n packed sequences from r->qkv into r->att,
- * every (sequence, head) pair a unit of work for nn's pool. Query head h
- * reads key/value head h / group; q at column 0, k at koff, v at voff of
- * each ld_qkv row; causal != 0 masks later keys. */
-void mm_tc_attention(mm_tm_runner_t *r, const int *lens, int n, int heads, int group, int D, int koff, int voff,
-                     int causal);
 
 /* Where a pass's input rows come from: token ids (looked up, positions
  * 0..len-1 per sequence), or rows and positions the caller made. */
@@ -267,8 +276,26 @@ typedef struct {
 /* Runs passes over n sequences, each pass as many whole sequences as fit in
  * the scratch: fills r->x and r->pos from src, runs the architecture's
  * forward, pools by info.pooling into out (n, hidden). Inputs already
- * checked; never allocates. */
-void mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out);
+ * checked; never allocates. Returns 0 or the backend's error. */
+int mm_tc_run(mm_tm_runner_t *r, const mm_tc_src_t *src, const int *lens, int n, float *out);
+
+/* One pass whose input rows the caller already put in r->x (backend
+ * memory, start[n] <= cap rows) and positions in r->pos (host, (pos_axes,
+ * T)): the forward, pooling, and the pooled rows downloaded to out (n,
+ * hidden). n <= max_batch. Returns 0 or the backend's error. */
+int mm_tc_pass(mm_tm_runner_t *r, const int *lens, int n, float *out);
+
+/* A runner on be (NULL: a CPU backend of its own with `threads` threads),
+ * reading the weights in place (copy 0) or through arch->dev_new (copy 1). */
+mm_tm_runner_t *mm_tc_runner_new(const mm_tm_t *m, struct mm_backend *be, int copy, int max_batch, int threads);
+
+/* The dev_new / dev_free helpers of the architectures: *dst = be's copy of
+ * the f32 tensor src (n floats) or of the dense layer src; they return
+ * nonzero on failure, NULL src stays NULL. */
+int mm_tc_dev_const(struct mm_backend *be, const float **dst, const float *src, size_t n);
+int mm_tc_dev_dense(struct mm_backend *be, const float **dst, const float *src);
+void mm_tc_dev_release(struct mm_backend *be, const float *p);
+void mm_tc_dev_dense_free(struct mm_backend *be, const float *p);
 
 /* Checks n and lens against the model: 0, MM_E_INVALID or MM_E_TOOBIG. */
 int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n);
@@ -277,6 +304,7 @@ int mm_tc_check_lens(const mm_tm_t *m, const int *lens, int n);
 void mm_tc_enc_free(void *model);
 void mm_tc_enc_info(const void *model, mm_enc_info_t *out);
 void *mm_tc_enc_runner_new(const void *model, int max_batch, int max_images, int threads);
+void *mm_tc_enc_runner_new_on(const void *model, struct mm_backend *be, int max_batch, int max_images);
 void mm_tc_enc_runner_free(void *runner);
 int mm_tc_enc_encode(const void *model, void *runner, const mm_input_t *in, int n, float *out);
 

@@ -6,49 +6,32 @@
 #include "textcommon.h"
 
 #include <cblas.h>
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "mmembed/backend.h"
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/textops.h"
 
 /* ================================================================ load */
 
-/* Which architecture a config describes: model_type when present (so that
- * e.g. "xlm-roberta" with a Bert-like architectures list is not taken for
- * BERT), else the first architectures entry. NULL when neither matches. */
-static const mm_encoder_ops_t *detect_arch(json_object *root)
+/* The architectures this API loads: the encoder ops whose models are
+ * mm_tm_t (those that share textcommon's free). */
+static int is_text_ops(const mm_encoder_ops_t *ops)
 {
-    const char *mt = mm_tc_jstr(root, "model_type");
-    if (mt)
-        return !strcmp(mt, "bert") ? &mm_enc_bert : !strcmp(mt, "qwen3") ? &mm_enc_qwen3 : NULL;
-    json_object *a;
-    if (!json_object_object_get_ex(root, "architectures", &a) ||
-        !json_object_is_type(a, json_type_array) || json_object_array_length(a) < 1)
-        return NULL;
-    const char *s = json_object_get_string(json_object_array_get_idx(a, 0));
-    static const char *bert[] = {"BertModel", "BertForMaskedLM", "BertForPreTraining"};
-    static const char *qwen[] = {"Qwen3Model", "Qwen3ForCausalLM"};
-    for (size_t i = 0; s && i < MM_ARRAY_LEN(bert); i++)
-        if (!strcmp(s, bert[i]))
-            return &mm_enc_bert;
-    for (size_t i = 0; s && i < MM_ARRAY_LEN(qwen); i++)
-        if (!strcmp(s, qwen[i]))
-            return &mm_enc_qwen3;
-    return NULL;
+    return ops && ops->free == mm_tc_enc_free && ops->info == mm_tc_enc_info;
 }
 
 int mm_tm_is_supported(const char *dir)
 {
-    int rc;
-    json_object *root = mm_tc_config_read(dir, &rc, NULL, 0);
-    if (!root)
+    mm_cfg_file_t *f;
+    const mm_encoder_ops_t *ops;
+    if (mm_encoder_probe(dir, &f, &ops, NULL, 0))
         return 0;
-    const mm_encoder_ops_t *ops = detect_arch(root);
-    json_object_put(root);
-    return ops != NULL;
+    mm_cfg_close(f);
+    return is_text_ops(ops);
 }
 
 int mm_tm_load(const char *dir, mm_tm_t **out, char *err, size_t errlen)
@@ -62,19 +45,22 @@ int mm_tm_load_as(const char *dir, mm_dtype_t dtype, mm_tm_t **out, char *err, s
     if (!mm_nn_lin_supported(dtype))
         return mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: dtype %s is not supported on this CPU", dir,
                        mm_dtype_name(dtype));
-    int rc;
-    json_object *root = mm_tc_config_read(dir, &rc, err, errlen);
-    if (!root)
+    mm_cfg_file_t *f;
+    const mm_encoder_ops_t *ops;
+    int rc = mm_encoder_probe(dir, &f, &ops, err, errlen);
+    if (rc)
         return rc;
-    const mm_encoder_ops_t *ops = detect_arch(root);
-    if (!ops)
-        rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s/config.json: not a BertModel or Qwen3Model (model_type \"%s\")",
-                     dir, mm_tc_jstr(root, "model_type") ? mm_tc_jstr(root, "model_type") : "?");
-    json_object_put(root);
-    if (!ops)
-        return rc;
-    void *m;
-    if ((rc = ops->load(dir, dtype, &m, err, errlen)))
+    const mm_cfg_t cfg = mm_cfg_root(f);
+    void *m = NULL;
+    if (!is_text_ops(ops)) {
+        const char *mt = mm_cfg_str(&cfg, "model_type");
+        rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "%s: not a BertModel or Qwen3Model (model_type \"%s\")",
+                     mm_cfg_path(f), mt ? mt : "?");
+    } else {
+        rc = ops->load(dir, &cfg, dtype, &m, err, errlen);
+    }
+    mm_cfg_close(f);
+    if (rc)
         return rc;
     *out = m;
     return MM_OK;
@@ -113,34 +99,9 @@ int mm_tm_set_pooling(mm_tm_t *m, int pooling)
 
 mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
 {
-    if (max_batch < 1)
-        return NULL;
-    mm_tm_runner_t *r = calloc(1, sizeof(*r));
+    mm_tm_runner_t *r = mm_tc_runner_new(m, NULL, 0, max_batch, threads);
     if (!r)
         return NULL;
-    int mt = m->info.max_tokens;
-    r->m = m;
-    r->max_batch = max_batch;
-    long cap = (long)max_batch * mt;
-    r->cap = (int)MM_MAX((long)mt, MM_MIN(cap, (long)MM_TC_PASS_TOKENS));
-    size_t T = (size_t)r->cap, H = (size_t)m->hidden;
-    r->x = malloc(T * H * sizeof(float));
-    r->y = malloc(T * H * sizeof(float));
-    r->qkv = malloc(T * m->ld_qkv * sizeof(float));
-    r->att = malloc(T * m->att_width * sizeof(float));
-    r->ff = malloc(MM_TC_FF_BLOCK * (size_t)m->ff_width * sizeof(float));
-    r->ff2 = m->ff2_width ? malloc(MM_TC_FF_BLOCK * (size_t)m->ff2_width * sizeof(float)) : NULL;
-    r->rope_cos = m->rope_half ? malloc(T * m->rope_half * sizeof(float)) : NULL;
-    r->rope_sin = m->rope_half ? malloc(T * m->rope_half * sizeof(float)) : NULL;
-    r->pos = malloc(T * (size_t)MM_MAX(1, m->pos_axes) * sizeof(int32_t));
-    r->threads = threads < 1 ? 1 : threads;
-    r->scores = malloc((size_t)r->threads * MM_TOPS_QBLOCK * mt * sizeof(float));
-    r->start = malloc(((size_t)max_batch + 1) * sizeof(int));
-    if (!r->x || !r->y || !r->qkv || !r->att || !r->ff || (m->ff2_width && !r->ff2) ||
-        (m->rope_half && (!r->rope_cos || !r->rope_sin)) || !r->pos || !r->scores || !r->start) {
-        mm_tm_runner_free(r);
-        return NULL;
-    }
     /* attention's OpenBLAS products run one per pool part (sequence x head),
      * so OpenBLAS itself stays single-threaded */
     openblas_set_num_threads(1);
@@ -149,22 +110,12 @@ mm_tm_runner_t *mm_tm_runner_new(const mm_tm_t *m, int max_batch, int threads)
     return r;
 }
 
-void mm_tm_runner_free(mm_tm_runner_t *r)
+mm_tm_runner_t *mm_tm_runner_new_on(const mm_tm_t *m, mm_backend_t *be, int max_batch)
 {
-    if (!r)
-        return;
-    free(r->x);
-    free(r->y);
-    free(r->qkv);
-    free(r->att);
-    free(r->ff);
-    free(r->ff2);
-    free(r->rope_cos);
-    free(r->rope_sin);
-    free(r->pos);
-    free(r->scores);
-    free(r->start);
-    free(r);
+    mm_tm_runner_t *r = mm_tc_runner_new(m, be, 1, max_batch, 1);
+    if (r)
+        openblas_set_num_threads(1);
+    return r;
 }
 
 int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out)
@@ -178,8 +129,7 @@ int mm_tm_encode(mm_tm_runner_t *r, const int32_t *const *ids, const int *lens, 
             if (ids[s][p] < 0 || ids[s][p] >= m->vocab)
                 return MM_E_INVALID;
     const mm_tc_src_t src = {.ids = ids};
-    mm_tc_run(r, &src, lens, n, out);
-    return MM_OK;
+    return mm_tc_run(r, &src, lens, n, out);
 }
 
 /* ================================================================ encoder ops */
@@ -202,6 +152,12 @@ void *mm_tc_enc_runner_new(const void *model, int max_batch, int max_images, int
 {
     (void)max_images;
     return mm_tm_runner_new(model, max_batch, threads);
+}
+
+void *mm_tc_enc_runner_new_on(const void *model, mm_backend_t *be, int max_batch, int max_images)
+{
+    (void)max_images;
+    return mm_tm_runner_new_on(model, be, max_batch);
 }
 
 void mm_tc_enc_runner_free(void *r)

@@ -77,6 +77,7 @@
 #include "mmembed/use.h"
 
 #include "mmembed/common.h"
+#include "mmembed/hfconfig.h"
 #include "mmembed/encoder.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
@@ -146,97 +147,87 @@ struct mm_use {
     size_t pack_bytes;
 };
 
-static int get_num(json_object *o, const char *key, double *out)
+/* Integer key of o in [lo, hi], required. */
+static int req_int(const mm_cfg_t *o, const char *key, int lo, int hi, int *out, char *err, size_t errlen)
 {
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) ||
-        !(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
-        return -1;
-    *out = json_object_get_double(v);
-    return 0;
+    if (!mm_cfg_has(o, key))
+        return mm_cfg_errf(o, key, err, errlen, MM_E_INVALID, "missing");
+    return mm_cfg_int(o, key, 0, lo, hi, out, err, errlen);
 }
 
-static int get_int(json_object *o, const char *key, int lo, int hi, int *out)
+/* Positive number key of o, required. */
+static int req_num(const mm_cfg_t *o, const char *key, double *out, char *err, size_t errlen)
 {
-    json_object *v;
-    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-        return -1;
-    int64_t x = json_object_get_int64(v);
-    if (x < lo || x > hi)
-        return -1;
-    *out = (int)x;
-    return 0;
+    if (!mm_cfg_has(o, key))
+        return mm_cfg_errf(o, key, err, errlen, MM_E_INVALID, "missing");
+    return mm_cfg_num(o, key, 0, out, err, errlen);
 }
 
-static int parse_config(const char *path, use_config_t *c, char *err, size_t errlen)
+static int parse_config(const mm_cfg_t *root, use_config_t *c, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return mm_errf(err, errlen, MM_E_NOTFOUND, "%s: not found", path);
-    fclose(f);
-    json_object *root = json_object_from_file(path);
-    if (!root || !json_object_is_type(root, json_type_object)) {
-        json_object_put(root);
-        return mm_errf(err, errlen, MM_E_INVALID, "%s: not a JSON object", path);
-    }
-    int rc = MM_E_INVALID;
-    const char *bad = NULL;
-    json_object *v, *layers, *tok;
+    int rc;
     double d;
     memset(c, 0, sizeof *c);
-    if (!json_object_object_get_ex(root, "architecture", &v) || !json_object_is_type(v, json_type_string) ||
-        strcmp(json_object_get_string(v), "USELite") != 0) {
-        bad = "architecture is not \"USELite\"";
-        goto out;
-    }
-    if (get_int(root, "vocab_rows", 1, 1 << 24, &c->vocab_rows)) { bad = "vocab_rows"; goto out; }
-    if (get_int(root, "embed_dim", 2, 1 << 16, &c->embed_dim) || c->embed_dim % 2) { bad = "embed_dim"; goto out; }
-    if (get_int(root, "hidden_size", 1, 1 << 16, &c->hidden)) { bad = "hidden_size"; goto out; }
-    if (get_int(root, "max_tokens", 1, 1 << 14, &c->max_tokens)) { bad = "max_tokens"; goto out; }
-    if (get_num(root, "layer_norm_eps", &d) || !(d > 0)) { bad = "layer_norm_eps"; goto out; }
+    const char *arch = mm_cfg_str(root, "architecture");
+    if (!arch || strcmp(arch, "USELite"))
+        return mm_cfg_errf(root, "architecture", err, errlen, MM_E_INVALID, "not \"USELite\"");
+    if ((rc = req_int(root, "vocab_rows", 1, 1 << 24, &c->vocab_rows, err, errlen)) ||
+        (rc = req_int(root, "embed_dim", 2, 1 << 16, &c->embed_dim, err, errlen)) ||
+        (rc = req_int(root, "hidden_size", 1, 1 << 16, &c->hidden, err, errlen)) ||
+        (rc = req_int(root, "max_tokens", 1, 1 << 14, &c->max_tokens, err, errlen)) ||
+        (rc = req_num(root, "layer_norm_eps", &d, err, errlen)))
+        return rc;
+    if (c->embed_dim % 2)
+        return mm_cfg_errf(root, "embed_dim", err, errlen, MM_E_INVALID, "%d is odd", c->embed_dim);
     c->eps = (float)d;
-    if (get_num(root, "l2_normalize_eps", &d) || !(d > 0)) { bad = "l2_normalize_eps"; goto out; }
+    if ((rc = req_num(root, "l2_normalize_eps", &d, err, errlen)))
+        return rc;
     c->l2_eps = (float)d;
-    if (!json_object_object_get_ex(root, "layers", &layers) || !json_object_is_type(layers, json_type_array) ||
-        json_object_array_length(layers) < 1 || json_object_array_length(layers) > USE_MAX_LAYERS) {
-        bad = "layers (1 to 8 expected)";
-        goto out;
-    }
+    json_object *layers = json_object_object_get_ex(mm_cfg_json(root), "layers", &layers) ? layers : NULL;
+    if (!layers || !json_object_is_type(layers, json_type_array) || json_object_array_length(layers) < 1 ||
+        json_object_array_length(layers) > USE_MAX_LAYERS)
+        return mm_cfg_errf(root, "layers", err, errlen, MM_E_INVALID, "1 to %d layers expected", USE_MAX_LAYERS);
     c->n_layers = (int)json_object_array_length(layers);
     for (int l = 0; l < c->n_layers; l++) {
-        json_object *L = json_object_array_get_idx(layers, (size_t)l), *rp;
+        char where[32];
+        snprintf(where, sizeof where, "layers[%d]", l);
+        const mm_cfg_t L = mm_cfg_view(root, json_object_array_get_idx(layers, (size_t)l), where);
         layer_cfg_t *lc = &c->layer[l];
-        if (!json_object_is_type(L, json_type_object) || get_int(L, "d_in", 1, 1 << 16, &lc->d_in) ||
-            get_int(L, "d_model", 1, 1 << 16, &lc->d_model) || get_int(L, "heads", 1, 1024, &lc->heads) ||
-            get_int(L, "head_dim", 1, 1 << 16, &lc->head_dim) || get_int(L, "ffn_dim", 1, 1 << 18, &lc->ffn) ||
-            get_num(L, "query_scale", &d) || !json_object_object_get_ex(L, "residual_projection", &rp) ||
-            !json_object_is_type(rp, json_type_boolean)) {
-            bad = "a layer lacks d_in/d_model/heads/head_dim/ffn_dim/query_scale/residual_projection";
-            goto out;
-        }
+        if (!L.o)
+            return mm_cfg_errf(&L, NULL, err, errlen, MM_E_INVALID, "not an object");
+        if ((rc = req_int(&L, "d_in", 1, 1 << 16, &lc->d_in, err, errlen)) ||
+            (rc = req_int(&L, "d_model", 1, 1 << 16, &lc->d_model, err, errlen)) ||
+            (rc = req_int(&L, "heads", 1, 1024, &lc->heads, err, errlen)) ||
+            (rc = req_int(&L, "head_dim", 1, 1 << 16, &lc->head_dim, err, errlen)) ||
+            (rc = req_int(&L, "ffn_dim", 1, 1 << 18, &lc->ffn, err, errlen)) ||
+            (rc = req_num(&L, "query_scale", &d, err, errlen)))
+            return rc;
+        json_object *rp;
+        if (!json_object_object_get_ex(L.o, "residual_projection", &rp) || !json_object_is_type(rp, json_type_boolean))
+            return mm_cfg_errf(&L, "residual_projection", err, errlen, MM_E_INVALID, "missing or not a boolean");
         lc->q_scale = (float)d;
         lc->residual_proj = json_object_get_boolean(rp);
-        if (lc->heads * lc->head_dim != lc->d_in) { bad = "heads * head_dim != d_in"; goto out; }
-        if (!lc->residual_proj && lc->d_in != lc->d_model) { bad = "width change without residual_projection"; goto out; }
-        if (lc->d_in != (l ? c->layer[l - 1].d_model : c->embed_dim)) { bad = "layer widths do not chain"; goto out; }
+        if (lc->heads * lc->head_dim != lc->d_in)
+            return mm_cfg_errf(&L, "heads", err, errlen, MM_E_INVALID, "heads * head_dim != d_in");
+        if (!lc->residual_proj && lc->d_in != lc->d_model)
+            return mm_cfg_errf(&L, "d_model", err, errlen, MM_E_INVALID, "width change without residual_projection");
+        if (lc->d_in != (l ? c->layer[l - 1].d_model : c->embed_dim))
+            return mm_cfg_errf(&L, "d_in", err, errlen, MM_E_INVALID, "layer widths do not chain");
     }
-    if (c->layer[c->n_layers - 1].d_model != c->hidden) { bad = "last d_model != hidden_size"; goto out; }
-    if (!json_object_object_get_ex(root, "tokenizer", &tok) || !json_object_is_type(tok, json_type_object) ||
-        !json_object_object_get_ex(tok, "type", &v) ||
-        strcmp(json_object_get_string(v), "sentencepiece-unigram") != 0 ||
-        get_int(tok, "reserved_pieces", 0, 1 << 20, &c->reserved) || get_int(tok, "unk_id", 0, 1 << 24, &c->unk_id) ||
-        !json_object_object_get_ex(tok, "file", &v) || !json_object_is_type(v, json_type_string) ||
-        json_object_get_string_len(v) >= (int)sizeof c->vocab_file || strchr(json_object_get_string(v), '/')) {
-        bad = "tokenizer (sentencepiece-unigram with file, reserved_pieces, unk_id)";
-        goto out;
-    }
-    snprintf(c->vocab_file, sizeof c->vocab_file, "%s", json_object_get_string(v));
-    rc = MM_OK;
-out:
-    json_object_put(root);
-    if (bad)
-        return mm_errf(err, errlen, rc, "%s: %s", path, bad);
-    return rc;
+    if (c->layer[c->n_layers - 1].d_model != c->hidden)
+        return mm_cfg_errf(root, "hidden_size", err, errlen, MM_E_INVALID, "last d_model != hidden_size");
+    mm_cfg_t tok;
+    mm_cfg_sub(root, "tokenizer", &tok);
+    const char *type = mm_cfg_str(&tok, "type"), *file = mm_cfg_str(&tok, "file");
+    if (!type || strcmp(type, "sentencepiece-unigram"))
+        return mm_cfg_errf(&tok, "type", err, errlen, MM_E_INVALID, "sentencepiece-unigram expected");
+    if ((rc = req_int(&tok, "reserved_pieces", 0, 1 << 20, &c->reserved, err, errlen)) ||
+        (rc = req_int(&tok, "unk_id", 0, 1 << 24, &c->unk_id, err, errlen)))
+        return rc;
+    if (!file || strlen(file) >= sizeof c->vocab_file || strchr(file, '/'))
+        return mm_cfg_errf(&tok, "file", err, errlen, MM_E_INVALID, "missing, too long or not a plain file name");
+    snprintf(c->vocab_file, sizeof c->vocab_file, "%s", file);
+    return MM_OK;
 }
 
 /* ============================================================== load == */
@@ -283,6 +274,14 @@ static int load_weights(mm_use_t *m, mm_weights_t *w, const mm_st_t *st, char *e
 
 int mm_use_load(const char *dir, mm_use_t **out, char *err, size_t errlen)
 {
+    void *m;
+    int rc = mm_encoder_load_ops(dir, &mm_enc_use, MM_DT_F32, &m, err, errlen);
+    *out = rc ? NULL : m;
+    return rc;
+}
+
+static int load_cfg(const char *dir, const mm_cfg_t *cfg, mm_use_t **out, char *err, size_t errlen)
+{
     *out = NULL;
     char path[4096];
     mm_weights_t *w = NULL;
@@ -291,8 +290,7 @@ int mm_use_load(const char *dir, mm_use_t **out, char *err, size_t errlen)
     if (!m)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     int rc;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if ((rc = parse_config(path, &m->c, err, errlen)))
+    if ((rc = parse_config(cfg, &m->c, err, errlen)))
         goto fail;
     snprintf(path, sizeof path, "%s/%s", dir, m->c.vocab_file);
     if ((rc = mm_unigram_load(path, m->c.reserved, m->c.unk_id, &m->tok, err, errlen)))
@@ -627,11 +625,11 @@ int mm_use_embed_ids(const mm_use_t *m, const int32_t *const *ids, const int *le
 
 /* ---------------------------------------------------------------- encoder interface */
 
-static int use_load_enc(const char *dir, mm_dtype_t dt, void **model, char *err, size_t errlen)
+static int use_load_enc(const char *dir, const mm_cfg_t *cfg, mm_dtype_t dt, void **model, char *err, size_t errlen)
 {
     (void)dt;
     mm_use_t *m;
-    int rc = mm_use_load(dir, &m, err, errlen);
+    int rc = load_cfg(dir, cfg, &m, err, errlen);
     *model = rc ? NULL : m;
     return rc;
 }

@@ -5,7 +5,9 @@
 
 #include "mmembed/common.h"
 #include "mmembed/nn.h"
+#include "mmembed/textops.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,23 @@ static void cpu_layer_norm(mm_backend_t *be, float *y, const float *x, const flo
     mm_nn_layer_norm(y, x, w, b, M, N, eps);
 }
 
+/* Grows the scores scratch to `need` floats; 0, or marks the backend failed. */
+static int cpu_scratch(cpu_t *c, size_t need)
+{
+    if (c->failed)
+        return -1;
+    if (need > c->scratch_n) { /* once per new largest shape, never in steady state */
+        free(c->scratch);
+        c->scratch = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+        c->scratch_n = c->scratch ? need : 0;
+        if (!c->scratch) {
+            c->failed = 1;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Every (sequence, head) pair is independent: spread over the nn pool,
  * one scores buffer per part. */
 typedef struct {
@@ -130,18 +149,8 @@ static void cpu_attention(mm_backend_t *be, float *out, int ldo, const float *q,
                           int causal)
 {
     cpu_t *c = (cpu_t *)be;
-    if (c->failed)
+    if (cpu_scratch(c, (size_t)c->threads * s->max_q * s->max_k))
         return;
-    size_t need = (size_t)c->threads * s->max_q * s->max_k;
-    if (need > c->scratch_n) { /* once per new largest shape, never in steady state */
-        free(c->scratch);
-        c->scratch = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
-        c->scratch_n = c->scratch ? need : 0;
-        if (!c->scratch) {
-            c->failed = 1;
-            return;
-        }
-    }
     if (mm_nn_threads() != c->threads)
         mm_nn_set_threads(c->threads);
     attn_job_t j = {.c = c, .out = out, .q = q, .k = k, .v = v, .ldo = ldo, .ldq = ldq, .ldk = ldk, .ldv = ldv,
@@ -180,6 +189,120 @@ static void cpu_patchify(mm_backend_t *be, float *dst, const float *pixels, int 
     }
 }
 
+/* attention_gqa: (sequence, head) units round robin over the pool, each
+ * part with its own MM_TOPS_QBLOCK x max_k scores block; the text models'
+ * kernel (textops), which never holds a whole score matrix. */
+typedef struct {
+    cpu_t *c;
+    float *out;
+    const float *q, *k, *v;
+    int ldo, ldq, ldk, ldv, heads, group, hd, causal;
+    float scale;
+    const mm_seqs_t *s;
+} gqa_job_t;
+
+static void gqa_part(void *arg, int part, int nparts)
+{
+    const gqa_job_t *j = arg;
+    const mm_seqs_t *s = j->s;
+    float *scores = j->c->scratch + (size_t)part * MM_TOPS_QBLOCK * s->max_k;
+    for (int u = part; u < s->n * j->heads; u += nparts) {
+        const int i = u / j->heads, h = u % j->heads, kvh = h / j->group;
+        const size_t q0 = (size_t)s->qoff[i], k0 = (size_t)s->koff[i];
+        mm_tops_attention(j->out + q0 * j->ldo + h * j->hd, j->ldo, j->q + q0 * j->ldq + h * j->hd, j->ldq,
+                          j->k + k0 * j->ldk + kvh * j->hd, j->ldk, j->v + k0 * j->ldv + kvh * j->hd, j->ldv,
+                          s->qlen[i], j->hd, j->scale, j->causal, scores);
+    }
+}
+
+static void cpu_attention_gqa(mm_backend_t *be, float *out, int ldo, const float *q, int ldq, const float *k,
+                              int ldk, const float *v, int ldv, const mm_seqs_t *s, int heads, int kv_heads,
+                              int head_dim, int causal)
+{
+    cpu_t *c = (cpu_t *)be;
+    if (cpu_scratch(c, (size_t)c->threads * MM_TOPS_QBLOCK * s->max_k))
+        return;
+    if (mm_nn_threads() != c->threads)
+        mm_nn_set_threads(c->threads);
+    gqa_job_t j = {.c = c, .out = out, .q = q, .k = k, .v = v, .ldo = ldo, .ldq = ldq, .ldk = ldk, .ldv = ldv,
+                   .heads = heads, .group = heads / kv_heads, .hd = head_dim, .causal = causal,
+                   .scale = 1.0f / sqrtf((float)head_dim), .s = s};
+    mm_nn_parallel(gqa_part, &j);
+}
+
+static void cpu_add_layer_norm(mm_backend_t *be, float *x, int ld, const float *r, int ldr, const float *w,
+                               const float *b, int M, int N, float eps)
+{
+    (void)be;
+    mm_tops_add_layernorm(x, ld, r, ldr, w, b, M, N, eps);
+}
+
+static void cpu_rms_norm(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const float *w, int M,
+                         int groups, int N, float eps)
+{
+    (void)be;
+    if (groups == 1) {
+        mm_tops_rmsnorm(y, ldy, x, ldx, w, M, N, eps);
+        return;
+    }
+    for (int t = 0; t < M; t++)   /* a row's groups are rows of N at stride N */
+        mm_tops_rmsnorm(y + (size_t)t * ldy, N, x + (size_t)t * ldx, N, w, groups, N, eps);
+}
+
+static void cpu_rope(mm_backend_t *be, float *x, int ld, int M, int heads, int hd, const float *cos,
+                     const float *sin)
+{
+    (void)be;
+    mm_tops_rope(x, ld, M, heads, hd, cos, sin);
+}
+
+static void cpu_swiglu(mm_backend_t *be, float *y, int ldy, const float *gu, int ldgu, int M, int N)
+{
+    (void)be;
+    mm_tops_swiglu(y, ldy, gu, ldgu, M, N);
+}
+
+static void cpu_act(mm_backend_t *be, float *x, size_t n, int act)
+{
+    (void)be;
+    mm_tops_act(x, n, (mm_tops_act_t)act);
+}
+
+static void cpu_add(mm_backend_t *be, float *y, const float *x, size_t n)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+static void cpu_add_rows(mm_backend_t *be, float *y, int ldy, const float *a, int lda, const int *ia, int n,
+                         int width)
+{
+    (void)be;
+    for (int r = 0; r < n; r++) {
+        float *yr = y + (size_t)r * ldy;
+        const float *ar = a + (ia ? (size_t)ia[r] * lda : 0);
+        for (int j = 0; j < width; j++)
+            yr[j] += ar[j];
+    }
+}
+
+static void cpu_mean_rows(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const mm_seqs_t *s,
+                          int width)
+{
+    (void)be;
+    for (int i = 0; i < s->n; i++) {
+        const float *xs = x + (size_t)s->qoff[i] * ldx;
+        float *o = y + (size_t)i * ldy;
+        for (int j = 0; j < width; j++) {
+            double acc = 0;
+            for (int p = 0; p < s->qlen[i]; p++)
+                acc += xs[(size_t)p * ldx + j];
+            o[j] = (float)(acc / s->qlen[i]);
+        }
+    }
+}
+
 static void cpu_close(mm_backend_t *be)
 {
     cpu_t *c = (cpu_t *)be;
@@ -194,6 +317,9 @@ static const mm_backend_ops_t cpu_ops = {
     .constant = cpu_constant, .dense = cpu_dense, .release = cpu_release, .dense_free = cpu_dense_free,
     .linear = cpu_linear, .layer_norm = cpu_layer_norm, .attention = cpu_attention,
     .gather_add = cpu_gather_add, .patchify = cpu_patchify,
+    .attention_gqa = cpu_attention_gqa, .add_layer_norm = cpu_add_layer_norm, .rms_norm = cpu_rms_norm,
+    .rope = cpu_rope, .swiglu = cpu_swiglu, .act = cpu_act, .add = cpu_add, .add_rows = cpu_add_rows,
+    .mean_rows = cpu_mean_rows,
 };
 
 /* ============================================================ open ===== */
@@ -207,6 +333,7 @@ int mm_backend_open(const char *device, int threads, const char *dtype, mm_backe
         if (!c)
             return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
         c->base.ops = &cpu_ops;
+        c->base.host_memory = 1;
         c->threads = threads < 1 ? 1 : (threads > 64 ? 64 : threads);
         snprintf(c->base.desc, sizeof c->base.desc, "cpu (%d threads)", c->threads);
         *out = &c->base;

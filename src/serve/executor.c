@@ -10,10 +10,11 @@
  * to model inputs (parse, decode, tokenize, preprocess) and wait on their
  * slot; this file also holds their side (mm_executor_remote_encode).
  *
- * A model whose architecture has a forward on a backend (mm_encoder_dev_new:
- * CLIP today) runs there; on the CPU backend ("cpu-executor", how CI runs
- * this process without a GPU) any other architecture runs its normal CPU
- * encode in this process, so every family goes through the same queue. */
+ * A model whose architecture has a forward on a backend (runner_new_on:
+ * CLIP, BERT, Qwen3, Qwen2-VL) runs there, its weights put there once by
+ * its runner; on the CPU backend ("cpu-executor", how CI runs this process
+ * without a GPU) an architecture without one (USE-Lite) runs its normal
+ * CPU encode in this process, so every family goes through the same queue. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -175,7 +176,6 @@ typedef struct {
     int model;                 /* served-model index */
     int dim;
     mm_backend_t *be;          /* NULL when the CPU encode runs it */
-    mm_enc_dev_t *dev;
     mm_enc_runner_t *run;
     int chunk;                 /* inputs per encode call (the runner's batch) */
 } xmodel_t;
@@ -239,16 +239,15 @@ static void load_models(void)
         m->model = i;
         m->dim = mm_encoder_info(enc)->dim;
         const double t0 = mm_now_us();
-        if (mm_encoder_has_dev(enc)) {
+        if (mm_encoder_has_backend(enc)) {
             if (mm_backend_open(bename, c->threads, gpu ? cm->gpu_dtype : NULL, &m->be, err, sizeof err))
                 fail_start("cannot open the backend: %s%s", err, "");
             meter_attach(&meters[k], m->be, gpu ? cm->gpu_dtype : NULL);
-            if (mm_encoder_dev_new(enc, m->be, &m->dev, err, sizeof err))
-                fail_start("model '%s': %s", cm->name, err);
-            /* a GPU takes whole batches; the CPU backend the passes a worker runs */
+            /* a GPU takes whole batches; the CPU backend the passes a worker runs. The
+             * runner puts the model's weights on the backend (once: one runner per model) */
             m->chunk = gpu ? c->exec_max_batch : CPU_TEXT_BATCH;
-            if (!(m->run = mm_encoder_runner_new_dev(m->dev, m->chunk, gpu ? c->exec_max_batch : CPU_IMAGE_BATCH)))
-                fail_start("model '%s': no %s memory for its run state", cm->name, gpu ? "device" : "");
+            if (!(m->run = mm_encoder_runner_new_on(enc, m->be, m->chunk, gpu ? c->exec_max_batch : CPU_IMAGE_BATCH)))
+                fail_start("model '%s': no %s memory for its weights and run state", cm->name, gpu ? "device" : "");
             snprintf(h->model_run[i], sizeof h->model_run[i], "backend");
             if (gpu && !stage_be) stage_be = m->be;
             h->model_bytes[i] = meters[k].bytes;
@@ -490,7 +489,6 @@ void mm_executor_main(mm_exec_ctx_t *x)
     mm_log_info("stopping");
     for (int i = 0; i < n_xm; i++) {
         mm_encoder_runner_free(xm[i].run);
-        mm_encoder_dev_free(xm[i].dev);
         mm_backend_close(xm[i].be);
     }
     _exit(0);

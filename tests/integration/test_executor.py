@@ -2,8 +2,8 @@
 "cpu-executor" run in one executor process over the CPU backend -- the same
 process and queue a GPU's executor uses, with the CPU backend in place of
 CUDA -- while workers parse, decode, tokenize and preprocess. Checked here:
-its vectors equal the workers' own (every family: CLIP on the backend seam,
-BERT and Qwen2-VL through their CPU encode in the executor), requests of
+its vectors equal the workers' own (CLIP, BERT and Qwen2-VL on the
+executor's backend, USE-Lite through its CPU encode there), requests of
 several workers share one batch, backpressure (a full queue: 503 at once),
 deadlines (504, the worker survives), an executor that cannot start
 (device = "cuda" without a GPU build: /health and /info say why, its
@@ -27,6 +27,7 @@ from test_qwen2vl import model_dir as qwen_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BERT = os.path.join(ROOT, "tests", "fixtures", "bert", "bert-tiny")
+USE = os.path.join(ROOT, "models", "use-lite")   # `make use-model` (make check has it)
 MIN_COS = 0.9999   # executor vs worker: the same kernels, batched differently (the issue's batching bound)
 TEXTS = ["a photo of a cat", "two dogs playing in the snow", "a diagram of a transformer", "x"]
 IMAGES = ["rgb224.png", "photo640x480.jpg", "gray500x400.jpg", "tiny31x17.png"]
@@ -77,6 +78,12 @@ def test_executor_vectors_equal_the_workers():
                   {"name": "bert-x", "path": BERT, "device": "cpu-executor"},
                   {"name": "qwen", "path": qwen},
                   {"name": "qwen-x", "path": qwen, "device": "cpu-executor"}]
+        pairs = [("tiny", "tiny-x"), ("bert", "bert-x"), ("qwen", "qwen-x")]
+        if os.path.exists(os.path.join(USE, "config.json")):   # no backend forward: its CPU encode in the executor
+            models += [{"name": "use", "path": USE}, {"name": "use-x", "path": USE, "device": "cpu-executor"}]
+            pairs.append(("use", "use-x"))
+        else:
+            print("    (models/use-lite missing: the executor's CPU-encode path is not checked; make use-model)")
         with Server(workers=2, models=models) as s:
             info = s.get("/info").json()
             dev = {m["name"]: m["device"] for m in info["models"]}
@@ -84,15 +91,18 @@ def test_executor_vectors_equal_the_workers():
             ex = info["executors"]
             assert len(ex) == 1 and ex[0]["device"] == "cpu-executor" and ex[0]["state"] == "up", ex
             run = {m["name"]: m["run"] for m in ex[0]["models"]}
-            # CLIP runs on the backend seam; families without a backend forward yet, their CPU encode there
-            assert run == {"tiny-x": "backend", "bert-x": "cpu-encode", "qwen-x": "cpu-encode"}, run
+            # every family with a backend forward runs on the executor's backend; USE-Lite, its CPU encode there
+            want = {"tiny-x": "backend", "bert-x": "backend", "qwen-x": "backend"}
+            if ("use", "use-x") in pairs:
+                want["use-x"] = "cpu-encode"
+            assert run == want, run
             assert ex[0]["backend"].startswith("cpu"), ex[0]
             assert {m["name"]: m["device_bytes"] for m in ex[0]["models"]}["tiny-x"] > 0, ex[0]
             h = s.get("/health").json()
             assert h["status"] == "ok" and h["executors"] == [{"device": "cpu-executor", "state": "up", "deaths": 0}], h
 
             worst = 1.0
-            for a, b in (("tiny", "tiny-x"), ("bert", "bert-x"), ("qwen", "qwen-x")):
+            for a, b in pairs:
                 va = vecs(s.post_json("/v1/embeddings", {"input": TEXTS, "model": a, "cache": False}))
                 vb = vecs(s.post_json("/v1/embeddings", {"input": TEXTS, "model": b, "cache": False}))
                 for x, y in zip(va, vb):
@@ -114,7 +124,7 @@ def test_executor_vectors_equal_the_workers():
                 assert cos(va, vb) >= MIN_COS, (a, cos(va, vb))
             print(f"    executor vs worker: worst cosine {worst:.7f}")
             st = executor(s)["batches"]
-            assert st["count"] >= 8 and st["inputs"] >= 3 * len(TEXTS) + 2 * len(IMAGES), st
+            assert st["count"] >= 8 and st["inputs"] >= len(pairs) * len(TEXTS) + 2 * len(IMAGES), st
             m = s.metrics()
             assert m['mmembed_executor_up{device="cpu-executor"}'] == 1, m
             assert m['mmembed_executor_batches_total{device="cpu-executor"}'] == st["count"]
@@ -365,7 +375,7 @@ def test_reload_starts_a_new_executor_and_stops_the_old_one():
         new = wait_until(lambda: (lambda e: e["state"] == "up" and e["pid"] != old and e["pid"])(executor(s)),
                          timeout=30, what="the new generation's executor up")
         wait_until(lambda: not pid_alive(old), timeout=30, what="old executor stopped")
-        assert {m["name"]: m["run"] for m in executor(s)["models"]} == {"tiny-x": "backend", "bert": "cpu-encode"}
+        assert {m["name"]: m["run"] for m in executor(s)["models"]} == {"tiny-x": "backend", "bert": "backend"}
         w = vecs(s.post_json("/v1/embeddings", {"input": ["a cat"], "model": "bert", "cache": False}))[0]
         assert cos(v, w) >= MIN_COS
         # it stopped cleanly, asked to: nothing logged as a death
