@@ -27,6 +27,11 @@ typedef struct {
     int is_default;
     int n_aliases;           /* other names clients may use (e.g. "text-embedding-3-small") */
     char aliases[MM_MAX_ALIASES][64];
+    /* where it runs (docs/GPU.md): "cpu" in each worker (default), or on an
+     * executor process: "cuda" / "cuda:N" (a GPU), "cpu-executor" (the same
+     * executor over the CPU backend: how CI tests the executor without a GPU) */
+    char device[16];
+    char gpu_dtype[8];       /* a GPU's dense-layer operands: "f16" (default), "bf16", "tf32" */
 } mm_conf_model_t;
 
 typedef struct {
@@ -82,6 +87,12 @@ typedef struct {
     double http_rate;                 /* requests/s per key or address; 0 = off */
     int http_burst;
     int cache_mb;                     /* shared embedding cache size; 0 = off */
+    /* executors (models with device != "cpu"): the shared slot queue and batching */
+    int exec_slots;                   /* slots per executor (requests in flight) */
+    int64_t exec_slot_bytes;          /* input bytes per slot (ids, f32 pixels) */
+    int exec_max_batch_tokens;        /* a batch's budget: text ids + image pixels / 256 */
+    int exec_max_batch;               /* inputs per encode pass */
+    int exec_batch_delay_us;          /* wait at most this for more inputs while busy (never when idle) */
     /* models */
     int n_models;
     mm_conf_model_t models[MM_MAX_MODELS];
@@ -106,5 +117,10 @@ int mm_conf_overflow_addr(const mm_conf_t *c, char *out, size_t cap);
 
 /* Default model index, or -1 if none. */
 int mm_conf_default_model(const mm_conf_t *c);
+
+/* Where a model's `device` runs it: in the workers, on an executor over the
+ * CPU backend, or on an executor over a GPU. -1: not a device name. */
+enum { MM_DEV_WORKER, MM_DEV_CPU_EXECUTOR, MM_DEV_GPU };
+int mm_conf_device_kind(const char *device);
 
 #endif

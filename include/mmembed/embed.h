@@ -5,8 +5,10 @@
 
 #include "mmembed/buf.h"
 #include "mmembed/common.h"
+#include "mmembed/encoder.h"   /* mm_enc_remote_fn */
 
 struct mm_http_req;
+struct mm_encoder;
 typedef struct mm_embed mm_embed_t;
 
 /* Master, before fork: load and prepare every configured model. The conf
@@ -15,6 +17,18 @@ int mm_embed_load(const void *conf /* const mm_conf_t* */, mm_embed_t **out, cha
 void mm_embed_free(mm_embed_t *e);
 /* Worker, after fork: allocate per-worker scratch and set threads. */
 int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen);
+
+/* ---- models run by an executor (device != "cpu"; docs/GPU.md) ---- */
+int mm_embed_n_models(const mm_embed_t *e);
+const char *mm_embed_model_name(const mm_embed_t *e, int i);
+struct mm_encoder *mm_embed_model_encoder(const mm_embed_t *e, int i);
+/* Master, before fork: model i's encode calls in the workers go to fn(ctx,
+ * inputs, n, out) (mm_enc_remote_fn, encoder.h) instead of a
+ * runner of their own: mm_embed_init_child makes a remote runner for it. */
+void mm_embed_set_remote(mm_embed_t *e, int i, mm_enc_remote_fn fn, void *ctx);
+/* Bytes of model i's largest single input as an executor slot carries it
+ * (its largest image at f32, a prompt's ids beside it). */
+size_t mm_embed_model_max_input_bytes(const mm_embed_t *e, int i);
 /* An embedding route's handler; the router's route table names one per
  * route (src/serve/router.c), so a route is added there and here only. */
 typedef void mm_embed_route_fn(mm_embed_t *e, struct mm_http_req *r);

@@ -229,6 +229,17 @@ int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *ou
 int mm_encoder_encode_ids(mm_enc_runner_t *r, const int32_t *const *ids, const int *lens, int n, float *out);
 int mm_encoder_encode_pixels(mm_enc_runner_t *r, const float *pixels, int n, float *out);
 
+/* ---------------------------------------------------------------- on a backend, or elsewhere */
+
+/* 1 when e's architecture has a forward on a compute backend (runner_new_on). */
+int mm_encoder_has_backend(const mm_encoder_t *e);
+
+/* A runner whose encode is done elsewhere: fn(ctx, in, n, out) with
+ * mm_encoder_encode's contract (a worker hands its model inputs to a GPU
+ * executor this way; src/serve/executor.c). NULL when out of memory. */
+typedef int (*mm_enc_remote_fn)(void *ctx, const mm_input_t *in, int n, float *out);
+mm_enc_runner_t *mm_encoder_runner_remote(const mm_encoder_t *e, mm_enc_remote_fn fn, void *ctx);
+
 /* The architectures (each defined in its own file). */
 extern const mm_encoder_ops_t mm_enc_clip, mm_enc_bert, mm_enc_qwen3, mm_enc_use, mm_enc_qwen2vl;
 

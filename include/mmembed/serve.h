@@ -4,10 +4,20 @@
 #define MMEMBED_SERVE_H
 
 #include "mmembed/conf.h"
+#include "mmembed/encoder.h"   /* mm_input_t */
 #include "mmembed/scoreboard.h"
 
 struct mm_embed;
 struct mm_http_req;
+struct mm_gq;
+
+/* An executor as the workers see it: its queue and device. */
+typedef struct {
+    struct mm_gq *q;
+    char device[16];
+    int models[MM_MAX_MODELS];   /* served-model indices it runs */
+    int n_models;
+} mm_exec_view_t;
 
 /* What a worker process needs; built by the master before fork. */
 typedef struct {
@@ -17,7 +27,39 @@ typedef struct {
     struct mm_embed *embed;
     int listen_fd;
     int index;              /* worker number */
+    const mm_exec_view_t *exec;   /* (n_exec) the executors of its generation */
+    int n_exec;
 } mm_worker_ctx_t;
+
+/* ---- executors (src/serve/executor.c; docs/GPU.md) ---- */
+
+/* What an executor process needs; built by the master before fork. */
+typedef struct {
+    const mm_conf_t *conf;
+    struct mm_embed *embed;
+    struct mm_gq *q;
+    char device[16];             /* "cuda:0", "cpu-executor" */
+    int models[MM_MAX_MODELS];   /* served-model indices on this device */
+    int n_models;
+} mm_exec_ctx_t;
+
+/* Executor main loop: opens the backend, puts its models there, serves the
+ * queue until SIGTERM or the master's death (never returns). A
+ * start that fails writes why into the queue header and exits 2. */
+void mm_executor_main(mm_exec_ctx_t *x) __attribute__((noreturn));
+
+/* A worker's handle on one model of an executor: the ctx of
+ * mm_executor_remote_encode (encoder.h's mm_enc_remote_fn). */
+typedef struct {
+    struct mm_gq *q;
+    int model, dim;
+    const mm_conf_t *conf;
+} mm_exec_remote_t;
+/* Puts n inputs in the model's executor queue and waits for their vectors,
+ * until 90% of request_timeout after the running request started. */
+int mm_executor_remote_encode(void *ctx, const mm_input_t *in, int n, float *out);
+/* A worker names its scoreboard slot (its request's start time) once. */
+void mm_executor_worker_init(const mm_sb_slot_t *slot);
 
 /* Run the master: `conf_path` is re-read on SIGHUP. Returns the exit code. */
 int mm_master_run(const char *conf_path, int daemonize);

@@ -139,8 +139,10 @@ int emb_encode_chat(mm_embed_t *e, entry_t *m, const chat_item_t *it, const text
     e->t_decode += t1 - t0;
     e->t_model += emb_ms_now() - t1;
     if (mrc) {
-        rc = emb_failf(f, mm_status_http(mrc), mrc == MM_E_TOOBIG ? "input_too_long" : NULL,
-                       "input %d: the model failed (%d)", idx, mrc);
+        rc = mrc == MM_E_AGAIN || mrc == MM_E_TIMEOUT
+                 ? emb_encoder_fail(f, mrc, "the model")
+                 : emb_failf(f, mm_status_http(mrc), mrc == MM_E_TOOBIG ? "input_too_long" : NULL,
+                             "input %d: the model failed (%d)", idx, mrc);
         goto out;
     }
     *tokens += seq;

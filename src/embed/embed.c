@@ -75,7 +75,9 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
     char sub[MM_ERRLEN];
     int prc = MM_OK;
     for (int i = 0; i < c->n_models && i < MM_MAX_PLAN && !prc; i++) {
-        plan[i] = (mm_enc_plan_t){.dir = c->models[i].path, .want = c->models[i].dtype};
+        /* a GPU reads the f32 pack (it converts the dense layers to its own operands) */
+        const int gpu = mm_conf_device_kind(c->models[i].device) == MM_DEV_GPU;
+        plan[i] = (mm_enc_plan_t){.dir = c->models[i].path, .want = gpu ? "f32" : c->models[i].dtype};
         if (!strcmp(plan[i].want, "auto") && (prc = mm_encoder_pack_bytes(plan[i].dir, plan[i].bytes, sub, sizeof sub)))
             prc = mm_errf(err, errlen, prc, "model '%s': %s", c->models[i].name, sub);
     }
@@ -98,6 +100,13 @@ int mm_embed_load(const void *conf, mm_embed_t **out, char *err, size_t errlen)
                     e->m[i].info->pack_cache == 0 ? "" : e->m[i].info->pack_cache == 1 ? " (mapped from the pack cache)" :
                     e->m[i].info->pack_cache == 2 ? " (pack cache written)" : " (pack cache NOT writable)",
                     e->m[i].info->weight_bytes >> 20);
+        if (mm_conf_device_kind(c->models[i].device) == MM_DEV_GPU && !mm_encoder_has_backend(e->m[i].enc)) {
+            int rc = mm_errf(err, errlen, MM_E_UNSUPPORTED, "model '%s' (%s) has no forward on a GPU yet: "
+                             "device must be \"cpu\" or \"cpu-executor\"", e->m[i].name, e->m[i].info->arch);
+            e->n = i + 1;
+            mm_embed_free(e);
+            return rc;
+        }
         e->m[i].is_default = c->models[i].is_default;
         e->m[i].cm = &c->models[i];
         e->m[i].default_for = c->models[i].default_for;
@@ -189,7 +198,9 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
         e->max_tokens = MM_MAX(e->max_tokens, in->max_tokens);
         e->max_dim = MM_MAX(e->max_dim, in->dim);
         e->max_pix = MM_MAX(e->max_pix, in->channels * in->image_size * in->image_size);
-        if (!(e->m[i].run = mm_encoder_runner_new(e->m[i].enc, TEXT_CHUNK, IMG_CHUNK, threads)))
+        e->m[i].run = e->m[i].remote ? mm_encoder_runner_remote(e->m[i].enc, e->m[i].remote, e->m[i].remote_ctx)
+                                     : mm_encoder_runner_new(e->m[i].enc, TEXT_CHUNK, IMG_CHUNK, threads);
+        if (!e->m[i].run)
             return mm_errf(err, errlen, MM_E_NOMEM, "model '%s': no memory for run state", e->m[i].name);
     }
     e->ids = malloc(sizeof(int32_t) * TEXT_CHUNK * (size_t)e->max_tokens);
@@ -204,6 +215,38 @@ int mm_embed_init_child(mm_embed_t *e, int threads, char *err, size_t errlen)
     if (!e->ids || !e->idp || !e->lens || !e->mlens || !e->vecs || !e->pix || !e->tmp || !e->miss)
         return mm_errf(err, errlen, MM_E_NOMEM, "no memory for worker scratch");
     return MM_OK;
+}
+
+int mm_embed_n_models(const mm_embed_t *e)
+{
+    return e ? e->n : 0;
+}
+
+const char *mm_embed_model_name(const mm_embed_t *e, int i)
+{
+    return e->m[i].name;
+}
+
+struct mm_encoder *mm_embed_model_encoder(const mm_embed_t *e, int i)
+{
+    return e->m[i].enc;
+}
+
+size_t mm_embed_model_max_input_bytes(const mm_embed_t *e, int i)
+{
+    const entry_t *m = &e->m[i];
+    size_t px = 0;
+    if (m->info->has_vision && m->pre)   /* one image at the most pixels the preprocessor makes */
+        px = (size_t)(m->pre->dynamic ? (size_t)m->pre->max_pixels : (size_t)m->info->image_size * m->info->image_size);
+    /* a chat prompt's ids beside its image, each segment 64-aligned */
+    return px * (size_t)MM_MAX(m->info->channels, 1) * sizeof(float) + (size_t)m->info->max_tokens * sizeof(int32_t) +
+           4 * 64;
+}
+
+void mm_embed_set_remote(mm_embed_t *e, int i, mm_enc_remote_fn fn, void *ctx)
+{
+    e->m[i].remote = fn;
+    e->m[i].remote_ctx = ctx;
 }
 
 size_t mm_embed_weight_bytes(const mm_embed_t *e)
@@ -230,6 +273,7 @@ void mm_embed_models_json(const mm_embed_t *e, mm_buf_t *b)
         const char *why = mm_encoder_dtype_reason(m->enc);
         const int synthetic = mm_encoder_synthetic(m->enc);
         mm_buf_json_str(b, why, strlen(why));
+        mm_buf_printf(b, ",\"device\":\"%s\"", m->cm ? m->cm->device : "cpu");
         mm_buf_printf(b, ",\"cpu\":\"%s\",\"load_ms\":%.0f,\"pack_cache\":\"%s\","
                          "\"source_dtype\":\"%s\",\"max_tokens\":%d,\"image_size\":%d,\"default\":%s,"
                          "\"weight_bytes\":%zu,\"synthetic\":%s",

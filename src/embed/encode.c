@@ -60,6 +60,16 @@ int emb_check_text_sizes(const mm_embed_t *e, const size_t *lens, int n, const t
     return 0;
 }
 
+int emb_encoder_fail(fail_t *f, int rc, const char *what)
+{
+    /* from a model's executor (docs/GPU.md): its queue is full or it is restarting */
+    if (rc == MM_E_AGAIN)
+        return emb_failf(f, 503, "executor_unavailable", "the model's executor is busy or restarting; retry shortly");
+    if (rc == MM_E_TIMEOUT)
+        return emb_failf(f, 504, "executor_timeout", "the model's executor did not answer within request_timeout");
+    return emb_failf(f, mm_status_http(rc), NULL, "%s failed (%d)", what, rc);
+}
+
 /* Tokenize text i of a chunk into ids (room for e->max_tokens). */
 int emb_tokenize_one(mm_embed_t *e, entry_t *m, const char *t, size_t tl, int32_t *ids, int *len, int idx,
                         const text_opts_t *o, fail_t *f)
@@ -98,7 +108,7 @@ static void flush_pass(mm_embed_t *e, entry_t *m, pass_t *p)
         if (it->failed) continue;
         if (mrc) {
             it->failed = 1;
-            emb_failf(&it->f, mm_status_http(mrc), NULL, "text encoder failed (%d)", mrc);
+            emb_encoder_fail(&it->f, mrc, "text encoder");
             continue;
         }
         float *dst = it->out + (size_t)p->input[q] * d;
@@ -282,7 +292,7 @@ static void flush_images(mm_embed_t *e, entry_t *m, img_pass_t *p)
         if (it->failed) continue;
         if (rc) {
             it->failed = 1;
-            emb_failf(&it->f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
+            emb_encoder_fail(&it->f, rc, "image encoder");
             continue;
         }
         memcpy(it->out + (size_t)i * d, e->tmp + (size_t)q * d, sizeof(float) * (size_t)d);

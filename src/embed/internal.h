@@ -33,7 +33,9 @@ typedef struct {
     const mm_enc_info_t *info; /* = mm_encoder_info(enc) */
     const mm_preproc_t *pre;   /* its image preprocessor, NULL without vision (&pre_own when capped) */
     mm_preproc_t pre_own;      /* the registry's, max_pixels capped by the config's max_image_tokens */
-    mm_enc_runner_t *run;      /* worker only */
+    mm_enc_runner_t *run;      /* worker only (remote: encodes on the model's executor) */
+    mm_enc_remote_fn remote;   /* set by the master for a model with device != "cpu" */
+    void *remote_ctx;
     char dtype_want[8];        /* as configured: f32, bf16, q8, auto */
     int max_tokens;            /* truncation length: config max_tokens, else the model's */
     char instruction[512];     /* prefix for input_type "query" (config) */
@@ -76,6 +78,9 @@ typedef struct {
 
 /* Fill f and return -1 (for `return emb_failf(...)`). */
 int emb_failf(fail_t *f, int status, const char *code, const char *fmt, ...) MM_PRINTF(4, 5);
+/* An encoder call's failure rc as f (503 when the model's executor is full
+ * or restarting, 504 when it did not answer in time); returns -1. */
+int emb_encoder_fail(fail_t *f, int rc, const char *what);
 
 /* Per-request text options: truncate (else 422 when too long) and an
  * instruction prefix (input_type "query" or an explicit "instruction"). */

@@ -268,8 +268,9 @@ static int doc_images(mm_embed_t *e, entry_t *m, mm_doc_job_t *j, const doc_req_
             e->miss[nm++] = i;
         }
         double t1 = emb_ms_now();
-        if (nm && mm_encoder_encode_pixels(m->run, e->pix, nm, e->tmp)) {
-            emb_failf(f, 500, NULL, "image encoder failed");
+        int erc = nm ? mm_encoder_encode_pixels(m->run, e->pix, nm, e->tmp) : MM_OK;
+        if (erc) {
+            emb_encoder_fail(f, erc, "image encoder");   /* an executor's model: 503 / 504 */
             goto done;
         }
         e->t_decode += t1 - t0;

@@ -121,7 +121,7 @@ void mm_embed_video(mm_embed_t *e, mm_http_req_t *r)
             }
         }
         if ((rc = mm_encoder_encode_pixels(m->run, e->pix, k, e->vecs + (size_t)base * d))) {
-            emb_failf(&f, mm_status_http(rc), NULL, "image encoder failed (%d)", rc);
+            emb_encoder_fail(&f, rc, "image encoder");
             goto fail;
         }
     }

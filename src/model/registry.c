@@ -109,8 +109,11 @@ struct mm_encoder {
 
 struct mm_enc_runner {
     const mm_encoder_t *enc;
-    void *r;
+    void *r;                   /* the architecture's runner (CPU or on a backend), or NULL when remote */
+    mm_enc_remote_fn remote;   /* non-NULL: encode calls this instead */
+    void *remote_ctx;
 };
+
 
 static double ms_now(void)
 {
@@ -518,7 +521,23 @@ void mm_encoder_runner_free(mm_enc_runner_t *r)
 
 int mm_encoder_encode(mm_enc_runner_t *r, const mm_input_t *in, int n, float *out)
 {
+    if (r->remote) return r->remote(r->remote_ctx, in, n, out);
     return r->enc->ops->encode(r->enc->model, r->r, in, n, out);
+}
+
+int mm_encoder_has_backend(const mm_encoder_t *e)
+{
+    return e->ops->runner_new_on != NULL;
+}
+
+mm_enc_runner_t *mm_encoder_runner_remote(const mm_encoder_t *e, mm_enc_remote_fn fn, void *ctx)
+{
+    mm_enc_runner_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->enc = e;
+    r->remote = fn;
+    r->remote_ctx = ctx;
+    return r;
 }
 
 #define SEG_BATCH 64   /* inputs described per call by the conveniences below */

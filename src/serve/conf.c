@@ -80,6 +80,11 @@ static const key_t_ keys[] = {
     K_FLT("http.rate", http_rate, 0, 1e6),
     K_INT("http.burst", http_burst, 0, 1000000),
     K_INT("cache.size_mb", cache_mb, 0, 1 << 20),
+    K_INT("executor.slots", exec_slots, 1, 1024),
+    K_BYTES("executor.slot_bytes", exec_slot_bytes, 64 << 10, 1LL << 30),
+    K_INT("executor.max_batch_tokens", exec_max_batch_tokens, 1, 1 << 24),
+    K_INT("executor.max_batch", exec_max_batch, 1, 4096),
+    K_INT("executor.batch_delay_us", exec_batch_delay_us, 0, 1000000),
 };
 
 void mm_conf_defaults(mm_conf_t *c)
@@ -97,6 +102,11 @@ void mm_conf_defaults(mm_conf_t *c)
     c->heartbeat_timeout = 10;
     c->retry_after = 1;
     c->cache_mb = 64;
+    c->exec_slots = 32;
+    c->exec_slot_bytes = 8 << 20;   /* 13 CLIP images at 224x224 in f32 */
+    c->exec_max_batch_tokens = 16384;
+    c->exec_max_batch = 256;
+    c->exec_batch_delay_us = 2000;
     c->socket_mode = 0660;
     snprintf(c->http_listen, sizeof c->http_listen, "127.0.0.1:8080");
     c->http_tries = 3;
@@ -299,6 +309,8 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
         mm_conf_model_t *m = &c->models[i];
         memset(m, 0, sizeof *m);
         snprintf(m->dtype, sizeof m->dtype, "f32");
+        snprintf(m->device, sizeof m->device, "cpu");
+        snprintf(m->gpu_dtype, sizeof m->gpu_dtype, "f16");
         for (int j = 0; j < config_setting_length(g); j++) {
             config_setting_t *s = config_setting_get_elem(g, j);
             const char *k = config_setting_name(s);
@@ -348,11 +360,18 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
                              sizeof m->aliases[0]);
                     snprintf(m->aliases[m->n_aliases++], sizeof m->aliases[0], "%s", v);
                 }
+            } else if (strcmp(k, "device") == 0 || strcmp(k, "gpu_dtype") == 0) {
+                const int dev = k[0] == 'd';
+                char *dst = dev ? m->device : m->gpu_dtype;
+                size_t cap = dev ? sizeof m->device : sizeof m->gpu_dtype;
+                if (t != CONFIG_TYPE_STRING || strlen(config_setting_get_string(s)) >= cap)
+                    FAIL(s, "models[%d].%s must be a short string", i, k);
+                snprintf(dst, cap, "%s", config_setting_get_string(s));
             } else if (strcmp(k, "default") == 0) {
                 if (t != CONFIG_TYPE_BOOL) FAIL(s, "models[%d].default must be true or false", i);
                 m->is_default = config_setting_get_bool(s);
             } else {
-                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, max_image_tokens, instruction, aliases)", i, k);
+                FAIL(s, "unknown key 'models[%d].%s' (expected name, path, dtype, default, default_for, max_tokens, max_image_tokens, instruction, aliases, device, gpu_dtype)", i, k);
             }
         }
         if (!m->name[0]) FAIL(g, "models[%d] needs a name", i);
@@ -363,6 +382,10 @@ static int load_models(config_setting_t *list, mm_conf_t *c, char *err, size_t e
         mm_dtype_t dt;
         if (strcmp(m->dtype, "auto") != 0 && mm_dtype_parse(m->dtype, &dt) != 0)
             FAIL(g, "models[%d].dtype '%s' is not supported (supported: f32, bf16, q8, q4, auto)", i, m->dtype);
+        if (mm_conf_device_kind(m->device) < 0)
+            FAIL(g, "models[%d].device '%s' is not supported (supported: cpu, cuda, cuda:N, cpu-executor)", i, m->device);
+        if (strcmp(m->gpu_dtype, "f16") && strcmp(m->gpu_dtype, "bf16") && strcmp(m->gpu_dtype, "tf32"))
+            FAIL(g, "models[%d].gpu_dtype '%s' is not supported (supported: f16, bf16, tf32)", i, m->gpu_dtype);
         if (absolutize(m->path, sizeof m->path) < 0) FAIL(g, "models[%d].path too long", i);
         struct stat st;
         if (stat(m->path, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -518,6 +541,19 @@ int mm_conf_overflow_addr(const mm_conf_t *c, char *out, size_t cap)
     if (!strchr(c->listen, '/') || !p) return -1;
     snprintf(out, cap, "%.*soverflow%s", (int)(p - c->listen), c->listen, p + 2);
     return 1;
+}
+
+int mm_conf_device_kind(const char *d)
+{
+    if (!strcmp(d, "cpu")) return MM_DEV_WORKER;
+    if (!strcmp(d, "cpu-executor")) return MM_DEV_CPU_EXECUTOR;
+    if (!strcmp(d, "cuda")) return MM_DEV_GPU;
+    if (!strncmp(d, "cuda:", 5) && d[5] >= '0' && d[5] <= '9') {
+        char *end;
+        long n = strtol(d + 5, &end, 10);
+        if (!*end && n >= 0 && n < 64) return MM_DEV_GPU;
+    }
+    return -1;
 }
 
 int mm_conf_default_model(const mm_conf_t *c)

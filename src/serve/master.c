@@ -21,6 +21,7 @@
 
 #include "mmembed/cache.h"
 #include "mmembed/embed.h"
+#include "mmembed/gpuq.h"
 #include "mmembed/log.h"
 #include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
@@ -38,6 +39,18 @@ typedef struct {
     int refs;               /* generations using it */
 } sock_t;
 
+/* An executor (one per device that models name; docs/GPU.md): its queue,
+ * what the workers call it through, and its restart bookkeeping. */
+typedef struct {
+    mm_exec_ctx_t ctx;              /* device, models, queue */
+    mm_exec_remote_t remote[MM_MAX_MODELS];   /* per served model (by index) on this executor */
+    pid_t pid;                      /* 0 while not running */
+    int64_t started;
+    int fails;
+    int64_t restart_at;             /* 0 = nothing pending */
+    int stop_sent, hung;
+} exec_t;
+
 typedef struct gen {
     int id;
     mm_conf_t conf;
@@ -52,6 +65,9 @@ typedef struct gen {
     int standin[MM_MAX_WORKERS];          /* sb slot of a back-off stand-in, -1 */
     int overflow_sock;                    /* socket of the 503 overflow process, -1 if none */
     int overflow_slot;                    /* its sb slot, -1 */
+    exec_t ex[MM_MAX_MODELS];             /* executors of this generation's models */
+    mm_exec_view_t exview[MM_MAX_MODELS]; /* what its workers see of them */
+    int n_ex;
     struct gen *next;
 } gen_t;
 
@@ -202,6 +218,74 @@ static void put_socket(int i)
     if (--socks[i].refs == 0) close_socket(&socks[i]);
 }
 
+/* ---------------------------------------------------------------- executors */
+
+/* One executor per device named by a model (device != "cpu"), "cuda" being
+ * "cuda:0"; the workers' encode calls for those models go to its queue. */
+static int exec_setup(gen_t *g, char *err, size_t errlen)
+{
+    const mm_conf_t *c = &g->conf;
+    for (int i = 0; i < c->n_models; i++) {
+        int kind = mm_conf_device_kind(c->models[i].device);
+        if (kind == MM_DEV_WORKER) continue;
+        char dev[16];
+        snprintf(dev, sizeof dev, "%s", strcmp(c->models[i].device, "cuda") ? c->models[i].device : "cuda:0");
+        int k = 0;
+        while (k < g->n_ex && strcmp(g->ex[k].ctx.device, dev)) k++;
+        if (k == g->n_ex) {
+            exec_t *x = &g->ex[g->n_ex++];
+            memset(x, 0, sizeof *x);
+            snprintf(x->ctx.device, sizeof x->ctx.device, "%s", dev);
+            x->ctx.conf = c;
+            x->ctx.embed = g->embed;
+        }
+        exec_t *x = &g->ex[k];
+        x->ctx.models[x->ctx.n_models++] = i;
+#ifndef MM_WITH_CUDA
+        if (kind == MM_DEV_GPU)
+            mm_log_warn("model '%s': device \"%s\", but this build has no CUDA backend (make GPU=1): its executor "
+                        "cannot start and its requests are answered 503", c->models[i].name, c->models[i].device);
+#endif
+    }
+    for (int k = 0; k < g->n_ex; k++) {
+        exec_t *x = &g->ex[k];
+        int dim = 1;
+        size_t bytes = (size_t)c->exec_slot_bytes;
+        for (int j = 0; j < x->ctx.n_models; j++) {
+            const int i = x->ctx.models[j];
+            dim = MM_MAX(dim, mm_encoder_info(mm_embed_model_encoder(g->embed, i))->dim);
+            /* a slot holds at least one whole input of each model (a Qwen2-VL image at max_image_tokens) */
+            const size_t one = mm_embed_model_max_input_bytes(g->embed, i);
+            if (one > bytes) {
+                mm_log_warn("executor %s: executor.slot_bytes raised to %zu MiB for model '%s''s largest input",
+                            x->ctx.device, (one + (1 << 20) - 1) >> 20, mm_embed_model_name(g->embed, i));
+                bytes = one;
+            }
+        }
+        if (!(x->ctx.q = mm_gq_create(c->exec_slots, bytes, dim)))
+            return snprintf(err, errlen, "executor %s: cannot map its queue (%d slots of %zu bytes)", x->ctx.device,
+                            c->exec_slots, bytes), -1;
+        mm_exec_view_t *v = &g->exview[k];
+        v->q = x->ctx.q;
+        memcpy(v->device, x->ctx.device, sizeof v->device);   /* both char[16], NUL-terminated */
+        v->n_models = x->ctx.n_models;
+        for (int j = 0; j < x->ctx.n_models; j++) {
+            const int i = x->ctx.models[j];
+            v->models[j] = i;
+            x->remote[i] = (mm_exec_remote_t){.q = x->ctx.q, .model = i, .conf = c,
+                                              .dim = mm_encoder_info(mm_embed_model_encoder(g->embed, i))->dim};
+            mm_embed_set_remote(g->embed, i, mm_executor_remote_encode, &x->remote[i]);
+        }
+    }
+    return 0;
+}
+
+static void exec_teardown(gen_t *g)
+{
+    for (int k = 0; k < g->n_ex; k++) mm_gq_destroy(g->ex[k].ctx.q);
+    g->n_ex = 0;
+}
+
 /* ---------------------------------------------------------------- generations */
 
 static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
@@ -216,6 +300,12 @@ static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
         free(g);
         return NULL;
     }
+    if (exec_setup(g, err, errlen) < 0) {
+        exec_teardown(g);
+        mm_embed_free(g->embed);
+        free(g);
+        return NULL;
+    }
     for (int i = 0; i < c->workers; i++) {
         char addr[MM_PATH_MAX];
         int is_unix = mm_conf_worker_addr(c, i, addr, sizeof addr);
@@ -223,6 +313,7 @@ static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
         if (g->sock[i] < 0) {
             snprintf(err, errlen, "cannot listen on %.200s", addr);
             for (int j = 0; j < i; j++) put_socket(g->sock[j]);
+            exec_teardown(g);
             mm_embed_free(g->embed);
             free(g);
             return NULL;
@@ -233,6 +324,7 @@ static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
     if (ounix >= 0 && (g->overflow_sock = get_socket(c, oaddr, ounix)) < 0) {
         snprintf(err, errlen, "cannot listen on %.200s (overflow_listen)", oaddr);
         for (int j = 0; j < c->workers; j++) put_socket(g->sock[j]);
+        exec_teardown(g);
         mm_embed_free(g->embed);
         free(g);
         return NULL;
@@ -245,6 +337,15 @@ static gen_t *gen_create(const mm_conf_t *c, int id, char *err, size_t errlen)
 static void gen_free_if_done(gen_t *g)
 {
     if (!g->retired || g->live > 0) return;
+    /* its workers are gone: now its executors may stop */
+    int running = 0;
+    for (int k = 0; k < g->n_ex; k++)
+        if (g->ex[k].pid > 0) {
+            running++;
+            if (!g->ex[k].stop_sent) kill(g->ex[k].pid, SIGTERM);
+            g->ex[k].stop_sent = 1;
+        }
+    if (running) return;
     for (gen_t **pp = &gens; *pp; pp = &(*pp)->next)
         if (*pp == g) {
             *pp = g->next;
@@ -252,6 +353,7 @@ static void gen_free_if_done(gen_t *g)
         }
     for (int i = 0; i < g->conf.workers; i++) put_socket(g->sock[i]);
     put_socket(g->overflow_sock);
+    exec_teardown(g);
     mm_embed_free(g->embed);
     mm_log_info("generation %d retired", g->id);
     free(g);
@@ -311,6 +413,8 @@ static int spawn(gen_t *g, int index, int standin)
         ctx.embed = g->embed;
         ctx.listen_fd = s->fd;
         ctx.index = index;
+        ctx.exec = g->exview;
+        ctx.n_exec = g->n_ex;
         if (standin) mm_worker_standin(&ctx);
         mm_worker_main(&ctx);
     }
@@ -331,6 +435,121 @@ static int spawn(gen_t *g, int index, int standin)
     }
     mm_log_debug("started worker %d (generation %d) pid %d", index, g->id, (int)pid);
     return 0;
+}
+
+static int spawn_exec(gen_t *g, int k)
+{
+    exec_t *x = &g->ex[k];
+    mm_gq_exec_starting(x->ctx.q, 0);   /* before the fork: the child reads its generation */
+    pid_t pid = fork();
+    if (pid < 0) {
+        mm_log_error("fork: %s", strerror(errno));
+        mm_gq_exec_died(x->ctx.q);
+        return -1;
+    }
+    if (pid == 0) {
+        for (int i = 0; i < n_socks; i++)
+            if (socks[i].fd >= 0) close(socks[i].fd);
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+        if (drop_privileges(&g->conf) < 0) {
+            mm_log_error("cannot switch to user '%s' group '%s': %s", g->conf.user, g->conf.group, strerror(errno));
+            _exit(73);
+        }
+        mm_executor_main(&x->ctx);
+    }
+    mm_gq_hdr(x->ctx.q)->exec_pid = pid;
+    x->pid = pid;
+    x->started = mm_now_us();
+    x->restart_at = 0;
+    x->stop_sent = x->hung = 0;
+    mm_log_info("started executor %s (generation %d) pid %d", x->ctx.device, g->id, (int)pid);
+    return 0;
+}
+
+static int live_execs(void)
+{
+    int n = 0;
+    for (gen_t *g = gens; g; g = g->next)
+        for (int k = 0; k < g->n_ex; k++) n += g->ex[k].pid > 0;
+    return n;
+}
+
+static void signal_execs(int sig)
+{
+    for (gen_t *g = gens; g; g = g->next)
+        for (int k = 0; k < g->n_ex; k++)
+            if (g->ex[k].pid > 0) {
+                kill(g->ex[k].pid, sig);
+                g->ex[k].stop_sent = 1;
+            }
+}
+
+/* An executor died: whatever it held fails (503), it restarts with the
+ * workers' back-off. Returns 1 when pid was an executor. */
+static int reap_exec(pid_t pid, int status)
+{
+    for (gen_t *g = gens; g; g = g->next)
+        for (int k = 0; k < g->n_ex; k++) {
+            exec_t *x = &g->ex[k];
+            if (x->pid != pid) continue;
+            x->pid = 0;
+            const mm_gq_hdr_t *h = mm_gq_hdr(x->ctx.q);
+            const int was_up = h->exec_state == MM_GQ_UP;
+            int failed = mm_gq_exec_died(x->ctx.q);
+            const int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+            if (!(clean && (x->stop_sent || mstate == STOPPING))) {
+                if (WIFSIGNALED(status))
+                    mm_log_error("executor %s pid %d died from signal %d (%s)%s; %d request(s) in flight answered 503",
+                                 x->ctx.device, (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)),
+                                 x->hung ? " after its heartbeat stopped" : "", failed);
+                else
+                    mm_log_error("executor %s pid %d exited with status %d%s%s; %d request(s) in flight answered 503",
+                                 x->ctx.device, (int)pid, WEXITSTATUS(status), h->error[0] ? ": " : "", h->error,
+                                 failed);
+            }
+            if (mstate == RUNNING && g == cur && !x->stop_sent) {
+                int64_t now = mm_now_us();
+                if (now - x->started > QUICK_DEATH_US && was_up) x->fails = 0;
+                x->fails++;
+                double delay = 0;
+                if (x->fails >= 2) {
+                    delay = BACKOFF_FIRST * pow(2, x->fails - 2);
+                    if (delay > g->conf.backoff_max) delay = g->conf.backoff_max;
+                    mm_log_warn("executor %s is crash-looping (%d quick deaths): restart in %.1fs", x->ctx.device,
+                                x->fails, delay);
+                }
+                x->restart_at = now + (int64_t)(delay * 1e6) + 1;
+            }
+            gen_free_if_done(g);
+            return 1;
+        }
+    return 0;
+}
+
+/* An executor whose loop stopped turning (SIGSTOP, a wedged driver) for
+ * longer than a batch may take is killed and restarted: its workers'
+ * requests would otherwise wait for their deadlines. */
+static void check_execs(void)
+{
+    int64_t now = mm_now_us();
+    for (gen_t *g = gens; g; g = g->next)
+        for (int k = 0; k < g->n_ex; k++) {
+            exec_t *x = &g->ex[k];
+            const mm_gq_hdr_t *h = mm_gq_hdr(x->ctx.q);
+            if (x->pid <= 0 || x->hung || h->exec_state != MM_GQ_UP || !h->heartbeat_us) continue;
+            double silent = (now - h->heartbeat_us) / 1e6;
+            if (silent <= g->conf.heartbeat_timeout + g->conf.request_timeout) continue;
+            mm_log_error("executor %s pid %d: no heartbeat for %.1fs (stopped or wedged); killing it", x->ctx.device,
+                         (int)x->pid, silent);
+            kill(x->pid, SIGKILL);
+            x->hung = 1;
+        }
+    if (mstate != RUNNING) return;
+    for (int k = 0; k < cur->n_ex; k++)
+        if (cur->ex[k].restart_at && now >= cur->ex[k].restart_at && cur->ex[k].pid == 0) {
+            if (spawn_exec(cur, k) < 0) cur->ex[k].restart_at = now + 1000000;
+        }
 }
 
 static void signal_gen(gen_t *g, int sig)
@@ -399,6 +618,9 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (reap_exec(pid, status)) continue;
+        for (gen_t *gg = gens; gg; gg = gg->next)   /* what the dead worker held in executor queues */
+            for (int k = 0; k < gg->n_ex; k++) mm_gq_owner_died(gg->ex[k].ctx.q, (int)pid);
         int slot = -1;
         for (int i = 0; i < MM_SB_SLOTS; i++)
             if (children[i].pid == pid) { slot = i; break; }
@@ -576,9 +798,11 @@ static void reload(void)
     cur = g;
     sb->generation = g->id;
     sb->workers = g->conf.workers;
+    for (int k = 0; k < g->n_ex; k++) spawn_exec(g, k);
     for (int i = 0; i < g->conf.workers; i++) spawn(g, i, 0);
     if (g->overflow_sock >= 0) spawn(g, -1, 1);
     old->retired = 1;
+    for (int k = 0; k < old->n_ex; k++) old->ex[k].restart_at = 0;
     for (int i = 0; i < MM_MAX_WORKERS; i++) old->restart_at[i] = 0;
     signal_gen(old, SIGQUIT);   /* finish in-flight requests, then exit */
     gen_free_if_done(old);
@@ -595,6 +819,7 @@ static void begin_stop(int fast)
     sb->ready = 0;
     if (fast) {
         signal_all(SIGTERM);
+        signal_execs(SIGTERM);
         stop_deadline = mm_now_us() + 1000000;
     } else {
         for (int i = 0; i < MM_SB_SLOTS; i++)
@@ -706,6 +931,7 @@ int mm_master_run(const char *path, int daemonize)
     mm_embed_set_cache(cur->embed, cache, cur->id);
     sb->generation = 1;
     sb->workers = conf.workers;
+    for (int k = 0; k < cur->n_ex; k++) spawn_exec(cur, k);
     for (int i = 0; i < conf.workers; i++) spawn(cur, i, 0);
     if (cur->overflow_sock >= 0) spawn(cur, -1, 1);
     sb->ready = 1;
@@ -724,16 +950,27 @@ int mm_master_run(const char *path, int daemonize)
         handle_signals();
         reap();
         if (mstate == STOPPING) {
-            if (live_children() == 0) break;
+            /* executors stop once no worker may still need them */
+            if (live_children() == 0 && live_execs() > 0) {
+                for (gen_t *g = gens; g; g = g->next)
+                    for (int k = 0; k < g->n_ex; k++)
+                        if (g->ex[k].pid > 0 && !g->ex[k].stop_sent) {
+                            kill(g->ex[k].pid, SIGTERM);
+                            g->ex[k].stop_sent = 1;
+                        }
+            }
+            if (live_children() == 0 && live_execs() == 0) break;
             if (mm_now_us() > stop_deadline) {
-                mm_log_warn("stop timeout: killing %d workers", live_children());
+                mm_log_warn("stop timeout: killing %d workers and %d executors", live_children(), live_execs());
                 signal_all(SIGKILL);
+                signal_execs(SIGKILL);
                 stop_deadline = mm_now_us() + 5000000;
             }
             continue;
         }
         check_timeouts();
         check_heartbeats();
+        check_execs();
         run_restarts();
     }
     for (int i = 0; i < n_socks; i++)

@@ -1,5 +1,6 @@
 /* Routes: control endpoints that read the scoreboard, and dispatch of the
  * embedding endpoints to the embed layer. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include "mmembed/embed.h"
+#include "mmembed/gpuq.h"
 #include "mmembed/http.h"
 #include "mmembed/sandbox.h"
 #include "mmembed/serve.h"
@@ -156,15 +158,107 @@ static int pool_ready(const mm_worker_ctx_t *ctx)
     return ctx->sb->ready && t.total > 0;
 }
 
+/* ---------------------------------------------------------------- executors */
+
+/* Every executor of this generation up: 1; one still on its first start
+ * (loading its models, as the master does before the pool is ready): 0;
+ * one down or restarting after a death or a failed start: -1. */
+static int execs_up(const mm_worker_ctx_t *ctx)
+{
+    int st = 1;
+    for (int k = 0; k < ctx->n_exec; k++) {
+        const mm_gq_hdr_t *h = mm_gq_hdr(ctx->exec[k].q);
+        if (h->exec_state == MM_GQ_UP) continue;
+        if (h->deaths) return -1;
+        st = 0;
+    }
+    return st;
+}
+
+/* "executors":[...] for /health (brief) and /info (with statistics). */
+static void execs_json(const mm_worker_ctx_t *ctx, mm_buf_t *b, int full)
+{
+    const mm_conf_t *c = ctx->conf;
+    mm_buf_puts(b, ",\"executors\":[");
+    for (int k = 0; k < ctx->n_exec; k++) {
+        const mm_exec_view_t *v = &ctx->exec[k];
+        mm_gq_hdr_t *h = mm_gq_hdr(v->q);
+        mm_buf_printf(b, "%s{\"device\":\"%s\",", k ? "," : "", v->device);
+        if (!full) {
+            mm_buf_printf(b, "\"state\":\"%s\",\"deaths\":%llu}", mm_gq_state_name(v->q), (unsigned long long)h->deaths);
+            continue;
+        }
+        mm_gq_stats_json(v->q, b);
+        mm_buf_printf(b, ",\"max_batch_tokens\":%d,\"max_batch\":%d,\"batch_delay_us\":%d,\"models\":[",
+                      c->exec_max_batch_tokens, c->exec_max_batch, c->exec_batch_delay_us);
+        for (int j = 0; j < v->n_models; j++) {
+            const int i = v->models[j];
+            const char *name = mm_embed_model_name(ctx->embed, i);
+            mm_buf_printf(b, "%s{\"name\":", j ? "," : "");
+            mm_buf_json_str(b, name, strlen(name));
+            mm_buf_printf(b, ",\"run\":\"%s\",\"gpu_dtype\":\"%s\",\"device_bytes\":%llu}",
+                          h->model_run[i][0] ? h->model_run[i] : "loading", c->models[i].gpu_dtype,
+                          (unsigned long long)h->model_bytes[i]);
+        }
+        mm_buf_puts(b, "]}");
+    }
+    mm_buf_puts(b, "]");
+}
+
+static void execs_metrics(const mm_worker_ctx_t *ctx, mm_buf_t *b)
+{
+    if (!ctx->n_exec) return;
+    static const struct {
+        const char *name, *help, *type;
+        size_t off;
+    } m[] = {
+        {"mmembed_executor_starts_total", "Executor processes started.", "counter", offsetof(mm_gq_hdr_t, starts)},
+        {"mmembed_executor_deaths_total", "Executors that died (their requests in flight answered 503).", "counter",
+         offsetof(mm_gq_hdr_t, deaths)},
+        {"mmembed_executor_failed_requests_total", "Requests in flight failed by an executor's death.", "counter",
+         offsetof(mm_gq_hdr_t, failed_slots)},
+        {"mmembed_executor_rejected_full_total", "Requests answered 503 at once: no free executor slot.", "counter",
+         offsetof(mm_gq_hdr_t, rejected_full)},
+        {"mmembed_executor_rejected_down_total", "Requests answered 503: the executor was down or died.", "counter",
+         offsetof(mm_gq_hdr_t, rejected_down)},
+        {"mmembed_executor_timeouts_total", "Requests the executor did not answer before their deadline.", "counter",
+         offsetof(mm_gq_hdr_t, timeouts)},
+        {"mmembed_executor_batches_total", "Batches run by the executor.", "counter", offsetof(mm_gq_hdr_t, batches)},
+        {"mmembed_executor_batch_inputs_total", "Inputs in those batches.", "counter", offsetof(mm_gq_hdr_t, inputs)},
+        {"mmembed_executor_batch_requests_total", "Worker requests (slots) in those batches.", "counter",
+         offsetof(mm_gq_hdr_t, slots_done)},
+        {"mmembed_executor_cross_worker_batches_total", "Batches holding requests of more than one worker.", "counter",
+         offsetof(mm_gq_hdr_t, cross_worker_batches)},
+    };
+    mm_buf_puts(b, "# HELP mmembed_executor_up 1 while the device's executor serves.\n# TYPE mmembed_executor_up gauge\n");
+    for (int k = 0; k < ctx->n_exec; k++)
+        mm_buf_printf(b, "mmembed_executor_up{device=\"%s\"} %d\n", ctx->exec[k].device,
+                      mm_gq_hdr(ctx->exec[k].q)->exec_state == MM_GQ_UP);
+    for (size_t i = 0; i < MM_ARRAY_LEN(m); i++) {
+        mm_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", m[i].name, m[i].help, m[i].name, m[i].type);
+        for (int k = 0; k < ctx->n_exec; k++) {
+            const char *h = (const char *)mm_gq_hdr(ctx->exec[k].q);
+            mm_buf_printf(b, "%s{device=\"%s\"} %llu\n", m[i].name, ctx->exec[k].device,
+                          (unsigned long long)__atomic_load_n((const uint64_t *)(h + m[i].off), __ATOMIC_RELAXED));
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- handlers */
 
 static void h_health(mm_worker_ctx_t *ctx, mm_http_req_t *r)
 {
     totals_t t;
     sum(ctx->sb, &t);
-    int ok = ctx->sb->ready && t.total > 0;
-    mm_buf_printf(&r->out, "{\"status\":\"%s\",\"workers\":{\"total\":%d,\"busy\":%d,\"idle\":%d},\"models\":",
-                  ok ? "ok" : "starting", t.total, t.busy, t.idle);
+    /* an executor that died or cannot start is "degraded", not down: the
+     * workers and the other models serve, its models answer 503 until it is
+     * back (a 503 here would also be retried by nginx on another worker) */
+    int pool = ctx->sb->ready && t.total > 0, ex = execs_up(ctx);
+    int ok = pool && ex != 0;
+    mm_buf_printf(&r->out, "{\"status\":\"%s\",\"workers\":{\"total\":%d,\"busy\":%d,\"idle\":%d}",
+                  !ok ? "starting" : ex < 0 ? "degraded" : "ok", t.total, t.busy, t.idle);
+    execs_json(ctx, &r->out, 0);
+    mm_buf_puts(&r->out, ",\"models\":");
     mm_embed_models_json(ctx->embed, &r->out);
     mm_buf_puts(&r->out, "}\n");
     mm_http_respond_json(r, ok ? 200 : 503);
@@ -176,6 +270,7 @@ static void h_info(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     mm_buf_t *b = &r->out;
     mm_buf_printf(b, "{\"name\":\"mmembed\",\"version\":\"%s\",\"models\":", MM_VERSION);
     mm_embed_models_json(ctx->embed, b);
+    execs_json(ctx, b, 1);
     mm_buf_printf(b, ",\"limits\":{\"max_body_bytes\":%lld,\"max_items\":%d,\"max_text_bytes\":%lld,\"max_request_text_bytes\":%lld,"
                      "\"max_pixels\":%lld,\"max_parts\":%d,\"max_frames\":%d,\"default_frames\":%d,"
                      "\"max_video_seconds\":%g,\"video_budget_seconds\":%g,\"image_budget_seconds\":%g,"
@@ -290,6 +385,7 @@ static void h_metrics(mm_worker_ctx_t *ctx, mm_http_req_t *r)
     mm_buf_printf(b, "mmembed_queue_wait_seconds_sum %.6f\nmmembed_queue_wait_seconds_count %llu\n", t.qwait_us / 1e6,
                   (unsigned long long)cum);
     mm_embed_cache_metrics(ctx->embed, b);
+    execs_metrics(ctx, b);
     mm_buf_printf(b, "# HELP mmembed_ready 1 once models are loaded and workers are up.\n# TYPE mmembed_ready gauge\n"
                      "mmembed_ready %d\n", pool_ready(ctx));
     mm_http_respond(r, 200, "text/plain; version=0.0.4", NULL, b->data, b->len);

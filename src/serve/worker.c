@@ -365,6 +365,7 @@ static void install_crash_marking(void)
 static void setup_process(mm_worker_ctx_t *ctx, const char *role_fmt)
 {
     W = ctx;
+    mm_executor_worker_init(ctx->slot);   /* executor calls wait until its request's deadline */
     char role[48];
     snprintf(role, sizeof role, role_fmt, ctx->index);
     mm_log_set_role(role);

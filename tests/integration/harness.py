@@ -182,6 +182,10 @@ class Server:
                     d += f' max_image_tokens = {m["max_image_tokens"]};'
                 if m.get("dtype"):
                     d += f' dtype = "{m["dtype"]}";'
+                if m.get("device"):
+                    d += f' device = "{m["device"]}";'
+                if m.get("gpu_dtype"):
+                    d += f' gpu_dtype = "{m["gpu_dtype"]}";'
                 if m.get("aliases"):
                     d += " aliases = [" + ", ".join(f'"{x}"' for x in m["aliases"]) + "];"
                 items.append(f'{{ name = "{m["name"]}"; path = "{m["path"]}";{d} }}')
