@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 int mm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
 {
@@ -40,4 +41,18 @@ const char *mm_path_last(const char *path, int *len)
         beg--;
     *len = (int)(end - beg);
     return path + beg;
+}
+
+int64_t mm_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t mm_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }

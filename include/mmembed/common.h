@@ -3,6 +3,7 @@
 #define MMEMBED_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Status codes: 0 ok, negative errors. Each error maps to one HTTP status
  * (mm_status_http) so a module deep in the stack can say what went wrong
@@ -44,5 +45,12 @@ int mm_status_http(int code);
 /* The last component of path, trailing slashes ignored ("/a/b/" -> "b"):
  * returns where it starts, *len its length (not NUL-terminated). */
 const char *mm_path_last(const char *path, int *len);
+
+/* Microseconds: monotonic (deadlines, durations) and wall clock. */
+int64_t mm_now_us(void);
+int64_t mm_wall_us(void);
+
+/* The release, for /info, logs, --version and the pack cache key. */
+#define MM_VERSION "0.1.0"
 
 #endif

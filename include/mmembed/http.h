@@ -9,6 +9,13 @@
 #include "mmembed/buf.h"
 #include "mmembed/common.h"
 
+/* Route ids (a request's r->route): they size the per-route counters in the
+ * scoreboard's shared memory; paths, methods, metrics names and handlers
+ * are in src/serve/router.c's table. */
+enum { MM_ROUTE_HEALTH, MM_ROUTE_INFO, MM_ROUTE_METRICS, MM_ROUTE_STATUS, MM_ROUTE_EMBEDDINGS,
+       MM_ROUTE_EMBED_TEXT, MM_ROUTE_EMBED_IMAGE, MM_ROUTE_EMBED_MULTIMODAL, MM_ROUTE_EMBED_VIDEO,
+       MM_ROUTE_MODELS, MM_ROUTE_EMBED_DOCUMENT, MM_ROUTE_OTHER, MM_ROUTE_COUNT };
+
 typedef struct mm_http_req {
     void *fcgi;                 /* FCGX_Request* */
     const char *method;         /* "GET", "POST", ... */

@@ -9,14 +9,10 @@
 #include <sys/types.h>
 
 #include "mmembed/common.h"
+#include "mmembed/http.h" /* MM_ROUTE_* */
 
 #define MM_SB_SLOTS 512          /* 2x max workers: old + new during reload */
 
-/* Route ids: they size the per-route counters in shared memory; paths,
- * methods, metrics names and handlers are in src/serve/router.c's table. */
-enum { MM_ROUTE_HEALTH, MM_ROUTE_INFO, MM_ROUTE_METRICS, MM_ROUTE_STATUS, MM_ROUTE_EMBEDDINGS,
-       MM_ROUTE_EMBED_TEXT, MM_ROUTE_EMBED_IMAGE, MM_ROUTE_EMBED_MULTIMODAL, MM_ROUTE_EMBED_VIDEO,
-       MM_ROUTE_MODELS, MM_ROUTE_EMBED_DOCUMENT, MM_ROUTE_OTHER, MM_ROUTE_COUNT };
 
 /* HTTP statuses counted one by one; anything else falls into "other". */
 #define MM_SB_STATUSES {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 503, 504}
@@ -140,7 +136,5 @@ int mm_sb_poison_find(const mm_scoreboard_t *sb, const char *fp);
  * worker's fault handler) and used by the master (timeouts, faults).
  * Returns the number of marks added. */
 int mm_sb_poison_mark_running(mm_scoreboard_t *sb, const mm_sb_slot_t *s, int cause);
-int64_t mm_now_us(void);       /* monotonic */
-int64_t mm_wall_us(void);      /* realtime */
 
 #endif

@@ -86,6 +86,4 @@ int mm_router_batchable(const struct mm_http_req *r);
 /* Answer n batchable requests of one kind together (each authorized on its own). */
 void mm_router_handle_batch(mm_worker_ctx_t *ctx, struct mm_http_req *const *rs, int n);
 
-#define MM_VERSION "0.1.0"
-
 #endif

@@ -20,7 +20,6 @@
 #include "mmembed/log.h"
 #include "mmembed/nn.h"
 #include "mmembed/packcache.h"
-#include "mmembed/scoreboard.h"
 #include "mmembed/video.h"
 
 /* ---------------------------------------------------------------- loading */

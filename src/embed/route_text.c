@@ -11,7 +11,6 @@
 #include "internal.h"
 #include "mmembed/base64.h"
 #include "mmembed/nn.h"
-#include "mmembed/scoreboard.h"
 
 
 /* Options every text route takes: dimensions (Matryoshka truncation, then

@@ -9,7 +9,6 @@
 
 #include "internal.h"
 #include "mmembed/nn.h"
-#include "mmembed/scoreboard.h"
 #include "mmembed/video.h"
 
 /* ---------------------------------------------------------------- /embed/video */

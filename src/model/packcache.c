@@ -2,7 +2,7 @@
 #include "mmembed/packcache.h"
 
 #include "mmembed/common.h"
-#include "mmembed/serve.h"
+#include "mmembed/conf.h" /* MM_PATH_MAX */
 
 #include <dirent.h>
 #include <dnnl.h>

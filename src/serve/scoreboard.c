@@ -126,16 +126,3 @@ int mm_sb_poison_mark_running(mm_scoreboard_t *sb, const mm_sb_slot_t *s, int ca
     return added;
 }
 
-int64_t mm_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t mm_wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}

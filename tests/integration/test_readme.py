@@ -15,7 +15,7 @@ from test_embed import MODELS
 
 README = os.path.join(ROOT, "README.md")
 ROUTER = os.path.join(ROOT, "src", "serve", "router.c")
-CONF_C = os.path.join(ROOT, "src", "serve", "conf.c")
+CONF_C = os.path.join(ROOT, "src", "conf.c")
 
 
 def endpoint_table():
@@ -60,7 +60,7 @@ def test_readme_lists_every_route_of_the_router():
 
 
 def test_readme_documents_every_config_key():
-    """Every key of the config table in src/serve/conf.c is in README.md's
+    """Every key of the config table in src/conf.c is in README.md's
     configuration table (rows like `limits.max_items`, or two keys in one row)."""
     keys = re.findall(r'^\s*(?:K_[A-Z]+\(|\{)"([a-z_]+(?:\.[a-z_]+)?)"', open(CONF_C).read(), re.M)
     assert len(keys) > 20, keys
