@@ -358,7 +358,9 @@ def test_queue_depth_holds_one_then_rejects():
         # b and c arrive while a runs, in either order (no sleep guessing when one is queued):
         # one waits in the worker's queue and succeeds after a; the other finds the queue full
         # and gets 503 at once, while a is still running
-        bc = [threading.Thread(target=go, args=(k, 10)) for k in ("b", "c")]
+        # (the queued one sleeps 500 ms, so its answer comes well after a's even when
+        # a's client thread is slow to record it on a loaded machine)
+        bc = [threading.Thread(target=go, args=(k, 500)) for k in ("b", "c")]
         for t in bc:
             t.start()
         for t in bc + [a]:
