@@ -139,34 +139,56 @@ __device__ __forceinline__ float warp_max(float v)
 
 #define LN_ROWS 8 /* rows (warps) per block */
 
-__global__ void layer_norm_kernel(float *y, const float *x, const float *w, const float *b, int M, int N, float eps)
+/* Layer norm, a warp per row, with or without a residual: with r, t = x + r
+ * is written into y first (each lane its own columns, which it alone reads
+ * back), then the two-pass statistics of t; y may equal x. The one kernel
+ * behind both backend ops (layer_norm, add_layer_norm), as on the CPU. */
+__global__ void layer_norm_kernel(float *y, int ldy, const float *x, int ldx, const float *r, int ldr, const float *w,
+                                  const float *b, int M, int N, float eps)
 {
     const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= M)
         return;
-    const float *xr = x + (size_t)row * N;
-    float *yr = y + (size_t)row * N;
+    const float *xr = x + (size_t)row * ldx;
+    float *yr = y + (size_t)row * ldy;
     float s = 0.0f;
-    for (int j = lane; j < N; j += 32)
-        s += xr[j];
+    for (int j = lane; j < N; j += 32) {
+        float t = xr[j];
+        if (r)
+            yr[j] = t = t + r[(size_t)row * ldr + j];
+        s += t;
+    }
+    const float *tr = r ? yr : xr;
     const float mean = warp_sum(s) / (float)N;
     float v = 0.0f;
     for (int j = lane; j < N; j += 32) {
-        const float d = xr[j] - mean;
+        const float d = tr[j] - mean;
         v += d * d;
     }
     const float rstd = 1.0f / sqrtf(warp_sum(v) / (float)N + eps);
     for (int j = lane; j < N; j += 32)
-        yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+        yr[j] = (tr[j] - mean) * rstd * w[j] + b[j];
+}
+
+static cudaError_t layer_norm_launch(float *y, int ldy, const float *x, int ldx, const float *r, int ldr,
+                                     const float *w, const float *b, int M, int N, float eps, cudaStream_t st)
+{
+    if (M < 1)
+        return cudaSuccess;
+    layer_norm_kernel<<<(M + LN_ROWS - 1) / LN_ROWS, 32 * LN_ROWS, 0, st>>>(y, ldy, x, ldx, r, ldr, w, b, M, N, eps);
+    return cudaGetLastError();
 }
 
 cudaError_t mmk_layer_norm(float *y, const float *x, const float *w, const float *b, int M, int N, float eps,
                            cudaStream_t st)
 {
-    if (M < 1)
-        return cudaSuccess;
-    layer_norm_kernel<<<(M + LN_ROWS - 1) / LN_ROWS, 32 * LN_ROWS, 0, st>>>(y, x, w, b, M, N, eps);
-    return cudaGetLastError();
+    return layer_norm_launch(y, N, x, N, NULL, 0, w, b, M, N, eps, st);
+}
+
+cudaError_t mmk_add_layer_norm(float *x, int ld, const float *r, int ldr, const float *w, const float *b, int M, int N,
+                               float eps, cudaStream_t st)
+{
+    return layer_norm_launch(x, ld, x, ld, r, ldr, w, b, M, N, eps, st);
 }
 
 /* ============================================================ attention */
@@ -363,41 +385,6 @@ cudaError_t mmk_attention_gqa(float *out, int ldo, const float *q, int ldq, cons
     attention_gqa_kernel<<<grid, 32 * GQ_W, 0, st>>>(out, ldo, q, ldq, k, ldk, v, ldv, qoff, qlen, heads,
                                                      heads / kv_heads, head_dim, causal,
                                                      1.0f / sqrtf((float)head_dim));
-    return cudaGetLastError();
-}
-
-/* add_layer_norm: a warp per row; x + r is written back first (each lane
- * its own columns), then the two-pass statistics. */
-__global__ void add_layer_norm_kernel(float *x, int ld, const float *r, int ldr, const float *w, const float *b,
-                                      int M, int N, float eps)
-{
-    const int row = blockIdx.x * LN_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= M)
-        return;
-    float *xr = x + (size_t)row * ld;
-    float s = 0.0f;
-    for (int j = lane; j < N; j += 32) {
-        if (r)
-            xr[j] += r[(size_t)row * ldr + j];
-        s += xr[j];
-    }
-    const float mean = warp_sum(s) / (float)N;
-    float var = 0.0f;
-    for (int j = lane; j < N; j += 32) {
-        const float d = xr[j] - mean;
-        var += d * d;
-    }
-    const float rstd = 1.0f / sqrtf(warp_sum(var) / (float)N + eps);
-    for (int j = lane; j < N; j += 32)
-        xr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
-}
-
-cudaError_t mmk_add_layer_norm(float *x, int ld, const float *r, int ldr, const float *w, const float *b, int M, int N,
-                               float eps, cudaStream_t st)
-{
-    if (M < 1)
-        return cudaSuccess;
-    add_layer_norm_kernel<<<(M + LN_ROWS - 1) / LN_ROWS, 32 * LN_ROWS, 0, st>>>(x, ld, r, ldr, w, b, M, N, eps);
     return cudaGetLastError();
 }
 
