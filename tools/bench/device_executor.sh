@@ -20,6 +20,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+. tools/bench/lib.sh
 [ "${1:-}" = pack ] || { echo "usage: $0 pack [DIR]" >&2; exit 2; }
 DEST=${2:-.devin/gpuexec}
 make -s GPU=1 -j2 build/gpu/mmembed >&2
@@ -29,18 +30,7 @@ OUT=build/gpu/pkgexec
 rm -rf "$OUT" && mkdir -p "$OUT/lib" "$OUT/glibc" "$OUT/bin" "$OUT/real" "$OUT/tests/integration" "$OUT/tests/fixtures" \
     "$OUT/nginx" "$OUT/build/test"
 cp build/gpu/mmembed build/mkclip "$NGINX" "$OUT/real/"
-for b in "$OUT/real/mmembed" "$OUT/real/mkclip" "$OUT/real/nginx"; do
-    ldd "$b" | awk '/=>/ {print $3} /ld-linux/ {print $1}' | while read -r l; do
-        case $(basename "$l") in
-        libcuda.so*|libcudart.so*|libcublas.so*|libcublasLt.so*) ;;  # the GPU machine's own
-        libc.so*|libm.so*|libmvec.so*|ld-linux*|libpthread.so*|libdl.so*|librt.so*) cp -L "$l" "$OUT/glibc/" ;;
-        *) cp -L "$l" "$OUT/lib/" ;;
-        esac
-    done
-done
-for l in libpthread.so.0 libdl.so.2 librt.so.1; do  # what libcuda may ask the shipped glibc for
-    [ -e "/lib/x86_64-linux-gnu/$l" ] && cp -L "/lib/x86_64-linux-gnu/$l" "$OUT/glibc/"
-done
+bench_ship_gpu_libs "$OUT" "$OUT/real/mmembed" "$OUT/real/mkclip" "$OUT/real/nginx"
 cp tests/integration/harness.py tests/integration/run.py tests/integration/test_embed.py \
    tests/integration/test_executor.py tests/integration/test_executor_gpu.py tests/integration/test_qwen2vl.py \
    "$OUT/tests/integration/"

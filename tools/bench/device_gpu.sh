@@ -18,6 +18,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+. tools/bench/lib.sh
 [ "${1:-}" = pack ] || { echo "usage: $0 pack [DIR]" >&2; exit 2; }
 DEST=${2:-.devin/gpuclip}
 make -s GPU=1 -j2 build/gpu/bench/gpu_clip build/gpu/bench/gpu_models >&2
@@ -25,18 +26,7 @@ make -s build/mkclip >&2
 OUT=build/gpu/pkg
 rm -rf "$OUT" && mkdir -p "$OUT/lib" "$OUT/glibc" "$OUT/fix/pixels"
 cp build/gpu/bench/gpu_clip build/gpu/bench/gpu_models build/mkclip "$OUT/"
-for b in "$OUT/gpu_clip" "$OUT/gpu_models" "$OUT/mkclip"; do
-    ldd "$b" | awk '/=>/ {print $3} /ld-linux/ {print $1}' | while read -r l; do
-        case $(basename "$l") in
-        libcuda.so*|libcudart.so*|libcublas.so*|libcublasLt.so*) ;;  # the GPU machine's own
-        libc.so*|libm.so*|libmvec.so*|ld-linux*|libpthread.so*|libdl.so*|librt.so*) cp -L "$l" "$OUT/glibc/" ;;
-        *) cp -L "$l" "$OUT/lib/" ;;
-        esac
-    done
-done
-for l in libpthread.so.0 libdl.so.2 librt.so.1; do  # what libcuda may ask the shipped glibc for
-    [ -e "/lib/x86_64-linux-gnu/$l" ] && cp -L "/lib/x86_64-linux-gnu/$l" "$OUT/glibc/"
-done
+bench_ship_gpu_libs "$OUT" "$OUT/gpu_clip" "$OUT/gpu_models" "$OUT/mkclip"
 cp -r tests/fixtures/clip/clip-tiny "$OUT/fix/"
 cp tests/fixtures/clip/text_emb.json tests/fixtures/clip/image_emb.json "$OUT/fix/"
 cp tests/fixtures/clip/pixels/*.f16 "$OUT/fix/pixels/"

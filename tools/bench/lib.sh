@@ -55,3 +55,25 @@ bench_run() {
         exit 1
     fi
 }
+
+# bench_ship_gpu_libs OUT BIN...: every shared library the BINs load, for a
+# GPU machine that has CUDA but none of our Debian packages: glibc's own
+# into OUT/glibc (with what libcuda may ask it for), the rest into OUT/lib;
+# CUDA's libraries are left to the machine
+bench_ship_gpu_libs() {
+    _out=$1
+    shift
+    for _b in "$@"; do
+        ldd "$_b" | awk '/=>/ {print $3} /ld-linux/ {print $1}' | while read -r _l; do
+            case $(basename "$_l") in
+            libcuda.so*|libcudart.so*|libcublas.so*|libcublasLt.so*) ;;
+            libc.so*|libm.so*|libmvec.so*|ld-linux*|libpthread.so*|libdl.so*|librt.so*) cp -L "$_l" "$_out/glibc/" ;;
+            *) cp -L "$_l" "$_out/lib/" ;;
+            esac
+        done
+    done
+    for _l in libpthread.so.0 libdl.so.2 librt.so.1; do
+        [ -e "/lib/x86_64-linux-gnu/$_l" ] && cp -L "/lib/x86_64-linux-gnu/$_l" "$_out/glibc/"
+    done
+    return 0
+}
