@@ -15,68 +15,6 @@
 
 #ifdef MM_NN_AVX2
 
-/* x * sigmoid(1.702 x) */
-static inline __m256 quick_gelu8(__m256 x)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 e = exp8(_mm256_mul_ps(x, _mm256_set1_ps(-1.702f)));
-    return _mm256_div_ps(x, _mm256_add_ps(one, e));
-}
-
-/* 0.5 x (1 + erf(x / sqrt 2)). erf by Abramowitz & Stegun 7.1.26
- * (|error| <= 1.5e-7 absolute, i.e. at f32 rounding level for the GELU
- * output); the tanh approximation ("gelu_new") would be off by ~1e-3. */
-static inline __m256 gelu8(__m256 x)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
-    __m256 az = _mm256_andnot_ps(sign, z);
-    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(az, _mm256_set1_ps(0.3275911f), one));
-    __m256 p = _mm256_set1_ps(1.061405429f);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-    p = _mm256_mul_ps(p, t);
-    __m256 e = exp8(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)); /* exp(-z^2) */
-    __m256 erf_abs = _mm256_fnmadd_ps(p, e, one);
-    __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, erf));
-}
-
-/* x * sigmoid(x) */
-static inline __m256 silu8(__m256 x)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    return _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-}
-
-/* 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3); tanh(u) as
- * 1 - 2 / (exp(2u) + 1), with u clamped where tanh is +-1 in f32 */
-static inline __m256 gelu_tanh8(__m256 x)
-{
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
-    __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.79788456080286536f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
-    u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(-10.0f)), _mm256_set1_ps(10.0f));
-    __m256 e = exp8(_mm256_add_ps(u, u));
-    __m256 th = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, th));
-}
-
-static inline __m256 act8(__m256 x, mm_act_t act)
-{
-    switch (act) {
-    case MM_ACT_QUICK_GELU: return quick_gelu8(x);
-    case MM_ACT_GELU: return gelu8(x);
-    case MM_ACT_GELU_TANH: return gelu_tanh8(x);
-    case MM_ACT_RELU: return _mm256_max_ps(x, _mm256_setzero_ps());
-    case MM_ACT_SILU: return silu8(x);
-    default: return x;
-    }
-}
-
 /* y[0..n) = act(y + b); b may be NULL */
 static void bias_act_row(float *y, const float *b, int n, mm_act_t act)
 {

@@ -24,25 +24,26 @@
  * and the activations (s8, broadcast 4 bytes at a time) the signed one.
  * AVX2 reads each step as two 32-byte halves (columns 0-7, 8-15) with
  * vpmaddubsw + vpmaddwd. The same 64-byte rows (16 columns x 4 k) are also
- * the B-tile row format of AMX-INT8, and a group (64 k) is one tile's
- * depth, so an AMX kernel could take this layout unchanged.
+ * the B-tile row format of AMX-INT8 and a group (64 k) is one tile's depth,
+ * so the AMX kernel unpacks a step into two B rows with an AND and a shift.
  *
  * Activations: one scale per row (token), s = max|x| / 127, codes
  * round(x / s) in [-127, 127]. With the weights' offset of 8 the product
  * of a group is sum q x - 8 sum x: the second term is per row and group,
- * computed once when x is quantized and used as the accumulator's start.
- * Per group: int32 accumulate (|acc| <= 64 * 8 * 127), times the group's
- * int8 step, summed in int32: every output is one exact integer,
- * sum_k x_k gs (q_k - 8) (|.| <= K * 127 * 1016 < 2^31 for K <= 16644;
- * beyond, only inputs of equal magnitude meeting extreme codes of one
- * sign could wrap it), then times the row's and the column's scale. The
- * VNNI, AVX2 and AMX tiles compute that same integer, so their results
- * are bit-identical whichever runs a row.
+ * computed once when x is quantized and used as the accumulator's start
+ * (VNNI, AVX2; the AMX tiles take q - 8 as signed bytes instead). Per
+ * group: one exact int32 sum (|.| <= 64 * 8 * 127 < 2^24, exact in f32),
+ * then acc = fma(sum, step, acc) in f32 over the groups in order (sum x
+ * step < 2^24 is exact too, so each fma rounds once), then times the row's
+ * and the column's scale. The VNNI, AVX2 and AMX tiles do exactly these
+ * operations in this order, so their results are bit-identical whichever
+ * runs a row (a row alone and in a batch give the same vector).
  *
  * Threads: parts take panel ranges (few rows) or row ranges (many); every
  * output is summed over k in the same order whichever tile or part computed
  * it, so results do not depend on the thread count or the batch. */
 #include "q4.h"
+#include "simd.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -59,8 +60,9 @@
 #define PC MM_Q4_COLS
 #define RCHUNK 64      /* rows per pass over a part's panels (the f32 scratch) */
 #define ROWSPLIT_MIN 32 /* rows per thread before parts take rows instead of panels */
-#define AMX_CHUNK 512   /* rows per pass of AMX over the panels (a multiple of 32) */
-#define AMX_MIN_ROWS 32 /* rows before AMX pays for unpacking B (AMX vs VNNI GMAC/s: 195 / 186 at 32 rows, 230 / 186 at 50) */
+#define AMX_CHUNK 512   /* rows per pass of AMX over the panels */
+#define AMX_KSLICE 16   /* groups unpacked at a time (16 KB: B stays in L1; all of K measured 1.3x slower at K = 8960) */
+#define AMX_MIN_ROWS 12 /* rows an AMX tile (16) computes at least; fewer go to VNNI (at 8, VNNI 164 GMAC/s vs AMX 133) */
 
 static size_t up64(size_t n)
 {
@@ -221,10 +223,10 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
     const int8_t *x = j->xq + (size_t)r0 * Kp;
     const int32_t *xo = j->xo + (size_t)r0 * G;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    __m512i t[8];
+    __m512 t[8];
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
-        t[r] = _mm512_setzero_si512();
+        t[r] = _mm512_setzero_ps();
     for (int g = 0; g < G; g++) {
         __m512i a[8];
 #pragma GCC unroll 8
@@ -242,16 +244,15 @@ VNNI void tile_vnni(const q4_job_t *j, int p, int r0, const int mr, float *out, 
                 a[r] = _mm512_dpbusd_epi32(a[r], hi, _mm512_set1_epi32(load4(xg + r * Kp + s * 8 + 4)));
             }
         }
-        const __m512i d = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC)));
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC))));
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++)
-            t[r] = _mm512_add_epi32(t[r], _mm512_mullo_epi32(a[r], d));
+            t[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[r]), d, t[r]);
     }
     const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)p * PC);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++)
-        _mm512_storeu_ps(out + (size_t)r * ldo,
-                         _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t[r]), cs), _mm512_set1_ps(j->xs[r0 + r])));
+        _mm512_storeu_ps(out + (size_t)r * ldo, _mm512_mul_ps(_mm512_mul_ps(t[r], cs), _mm512_set1_ps(j->xs[r0 + r])));
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
@@ -284,10 +285,10 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
     const int8_t *x = j->xq + (size_t)r0 * Kp;
     const int32_t *xo = j->xo + (size_t)r0 * G;
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    __m256i t[2][2];
+    __m256 t[2][2];
 #pragma GCC unroll 2
     for (int r = 0; r < mr; r++)
-        t[r][0] = t[r][1] = _mm256_setzero_si256();
+        t[r][0] = t[r][1] = _mm256_setzero_ps();
     for (int g = 0; g < G; g++) {
         __m256i a[2][2];
 #pragma GCC unroll 2
@@ -320,10 +321,11 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
         }
 #pragma GCC unroll 2
         for (int c = 0; c < 2; c++) {
-            const __m256i d = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs + (size_t)g * PC + c * 8)));
+            const __m256 d =
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(gs + (size_t)g * PC + c * 8))));
 #pragma GCC unroll 2
             for (int r = 0; r < mr; r++)
-                t[r][c] = _mm256_add_epi32(t[r][c], _mm256_mullo_epi32(a[r][c], d));
+                t[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[r][c]), d, t[r][c]);
         }
     }
 #pragma GCC unroll 2
@@ -332,7 +334,7 @@ AVX2 void tile_avx2(const q4_job_t *j, int p, int r0, const int mr, float *out, 
 #pragma GCC unroll 2
         for (int r = 0; r < mr; r++)
             _mm256_storeu_ps(out + (size_t)r * ldo + c * 8,
-                             _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(t[r][c]), cs), _mm256_set1_ps(j->xs[r0 + r])));
+                             _mm256_mul_ps(_mm256_mul_ps(t[r][c], cs), _mm256_set1_ps(j->xs[r0 + r])));
     }
 }
 
@@ -345,15 +347,19 @@ static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int 
         tile_avx2(j, p, r, 1, out + (size_t)(r - r0) * ldo, ldo);
 }
 
-/* AMX-INT8 (Sapphire Rapids and later). A panel is unpacked once per
- * range into B tiles (a step's two nibble halves are two B rows as they
- * lie: 16 columns x 4 k, 64 bytes) holding gs (q - 8), |.| <= 1016, as two
- * int8 digits (low in [-32, 31], high in [-16, 16], value = 64 high +
- * low), so TDPBSSD sums both over the whole K with no per-group step:
- * 64 C_high + C_low is tile_vnni's integer. Twice the tile products of a
- * plain int8 B, but no per-group epilogue (storing each group's 16 x 16
- * sums to scale them measured half the speed). 2 row blocks of 16 share
- * the B tiles; under 32 rows the unpacking does not pay and VNNI runs. */
+/* AMX-INT8 (Sapphire Rapids and later). A panel's groups are unpacked
+ * once per row chunk into B tiles of the plain codes q in [0, 15] (a
+ * step's two nibble halves are two B rows as they lie: 16 columns x 4 k,
+ * 64 bytes; an AND and a shift, no multiply), and TDPBSUD (signed
+ * activations x unsigned codes) gives one group's 16 x 16 sums of x q per
+ * tile product. Each group's sums leave the tile (TILESTORED) and are
+ * finished as tile_vnni finishes them: + the row's -8 sum x, times the
+ * group's step, into f32 accumulators held in registers; so AMX and VNNI
+ * results are bit-identical. One tile product per group and 16 rows, the
+ * vector units busy with the previous group's epilogue meanwhile.
+ * (Before: B held step (q - 8) as two int8 digits so the tiles summed over
+ * the whole K, at twice the tile products and a multiply-heavy unpack:
+ * 150-275 GMAC/s at 32-1024 rows on one core here, no better than VNNI.) */
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -388,7 +394,7 @@ typedef struct {
     uint8_t rows[16];
 } tilecfg_t;
 
-/* A thread's unpacked B tiles: (G, 2 panels, 16 rows, 64) codes. */
+/* A thread's unpacked B tiles: one panel's (G, 16 rows, 64) codes. */
 static _Thread_local struct {
     uint8_t *p;
     size_t cap;
@@ -396,12 +402,11 @@ static _Thread_local struct {
 
 static void *grow(void *p, size_t *cap, size_t want);
 
-#define AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma,amx-tile,amx-int8")))
+#define AMX __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,f16c,fma,amx-tile,amx-int8")))
 
-/* Tiles 0-3: C (16 x 16 int32; 2 row blocks x 2 panels), 4-5: A (16 rows
- * x 64 k), 6-7: B (16 x 4 k per 64-byte row). A
- * constant: GCC 12 drops stores into a local config that only
- * _tile_loadconfig reads (it faulted). */
+/* Tiles 0-3: C (16 x 16 int32; groups in flight), 4-5: A (16 rows x 64
+ * k), 6-7: B (16 x 4 k per 64-byte row). A constant: GCC 12 drops stores into a local config
+ * that only _tile_loadconfig reads (it faulted). */
 static const tilecfg_t tilecfg __attribute__((aligned(64))) = {
     .palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
 
@@ -415,82 +420,116 @@ AMX static void amx_release(void)
     _tile_release();
 }
 
-/* Rows [r0, r1) (a multiple of 16) of panel p, as tile_vnni computes
- * them (the same int32 sum, the same f32 operations after it), through
- * bias, activation and residual add into y (mm_nn_bias_act_row is per
- * element: 16 columns at a time give what a whole row gives). */
-AMX static void panel_amx(const q4_job_t *j, int p, int r0, int r1)
+/* Unpacks groups [g0, g1) of panel p into B (1 KB a group: 16 rows of 64
+ * codes q - 8). */
+AMX static void unpack_amx(const q4_job_t *j, int p, int g0, int g1)
 {
-    const int G = j->G;
-    const size_t Kp = (size_t)G * G64;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), e8 = _mm512_set1_epi8(8), c32 = _mm512_set1_epi16(32),
-                  c63 = _mm512_set1_epi16(63);
-    /* byte 4c + i of a B row <- byte 0 of dword c: each column's step 4 times */
-    const __m512i rep = _mm512_set4_epi32(0x0c0c0c0c, 0x08080808, 0x04040404, 0x00000000);
-    B.p = grow(B.p, &B.cap, (size_t)G * 2048);
-    const uint8_t *w = j->w + (size_t)p * G * (G64 / 2) * PC;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), e8 = _mm512_set1_epi8(8);
+    const uint8_t *w = j->w + ((size_t)p * j->G + g0) * (G64 / 2) * PC;
+    B.p = grow(B.p, &B.cap, (size_t)AMX_KSLICE * 1024);
+    for (size_t s = 0; s < (size_t)(g1 - g0) * (G64 / 8); s++) {
+        const __m512i raw = _mm512_loadu_si512(w + s * 64);
+        _mm512_store_si512(B.p + s * 128, _mm512_sub_epi8(_mm512_and_si512(raw, m4), e8));
+        _mm512_store_si512(B.p + s * 128 + 64, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), e8));
+    }
+}
+
+/* Rows [r0, r0 + nr) (nr <= 16; the tile computes 16, the rows past M
+ * being zeros, quantize) of panel p, groups [g0, g1) (unpacked in B), as
+ * tile_vnni computes them: the f32 sums start from acc (16 x 16) unless
+ * g0 = 0 and go back to it unless g1 = G; after the last group, through
+ * bias, activation and the residual add into y, as mm_nn_bias_act_row does
+ * element by element (so bit-identical to the VNNI rows, which go through
+ * it). */
+AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int g1, float *acc)
+{
+    const int G = g1 - g0;
+    const size_t Kp = (size_t)j->G * G64;
+    const int8_t *gs = j->gs + ((size_t)p * j->G + g0) * PC;
+    const int8_t *x = j->xq + (size_t)r0 * Kp + (size_t)g0 * G64;
+    int32_t c[2][16][16] __attribute__((aligned(64)));
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int r = 0; r < 16; r++)
+        t[r] = g0 ? _mm512_load_ps(acc + r * 16) : _mm512_setzero_ps();
+    if (g1 == j->G) /* the next block's output lines, for writing: a panel's 16 columns are one line a row, a
+                     * row apart (strided, which the hardware prefetchers do not follow; measured 25% of the time
+                     * in the stores at 1024 x 5120 without) */
+        for (int r = r0 + 16; r < r0 + 32 && r < j->M; r++)
+            _mm_prefetch((const char *)(j->y + (size_t)r * j->ldy + (size_t)p * PC), _MM_HINT_ET0);
+    /* Group g's product goes to C tile g % 4 from A tile 4 + g % 2 and B
+     * tile 6 + g % 2, issued two groups ahead of its epilogue: the tile
+     * unit's latency (a product, then its store) is hidden behind two
+     * other products. */
+#define Q4_ISSUE(cn, an, bn, gg)                                                                                       \
+    do {                                                                                                               \
+        _tile_loadd(an, x + (size_t)(gg) * G64, (long)Kp);                                                             \
+        _tile_loadd(bn, B.p + (size_t)(gg) * 1024, 64);                                                                \
+        _tile_zero(cn);                                                                                                \
+        _tile_dpbssd(cn, an, bn);                                                                                      \
+    } while (0)
+    Q4_ISSUE(0, 4, 6, 0);
+    if (G > 1)
+        Q4_ISSUE(1, 5, 7, 1);
     for (int g = 0; g < G; g++) {
-        const __m512i d8 = _mm512_shuffle_epi8(
-            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(j->gs + ((size_t)p * G + g) * PC))), rep);
-        const __m512i dlo = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(d8)),
-                      dhi = _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(d8, 1));
-        int8_t *lo = (int8_t *)B.p + (size_t)g * 2048, *hi = lo + 1024;
-        for (int s = 0; s < G64 / 8; s++) {
-            const __m512i raw = _mm512_loadu_si512(w + (size_t)g * (G64 / 2) * PC + s * 64);
-            for (int h = 0; h < 2; h++) { /* the two B rows of a step: k 8s..8s+3, 8s+4..8s+7 */
-                const __m512i v = _mm512_sub_epi8(_mm512_and_si512(h ? _mm512_srli_epi16(raw, 4) : raw, m4), e8);
-                for (int half = 0; half < 2; half++) { /* columns 0-7, 8-15 */
-                    const __m512i q = _mm512_cvtepi8_epi16(half ? _mm512_extracti64x4_epi64(v, 1)
-                                                                : _mm512_castsi512_si256(v));
-                    const __m512i wv = _mm512_mullo_epi16(q, half ? dhi : dlo); /* |step (q - 8)| <= 1016 */
-                    const __m512i l = _mm512_sub_epi16(_mm512_and_si512(_mm512_add_epi16(wv, c32), c63), c32);
-                    const __m512i u = _mm512_srai_epi16(_mm512_sub_epi16(wv, l), 6);
-                    _mm256_storeu_si256((__m256i *)(lo + (2 * s + h) * 64 + half * 32), _mm512_cvtepi16_epi8(l));
-                    _mm256_storeu_si256((__m256i *)(hi + (2 * s + h) * 64 + half * 32), _mm512_cvtepi16_epi8(u));
-                }
+        const int n = g + 2;
+        if (n < G)
+            switch (n & 3) {
+            case 0: Q4_ISSUE(0, 4, 6, n); break;
+            case 1: Q4_ISSUE(1, 5, 7, n); break;
+            case 2: Q4_ISSUE(2, 4, 6, n); break;
+            default: Q4_ISSUE(3, 5, 7, n); break;
             }
+        switch (g & 3) {
+        case 0: _tile_stored(0, c[0], 64); break;
+        case 1: _tile_stored(1, c[1], 64); break;
+        case 2: _tile_stored(2, c[0], 64); break;
+        default: _tile_stored(3, c[1], 64); break;
+        }
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC))));
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++) {
+            t[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[g & 1][r])), d, t[r]);
         }
     }
-    int32_t c[2][2][16][16] __attribute__((aligned(64))); /* [row block][low, high digit] */
-    float o[16] __attribute__((aligned(64)));
+#undef Q4_ISSUE
+    if (g1 < j->G) { /* more slices of K to come */
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++)
+            _mm512_store_ps(acc + r * 16, t[r]);
+        return;
+    }
     const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)p * PC);
     const int c0 = p * PC, nc = j->N - c0 < PC ? j->N - c0 : PC;
-    for (int r = r0; r < r1; r += 32) {
-        const int nb = r + 32 <= r1 ? 2 : 1;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        for (int g = 0; g < G; g++) {
-            const int8_t *a = j->xq + (size_t)r * Kp + (size_t)g * G64;
-            const uint8_t *b = B.p + (size_t)g * 2048;
-            _tile_loadd(4, a, (long)Kp);
-            _tile_loadd(6, b, 64);
-            _tile_loadd(7, b + 1024, 64);
-            _tile_dpbssd(0, 4, 6);
-            _tile_dpbssd(1, 4, 7);
-            if (nb == 2) {
-                _tile_loadd(5, a + 16 * Kp, (long)Kp);
-                _tile_dpbssd(2, 5, 6);
-                _tile_dpbssd(3, 5, 7);
-            }
+    const float *b = j->b ? j->b + c0 : NULL;
+    for (int r = 0; r < nr; r++) {
+        float *y = j->y + (size_t)(r0 + r) * j->ldy + c0;
+        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(t[r], cs), _mm512_set1_ps(j->xs[r0 + r]));
+        if (nc < PC) { /* the last panel's columns past N */
+            float o[PC];
+            _mm512_storeu_ps(o, v);
+            mm_nn_bias_act_row(y, o, b, nc, j->act, j->add);
+            continue;
         }
-        _tile_stored(0, c[0][0], 64);
-        _tile_stored(1, c[0][1], 64);
-        if (nb == 2) {
-            _tile_stored(2, c[1][0], 64);
-            _tile_stored(3, c[1][1], 64);
-        }
-        for (int i = 0; i < 16 * nb; i++) {
-            const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c[i / 16][1][i % 16]), 6),
-                                               _mm512_load_si512(c[i / 16][0][i % 16]));
-            _mm512_store_ps(o, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(t), cs), _mm512_set1_ps(j->xs[r + i])));
-            mm_nn_bias_act_row(j->y + (size_t)(r + i) * j->ldy + c0, o, j->b ? j->b + c0 : NULL, nc, j->act, j->add);
+        for (int h = 0; h < 2; h++) {
+            __m256 u = h ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
+            if (b)
+                u = _mm256_add_ps(u, _mm256_loadu_ps(b + 8 * h));
+            u = act8(u, j->act);
+            if (j->add)
+                u = _mm256_add_ps(u, _mm256_loadu_ps(y + 8 * h));
+            _mm256_storeu_ps(y + 8 * h, u);
         }
     }
 }
 
 /* ============================================================ driving == */
+
+/* A thread's AMX row blocks' f32 sums between slices of K. */
+static _Thread_local struct {
+    float *p;
+    size_t cap;
+} A;
 
 /* A thread's f32 products before the epilogue (grown, never shrunk). */
 static _Thread_local struct {
@@ -509,11 +548,13 @@ static _Thread_local struct {
 void mm_nn_q4_thread_free(void)
 {
     free(Y.p);
+    free(A.p);
     free(B.p);
     free(X.q);
     free(X.o);
     free(X.s);
     memset(&Y, 0, sizeof Y);
+    memset(&A, 0, sizeof A);
     memset(&B, 0, sizeof B);
     memset(&X, 0, sizeof X);
 }
@@ -531,24 +572,35 @@ static void *grow(void *p, size_t *cap, size_t want)
     return p;
 }
 
-/* Panels [p0, p1) of rows [r0, r1), RCHUNK rows at a time: the products
- * into the thread's scratch, then bias, activation and the residual add. */
+/* Panels [p0, p1) of rows [r0, r1). AMX (where the CPU has it): blocks of
+ * 16 rows (a last one of at least AMX_MIN_ROWS too), AMX_CHUNK rows at a
+ * time (their activations stay in L2), a panel unpacked once per chunk and
+ * its outputs finished in the tile epilogue. The rest (all rows without
+ * AMX): VNNI or AVX2 tiles, RCHUNK rows at a time into the thread's
+ * scratch, then bias, activation and the residual add a row at a time. */
 static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
 {
-    const int c0 = p0 * PC, c1 = p1 * PC < j->N ? p1 * PC : j->N, ldo = (p1 - p0) * PC;
-    /* AMX: whole 16-row blocks, a panel at a time (its B tiles unpacked
-     * once per AMX_CHUNK rows), straight into y */
-    const int ma = j->amx && r1 - r0 >= AMX_MIN_ROWS ? (r1 - r0) / 16 * 16 : 0;
-    if (ma) {
+    if (j->amx && r1 - r0 >= AMX_MIN_ROWS) {
+        const int ra = r1 - r0 < 16 || (r1 - r0) % 16 >= AMX_MIN_ROWS ? r1 : r0 + (r1 - r0) / 16 * 16;
         amx_config();
-        for (int a = r0; a < r0 + ma; a += AMX_CHUNK) { /* a chunk's activations stay in L2 over the panels */
-            const int b = a + AMX_CHUNK < r0 + ma ? a + AMX_CHUNK : r0 + ma;
+        for (int a = r0; a < ra; a += AMX_CHUNK) {
+            const int e = a + AMX_CHUNK < ra ? a + AMX_CHUNK : ra;
+            if (j->G > AMX_KSLICE)
+                A.p = grow(A.p, &A.cap, sizeof(float) * 256 * (size_t)((e - a + 15) / 16));
             for (int p = p0; p < p1; p++)
-                panel_amx(j, p, a, b);
+                for (int g0 = 0; g0 < j->G; g0 += AMX_KSLICE) {
+                    const int g1 = g0 + AMX_KSLICE < j->G ? g0 + AMX_KSLICE : j->G;
+                    unpack_amx(j, p, g0, g1);
+                    for (int m = a; m < e; m += 16)
+                        block_amx(j, p, m, e - m < 16 ? e - m : 16, g0, g1, A.p + (size_t)(m - a) * 16);
+                }
         }
         amx_release();
-        r0 += ma;
+        r0 = ra;
     }
+    if (r0 >= r1)
+        return;
+    const int c0 = p0 * PC, c1 = p1 * PC < j->N ? p1 * PC : j->N, ldo = (p1 - p0) * PC;
     Y.p = grow(Y.p, &Y.cap, sizeof(float) * RCHUNK * (size_t)ldo);
     for (int m0 = r0; m0 < r1; m0 += RCHUNK) {
         const int m1 = m0 + RCHUNK < r1 ? m0 + RCHUNK : r1;
@@ -568,8 +620,9 @@ static void part(void *arg, int part, int nparts)
 {
     const q4_job_t *j = arg;
     const int P = (j->N + PC - 1) / PC;
-    if (j->rowsplit) {
-        const int a = (int)((long)j->M * part / nparts), b = (int)((long)j->M * (part + 1) / nparts);
+    if (j->rowsplit) { /* whole blocks of 16 rows a part (AMX tiles), the tail to the last */
+        const int blocks = j->M / 16, a = (int)((long)blocks * part / nparts) * 16,
+                  b = part == nparts - 1 ? j->M : (int)((long)blocks * (part + 1) / nparts) * 16;
         if (a < b)
             range(j, 0, P, a, b);
         return;
@@ -582,10 +635,12 @@ static void part(void *arg, int part, int nparts)
 /* Quantizes x (M, K) row by row into X: codes, -8 x group sums, scales. */
 static void quantize(q4_job_t *j, const float *x, int ldx)
 {
-    const int G = j->G, Kp = G * G64, K = j->K;
-    X.q = grow(X.q, &X.qcap, (size_t)j->M * Kp);
-    X.o = grow(X.o, &X.ocap, sizeof(int32_t) * (size_t)j->M * G);
-    X.s = grow(X.s, &X.scap, sizeof(float) * (size_t)j->M);
+    const int G = j->G, Kp = G * G64, K = j->K, Mp = (j->M + 15) / 16 * 16;
+    /* rows up to a multiple of 16: an AMX tile reads 16 (zero codes) */
+    X.q = grow(X.q, &X.qcap, (size_t)Mp * Kp);
+    X.o = grow(X.o, &X.ocap, sizeof(int32_t) * (size_t)Mp * G);
+    X.s = grow(X.s, &X.scap, sizeof(float) * (size_t)Mp);
+    memset(X.q + (size_t)j->M * Kp, 0, (size_t)(Mp - j->M) * Kp);
     for (int m = 0; m < j->M; m++) {
         const float *xr = x + (size_t)m * ldx;
         int8_t *q = X.q + (size_t)m * Kp;
