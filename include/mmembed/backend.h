@@ -134,6 +134,17 @@ typedef struct {
      * accumulated in double, for s < n (mean pooling). */
     void (*mean_rows)(mm_backend_t *be, float *y, int ldy, const float *x, int ldx, const mm_seqs_t *s,
                       int width);
+
+    /* ---- q4 packs (clip.c) ---- */
+    /* gather_add from an int8 table: y[r] = a[ia[r]] * scale[ia[r]] (+
+     * b[ib[r]] when b), a's rows int8 at stride lda bytes, one f32 scale a
+     * row (mm_tops_i8_row's bits: the token tables of q4 packs, which stay
+     * 8-bit). a and scale are the pack's host memory, so only host-memory
+     * backends have this op; it is NULL on the others (CUDA), whose
+     * `constant` takes f32: callers upload such a table dequantized and
+     * gather_add from it, which gives the same bits. */
+    void (*gather_add_i8)(mm_backend_t *be, float *y, int ldy, const signed char *a, const float *scale, int lda,
+                          const int *ia, const float *b, int ldb, const int *ib, int n, int width);
 } mm_backend_ops_t;
 
 struct mm_backend {

@@ -117,6 +117,13 @@ int mm_weights_fill(mm_weights_t *w, int region, size_t off, const mm_st_t *st,
 int mm_weights_add(mm_weights_t *w, const float **slot, const mm_st_t *st, const char *name,
                    int ndim, const int64_t *shape, char *err, size_t errlen);
 
+/* A lookup table (rows, cols) as int8 rows, then one f32 scale per row
+ * (mm_tops_i8_quantize, mmembed/textops.h): two regions, each 64-byte
+ * aligned; *slot receives the rows, *scale the scales. The token tables of
+ * q4 packs. Returns 0 or the mm_weights_add errors. */
+int mm_weights_add_i8rows(mm_weights_t *w, const void **slot, const float **scale, const mm_st_t *st,
+                          const char *name, int64_t rows, int64_t cols, char *err, size_t errlen);
+
 /* Total bytes the pack will occupy (page-rounded), known before finish. */
 size_t mm_weights_size(const mm_weights_t *w);
 

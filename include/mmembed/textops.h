@@ -28,4 +28,14 @@ void mm_tops_swiglu(float *y, int ldy, const float *gu, int ldgu, int M, int N);
 void mm_tops_rope(float *x, int ld, int M, int heads, int hd, const float *cos,
                   const float *sin);
 
+/* Int8 rows, one f32 scale per row: the token-embedding tables of q4
+ * packs (issue 20: "embedding tables may stay 8-bit"), every text tower's
+ * (textcommon.c, clip.c through the pack builder in weights.c). Symmetric:
+ * q[j] = round(x[j] / s) with s = max |x| / 127 (1 for a zero row);
+ * returns s. */
+float mm_tops_i8_quantize(signed char *q, const float *x, size_t n);
+
+/* y[j] = q[j] * scale for j < n: a row of such a table in f32. */
+void mm_tops_i8_row(float *y, const signed char *q, float scale, size_t n);
+
 #endif

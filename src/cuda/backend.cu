@@ -361,6 +361,7 @@ static const mm_backend_ops_t cu_ops = {
     /* .swiglu */ cu_swiglu,      /* .act */ cu_act,
     /* .add */ cu_add,            /* .add_rows */ cu_add_rows,
     /* .mean_rows */ cu_mean_rows,
+    /* .gather_add_i8 */ NULL,   /* int8 tables are uploaded dequantized (backend.h) */
 };
 
 /* ============================================================ open ===== */

@@ -28,6 +28,7 @@
 #include "mmembed/hfconfig.h"
 #include "mmembed/nn.h"
 #include "mmembed/safetensors.h"
+#include "mmembed/textops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +81,9 @@ typedef struct {
 } layer_weights_t;
 
 typedef struct {
-    const float *tok_emb;           /* (vocab, dim) embeddings.token_embedding */
+    const float *tok_emb;           /* (vocab, dim) embeddings.token_embedding; NULL when tok_i8 */
+    const void *tok_i8;             /* q4 packs: the same table as int8 rows (vocab, dim), */
+    const float *tok_scale;         /* (vocab) each times its scale (issue 20: tables stay 8-bit) */
     const float *pos_emb;           /* (max_pos, dim) embeddings.position_embedding */
     layer_weights_t *layers;        /* (n_layers) encoder.layers.* */
     const float *ln_w, *ln_b;       /* (dim) final_layer_norm */
@@ -221,7 +224,8 @@ typedef struct {
     int mixed;
 } loader_t;
 
-static int want(loader_t *L, const float **slot, const char *name, int ndim, const int64_t *shape)
+/* Notes the checkpoint dtype of tensor `name` (info's dtype: one, or mixed). */
+static void seen(loader_t *L, const char *name)
 {
     const mm_st_tensor_t *t = mm_st_find(L->st, name);
     if (t && t->dtype != MM_ST_OTHER) {
@@ -230,6 +234,11 @@ static int want(loader_t *L, const float **slot, const char *name, int ndim, con
         else if (L->dtype != t->dtype)
             L->mixed = 1;
     }
+}
+
+static int want(loader_t *L, const float **slot, const char *name, int ndim, const int64_t *shape)
+{
+    seen(L, name);
     return mm_weights_add(L->w, slot, L->st, name, ndim, shape, L->err, L->errlen);
 }
 
@@ -237,13 +246,7 @@ static int want(loader_t *L, const float **slot, const char *name, int ndim, con
  * checked against `shape` and read as (shape[0], rest). */
 static int want_packed(loader_t *L, const void **slot, const char *name, int ndim, const int64_t *shape)
 {
-    const mm_st_tensor_t *t = mm_st_find(L->st, name);
-    if (t && t->dtype != MM_ST_OTHER) {
-        if (L->dtype == MM_ST_OTHER)
-            L->dtype = t->dtype;
-        else if (L->dtype != t->dtype)
-            L->mixed = 1;
-    }
+    seen(L, name);
     int64_t cols = 1;
     for (int i = 1; i < ndim; i++)
         cols *= shape[i];
@@ -306,7 +309,10 @@ static int load_text(loader_t *L, mm_model_t *m)
     w->layers = calloc((size_t)c->n_layers, sizeof(*w->layers));
     if (!w->layers)
         return mm_errf(L->err, L->errlen, MM_E_NOMEM, "out of memory");
-    if ((rc = want(L, &w->tok_emb, "text_model.embeddings.token_embedding.weight", SHAPE(c->vocab, D))) ||
+    static const char tok[] = "text_model.embeddings.token_embedding.weight";
+    if ((rc = dt == MM_DT_Q4 ? (seen(L, tok), mm_weights_add_i8rows(L->w, &w->tok_i8, &w->tok_scale, L->st, tok,
+                                                                    c->vocab, D, L->err, L->errlen))
+                             : want(L, &w->tok_emb, tok, SHAPE(c->vocab, D))) ||
         (rc = want(L, &w->pos_emb, "text_model.embeddings.position_embedding.weight", SHAPE(c->max_pos, D))) ||
         (rc = load_layers(L, "text_model", c, w->layers)) ||
         (rc = want(L, &w->ln_w, "text_model.final_layer_norm.weight", SHAPE(D))) ||
@@ -576,7 +582,7 @@ void mm_model_dev_free(mm_model_dev_t *d)
     const clip_config_t *c = &d->m->cfg;
     if (c->has_text) {
         dev_layers_free(be, &c->text, d->tw.layers);
-        be->ops->release(be, d->tw.tok_emb), be->ops->release(be, d->tw.pos_emb);
+        be->ops->release(be, d->tw.tok_emb), be->ops->release(be, d->tw.pos_emb);   /* tok_i8: the pack's */
         be->ops->release(be, d->tw.ln_w), be->ops->release(be, d->tw.ln_b);
         be->ops->dense_free(be, d->tw.proj);
     }
@@ -589,6 +595,31 @@ void mm_model_dev_free(mm_model_dev_t *d)
         be->ops->dense_free(be, d->vw.proj);
     }
     free(d);
+}
+
+/* The token table on be: f32 as the pack holds it; a q4 pack's int8 rows
+ * in place where be has gather_add_i8 (host memory), else dequantized
+ * into an f32 constant, the same rows gather_add_i8 would give. */
+static int dev_tokens(mm_backend_t *be, const tower_config_t *t, const text_weights_t *s, text_weights_t *w)
+{
+    const size_t V = (size_t)t->vocab, D = (size_t)t->dim;
+    if (!s->tok_i8) {
+        w->tok_emb = be->ops->constant(be, s->tok_emb, V * D);
+        return w->tok_emb ? MM_OK : MM_E_NOMEM;
+    }
+    if (be->ops->gather_add_i8) {
+        w->tok_i8 = s->tok_i8;
+        w->tok_scale = s->tok_scale;
+        return MM_OK;
+    }
+    float *f = malloc(V * D * sizeof(float));
+    if (!f)
+        return MM_E_NOMEM;
+    for (size_t i = 0; i < V; i++)
+        mm_tops_i8_row(f + i * D, (const signed char *)s->tok_i8 + i * D, s->tok_scale[i], D);
+    w->tok_emb = be->ops->constant(be, f, V * D);   /* a copy: f may go */
+    free(f);
+    return w->tok_emb ? MM_OK : MM_E_NOMEM;
 }
 
 int mm_model_dev_new(const mm_model_t *m, mm_backend_t *be, mm_model_dev_t **out, char *err, size_t errlen)
@@ -605,8 +636,7 @@ int mm_model_dev_new(const mm_model_t *m, mm_backend_t *be, mm_model_dev_t **out
         const tower_config_t *t = &c->text;
         const text_weights_t *s = &m->tw;
         text_weights_t *w = &d->tw;
-        if (!(w->layers = calloc((size_t)t->n_layers, sizeof(*w->layers))) ||
-            !(w->tok_emb = be->ops->constant(be, s->tok_emb, (size_t)t->vocab * t->dim)) ||
+        if (!(w->layers = calloc((size_t)t->n_layers, sizeof(*w->layers))) || dev_tokens(be, t, s, w) ||
             !(w->pos_emb = be->ops->constant(be, s->pos_emb, (size_t)t->max_pos * t->dim)) ||
             dev_layers(be, t, s->layers, w->layers) ||
             !(w->ln_w = be->ops->constant(be, s->ln_w, (size_t)t->dim)) ||
@@ -856,7 +886,12 @@ static int dev_text_forward(mm_runner_t *r, const int32_t *const *ids, const int
     mm_backend_t *be = g->be;
     be->ops->upload(be, g->ti.ia, g->th.ia, g->n_text_ints * sizeof(int));
     /* CLIPTextEmbeddings: token + absolute position */
-    be->ops->gather_add(be, g->x, c->dim, w->tok_emb, c->dim, g->ti.ia, w->pos_emb, c->dim, g->ti.ib, T, c->dim);
+    if (w->tok_i8)
+        be->ops->gather_add_i8(be, g->x, c->dim, w->tok_i8, w->tok_scale, c->dim, g->ti.ia, w->pos_emb, c->dim,
+                               g->ti.ib, T, c->dim);
+    else
+        be->ops->gather_add(be, g->x, c->dim, w->tok_emb, c->dim, g->ti.ia, w->pos_emb, c->dim, g->ti.ib, T,
+                            c->dim);
     return dev_head(g, c, w->layers, w->ln_w, w->ln_b, w->proj, T, n, &g->ti, max_len, 1, out);
 }
 

@@ -182,17 +182,20 @@ int mm_encoder_pack_bytes(const char *dir, size_t bytes[MM_DT_COUNT], char *err,
         const mm_st_tensor_t *t = mm_st_at(st, i);
         /* a language model's head: an embedder never reads it */
         if (strstr(t->name, "lm_head.")) continue;
-        /* the token table of the text encoders keeps its checkpoint dtype
-         * (textcommon.c: only the looked-up rows are converted) */
-        if (ends_with(t->name, "embed_tokens.weight") || ends_with(t->name, "word_embeddings.weight")) {
+        /* token tables: in q4 packs int8 rows + a scale per row (every text
+         * tower); else the text encoders' keeps its checkpoint dtype
+         * (textcommon.c: only the looked-up rows are converted), CLIP's is
+         * f32 */
+        const int clip_tok = ends_with(t->name, "token_embedding.weight");
+        if (clip_tok || ends_with(t->name, "embed_tokens.weight") || ends_with(t->name, "word_embeddings.weight")) {
             for (int d = 0; d < MM_DT_COUNT; d++)
-                bytes[d] += d == MM_DT_Q4 && t->ndim == 2 /* int8 rows + a scale per row */
+                bytes[d] += d == MM_DT_Q4 && t->ndim == 2
                                 ? (t->numel + 63) / 64 * 64 + ((size_t)t->shape[0] * 4 + 63) / 64 * 64
-                                : (t->nbytes + 63) / 64 * 64;
+                                : ((clip_tok ? t->numel * 4 : t->nbytes) + 63) / 64 * 64;
             continue;
         }
         /* dense: matrices and convolutions (patch embeddings), not the
-         * other lookup tables (positions, CLIP's tokens: f32 in every pack) */
+         * other lookup tables (positions: f32 in every pack) */
         const int table = t->ndim == 2 && strstr(t->name, "embed");
         const int dense = t->ndim >= 2 && !table && t->shape[0] > 1;
         const int b = text_block(t->name);

@@ -251,7 +251,7 @@ int mm_tc_walk_table(mm_tc_walk_t *w, mm_tm_t *m, int64_t d0, int64_t d1, const 
         return MM_OK;
     }
     /* q4 packs (issue 20: "embedding tables may stay 8-bit"): int8 rows,
-     * symmetric, one f32 scale per row (max |x| / 127), then the scales */
+     * then their scales (mm_tops_i8_quantize) */
     const size_t rows = (size_t)d0, cols = (size_t)d1;
     const size_t esize = t->nbytes / (rows * cols);
     signed char *q = w->base ? (signed char *)(w->base + w->off) : NULL;
@@ -265,13 +265,7 @@ int mm_tc_walk_table(mm_tc_walk_t *w, mm_tm_t *m, int64_t d0, int64_t d1, const 
             return mm_errf(w->err, w->errlen, MM_E_NOMEM, "out of memory");
         for (size_t i = 0; i < rows; i++) {
             mm_st_convert(t->dtype, (const unsigned char *)t->data + i * cols * esize, row, cols);
-            float mx = 0;
-            for (size_t j = 0; j < cols; j++)
-                mx = fmaxf(mx, fabsf(row[j]));
-            const float s = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / s;
-            for (size_t j = 0; j < cols; j++)
-                q[i * cols + j] = (signed char)lrintf(row[j] * inv);
-            scale[i] = s;
+            scale[i] = mm_tops_i8_quantize(q + i * cols, row, cols);
         }
         free(row);
     }
@@ -434,12 +428,8 @@ void mm_tc_embed(const mm_tm_t *m, const int32_t *const *ids, const int *lens, i
     if (m->tok_scale) { /* q4 packs: int8 rows times their scale */
         const signed char *tab = m->tok_emb;
         for (int s = 0; s < n; s++)
-            for (int p = 0; p < lens[s]; p++, x += H) {
-                const signed char *q = tab + (size_t)ids[s][p] * H;
-                const float sc = m->tok_scale[ids[s][p]];
-                for (size_t j = 0; j < H; j++)
-                    x[j] = (float)q[j] * sc;
-            }
+            for (int p = 0; p < lens[s]; p++, x += H)
+                mm_tops_i8_row(x, tab + (size_t)ids[s][p] * H, m->tok_scale[ids[s][p]], H);
         return;
     }
     size_t esize = m->tok_dtype == MM_ST_F32 ? 4 : 2;

@@ -13,6 +13,8 @@
  * Matrices that mm_nn_linear multiplies are stored as its packed blobs
  * (mm_nn_lin_pack) in the pack's dtype: f32 transposed, or bf16 / int8 in
  * oneDNN's blocked layout, so no kernel ever re-lays them out per call.
+ * A lookup table may be stored as int8 rows with a scale per row (q4
+ * packs' token tables: mm_weights_add_i8rows).
  *
  * Two phases: reserve/fill only record what goes where (and check names,
  * shapes and dtypes, so a bad checkpoint fails before anything big is
@@ -22,6 +24,7 @@
 #include "mmembed/common.h"
 #include "mmembed/nn.h"
 #include "mmembed/packcache.h"
+#include "mmembed/textops.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +40,9 @@ typedef struct {
     size_t n;     /* floats */
     const float **slot; /* set at finish (plain regions) */
     const void **bslot; /* set at finish (packed regions) */
-    int rows, cols; /* packed regions: the (rows, cols) matrix mm_nn_linear reads; else 0 */
+    int rows, cols; /* packed regions: the (rows, cols) matrix mm_nn_linear reads; int8 tables:
+                     * their shape; else 0 */
+    int i8;         /* an int8 table (mm_weights_add_i8rows): its scales are the next region */
     mm_dtype_t dt;  /* packed regions: the blob's dtype (the pack's when reserved) */
 } region_t;
 
@@ -131,7 +136,9 @@ int mm_weights_fill(mm_weights_t *w, int region, size_t off, const mm_st_t *st,
         return mm_errf(err, errlen, MM_E_INVALID, "%s: no such weight region", name);
     const region_t *r = &w->r[region];
     int fits;
-    if (r->rows) { /* packed: `off` is the first row; the tensor is (rows, cols...) */
+    if (r->i8) {   /* the whole table */
+        fits = off == 0 && t->numel == (size_t)r->rows * (size_t)r->cols;
+    } else if (r->rows) { /* packed: `off` is the first row; the tensor is (rows, cols...) */
         size_t cols = t->ndim ? t->numel / (size_t)t->shape[0] : 0;
         fits = t->ndim >= 1 && cols == (size_t)r->cols && off <= (size_t)r->rows &&
                (size_t)t->shape[0] <= (size_t)r->rows - off;
@@ -162,6 +169,21 @@ int mm_weights_add(mm_weights_t *w, const float **slot, const mm_st_t *st, const
     if (region < 0)
         return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
     return mm_weights_fill(w, region, 0, st, name, ndim, shape, err, errlen);
+}
+
+int mm_weights_add_i8rows(mm_weights_t *w, const void **slot, const float **scale, const mm_st_t *st,
+                          const char *name, int64_t rows, int64_t cols, char *err, size_t errlen)
+{
+    int region = reserve_bytes(w, (size_t)rows * (size_t)cols);
+    if (region < 0 || mm_weights_reserve(w, (size_t)rows, scale) < 0)
+        return mm_errf(err, errlen, MM_E_NOMEM, "out of memory");
+    region_t *r = &w->r[region];
+    r->bslot = slot;
+    r->rows = (int)rows;
+    r->cols = (int)cols;
+    r->i8 = 1;
+    const int64_t shape[2] = {rows, cols};
+    return mm_weights_fill(w, region, 0, st, name, 2, shape, err, errlen);
 }
 
 size_t mm_weights_size(const mm_weights_t *w)
@@ -279,11 +301,12 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
     if (rc)
         return rc;
     unsigned char *rw = b.rw;
-    /* plain regions straight in; each packed matrix assembled in f32 (N, K)
-     * from its fills, then packed into its blob */
+    /* plain regions straight in; int8 tables a row at a time; each packed
+     * matrix assembled in f32 (N, K) from its fills, then packed into its
+     * blob */
     size_t most = 0;
     for (int i = 0; i < w->nr; i++)
-        most = MM_MAX(most, (size_t)w->r[i].rows * (size_t)w->r[i].cols);
+        most = MM_MAX(most, (size_t)(w->r[i].i8 ? 1 : w->r[i].rows) * (size_t)w->r[i].cols);
     float *mat = most ? malloc(most * sizeof(float)) : NULL;
     if (most && !mat) {
         mm_pack_block_abort(&b);
@@ -292,12 +315,21 @@ int mm_weights_finish(mm_weights_t *w, const char *label, void **base, size_t *b
     for (int i = 0; i < w->nf; i++) {
         const fill_t *f = &w->f[i];
         const region_t *r = &w->r[f->region];
-        if (!r->rows)
+        if (!r->rows) {
             mm_st_convert(f->t->dtype, f->t->data, (float *)(rw + r->off) + f->off, f->t->numel);
+        } else if (r->i8) {
+            const size_t cols = (size_t)r->cols, esize = f->t->nbytes / f->t->numel;
+            signed char *q = (signed char *)(rw + r->off);
+            float *scale = (float *)(rw + r[1].off);
+            for (size_t row = 0; row < (size_t)r->rows; row++) {
+                mm_st_convert(f->t->dtype, (const unsigned char *)f->t->data + row * cols * esize, mat, cols);
+                scale[row] = mm_tops_i8_quantize(q + row * cols, mat, cols);
+            }
+        }
     }
     for (int ri = 0; ri < w->nr; ri++) {
         const region_t *r = &w->r[ri];
-        if (!r->rows)
+        if (!r->rows || r->i8)
             continue;
         memset(mat, 0, (size_t)r->rows * (size_t)r->cols * sizeof(float));
         for (int i = 0; i < w->nf; i++)

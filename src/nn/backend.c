@@ -170,6 +170,18 @@ static void cpu_gather_add(mm_backend_t *be, float *y, int ldy, const float *a, 
     }
 }
 
+static void cpu_gather_add_i8(mm_backend_t *be, float *y, int ldy, const signed char *a, const float *scale,
+                              int lda, const int *ia, const float *b, int ldb, const int *ib, int n, int width)
+{
+    (void)be;
+    for (int r = 0; r < n; r++) {
+        float *row = y + (size_t)r * ldy;
+        mm_tops_i8_row(row, a + (size_t)ia[r] * lda, scale[ia[r]], (size_t)width);
+        if (b)
+            mm_nn_add(row, b + (size_t)ib[r] * ldb, (size_t)width);
+    }
+}
+
 static void cpu_patchify(mm_backend_t *be, float *dst, const float *pixels, int n, int C, int S, int P)
 {
     (void)be;
@@ -319,7 +331,7 @@ static const mm_backend_ops_t cpu_ops = {
     .gather_add = cpu_gather_add, .patchify = cpu_patchify,
     .attention_gqa = cpu_attention_gqa, .add_layer_norm = cpu_add_layer_norm, .rms_norm = cpu_rms_norm,
     .rope = cpu_rope, .swiglu = cpu_swiglu, .act = cpu_act, .add = cpu_add, .add_rows = cpu_add_rows,
-    .mean_rows = cpu_mean_rows,
+    .mean_rows = cpu_mean_rows, .gather_add_i8 = cpu_gather_add_i8,
 };
 
 /* ============================================================ open ===== */

@@ -61,3 +61,20 @@ void mm_tops_rope(float *x, int ld, int M, int heads, int hd, const float *cos,
         }
     }
 }
+
+float mm_tops_i8_quantize(signed char *q, const float *x, size_t n)
+{
+    float mx = 0;
+    for (size_t j = 0; j < n; j++)
+        mx = fmaxf(mx, fabsf(x[j]));
+    const float s = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / s;
+    for (size_t j = 0; j < n; j++)
+        q[j] = (signed char)lrintf(x[j] * inv);
+    return s;
+}
+
+void mm_tops_i8_row(float *y, const signed char *q, float scale, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        y[j] = (float)q[j] * scale;
+}
