@@ -123,18 +123,25 @@ typedef struct {
 /* The dtype of one dense layer of a text transformer whose vector is one
  * token's state (CLIP's text tower: the end token; Qwen3 and Qwen2-VL's
  * language model: the last token) in a model packed in dt: block b of n,
- * or b = -1 for CLIP's text projection. q4 keeps the first eighth of the
- * blocks, at least one and at most two, and the text projection in q8:
- * the 4-bit error of an early block passes through every later one (on
+ * or b = -1 for CLIP's text projection. q4 keeps the first
+ * MM_Q4_KEEP_BLOCKS blocks, whatever the depth, and the text projection in
+ * q8: the 4-bit error of an early block passes through every later one (on
  * the ViT-B/32 shape the first text block alone holds a third of q4's
  * cosine loss, the last one none), so they are where a mix of types
  * spends its bytes, as llama.cpp's Q4_K_M gives its first layers more
  * bits (f32 where the CPU has no native q8, e.g. AVX2 only: an int8
- * blob is never packed for a CPU that cannot multiply it). At most two
- * keep the dense bytes <= 0.55 of q8's on the
- * Qwen2-VL-2B shape (28 blocks). Vision towers and BERT (mean pooling
- * averages the error over the tokens) stay q4: their vectors meet 0.99
- * without. Any other dt is returned as is. */
+ * blob is never packed for a CPU that cannot multiply it). Two keep the
+ * dense bytes <= 0.55 of q8's on the Qwen2-VL-2B shape (28 blocks); a
+ * tower of two blocks or fewer is then q8 throughout. Vision towers and
+ * BERT (mean pooling averages the error over the tokens) stay q4: their
+ * vectors meet 0.99 without. Any other dt is returned as is; n is the
+ * depth (unused by the rule). */
+#define MM_Q4_KEEP_BLOCKS 2
+/* The number of leading text blocks q4 keeps in q8: MMEMBED_Q4_KEEP (0 to
+ * 999; 0 puts every text block in 4 bits, as llama-quantize's --pure,
+ * the projection staying q8) when set, else MM_Q4_KEEP_BLOCKS. Part of the
+ * pack cache's key. */
+int mm_encoder_q4_keep(void);
 mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n);
 
 /* Estimated bytes of dir's shared pack in each dtype, from its checkpoint

@@ -3,6 +3,7 @@
 
 #include "mmembed/common.h"
 #include "mmembed/conf.h" /* MM_PATH_MAX */
+#include "mmembed/encoder.h" /* mm_encoder_q4_keep */
 
 #include <dirent.h>
 #include <dnnl.h>
@@ -90,8 +91,9 @@ int mm_pack_cache_path(const char *model_dir, const char *tag, mm_dtype_t dt, ch
     XXH3_64bits_reset(h);
     const dnnl_version_t *v = dnnl_version();
     char what[256];
-    int wl = snprintf(what, sizeof what, "mmembed-pack-1|%s|%s|%s|%s|dnnl %d.%d.%d %s", MM_VERSION, tag,
-                      mm_dtype_name(dt), mm_nn_cpu()->isa, v->major, v->minor, v->patch, v->hash);
+    int wl = snprintf(what, sizeof what, "mmembed-pack-1|%s|%s|%s|%s|dnnl %d.%d.%d %s|q4 keep %d", MM_VERSION, tag,
+                      mm_dtype_name(dt), mm_nn_cpu()->isa, v->major, v->minor, v->patch, v->hash,
+                      dt == MM_DT_Q4 ? mm_encoder_q4_keep() : 0);
     XXH3_64bits_update(h, what, (size_t)wl);
     /* the binary itself (size, mtime): a rebuilt mmembed may lay packs out
      * differently, so it never reads an older build's file */

@@ -139,10 +139,18 @@ static size_t dense_bytes(size_t N, size_t K, mm_dtype_t dt)
     }
 }
 
+int mm_encoder_q4_keep(void)
+{
+    const char *e = getenv("MMEMBED_Q4_KEEP");
+    if (e && *e >= '0' && *e <= '9' && strlen(e) <= 3)
+        return atoi(e);
+    return MM_Q4_KEEP_BLOCKS;
+}
+
 mm_dtype_t mm_encoder_text_dtype(mm_dtype_t dt, int b, int n)
 {
-    const int keep = (n + 7) / 8 < 2 ? (n + 7) / 8 : 2;
-    if (dt != MM_DT_Q4 || b >= keep)
+    (void)n;
+    if (dt != MM_DT_Q4 || (b >= 0 && b >= mm_encoder_q4_keep()))
         return dt;
     return mm_nn_dtype_native(MM_DT_Q8) ? MM_DT_Q8 : MM_DT_F32;
 }

@@ -757,14 +757,16 @@ static void test_qwen3_embeds(void)
 
 /* bf16, q8 and q4 against the Hugging Face f32 references: every text's
  * cosine (bf16 >= 0.999, q8 >= 0.995, q4 >= 0.99: measured BERT 0.9998,
- * Qwen3 0.9960), the text -> text ranking (every pair of
- * candidates the reference separates by >= 0.01 keeps its order), a batch
- * equal to singles within rounding, 3 threads equal to 1. Under
- * MMEMBED_CPU=avx2 the dtypes resolve to f32. */
+ * Qwen3 0.99987), the text -> text ranking (every pair of candidates the
+ * reference separates by >= 0.01 keeps its order), a batch equal to
+ * singles within rounding, 3 threads equal to 1. Qwen3-tiny has 2 blocks,
+ * both kept q8 by q4's mix (mm_encoder_text_dtype), so q4 runs a second
+ * time with MMEMBED_Q4_KEEP=1, its block 1 in 4 bits (measured 0.9958).
+ * Under MMEMBED_CPU=avx2 the dtypes resolve to f32. */
 static void test_dtypes(const char *dir, const char *ref, const char *key, int dim)
 {
-    static const char *names[] = {"bf16", "q8", "q4"};
-    static const double bound[] = {0.999, 0.995, 0.99};
+    static const char *names[] = {"bf16", "q8", "q4", "q4"};
+    static const double bound[] = {0.999, 0.995, 0.99, 0.99};
     json_object *refs = json_object_from_file(ref);
     CHECK(refs != NULL, "read %s", ref);
     if (!refs)
@@ -779,9 +781,11 @@ static void test_dtypes(const char *dir, const char *ref, const char *key, int d
         lens[i] = get_ints(r, "ids", &ids[i]);
         get_floats(r, key, want + (size_t)i * D, D);
     }
-    for (int di = 0; di < 3; di++) {
+    for (int di = 0; di < 4; di++) {
         char why[MM_PLAN_WHY + MM_ERRLEN], err[MM_ERRLEN] = "";
         mm_dtype_t dt;
+        if (di == 3)
+            setenv("MMEMBED_Q4_KEEP", "1", 1);
         CHECK(resolve_dtype(names[di], &dt, why, sizeof why) == 0, "resolve");
         CHECK((dt != MM_DT_F32) == cpuinfo_native(names[di]), "%s resolved to %s (%s)",
               names[di], mm_dtype_name(dt), why);
@@ -819,20 +823,21 @@ static void test_dtypes(const char *dir, const char *ref, const char *key, int d
                     flips += (w > 0) != (g > 0);
                 }
         CHECK(worst >= bound[di], "%s %s worst cosine %.6f (min %.3f)", dir, names[di], worst, bound[di]);
-        /* q4: Qwen3-tiny reorders 136 of 12966 close pairs (1.05%; 372 before its first block stayed q8,
-         * mm_encoder_text_dtype), BERT none; issue 20 asks for none: the pairs apart by >= 0.01 of a
-         * random 16-wide model whose q4 vectors move by up to 0.004 in cosine; guarded at 1.5% */
-        CHECK(flips <= (di == 2 ? pairs * 3 / 200 : 0) && pairs > 1000, "%s %s: %d of %d pairs reordered", dir, names[di],
-              flips, pairs);
+        /* q4: Qwen3-tiny reorders 1 of 12966 close pairs (its blocks in q8, the token table int8), BERT
+         * none; with block 1 in 4 bits (keep 1) 145 (1.1%; 371 with both): the pairs apart by >= 0.01 of a
+         * random 16-wide model whose q4 vectors move by up to 0.004 in cosine; guarded at 0.1% and 1.5% */
+        CHECK(flips <= (di == 3 ? pairs * 3 / 200 : di == 2 ? pairs / 1000 : 0) && pairs > 1000,
+              "%s %s%s: %d of %d pairs reordered", dir, names[di], di == 3 ? " keep 1" : "", flips, pairs);
         CHECK(single <= 1e-5, "%s %s: batch vs single max |diff| %.3g", dir, names[di], single);
         CHECK(!memcmp(got, got3, sizeof(float) * (size_t)n * D), "%s %s: 3 threads differ from 1", dir, names[di]);
-        printf("%s %s (%s): worst cosine to HF f32 %.6f over %d texts; %d of %d text->text pairs apart by >= 0.01 "
-               "reordered; batch vs single %.3g; pack %zu bytes\n", dir, mm_dtype_name(dt), names[di], worst, n,
-               flips, pairs, single, mm_tm_weight_bytes(m));
+        printf("%s %s (%s%s): worst cosine to HF f32 %.6f over %d texts; %d of %d text->text pairs apart by >= 0.01 "
+               "reordered; batch vs single %.3g; pack %zu bytes\n", dir, mm_dtype_name(dt), names[di],
+               di == 3 ? ", 1 text block in q8" : "", worst, n, flips, pairs, single, mm_tm_weight_bytes(m));
         mm_tm_runner_free(r1);
         mm_tm_runner_free(r3);
         mm_tm_free(m);
     }
+    unsetenv("MMEMBED_Q4_KEEP");
     for (int i = 0; i < n; i++)
         free(ids[i]);
     free(ids), free(lens), free(want), free(got), free(got3), free(one);
