@@ -448,10 +448,12 @@ AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int 
     const int8_t *gs = j->gs + ((size_t)p * j->G + g0) * PC;
     const int8_t *x = j->xq + (size_t)r0 * Kp + (size_t)g0 * G64;
     int32_t c[2][16][16] __attribute__((aligned(64)));
-    __m512 t[16];
-#pragma GCC unroll 16
-    for (int r = 0; r < 16; r++)
-        t[r] = g0 ? _mm512_load_ps(acc + r * 16) : _mm512_setzero_ps();
+    /* the 16 rows' f32 sums as 16 named registers: an array of them stayed
+     * on the stack (GCC 12), a load and a store each per group */
+#define Q4_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define Q4_INIT(r) __m512 t##r = g0 ? _mm512_load_ps(acc + r * 16) : _mm512_setzero_ps();
+    Q4_ROWS(Q4_INIT)
+#undef Q4_INIT
     if (g1 == j->G) /* the next block's output lines, for writing: a panel's 16 columns are one line a row, a
                      * row apart (strided, which the hardware prefetchers do not follow; measured 25% of the time
                      * in the stores at 1024 x 5120 without) */
@@ -487,24 +489,28 @@ AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int 
         default: _tile_stored(3, c[1], 64); break;
         }
         const __m512 d = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(gs + (size_t)g * PC))));
-#pragma GCC unroll 16
-        for (int r = 0; r < 16; r++) {
-            t[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[g & 1][r])), d, t[r]);
-        }
+        const int32_t(*cg)[16] = c[g & 1];
+#define Q4_FMA(r) t##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cg[r])), d, t##r);
+        Q4_ROWS(Q4_FMA)
+#undef Q4_FMA
     }
 #undef Q4_ISSUE
-    if (g1 < j->G) { /* more slices of K to come */
-#pragma GCC unroll 16
-        for (int r = 0; r < 16; r++)
-            _mm512_store_ps(acc + r * 16, t[r]);
+    /* to acc when more slices of K are to come, else to a local copy for
+     * the epilogue's loop over the rows */
+    float tl[16][16] __attribute__((aligned(64)));
+    float *to = g1 < j->G ? acc : tl[0];
+#define Q4_STORE(r) _mm512_store_ps(to + r * 16, t##r);
+    Q4_ROWS(Q4_STORE)
+#undef Q4_STORE
+#undef Q4_ROWS
+    if (g1 < j->G) /* more slices of K to come */
         return;
-    }
     const __m512 cs = _mm512_loadu_ps(j->cs + (size_t)p * PC);
     const int c0 = p * PC, nc = j->N - c0 < PC ? j->N - c0 : PC;
     const float *b = j->b ? j->b + c0 : NULL;
     for (int r = 0; r < nr; r++) {
         float *y = j->y + (size_t)(r0 + r) * j->ldy + c0;
-        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(t[r], cs), _mm512_set1_ps(j->xs[r0 + r]));
+        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_load_ps(tl[r]), cs), _mm512_set1_ps(j->xs[r0 + r]));
         if (nc < PC) { /* the last panel's columns past N */
             float o[PC];
             _mm512_storeu_ps(o, v);
