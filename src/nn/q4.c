@@ -359,7 +359,13 @@ static void rows_avx2(const q4_job_t *j, int p, int r0, int r1, float *out, int 
  * vector units busy with the previous group's epilogue meanwhile.
  * (Before: B held step (q - 8) as two int8 digits so the tiles summed over
  * the whole K, at twice the tile products and a multiply-heavy unpack:
- * 150-275 GMAC/s at 32-1024 rows on one core here, no better than VNNI.) */
+ * 150-275 GMAC/s at 32-1024 rows on one core here, no better than VNNI.
+ * Tried again with blocks of 32 rows x 2 digits (4 C tiles, one A load per
+ * two products, C carried between K slices as exact int32): its tile loop
+ * alone ran 970 GMAC/s at 1024 x 1536 x 1536, but the unpack (a multiply
+ * per weight, once per panel and chunk of rows) left 172 / 229 / 551 / 530
+ * / 385 GMAC/s at 16 / 32 / 256 / 1024 rows and K = 8960, against this
+ * kernel's 461 / 501 / 562 / 528 / 484: not kept.) */
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -675,11 +681,15 @@ static void quantize(q4_job_t *j, const float *x, int ldx)
         for (; k < K; k++)
             q[k] = (int8_t)lrintf(xr[k] * inv);
         memset(q + K, 0, (size_t)(Kp - K));
-        for (int g = 0; g < G; g++) {
-            int32_t sum = 0;
-            for (int i = 0; i < G64; i++)
-                sum += q[g * G64 + i];
-            X.o[(size_t)m * G + g] = -8 * sum;
+        const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+        for (int g = 0; g < G; g++) { /* sum of the 64 codes: pairs (u8 1 x s8), then to int32, then across */
+            const __m256i a = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + g * G64)));
+            const __m256i b = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + g * G64 + 32)));
+            const __m256i c = _mm256_madd_epi16(_mm256_add_epi16(a, b), ones16);
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+            X.o[(size_t)m * G + g] = -8 * _mm_cvtsi128_si32(h);
         }
     }
     j->xq = X.q;
