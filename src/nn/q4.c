@@ -523,15 +523,11 @@ AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int 
             mm_nn_bias_act_row(y, o, b, nc, j->act, j->add);
             continue;
         }
-        for (int h = 0; h < 2; h++) {
-            __m256 u = h ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v);
-            if (b)
-                u = _mm256_add_ps(u, _mm256_loadu_ps(b + 8 * h));
-            u = act8(u, j->act);
-            if (j->add)
-                u = _mm256_add_ps(u, _mm256_loadu_ps(y + 8 * h));
-            _mm256_storeu_ps(y + 8 * h, u);
-        }
+        __m512 u = b ? _mm512_add_ps(v, _mm512_loadu_ps(b)) : v;
+        u = act16(u, j->act);
+        if (j->add)
+            u = _mm512_add_ps(u, _mm512_loadu_ps(y));
+        _mm512_storeu_ps(y, u);
     }
 }
 
@@ -584,6 +580,33 @@ static void *grow(void *p, size_t *cap, size_t want)
     return p;
 }
 
+/* mm_nn_bias_act_row 16 lanes at a time (AVX-512 CPUs): act16 gives each
+ * element what act8 gives it, the tail through a padded copy. */
+__attribute__((target("avx512f,avx512dq,avx512vl,fma")))
+static void bias_act_row16(float *y, const float *acc, const float *b, int n, mm_act_t act, int add)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(acc + i);
+        if (b)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(b + i));
+        v = act16(v, act);
+        if (add)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(y + i));
+        _mm512_storeu_ps(y + i, v);
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(k, acc + i);
+        if (b)
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+        v = act16(v, act);
+        if (add)
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, y + i));
+        _mm512_mask_storeu_ps(y + i, k, v);
+    }
+}
+
 /* Panels [p0, p1) of rows [r0, r1). AMX (where the CPU has it): blocks of
  * 16 rows (a last one of at least AMX_MIN_ROWS too), AMX_CHUNK rows at a
  * time (their activations stay in L2), a panel unpacked once per chunk and
@@ -622,9 +645,14 @@ static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
             else
                 rows_avx2(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
         }
-        for (int m = m0; m < m1; m++)
-            mm_nn_bias_act_row(j->y + (size_t)m * j->ldy + c0, Y.p + (size_t)(m - m0) * ldo, j->b ? j->b + c0 : NULL,
-                               c1 - c0, j->act, j->add);
+        for (int m = m0; m < m1; m++) {
+            float *y = j->y + (size_t)m * j->ldy + c0;
+            const float *acc = Y.p + (size_t)(m - m0) * ldo, *b = j->b ? j->b + c0 : NULL;
+            if (j->vnni)
+                bias_act_row16(y, acc, b, c1 - c0, j->act, j->add);
+            else
+                mm_nn_bias_act_row(y, acc, b, c1 - c0, j->act, j->add);
+        }
     }
 }
 

@@ -102,5 +102,68 @@ static inline __m256 act8(__m256 x, mm_act_t act)
     }
 }
 
+/* The same activations 16 lanes at a time, for kernels compiled for
+ * AVX-512 (q4's AMX tile epilogue): every lane goes through the very
+ * operations of its 8-lane twin above, in the same order (the same IEEE
+ * roundings), so act16 and act8 give bit-identical results; half the
+ * instructions per element. */
+#define MM_NN_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,fma"), always_inline)) static inline
+
+MM_NN_AVX512 __m512 exp16(__m512 x)
+{
+    const __m512 hi = _mm512_set1_ps(88.3762626647949f);
+    const __m512 lo = _mm512_set1_ps(-87.3365478515625f);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+MM_NN_AVX512 __m512 act16(__m512 x, mm_act_t act)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), sign = _mm512_set1_ps(-0.0f);
+    switch (act) {
+    case MM_ACT_QUICK_GELU:
+        return _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_mul_ps(x, _mm512_set1_ps(-1.702f)))));
+    case MM_ACT_GELU: {
+        __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+        __m512 az = _mm512_andnot_ps(sign, z);
+        __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(az, _mm512_set1_ps(0.3275911f), one));
+        __m512 p = _mm512_set1_ps(1.061405429f);
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+        p = _mm512_mul_ps(p, t);
+        __m512 e = exp16(_mm512_mul_ps(_mm512_xor_ps(az, sign), az));
+        __m512 erf_abs = _mm512_fnmadd_ps(p, e, one);
+        __m512 erf = _mm512_or_ps(erf_abs, _mm512_and_ps(z, sign));
+        return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(one, erf));
+    }
+    case MM_ACT_GELU_TANH: {
+        __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.79788456080286536f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+        u = _mm512_min_ps(_mm512_max_ps(u, _mm512_set1_ps(-10.0f)), _mm512_set1_ps(10.0f));
+        __m512 e = exp16(_mm512_add_ps(u, u));
+        __m512 th = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+        return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(one, th));
+    }
+    case MM_ACT_RELU: return _mm512_max_ps(x, _mm512_setzero_ps());
+    case MM_ACT_SILU: return _mm512_div_ps(x, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+    default: return x;
+    }
+}
+
 #endif
 #endif
