@@ -61,7 +61,8 @@
 #define RCHUNK 64      /* rows per pass over a part's panels (the f32 scratch) */
 #define ROWSPLIT_MIN 32 /* rows per thread before parts take rows instead of panels */
 #define AMX_CHUNK 512   /* rows per pass of AMX over the panels */
-#define AMX_KSLICE 16   /* groups unpacked at a time (16 KB: B stays in L1; all of K measured 1.3x slower at K = 8960) */
+#define AMX_KSLICE 16   /* groups unpacked at a time (16 KB a panel; all of K measured 1.3x slower at K = 8960) */
+#define AMX_PANELS 4    /* panels a row block goes through per slice (from 128 rows; range) */
 #define AMX_MIN_ROWS 12 /* rows an AMX tile (16) computes at least; fewer go to VNNI (at 8, VNNI 164 GMAC/s vs AMX 133) */
 
 static size_t up64(size_t n)
@@ -428,15 +429,14 @@ AMX static void amx_release(void)
 
 /* Unpacks groups [g0, g1) of panel p into B (1 KB a group: 16 rows of 64
  * codes q - 8). */
-AMX static void unpack_amx(const q4_job_t *j, int p, int g0, int g1)
+AMX static void unpack_amx(const q4_job_t *j, int p, int g0, int g1, uint8_t *bp)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f), e8 = _mm512_set1_epi8(8);
     const uint8_t *w = j->w + ((size_t)p * j->G + g0) * (G64 / 2) * PC;
-    B.p = grow(B.p, &B.cap, (size_t)AMX_KSLICE * 1024);
     for (size_t s = 0; s < (size_t)(g1 - g0) * (G64 / 8); s++) {
         const __m512i raw = _mm512_loadu_si512(w + s * 64);
-        _mm512_store_si512(B.p + s * 128, _mm512_sub_epi8(_mm512_and_si512(raw, m4), e8));
-        _mm512_store_si512(B.p + s * 128 + 64, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), e8));
+        _mm512_store_si512(bp + s * 128, _mm512_sub_epi8(_mm512_and_si512(raw, m4), e8));
+        _mm512_store_si512(bp + s * 128 + 64, _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), e8));
     }
 }
 
@@ -447,7 +447,7 @@ AMX static void unpack_amx(const q4_job_t *j, int p, int g0, int g1)
  * bias, activation and the residual add into y, as mm_nn_bias_act_row does
  * element by element (so bit-identical to the VNNI rows, which go through
  * it). */
-AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int g1, float *acc)
+AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int g1, const uint8_t *bp, float *acc)
 {
     const int G = g1 - g0;
     const size_t Kp = (size_t)j->G * G64;
@@ -472,7 +472,7 @@ AMX static void block_amx(const q4_job_t *j, int p, int r0, int nr, int g0, int 
 #define Q4_ISSUE(cn, an, bn, gg)                                                                                       \
     do {                                                                                                               \
         _tile_loadd(an, x + (size_t)(gg) * G64, (long)Kp);                                                             \
-        _tile_loadd(bn, B.p + (size_t)(gg) * 1024, 64);                                                                \
+        _tile_loadd(bn, bp + (size_t)(gg) * 1024, 64);                                                                  \
         _tile_zero(cn);                                                                                                \
         _tile_dpbssd(cn, an, bn);                                                                                      \
     } while (0)
@@ -620,15 +620,25 @@ static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
         amx_config();
         for (int a = r0; a < ra; a += AMX_CHUNK) {
             const int e = a + AMX_CHUNK < ra ? a + AMX_CHUNK : ra;
+            /* panels a block's slice of activations (16 KB) serves from L1 before the next block: 4 from 128
+             * rows (1.0-1.3x faster at K >= 1280), else 1 (4 measured 1.2x slower at 32 rows: the 4 panels'
+             * digits outgrow L1, and there are only 2 blocks to share them) */
+            const int pg = e - a >= 128 ? AMX_PANELS : 1;
             if (j->G > AMX_KSLICE)
-                A.p = grow(A.p, &A.cap, sizeof(float) * 256 * (size_t)((e - a + 15) / 16));
-            for (int p = p0; p < p1; p++)
+                A.p = grow(A.p, &A.cap, sizeof(float) * 256 * (size_t)pg * (size_t)((e - a + 15) / 16));
+            B.p = grow(B.p, &B.cap, (size_t)pg * AMX_KSLICE * 1024);
+            for (int p = p0; p < p1; p += pg) {
+                const int np = p1 - p < pg ? p1 - p : pg;
                 for (int g0 = 0; g0 < j->G; g0 += AMX_KSLICE) {
                     const int g1 = g0 + AMX_KSLICE < j->G ? g0 + AMX_KSLICE : j->G;
-                    unpack_amx(j, p, g0, g1);
+                    for (int q = 0; q < np; q++)
+                        unpack_amx(j, p + q, g0, g1, B.p + (size_t)q * AMX_KSLICE * 1024);
                     for (int m = a; m < e; m += 16)
-                        block_amx(j, p, m, e - m < 16 ? e - m : 16, g0, g1, A.p + (size_t)(m - a) * 16);
+                        for (int q = 0; q < np; q++)
+                            block_amx(j, p + q, m, e - m < 16 ? e - m : 16, g0, g1, B.p + (size_t)q * AMX_KSLICE * 1024,
+                                      A.p + ((size_t)(m - a) / 16 * (size_t)pg + (size_t)q) * 256);
                 }
+            }
         }
         amx_release();
         r0 = ra;
