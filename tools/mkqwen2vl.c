@@ -3,7 +3,7 @@
  * PRNG), for tools/bench/qwen2vl_bench.c. No Python or torch needed.
  *
  *   usage: mkqwen2vl OUT_DIR TOKENIZER_JSON[.gz] [--layers N] [--vis-layers M]
- *                    [--header-only]
+ *                    [--header-only] [--7b]
  *   e.g.   build/mkqwen2vl build/qwen2vl-2b-synth tests/fixtures/qwen3/tokenizer.json.gz
  *
  * Build: `make build/mkqwen2vl` (standalone: cc -O2 -o build/mkqwen2vl tools/mkqwen2vl.c -lm).
@@ -22,6 +22,10 @@
  * --header-only       model.safetensors gets the full header but its data is
  *                     a hole (sparse file, no disk used): enough for
  *                     mm_encoder_pack_bytes (pack size per dtype), not loadable.
+ * --7b                the Qwen2-VL-7B shape (Ops-MM-embedding-v1-7B): the
+ *                     language model 3584 wide, FFN 18944, 28 heads / 4 KV
+ *                     heads, untied lm_head; the same ViT (~16.6 GB in full:
+ *                     use it with --header-only for the pack sizes).
  *
  * Writes OUT_DIR/config.json (with a "_note" saying the weights are
  * synthetic), model.safetensors, preprocessor_config.json
@@ -38,10 +42,12 @@
 
 #include "synth.h"
 
-enum {
-    L_FULL = 28, HID = 1536, HEADS = 12, KV = 2, HD = HID / HEADS, FFN = 8960, VOCAB = 151936,
-    V_FULL = 32, V_DIM = 1280, V_HEADS = 16, V_MLP = 4 * V_DIM, PATCH = 14, MERGE = 2, TPATCH = 2,
-};
+enum { L_FULL = 28, V_FULL = 32, V_DIM = 1280, V_HEADS = 16, V_MLP = 4 * V_DIM, PATCH = 14, MERGE = 2, TPATCH = 2 };
+
+/* the language model: 2B's, or 7B's with --7b (Qwen/Qwen2-VL-7B-Instruct:
+ * hidden 3584, 28 heads / 4 KV heads, FFN 18944, vocab 152064, an untied
+ * lm_head; the same ViT, its merger projecting to 3584) */
+static int HID = 1536, HEADS = 12, KV = 2, HD = 128, FFN = 8960, VOCAB = 151936, TIED = 1;
 
 #define add syn_add
 #define D1(a) ((const int64_t[]){a})
@@ -65,6 +71,8 @@ static void build_list(int layers, int vis)
         add(SYN_WEIGHT, 2, D2(KV * HD, HID), "model.layers.%d.self_attn.v_proj.weight", l);
     }
     add(SYN_LN_W, 1, D1(HID), "model.norm.weight");
+    if (!TIED)
+        add(SYN_WEIGHT, 2, D2(VOCAB, HID), "lm_head.weight");
     for (int l = 0; l < vis; l++) {
         add(SYN_BIAS, 1, D1(V_DIM), "visual.blocks.%d.attn.proj.bias", l);
         add(SYN_WEIGHT, 2, D2(V_DIM, V_DIM), "visual.blocks.%d.attn.proj.weight", l);
@@ -93,7 +101,7 @@ static void build_list(int layers, int vis)
 static const char *config_fmt =
     "{\n"
     "  \"_note\": \"SYNTHETIC WEIGHTS: deterministic pseudo-random values written by mmembed tools/mkqwen2vl.c "
-    "with the shapes of Qwen2-VL-2B (Ops-MM-embedding-v1-2B). For benchmarks only; the embeddings are "
+    "with the shapes of Qwen2-VL-2B or -7B (Ops-MM-embedding-v1). For benchmarks only; the embeddings are "
     "meaningless.\",\n"
     "  \"_full_layers\": {\"text\": %d, \"vision\": %d},\n"
     "  \"architectures\": [\"Qwen2VLForConditionalGeneration\"],\n"
@@ -118,7 +126,7 @@ static const char *config_fmt =
     "  \"rms_norm_eps\": 1e-06,\n"
     "  \"rope_theta\": 1000000.0,\n"
     "  \"sliding_window\": 32768,\n"
-    "  \"tie_word_embeddings\": true,\n"
+    "  \"tie_word_embeddings\": %s,\n"
     "  \"torch_dtype\": \"bfloat16\",\n"
     "  \"transformers_version\": \"4.45.0.dev0\",\n"
     "  \"use_cache\": true,\n"
@@ -175,6 +183,8 @@ int main(int argc, char **argv)
             vis_set = 1;
         } else if (!strcmp(argv[i], "--header-only")) {
             header_only = 1;
+        } else if (!strcmp(argv[i], "--7b")) {
+            HID = 3584, HEADS = 28, KV = 4, FFN = 18944, VOCAB = 152064, TIED = 0;
         } else if (argv[i][0] != '-' && !dir) {
             dir = argv[i];
         } else if (argv[i][0] != '-' && !tok) {
@@ -186,7 +196,7 @@ int main(int argc, char **argv)
     }
     if (!dir || !tok || layers < 1 || layers > L_FULL || vis < 1 || vis > V_FULL) {
         fprintf(stderr, "usage: mkqwen2vl OUT_DIR TOKENIZER_JSON[.gz] [--layers N (1..28)] [--vis-layers M (1..32)] "
-                        "[--header-only]\n");
+                        "[--header-only] [--7b]\n");
         return 2;
     }
     if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
@@ -196,8 +206,8 @@ int main(int argc, char **argv)
     if (syn_copy_tokenizer(tok, dir))
         return 1;
     char cfg[4096];
-    snprintf(cfg, sizeof cfg, config_fmt, L_FULL, V_FULL, HID, FFN, layers, HEADS, layers, KV, vis, V_DIM, V_HEADS,
-             HID, PATCH, MERGE, PATCH, TPATCH, VOCAB);
+    snprintf(cfg, sizeof cfg, config_fmt, L_FULL, V_FULL, HID, FFN, layers, HEADS, layers, KV, TIED ? "true" : "false",
+             vis, V_DIM, V_HEADS, HID, PATCH, MERGE, PATCH, TPATCH, VOCAB);
     if (syn_write_text(dir, "config.json", cfg) || syn_write_text(dir, "preprocessor_config.json", preprocessor_json))
         return 1;
     build_list(layers, vis);
