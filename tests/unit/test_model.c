@@ -187,6 +187,49 @@ static void test_linear_dtypes(void)
     }
 }
 
+/* q4 packs a large matrix over threads of its own (panel ranges): the
+ * columns of a part must come out as a pack of those rows alone (one
+ * thread) gives them: the first panel, the last, and the panels at each
+ * possible split of up to 16 parts give the same products bit for bit. */
+static void test_q4_pack_threads(void)
+{
+    if (!mm_nn_dtype_native(MM_DT_Q4)) {
+        SKIP("q4 pack threads: q4 not native (%s)", mm_nn_cpu()->isa);
+        return;
+    }
+    enum { N = 1040, K = 1100, M = 3 }; /* N x K > 2^20: packed over threads; 65 panels */
+    const uint64_t saved = rng_state;   /* the later tests' inputs stay what they were */
+    float *w = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * M * K);
+    float *y = malloc(sizeof(float) * M * N), y1[M * 16];
+    for (int i = 0; i < N * K; i++)
+        w[i] = frand() * 0.1f;
+    for (int i = 0; i < M * K; i++)
+        x[i] = frand();
+    void *all = aligned_alloc(64, (mm_nn_lin_bytes(N, K, MM_DT_Q4) + 63) / 64 * 64);
+    void *one = aligned_alloc(64, (mm_nn_lin_bytes(16, K, MM_DT_Q4) + 63) / 64 * 64);
+    mm_nn_lin_pack(all, w, N, K, MM_DT_Q4);
+    mm_nn_set_threads(1);
+    mm_nn_linear(y, N, x, K, all, NULL, M, K, N, MM_ACT_NONE);
+    int bad = 0, checked = 0;
+    for (int p = 0; p < N / 16; p++) {
+        int split = p == 0 || p == N / 16 - 1;
+        for (int t = 2; t <= 16 && !split; t++)
+            for (int i = 1; i < t && !split; i++)
+                split = p == 65 * i / t || p + 1 == 65 * i / t;
+        if (!split)
+            continue;
+        mm_nn_lin_pack(one, w + (size_t)p * 16 * K, 16, K, MM_DT_Q4);
+        mm_nn_linear(y1, 16, x, K, one, NULL, M, K, 16, MM_ACT_NONE);
+        for (int r = 0; r < M; r++)
+            bad += memcmp(y1 + r * 16, y + (size_t)r * N + p * 16, sizeof(float) * 16) != 0;
+        checked++;
+    }
+    CHECK(bad == 0 && checked > 10, "q4 pack over threads: %d of %d panels differ from their rows packed alone", bad,
+          checked);
+    free(w), free(x), free(y), free(all), free(one);
+    rng_state = saved;
+}
+
 /* Every activation of mm_act_t (mm_nn_act: 8 lanes at a time with a
  * vector tail) against its formula in double over [-12, 12], and the same
  * values through mm_nn_bias_act_row, which the dense layers' epilogues use:
@@ -374,6 +417,7 @@ static void test_kernels(void)
         printf("kernels: linear (oneDNN) ok\n");
     }
     test_linear_dtypes();
+    test_q4_pack_threads();
     mm_nn_set_threads(1);
     mm_nn_matmul_nt(by, 9, bx, LK, bw, LK, 7, 5, 13, 0.5f);
     err = 0;

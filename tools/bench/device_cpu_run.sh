@@ -125,9 +125,9 @@ sec_Cqwen() {
         if [ "$th" -ge "${FULL_MIN_THREADS:-8}" ]; then full=$full${full:+,}$th; else cut=$cut${cut:+,}$th; fi
     done
     dts=${DTYPES:-f32,bf16,q8,q4}
-    if [ -n "$cut" ]; then
-        qwen q1 --layers 1 && qwen q2 --layers 2 || return 1
-        step C "Cqwen cut-down shapes, threads $cut" $L "$P/qwen2vl_bench" "$T/q1" --model2 "$T/q2" --pack-dir "$T/qhdr" \
+    if [ -n "$cut" ]; then  # cuts of 3 and 4 layers: q4 keeps the first 2 text blocks q8, so the growth is a q4 layer
+        qwen q3 --layers 3 && qwen q4 --layers 4 || return 1
+        step C "Cqwen cut-down shapes, threads $cut" $L "$P/qwen2vl_bench" "$T/q3" --model2 "$T/q4" --pack-dir "$T/qhdr" \
             --threads "$cut" --dtypes "$dts" --cases "${QCASES:-text32,image256}" --min-runs "$RUNS_AC" --secs 0
     fi
     if [ -n "$full" ]; then

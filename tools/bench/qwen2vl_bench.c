@@ -17,7 +17,9 @@
  * layers, ~4.4 GB bf16); the times printed are measured.
  * Cut down (the full shape is slow on a small machine: a 1280-token image is
  * ~11 TFLOP): MODEL_DIR and --model2 DIR2 written with two different
- * --layers (e.g. 1 and 2). Each run of a case alternates between the two
+ * --layers (e.g. 1 and 2; 3 and 4 for q4, which keeps the first two decoder
+ * layers q8: past them each layer added is a q4 one). Each run of a case
+ * alternates between the two
  * models (medians of each), and the full shape is extrapolated linearly
  * in the layer counts, the decoder and the vision tower apart:
  *   text   t(L) = a + b L                  (decoder layers L)
