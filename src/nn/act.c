@@ -4,8 +4,9 @@
  * (the build targets x86-64-v3). A row's tail (n % 8) goes through the same
  * vector code via a small stack buffer, so every element of a row is computed
  * by identical arithmetic whatever its position or the batch it came in —
- * batched and one-at-a-time forwards give bit-identical results.
- * Without AVX2 the scalar libm path is used. */
+ * batched and one-at-a-time forwards give bit-identical results. On AVX-512
+ * CPUs mm_nn_bias_act_row runs 16 lanes at a time (act16: the same
+ * arithmetic per element). Without AVX2 the scalar libm path is used. */
 #include "mmembed/nn.h"
 
 #include <math.h>
@@ -44,8 +45,40 @@ static void add_serial(float *y, const float *x, size_t n)
         y[i] += x[i];
 }
 
+/* mm_nn_bias_act_row 16 lanes at a time on AVX-512 CPUs: act16 gives each
+ * element what act8 gives it (the same operations per lane), so the two
+ * paths' rows are bit-identical; the tail through masked loads. */
+__attribute__((target("avx512f,avx512dq,avx512vl,fma")))
+static void bias_act_row16(float *y, const float *acc, const float *b, int n, mm_act_t act, int add)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(acc + i);
+        if (b)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(b + i));
+        v = act16(v, act);
+        if (add)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(y + i));
+        _mm512_storeu_ps(y + i, v);
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(k, acc + i);
+        if (b)
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+        v = act16(v, act);
+        if (add)
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, y + i));
+        _mm512_mask_storeu_ps(y + i, k, v);
+    }
+}
+
 void mm_nn_bias_act_row(float *y, const float *acc, const float *b, int n, mm_act_t act, int add)
 {
+    if (mm_nn_cpu()->avx512) {
+        bias_act_row16(y, acc, b, n, act, add);
+        return;
+    }
     int j = 0;
     for (; j + 8 <= n; j += 8) {
         __m256 v = _mm256_loadu_ps(acc + j);

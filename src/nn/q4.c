@@ -134,14 +134,13 @@ static double group_err(const float *v, float d)
 /* Columns [n0, n1) of the pack (the padding columns past N included). */
 static void pack_columns(void *blob, const mm_q4_layout_t *l, const float *w, int N, int K, int n0, int n1)
 {
-    const int G = (K + G64 - 1) / G64, Np = (N + PC - 1) / PC * PC;
+    const int G = (K + G64 - 1) / G64;
     uint8_t *data = (uint8_t *)blob + l->data;
     int8_t *gs = (int8_t *)((char *)blob + l->gscale);
     float *cs = (float *)((char *)blob + l->cscale);
     float *step = malloc(sizeof(float) * (size_t)G), *v = malloc(sizeof(float) * (size_t)G * G64);
     if (!step || !v)
         die("packing allocation");
-    (void)Np;
     for (int n = n0; n < n1; n++) {
         const int p = n / PC, c = n % PC;
         if (n >= N) {
@@ -625,33 +624,6 @@ static void *grow(void *p, size_t *cap, size_t want)
     return p;
 }
 
-/* mm_nn_bias_act_row 16 lanes at a time (AVX-512 CPUs): act16 gives each
- * element what act8 gives it, the tail through a padded copy. */
-__attribute__((target("avx512f,avx512dq,avx512vl,fma")))
-static void bias_act_row16(float *y, const float *acc, const float *b, int n, mm_act_t act, int add)
-{
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(acc + i);
-        if (b)
-            v = _mm512_add_ps(v, _mm512_loadu_ps(b + i));
-        v = act16(v, act);
-        if (add)
-            v = _mm512_add_ps(v, _mm512_loadu_ps(y + i));
-        _mm512_storeu_ps(y + i, v);
-    }
-    if (i < n) {
-        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        __m512 v = _mm512_maskz_loadu_ps(k, acc + i);
-        if (b)
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
-        v = act16(v, act);
-        if (add)
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, y + i));
-        _mm512_mask_storeu_ps(y + i, k, v);
-    }
-}
-
 /* Panels [p0, p1) of rows [r0, r1). AMX (where the CPU has it): blocks of
  * 16 rows (a last one of at least AMX_MIN_ROWS too), AMX_CHUNK rows at a
  * time (their activations stay in L2), a panel unpacked once per chunk and
@@ -700,14 +672,9 @@ static void range(const q4_job_t *j, int p0, int p1, int r0, int r1)
             else
                 rows_avx2(j, p, m0, m1, Y.p + (size_t)(p - p0) * PC, ldo);
         }
-        for (int m = m0; m < m1; m++) {
-            float *y = j->y + (size_t)m * j->ldy + c0;
-            const float *acc = Y.p + (size_t)(m - m0) * ldo, *b = j->b ? j->b + c0 : NULL;
-            if (j->vnni)
-                bias_act_row16(y, acc, b, c1 - c0, j->act, j->add);
-            else
-                mm_nn_bias_act_row(y, acc, b, c1 - c0, j->act, j->add);
-        }
+        for (int m = m0; m < m1; m++)
+            mm_nn_bias_act_row(j->y + (size_t)m * j->ldy + c0, Y.p + (size_t)(m - m0) * ldo, j->b ? j->b + c0 : NULL,
+                               c1 - c0, j->act, j->add);
     }
 }
 

@@ -102,11 +102,11 @@ static inline __m256 act8(__m256 x, mm_act_t act)
     }
 }
 
-/* The same activations 16 lanes at a time, for kernels compiled for
- * AVX-512 (q4's AMX tile epilogue): every lane goes through the very
- * operations of its 8-lane twin above, in the same order (the same IEEE
- * roundings), so act16 and act8 give bit-identical results; half the
- * instructions per element. */
+/* The same activations 16 lanes at a time, for code compiled for AVX-512
+ * (q4's AMX tile epilogue; mm_nn_bias_act_row on AVX-512 CPUs): every lane
+ * goes through the very operations of its 8-lane twin above, in the same
+ * order (the same IEEE roundings), so act16 and act8 give bit-identical
+ * results; half the instructions per element. */
 #define MM_NN_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,fma"), always_inline)) static inline
 
 MM_NN_AVX512 __m512 exp16(__m512 x)
